@@ -1,0 +1,264 @@
+"""``AtomicBudget``: the in-process reference ``BudgetGuard``.
+
+A counter of whole units (calls, tokens, cents) guarded by one ``threading.Lock``. Every method
+is one short critical section that never awaits while holding it, so the budget can be shared by
+asyncio tasks, trio tasks and worker threads at once.
+
+Waiting reservations queue in FIFO order and are *granted at release time*: the releasing call
+moves units straight to the head waiter under the lock, so no ``*_nowait`` call can slip in
+between a release and the woken waiter. A waiter cancelled after it was granted hands its grant
+on to the next waiter instead of losing it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+
+from . import _log
+from ._exceptions import BudgetExceeded
+from ._validation import check_count
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatistics:
+    """A consistent snapshot of an ``AtomicBudget``, taken under its lock."""
+
+    capacity: int
+    available: int
+    held: int
+    tasks_waiting: int
+    reserved: int
+    denied: int
+    released: int
+
+
+class _Waiter:
+    """One task waiting in ``AtomicBudget.reserve``; ``granted`` is set under the budget lock."""
+
+    __slots__ = ("call_soon", "cost", "event", "granted", "thread")
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+        self.granted = False
+        self.event = anyio.Event()
+        self.thread = threading.get_ident()
+        self.call_soon = _threadsafe_scheduler()
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread:
+            self.event.set()
+        else:
+            self.call_soon(self.event.set)
+
+
+def _threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
+    """Return a function that runs a callback soon on the current event loop, from any thread."""
+    native = anyio.lowlevel.current_token().native_token
+    schedule: Callable[[Callable[[], object]], object] | None = getattr(
+        native, "call_soon_threadsafe", None  # asyncio event loop
+    ) or getattr(native, "run_sync_soon", None)  # trio token
+    if schedule is None:  # pragma: no cover - a backend anyio may add later
+        raise RuntimeError(f"cannot schedule callbacks on {native!r} from another thread")
+    return schedule
+
+
+class AtomicBudget:
+    """A budget of whole units, exact under any interleaving of tasks and threads.
+
+    Implements ``BudgetGuard``. ``try_reserve``/``try_reserve_nowait`` never wait and never yield
+    to the event loop: they take ``cost`` now or return False. ``reserve`` waits in FIFO order.
+    ``release`` never raises ``available`` above ``capacity``. While tasks wait, the
+    non-waiting calls are refused so a stream of small reservations cannot starve a large one.
+    """
+
+    __slots__ = (
+        "_available", "_capacity", "_denied", "_lock", "_name", "_released", "_reserved",
+        "_waiters",
+    )
+
+    def __init__(self, capacity: int, *, name: str | None = None) -> None:
+        self._capacity = check_count(capacity, "capacity")
+        self._available = self._capacity
+        self._name = name
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        self._reserved = 0
+        self._denied = 0
+        self._released = 0
+
+    @property
+    def capacity(self) -> int:
+        """The most that can be held at once."""
+        return self._capacity
+
+    @property
+    def available(self) -> int:
+        """What can be reserved right now (waiters aside)."""
+        return self._available
+
+    @property
+    def utilization(self) -> float:
+        """The fraction of capacity held, 0.0 to 1.0 (0.0 for a zero-capacity budget)."""
+        capacity = self._capacity
+        return (capacity - self._available) / capacity if capacity else 0.0
+
+    def try_reserve_nowait(self, cost: int) -> bool:
+        """Take ``cost`` now if it fits and nobody is queued; otherwise return False.
+
+        Raises ``TypeError`` for a non-``int`` cost and ``ValueError`` for a negative one.
+        """
+        if type(cost) is not int or cost < 0:
+            check_count(cost, "cost")
+        with self._lock:
+            if cost <= self._available and not self._waiters:
+                self._available -= cost
+                self._reserved += 1
+                admitted = True
+            else:
+                self._denied += 1
+                admitted = False
+        if _log.enabled():
+            self._log_reservation(cost, admitted)
+        return admitted
+
+    async def try_reserve(self, cost: int) -> bool:
+        """``BudgetGuard.try_reserve``: ``try_reserve_nowait`` without yielding to the loop."""
+        if type(cost) is not int or cost < 0:
+            check_count(cost, "cost")
+        with self._lock:
+            if cost <= self._available and not self._waiters:
+                self._available -= cost
+                self._reserved += 1
+                admitted = True
+            else:
+                self._denied += 1
+                admitted = False
+        if _log.enabled():
+            self._log_reservation(cost, admitted)
+        return admitted
+
+    async def reserve(self, cost: int) -> None:
+        """Take ``cost``, waiting in FIFO order until it fits.
+
+        Raises ``BudgetExceeded`` at once if ``cost`` exceeds ``capacity`` (it could never fit).
+        Cancellation while waiting takes nothing; a cancellation that lands after the grant
+        hands the grant to the next waiter.
+        """
+        check_count(cost, "cost")
+        if cost > self._capacity:
+            with self._lock:
+                self._denied += 1
+            raise BudgetExceeded(
+                f"cost {cost} exceeds the budget's capacity {self._capacity}; it can never fit",
+                key=self._name, requested=cost, available=self._available,
+            )
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        with self._lock:
+            if cost <= self._available and not self._waiters:
+                self._available -= cost
+                self._reserved += 1
+                waiter = None
+            else:
+                waiter = _Waiter(cost)
+                self._waiters.append(waiter)
+        if waiter is None:
+            try:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            finally:
+                if _log.enabled():
+                    self._log_reservation(cost, True)
+            return
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            with self._lock:
+                if waiter.granted:
+                    self._available = min(self._capacity, self._available + cost)
+                    self._reserved -= 1
+                else:
+                    self._waiters.remove(waiter)
+                woken = self._grant()
+            for other in woken:
+                other.wake()
+            raise
+        if _log.enabled():
+            self._log_reservation(cost, True)
+
+    def release_nowait(self, cost: int) -> None:
+        """Give ``cost`` back (capped at ``capacity``) and grant queued waiters that now fit."""
+        if type(cost) is not int or cost < 0:
+            check_count(cost, "cost")
+        with self._lock:
+            available = self._available + cost
+            self._available = available if available < self._capacity else self._capacity
+            self._released += 1
+            woken = self._grant() if self._waiters else None
+        if woken:
+            for waiter in woken:
+                waiter.wake()
+        if _log.enabled():
+            _log.emit("outlay.budget.released", budget=self._name, cost=cost,
+                      available=self._available)
+
+    async def release(self, cost: int) -> None:
+        """``BudgetGuard.release``: ``release_nowait`` without yielding to the loop."""
+        self.release_nowait(cost)
+
+    def refill(self) -> None:
+        """Make the whole capacity available again and grant queued waiters."""
+        with self._lock:
+            self._available = self._capacity
+            woken = self._grant()
+        for waiter in woken:
+            waiter.wake()
+        if _log.enabled():
+            _log.emit("outlay.budget.refilled", budget=self._name, available=self._capacity)
+
+    @asynccontextmanager
+    async def hold(self, cost: int) -> AsyncIterator[None]:
+        """``async with budget.hold(cost):`` reserve (waiting) on entry, release on every exit."""
+        await self.reserve(cost)
+        try:
+            yield
+        finally:
+            self.release_nowait(cost)
+
+    def statistics(self) -> BudgetStatistics:
+        """Return a frozen, self-consistent snapshot."""
+        with self._lock:
+            return BudgetStatistics(
+                capacity=self._capacity,
+                available=self._available,
+                held=self._capacity - self._available,
+                tasks_waiting=len(self._waiters),
+                reserved=self._reserved,
+                denied=self._denied,
+                released=self._released,
+            )
+
+    def _grant(self) -> list[_Waiter]:
+        """Move units to queued waiters, head first, while the head fits. Lock held."""
+        woken: list[_Waiter] = []
+        waiters = self._waiters
+        while waiters and waiters[0].cost <= self._available:
+            waiter = waiters.popleft()
+            self._available -= waiter.cost
+            self._reserved += 1
+            waiter.granted = True
+            woken.append(waiter)
+        return woken
+
+    def _log_reservation(self, cost: int, admitted: bool) -> None:
+        event = "outlay.budget.reserved" if admitted else "outlay.budget.denied"
+        _log.emit(event, budget=self._name, cost=cost, available=self._available)
+
+    def __repr__(self) -> str:
+        return (f"<AtomicBudget {self._name or ''} available={self._available}"
+                f"/{self._capacity} waiting={len(self._waiters)}>")

@@ -1,0 +1,70 @@
+"""Every exception outlay raises.
+
+The hierarchy::
+
+    OutlayError                     root; catch this to catch anything outlay raises on purpose
+    ├── BudgetExceeded              a reservation was refused (budgets, stores, hooks, executor)
+    ├── ReservationError            a reservation was misused: ended twice, foreign, unknown
+    ├── UnknownLimit                a reservation names a limit that has no cap (stores)
+    ├── ConfigurationError          a bad store URL or option (``store_from_url``)
+    └── StoreError                  a store backend failed; the driver error is ``__cause__``
+        └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
+
+Bad argument values raise the built-in ``TypeError`` / ``ValueError`` before anything is taken.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+
+class OutlayError(Exception):
+    """Root of every exception outlay raises on purpose."""
+
+
+class BudgetExceeded(OutlayError):
+    """A reservation does not fit; nothing was taken.
+
+    Raised by ``AtomicBudget.reserve`` (cost above capacity), ``Budget.reserve`` and
+    ``AtomicTokenBudget.reserve_tokens`` (no room now). ``key`` names the refusing limit,
+    ``requested`` and ``available`` are in that limit's unit, ``reason`` says it in words.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        key: str | None = None,
+        requested: int | Decimal | None = None,
+        available: int | Decimal | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key = key
+        self.requested = requested
+        self.available = available
+
+
+class ReservationError(OutlayError):
+    """A reservation was used wrongly: ended twice, passed to a budget that does not own it,
+    or unknown to its store. Nothing is counted twice when this is raised."""
+
+
+class UnknownLimit(OutlayError, LookupError):
+    """A reservation names a limit key that has no cap and no default cap was given."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no limit is set for {key!r}; call set_limit() first or pass a default")
+        self.key = key
+
+
+class ConfigurationError(OutlayError, ValueError):
+    """An option or store URL is malformed or names something outlay does not know."""
+
+
+class StoreError(OutlayError):
+    """A store backend failed. The driver's exception is chained as ``__cause__``."""
+
+
+class StoreUnavailable(StoreError):
+    """The store backend cannot be reached. Budgets fail closed: nothing is admitted."""

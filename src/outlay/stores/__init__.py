@@ -1,0 +1,37 @@
+"""Stores: where limits, holds and spend live.
+
+``store_from_url`` picks one by URL scheme and imports its driver only then, so ``import outlay``
+never imports a database driver:
+
+- ``memory://`` -> ``MemoryStore``, the default, for one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .._exceptions import ConfigurationError
+from ._base import Admission, LimitUsage, Store
+from ._memory import MemoryStore
+
+__all__ = ("Admission", "LimitUsage", "MemoryStore", "Store", "store_from_url")
+
+#: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
+_SCHEMES: dict[str, str] = {
+    "memory": "outlay.stores._memory:MemoryStore",
+}
+
+
+def store_from_url(url: str) -> Store:
+    """Build the store a URL names; raises ``ConfigurationError`` for an unknown scheme."""
+    if not isinstance(url, str):
+        raise TypeError(f"store URL must be a str, got {type(url).__name__}")
+    scheme, sep, _ = url.partition("://")
+    target = _SCHEMES.get(scheme) if sep else None
+    if target is None:
+        known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
+        raise ConfigurationError(f"unknown store URL {url!r}; expected one of: {known}")
+    module_name, _, class_name = target.partition(":")
+    store_class = getattr(importlib.import_module(module_name), class_name)
+    store: Store = store_class.from_url(url)
+    return store

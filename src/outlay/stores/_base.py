@@ -1,0 +1,103 @@
+"""The store protocol: where limits, holds and spend live.
+
+A store keeps *limits* (a key with a cap), *holds* (amounts a reservation has taken against one
+or more limits, with a lease) and *spend* (what committed reservations used). Every method is one
+atomic step at the store; every ending is idempotent by reservation id, so a retried call after a
+timeout counts once. Invariant at every instant: a reservation is admitted only if
+``spent + held + amount <= cap`` for each of its limits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .._validation import Amount
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """A snapshot of one limit. ``available`` is ``cap - spent - held``, never below zero."""
+
+    key: str
+    cap: Amount
+    spent: Amount
+    held: Amount
+
+    @property
+    def available(self) -> Amount:
+        room = self.cap - self.spent - self.held
+        if room > 0:
+            return room
+        return Decimal(0) if isinstance(room, Decimal) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to ``Store.reserve``: admitted, or refused by the limit in ``refused``."""
+
+    admitted: bool
+    refused: LimitUsage | None = None
+    requested: Amount | None = None
+
+
+class Store(ABC):
+    """What every store implements. Subclasses: ``MemoryStore``, ``SQLiteStore``, ``RedisStore``.
+
+    ``rid`` is a client-generated reservation id. Amount mappings are limit key -> amount, checked
+    by the caller for type and sign; a store checks units against caps and raises ``TypeError``
+    for a ``Decimal`` amount on an ``int`` limit before taking anything.
+    """
+
+    @abstractmethod
+    async def set_limit(self, key: str, cap: Amount) -> None:
+        """Create the limit ``key`` or change its cap. Spend and holds are kept."""
+
+    @abstractmethod
+    async def reserve(
+        self,
+        rid: str,
+        amounts: Mapping[str, Amount],
+        *,
+        lease: float,
+        defaults: Mapping[str, Amount] | None = None,
+    ) -> Admission:
+        """Hold ``amounts`` against every named limit, all or nothing, for ``lease`` seconds.
+
+        A key with no limit is created with its cap from ``defaults`` (so period keys such as
+        ``usd/month:2026-11`` start fresh on first use); without one it raises ``UnknownLimit``.
+        Reserving an id that is already held returns admitted (a retried call); reserving an id
+        that has ended raises ``ReservationError``.
+        """
+
+    @abstractmethod
+    async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
+        """Turn the hold into spend. ``actual`` may be above or below the hold; keys it leaves
+        out settle at their held amount. Works after the lease expired (the spend still counts).
+        Returns False if ``rid`` had already ended (a retry); raises ``ReservationError`` if the
+        store never saw ``rid``."""
+
+    @abstractmethod
+    async def release(self, rid: str) -> bool:
+        """Give the hold back. Returns False if there was nothing held under ``rid``."""
+
+    @abstractmethod
+    async def extend(self, rid: str, lease: float) -> bool:
+        """Set the lease of a live hold to ``lease`` seconds from now. False if it is not held
+        (ended or expired: an expired hold is not revived, it may no longer fit)."""
+
+    @abstractmethod
+    async def usage(self, key: str) -> LimitUsage:
+        """Snapshot one limit; raises ``UnknownLimit`` if it does not exist."""
+
+    def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
+        """Best-effort, synchronous release of a reservation handle that was garbage-collected.
+
+        Called from ``__del__``, so it must not block or await. The default does nothing: the
+        hold's lease expires and it stops counting. In-process stores release at once.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional, empty by default
+        """Release connections and files held by the store."""
