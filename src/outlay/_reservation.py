@@ -220,14 +220,16 @@ class Budget:
         *,
         lease: float | None = None,
         defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
     ) -> Reservation | None:
         """Hold ``amounts`` against every named limit, all or nothing; ``None`` if one lacks room.
 
-        ``defaults`` gives caps for limits to create on first use (period keys, principals).
+        ``defaults`` gives caps for limits to create on first use (period keys, principals);
+        ``expire_at`` says when such a limit's period ends (see ``Store.reserve``).
         Bad amounts raise ``TypeError``/``ValueError`` and take nothing. If this task is
         cancelled while the store answers, whatever the store admitted is released (shielded).
         """
-        _, reservation = await self._reserve(amounts, lease, defaults, Reservation)
+        _, reservation = await self._reserve(amounts, lease, defaults, expire_at, Reservation)
         return reservation
 
     def reserve(
@@ -236,6 +238,7 @@ class Budget:
         *,
         lease: float | None = None,
         defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
     ) -> ReserveContext[Reservation]:
         """Like ``try_reserve`` but raises ``BudgetExceeded`` when refused.
 
@@ -244,7 +247,9 @@ class Budget:
         """
 
         async def reserve() -> Reservation:
-            admission, reservation = await self._reserve(amounts, lease, defaults, Reservation)
+            admission, reservation = await self._reserve(
+                amounts, lease, defaults, expire_at, Reservation
+            )
             if reservation is None:
                 raise _exceeded(admission)
             return reservation
@@ -256,6 +261,7 @@ class Budget:
         amounts: Mapping[str, Amount],
         lease: float | None,
         defaults: Mapping[str, Amount] | None,
+        expire_at: Mapping[str, float] | None,
         kind: type[R],
     ) -> tuple[Admission, R | None]:
         if not isinstance(amounts, Mapping) or not amounts:
@@ -268,7 +274,8 @@ class Budget:
         rid = uuid.uuid4().hex
         store = self._store
         try:
-            admission = await store.reserve(rid, checked, lease=seconds, defaults=defaults)
+            admission = await store.reserve(rid, checked, lease=seconds, defaults=defaults,
+                                            expire_at=expire_at)
         except BaseException:
             # Cancelled or failed mid-call: the store may have admitted it anyway.
             with anyio.CancelScope(shield=True):

@@ -63,11 +63,14 @@ class Store(ABC):
         *,
         lease: float,
         defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         """Hold ``amounts`` against every named limit, all or nothing, for ``lease`` seconds.
 
         A key with no limit is created with its cap from ``defaults`` (so period keys such as
         ``usd/month:2026-11`` start fresh on first use); without one it raises ``UnknownLimit``.
+        ``expire_at`` (UNIX seconds, by key) says when a limit's period is over: a store may
+        forget the limit some time after that (Redis sets a key expiry); others may ignore it.
         Reserving an id that is already held returns admitted (a retried call); reserving an id
         that has ended raises ``ReservationError``.
         """

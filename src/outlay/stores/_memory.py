@@ -86,8 +86,10 @@ class MemoryStore(Store):
         *,
         lease: float,
         defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
-        """Synchronous ``reserve``; see ``Store.reserve``."""
+        """Synchronous ``reserve``; see ``Store.reserve``. ``expire_at`` is not used: a
+        finished period's limit stays readable for the life of the process."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         if defaults:
             for cap in defaults.values():
@@ -235,6 +237,7 @@ class MemoryStore(Store):
         *,
         lease: float,
         defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         return self.reserve_nowait(rid, amounts, lease=lease, defaults=defaults)
 
