@@ -150,6 +150,8 @@ class AtomicBudget:
 
     async def try_reserve(self, cost: int) -> bool:
         """``BudgetGuard.try_reserve``: ``try_reserve_nowait`` without yielding to the loop."""
+        # The body of try_reserve_nowait, inlined: delegating costs an extra call on the hot
+        # path of every guard user (benchmarks/bench_budget.py measures it).
         if type(cost) is not int or cost < 0:
             check_count(cost, "cost")
         with self._lock:
