@@ -24,6 +24,7 @@ or drop the connection mid-stream. Point the real SDKs at it::
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class Script:
     ``status`` other than 200 answers with a provider-shaped error body (``error_type`` names it).
     ``input_tokens``/``output_tokens`` are the usage reported; ``cache_read_input_tokens`` is
     reported by the Anthropic endpoint only. ``report_usage=False`` leaves usage out.
+    ``stall_after`` (any value) holds a non-streaming answer until ``release()``.
     Streams: ``stall_after=k`` sends ``k`` events, then waits for ``release()``;
     ``error_after=k`` sends ``k`` events, then an in-stream error event and ends;
     ``drop_after=k`` sends ``k`` events, then closes the connection mid-body.
@@ -79,7 +81,7 @@ class FakeProvider:
         self.default = default or Script()
         self.requests: list[Recorded] = []
         self._scripts: collections.deque[Script] = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._release = threading.Event()
         self.stalled = threading.Event()
         """Set when a stream reaches its ``stall_after`` point."""
@@ -92,7 +94,7 @@ class FakeProvider:
         handler = type("Handler", (_Handler,), {"provider": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,),
                                         name="fakeprovider", daemon=True)
         self._thread.start()
         return self
@@ -132,9 +134,18 @@ class FakeProvider:
         """Let stalled streams go on."""
         self._release.set()
 
+    def wait_requests(self, count: int, timeout: float = 5.0) -> bool:
+        """Block (a thread) until the server has received ``count`` requests; False on timeout.
+
+        From async code: ``await anyio.to_thread.run_sync(provider.wait_requests, n)``.
+        """
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self.requests) >= count, timeout)
+
     def _next(self, recorded: Recorded) -> Script:
         with self._lock:
             self.requests.append(recorded)
+            self._lock.notify_all()
             return self._scripts.popleft() if self._scripts else self.default
 
 
@@ -161,7 +172,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("stream"):
             self._stream(route.events(body, script), route, script)
-        else:
+            return
+        if script.stall_after is not None:
+            self.provider.stalled.set()
+            self.provider._release.wait(_STALL_LIMIT)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client went away
             self._json(200, route.complete(body, script), script)
 
     def _json(self, status: int, payload: dict[str, Any], script: Script) -> None:
