@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 import openai
 import pytest
+from structlog.testing import capture_logs
 
 from outlay import AtomicTokenBudget, Budget, BudgetExceeded, ConfigurationError
 from outlay.clients import Charge, MoneyLimit, Pricing, estimate_prompt_tokens
@@ -434,3 +435,22 @@ async def test_parallel_calls_never_exceed_the_budget(fake: FakeProvider,
         fake.release()
     assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 5
     whole(budget, budget.capacity)
+
+
+async def test_settlement_is_logged_and_a_failing_observer_is_skipped(
+        fake: FakeProvider, client: openai.AsyncOpenAI) -> None:
+    budget = AtomicTokenBudget(1000)
+
+    def broken(charge: Charge) -> None:
+        raise RuntimeError("observer bug")
+
+    llm = BudgetedAsyncOpenAI(client, tokens=budget, estimate_input=fixed, on_settle=broken)
+    with capture_logs() as logs:
+        await llm.chat.completions.create(model="m", messages=MESSAGES,
+                                          max_completion_tokens=50)
+    events = {entry["event"]: entry for entry in logs}
+    settled = events["outlay.clients.settled"]
+    assert (settled["outcome"], settled["prompt_tokens"], settled["completion_tokens"]) == (
+        "recorded", 11, 7)
+    assert "observer bug" in events["outlay.clients.on_settle_failed"]["error"]
+    whole(budget, 18)

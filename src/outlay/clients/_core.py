@@ -328,7 +328,7 @@ class Limits:
 
     def _exceeded(self, spec: CallSpec, out: int, what: str) -> BudgetExceeded:
         need = spec.input_estimate + max(out, self.min_output_tokens) * spec.choices
-        available = getattr(self.tokens, "available", None)
+        available = getattr(self.tokens, "available", None) if what == "tokens" else None
         if _log.enabled():
             _log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
                       input_estimate=spec.input_estimate, max_output_tokens=out, limit=what)
