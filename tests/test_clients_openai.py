@@ -90,9 +90,10 @@ async def test_refused_before_any_request(fake: FakeProvider,
                                           client: openai.AsyncOpenAI) -> None:
     budget = AtomicTokenBudget(100)
     llm = BudgetedAsyncOpenAI(client, tokens=budget, estimate_input=fixed)
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(BudgetExceeded) as info:
         await llm.chat.completions.create(model="m", messages=MESSAGES,
                                           max_completion_tokens=81)
+    assert (info.value.requested, info.value.available) == (INPUT + 81, 100)
     with pytest.raises(BudgetExceeded):
         await llm.responses.create(model="m", input="hi", max_output_tokens=81)
     assert fake.requests == []
@@ -388,9 +389,10 @@ async def test_money_refusal_and_clamp(fake: FakeProvider, client: openai.AsyncO
     tokens = AtomicTokenBudget(10_000)
     money = MoneyLimit(dollars, "run/usd", {"m": PRICES})
     llm = BudgetedAsyncOpenAI(client, tokens=tokens, money=money, estimate_input=fixed)
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(BudgetExceeded) as info:
         await llm.chat.completions.create(model="m", messages=MESSAGES,
                                           max_completion_tokens=101)
+    assert info.value.key == "run/usd"
     with pytest.raises(ConfigurationError):
         await llm.chat.completions.create(model="other", messages=MESSAGES,
                                           max_completion_tokens=1)

@@ -7,6 +7,7 @@ which field bounds the output and where the usage is reported.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ class MoneyLimit:
     budget: Budget
     key: str
     prices: Pricing | Mapping[str, Pricing]
+    lease: float | None = None
+    """Seconds the money hold lives (default: the budget's lease). Spend is recorded even when
+    a call outlives its lease; only the hold stops counting."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.budget, Budget):
@@ -277,10 +281,13 @@ class Limits:
         """
         pricing = self.money.pricing_for(spec.model) if self.money is not None else None
         out = spec.max_output
+        refused_by = "tokens" if self.tokens is not None else "money"
         if self.clamp and self.tokens is not None:
             out = min(out, self._tokens_affordable(spec, out))
         if self.clamp and self.money is not None and pricing is not None:
-            out = min(out, await self._money_affordable(spec, pricing, out))
+            by_money = await self._money_affordable(spec, pricing, out)
+            if by_money < out:
+                out, refused_by = by_money, "money"
         for _ in range(_CLAMP_ATTEMPTS):
             if out < self.min_output_tokens:
                 break
@@ -294,23 +301,26 @@ class Limits:
                     if held_tokens is None:
                         if not self.clamp:
                             raise self._exceeded(spec, out, "tokens")
+                        refused_by = "tokens"
                         out = min(out - 1, self._tokens_affordable(spec, out // 2))
                         continue
                 if self.money is not None and pricing is not None:
                     cost = pricing.cost(spec.input_estimate, out * spec.choices)
-                    held_money = await self.money.budget.try_reserve({self.money.key: cost})
+                    held_money = await self.money.budget.try_reserve({self.money.key: cost},
+                                                                     lease=self.money.lease)
                     if held_money is None:
                         await _release(held_tokens)
                         held_tokens = None
                         if not self.clamp:
                             raise self._exceeded(spec, out, "money")
+                        refused_by = "money"
                         out = min(out - 1, await self._money_affordable(spec, pricing, out))
                         continue
             except BaseException:
                 await _release(held_tokens)
                 raise
             return Call(self, spec, out, held_tokens, held_money, pricing, cost)
-        raise self._exceeded(spec, out, "tokens or money")
+        raise self._exceeded(spec, out, refused_by)
 
     def _tokens_affordable(self, spec: CallSpec, fallback: int) -> int:
         available = getattr(self.tokens, "available", None)
@@ -327,15 +337,17 @@ class Limits:
         return pricing.affordable_output(available, spec.input_estimate) // spec.choices
 
     def _exceeded(self, spec: CallSpec, out: int, what: str) -> BudgetExceeded:
-        need = spec.input_estimate + max(out, self.min_output_tokens) * spec.choices
+        per_choice = self.min_output_tokens if self.clamp else out
+        need = spec.input_estimate + per_choice * spec.choices
         available = getattr(self.tokens, "available", None) if what == "tokens" else None
         if _log.enabled():
             _log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
-                      input_estimate=spec.input_estimate, max_output_tokens=out, limit=what)
+                      input_estimate=spec.input_estimate, max_output_tokens=per_choice,
+                      limit=what)
         return BudgetExceeded(
-            f"{spec.api} call to {spec.model!r} does not fit the {what} budget: "
-            f"~{spec.input_estimate} input tokens + {out * spec.choices} output tokens"
-            + (" (even clamped to min_output_tokens)" if self.clamp else ""),
+            f"{spec.api} call to {spec.model!r} does not fit the {what} budget: it needs "
+            f"~{spec.input_estimate} input tokens + {per_choice * spec.choices} output tokens"
+            + (" (clamped to min_output_tokens)" if self.clamp else ""),
             key=self.money.key if what == "money" and self.money else None,
             requested=need, available=available if type(available) is int else None)
 
@@ -509,7 +521,7 @@ class BudgetedStream(Generic[T]):
             await self._settle()
             raise
         except BaseException:
-            await self._finish()
+            await self._finish(quiet=True)
             raise
         self._observe(event, self._tally)
         return event
@@ -520,12 +532,16 @@ class BudgetedStream(Generic[T]):
 
     aclose = close
 
-    async def _finish(self) -> None:
+    async def _finish(self, *, quiet: bool = False) -> None:
         if self._call.charge is not None:
             return
         try:
             with anyio.CancelScope(shield=True):
-                await self._stream.close()
+                if quiet:  # already raising: the first error is the one to report
+                    with contextlib.suppress(Exception):
+                        await self._stream.close()
+                else:
+                    await self._stream.close()
         finally:
             await self._settle()
 
