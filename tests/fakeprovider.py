@@ -152,6 +152,7 @@ class FakeProvider:
 class _Handler(BaseHTTPRequestHandler):
     provider: FakeProvider
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small writes must not wait for delayed ACKs
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
