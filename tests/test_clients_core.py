@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pydantic
@@ -119,3 +120,14 @@ def test_import_outlay_does_not_import_the_sdks() -> None:
     src = str(Path(outlay.__file__).resolve().parents[1])
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={**os.environ, "PYTHONPATH": src})
+
+
+def test_exports_are_sorted_and_resolve() -> None:
+    import outlay.clients
+
+    assert list(outlay.clients.__all__) == sorted(outlay.clients.__all__)
+    for name in outlay.clients.__all__:
+        assert getattr(outlay.clients, name) is not None
+    public = {n for n, v in vars(outlay.clients).items()
+              if not n.startswith("_") and not isinstance(v, ModuleType)}
+    assert public == set(outlay.clients.__all__)

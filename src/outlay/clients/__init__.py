@@ -18,14 +18,14 @@ from ._core import estimate_prompt_tokens as estimate_prompt_tokens
 from ._core import estimate_tokens as estimate_tokens
 
 __all__ = (
-    "MEDIA_TOKENS",
-    "MESSAGE_OVERHEAD",
-    "REQUEST_OVERHEAD",
     "BudgetedStream",
     "Charge",
     "InputEstimator",
+    "MEDIA_TOKENS",
+    "MESSAGE_OVERHEAD",
     "MoneyLimit",
     "Pricing",
+    "REQUEST_OVERHEAD",
     "Tally",
     "estimate_prompt_tokens",
     "estimate_tokens",

@@ -447,7 +447,11 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
     except BaseException:
         await call.refund()
         raise
-    reported = usage(result)
+    try:
+        reported = usage(result)
+    except BaseException:  # an unexpected result shape: settle, then report it
+        await call.settle(None, None, final=False)
+        raise
     if reported is None:
         await call.settle(None, None, final=False)
     else:
@@ -517,13 +521,13 @@ class BudgetedStream(Generic[T]):
             raise StopAsyncIteration
         try:
             event = await self._iterator.__anext__()
+            self._observe(event, self._tally)
         except StopAsyncIteration:
             await self._settle()
             raise
         except BaseException:
             await self._finish(quiet=True)
             raise
-        self._observe(event, self._tally)
         return event
 
     async def close(self) -> None:
