@@ -195,9 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
-        self.send_header("connection", "close")
+        if script.drop_after is not None or script.stall_after is not None:
+            self.send_header("connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.close_connection = True
         try:
             for index, (name, data) in enumerate(events):
                 if index == script.stall_after:
