@@ -166,6 +166,37 @@ async def test_clamp_with_a_protocol_only_budget_halves(fake: FakeProvider,
     assert fake.requests[0].body["max_completion_tokens"] == 50
 
 
+class RacedBudget(HalvingBudget):
+    """Another task takes ``steal`` tokens between our read of ``available`` and our reserve."""
+
+    def __init__(self, capacity: int, steal: int) -> None:
+        super().__init__(capacity)
+        self.steal = steal
+        self.stolen: Any = None
+
+    @property
+    def available(self) -> int:
+        return self.inner.available
+
+    async def try_reserve_tokens(self, estimate: int) -> Any:
+        if self.steal:
+            self.stolen = self.inner.try_reserve_tokens_nowait(self.steal)
+            self.steal = 0
+        return await super().try_reserve_tokens(estimate)
+
+
+async def test_clamp_retries_when_a_concurrent_call_takes_the_room(
+        fake: FakeProvider, client: openai.AsyncOpenAI) -> None:
+    budget = RacedBudget(100, steal=30)
+    llm = BudgetedAsyncOpenAI(client, tokens=budget, estimate_input=fixed, clamp=True)
+    await llm.chat.completions.create(model="m", messages=MESSAGES, max_completion_tokens=400)
+    # 80 fitted when read; after the steal only 100 - 30 - 20 = 50 does.
+    assert budget.asked == [INPUT + 80, INPUT + 50]
+    assert fake.requests[0].body["max_completion_tokens"] == 50
+    await budget.stolen.release()
+    whole(budget.inner, 18)
+
+
 @pytest.mark.parametrize("status", [500, 429])
 async def test_error_refunds(fake: FakeProvider, client: openai.AsyncOpenAI,
                              status: int) -> None:
