@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from .fakeprovider import FakeProvider
 
@@ -19,9 +18,6 @@ RECIPES = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
     pytest.importorskip("openai")
     pytest.importorskip("anthropic")
-    # A user's program has not configured structlog; an earlier test's ``capture_logs`` leaves
-    # it configured, which would print outlay's events into the recipe's output.
-    structlog.reset_defaults()
     with FakeProvider() as provider:
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         monkeypatch.setenv("OPENAI_BASE_URL", provider.openai_url)
