@@ -228,7 +228,8 @@ class ToolDispatcher:
             await _unwind_pending(calls, exc)
             raise
         if failures:
-            # A task cancelled before its first step never ran its own cleanup.
+            # Defensive: anyio runs every task to its first checkpoint, so each call has
+            # unwound itself; this ends anything a task never got to.
             await _unwind_pending(calls, failures[0])
             for extra in failures[1:]:
                 _log.warn("outlay.hooks.batch_error", error_type=type(extra).__name__,
