@@ -18,8 +18,8 @@ from ._types import ToolInvocation as ToolInvocation
 from ._types import ToolInvocationResult as ToolInvocationResult
 
 __all__ = (
-    "CONTINUE",
     "BatchPolicy",
+    "CONTINUE",
     "Continue",
     "Cost",
     "CostFunction",
