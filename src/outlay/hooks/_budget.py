@@ -122,6 +122,9 @@ class DispatchBudgetHook(ToolDispatchHook):
             return
         keep = self._commit and not result.skipped and (
             self._charge_failures or not result.is_error)
+        if not keep and self._atomic is not None:  # the hot path, without another coroutine
+            self._atomic.release_nowait(state)
+            return
         await self._end(state, keep)
 
     async def on_invocation_error(

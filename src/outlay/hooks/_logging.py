@@ -9,7 +9,7 @@ import anyio
 
 from .. import _log
 from .._exceptions import DispatchTerminated
-from ._types import Continue, ToolDispatchHook, ToolInvocation, ToolInvocationResult
+from ._types import CONTINUE, Continue, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 
 class DispatchLoggingHook(ToolDispatchHook):
@@ -33,6 +33,8 @@ class DispatchLoggingHook(ToolDispatchHook):
 
     async def before_invocation(self, invocation: ToolInvocation) -> Continue:
         """Emit ``outlay.hooks.started``; carry the start time to this call's end."""
+        if self._logger is None and not _log.enabled():
+            return CONTINUE  # nobody listens: cost nothing (and emit no end event either)
         if self._include_arguments:
             self._emit("outlay.hooks.started", invocation, arguments=dict(invocation.arguments))
         else:
@@ -43,6 +45,8 @@ class DispatchLoggingHook(ToolDispatchHook):
         self, invocation: ToolInvocation, result: ToolInvocationResult, state: Any
     ) -> None:
         """Emit ``finished``, ``skipped`` or ``failed`` (an error result)."""
+        if state is None:
+            return
         duration_ms = round((time.perf_counter() - state) * 1000, 3)
         if result.skipped:
             self._emit("outlay.hooks.skipped", invocation, reason=result.reason,
@@ -58,6 +62,8 @@ class DispatchLoggingHook(ToolDispatchHook):
         self, invocation: ToolInvocation, error: BaseException, state: Any
     ) -> None:
         """Emit ``terminated``, ``cancelled`` or ``failed``."""
+        if state is None:
+            return
         duration_ms = round((time.perf_counter() - state) * 1000, 3)
         if isinstance(error, DispatchTerminated):
             self._emit("outlay.hooks.terminated", invocation, warning=True, reason=error.reason,

@@ -27,7 +27,7 @@ class ToolInvocation:
     argument_error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolInvocationResult:
     """What one invocation produced.
 
@@ -36,6 +36,9 @@ class ToolInvocationResult:
     ``is_error`` is True when ``output`` reports a failure to the model (unknown tool, bad
     arguments, a tool exception with ``errors="result"``, or a ``Skip(..., is_error=True)``);
     ``error`` is the tool's exception in the last case.
+
+    Treat it as read-only: every hook of the chain sees the same object. (It is not a frozen
+    dataclass because that costs microseconds per invocation on the hot path.)
     """
 
     invocation: ToolInvocation
@@ -46,7 +49,7 @@ class ToolInvocationResult:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Continue:
     """Let the invocation go on to the next hook and the tool.
 
@@ -58,7 +61,7 @@ class Continue:
     state: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Skip:
     """Do not run the tool; ``output`` stands in for its result and ``reason`` says why.
 
@@ -72,7 +75,7 @@ class Skip:
     is_error: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminate:
     """Do not run the tool and stop the run: the dispatcher raises ``DispatchTerminated``.
 
@@ -84,7 +87,8 @@ class Terminate:
 
 
 ToolDispatchAction = Continue | Skip | Terminate
-"""What ``before_invocation`` returns."""
+"""What ``before_invocation`` returns. Actions and results are plain (not frozen) slotted
+dataclasses for speed; treat them as read-only values."""
 
 CONTINUE = Continue()
 """A shared ``Continue()`` with no state, to return from hooks on the hot path."""
