@@ -252,3 +252,42 @@ async def test_bad_calls_become_error_results_in_place_with_errors_result() -> N
 
 async def test_an_empty_batch_returns_no_results() -> None:
     assert await ToolDispatcher({"gate": Gate()}).dispatch_batch([]) == []
+
+
+async def test_a_failing_after_of_a_skipped_call_stops_the_batch_before_tools_start() -> None:
+    budget = AtomicBudget(1)
+    ran: list[str] = []
+    ledger: Ledger = []
+
+    async def tool(key: str) -> str:
+        ran.append(key)
+        return key
+
+    class FailsOnSkip(Recorder):
+        async def after_invocation(self, invocation: ToolInvocation, result: Any,
+                                   state: Any) -> None:
+            await super().after_invocation(invocation, result, state)
+            if result.skipped:
+                raise RuntimeError("audit store down")
+
+    # "a" is admitted, "b" does not fit and is skipped; b's after fails before a's tool runs.
+    dispatcher = ToolDispatcher({"gate": tool}, [FailsOnSkip("f", ledger),
+                                                 DispatchBudgetHook(budget, 1)])
+    with pytest.raises(RuntimeError, match="audit store down"):
+        await dispatcher.dispatch_batch(gated("a", "b"))
+    assert ran == []
+    assert budget.available == 1
+    assert [(cid, m) for _, m, cid, _ in ledger] == [
+        ("id-a", "before"), ("id-b", "before"), ("id-b", "after"), ("id-a", "error")]
+
+
+async def test_cancelling_a_batch_of_one_ends_its_hold() -> None:
+    budget = AtomicBudget(3)
+    gate = Gate()
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2)])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.dispatch_batch, gated("a"))
+        await anyio.wait_all_tasks_blocked()
+        assert budget.available == 1
+        tg.cancel_scope.cancel()
+    assert budget.available == 3

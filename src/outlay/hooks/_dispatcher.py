@@ -245,15 +245,25 @@ class ToolDispatcher:
                                                        skip.reason, skip.is_error)
             if policy == "all_or_nothing":
                 _refuse_whole_batch(calls)
-            async with anyio.create_task_group() as tg:
-                for call in calls:
-                    tg.start_soon(self._run_call, call, results, failures, tg.cancel_scope)
+            # Skipped calls settle first, in order, without a task of their own.
+            runnable = []
+            for call in calls:
+                if call.result is None:
+                    runnable.append(call)
+                elif not failures:
+                    await self._run_call(call, results, failures, None)
+            if len(runnable) == 1 and not failures:
+                await self._run_call(runnable[0], results, failures, None)
+            elif runnable and not failures:
+                async with anyio.create_task_group() as tg:
+                    for call in runnable:
+                        tg.start_soon(self._run_call, call, results, failures, tg.cancel_scope)
         except BaseException as exc:
             await _unwind_pending(calls, exc)
             raise
         if failures:
-            # Defensive: anyio runs every task to its first checkpoint, so each call has
-            # unwound itself; this ends anything a task never got to.
+            # Calls that never started (a skipped call's after failed first) end here; anyio
+            # runs every task to its first checkpoint, so the others unwound themselves.
             await _unwind_pending(calls, failures[0])
             for extra in failures[1:]:
                 _log.warn("outlay.hooks.batch_error", error_type=type(extra).__name__,
@@ -266,7 +276,7 @@ class ToolDispatcher:
         call: _Call,
         results: list[ToolInvocationResult | None],
         failures: list[BaseException],
-        scope: anyio.CancelScope,
+        scope: anyio.CancelScope | None,
     ) -> None:
         invocation = call.invocation
         try:
@@ -279,7 +289,8 @@ class ToolDispatcher:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
             failures.append(exc)
-            scope.cancel()
+            if scope is not None:
+                scope.cancel()
             return
         call.done = True
         try:
@@ -288,7 +299,8 @@ class ToolDispatcher:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
             failures.append(exc)
-            scope.cancel()
+            if scope is not None:
+                scope.cancel()
 
     async def _before(
         self, invocation: ToolInvocation, ran: list[tuple[_Hook, Any]]
