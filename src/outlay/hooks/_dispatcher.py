@@ -118,7 +118,8 @@ class ToolDispatcher:
     exception propagates. ``errors="result"``: each becomes a ``ToolInvocationResult`` with
     ``is_error=True`` and an ``output`` message for the model (a tool exception then reaches
     the hooks' ``after_invocation`` with ``result.error`` set). ``DispatchTerminated`` is always
-    raised. ``batch_policy`` is the default for ``dispatch_batch``.
+    raised, from a hook's ``Terminate`` or from a tool that raises it. ``batch_policy`` is the
+    default for ``dispatch_batch``.
     """
 
     __slots__ = ("_batch_policy", "_errors", "_hooks", "_tools")
@@ -326,6 +327,8 @@ class ToolDispatcher:
             else:
                 output = await anyio.to_thread.run_sync(
                     functools.partial(tool.fn, **invocation.arguments))
+        except DispatchTerminated:
+            raise  # a tool may stop the run too, whatever ``errors`` says
         except Exception as exc:
             if self._errors == "raise":
                 raise
