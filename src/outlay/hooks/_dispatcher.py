@@ -177,7 +177,7 @@ class ToolDispatcher:
                     ran.append((hook, None))
                     continue
                 action = await before(invocation)
-                if type(action) is Continue:
+                if type(action) is Continue or isinstance(action, Continue):
                     ran.append((hook, action.state))
                     continue
                 ran.append((hook, None))
@@ -313,7 +313,7 @@ class ToolDispatcher:
                 ran.append((hook, None))
                 continue
             action = await before(invocation)
-            if type(action) is Continue:
+            if type(action) is Continue or isinstance(action, Continue):
                 ran.append((hook, action.state))
                 continue
             ran.append((hook, None))
