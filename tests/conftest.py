@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
+from .storekit import ASYNCIO_ONLY
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop trio runs of stores whose driver speaks asyncio only (redis.asyncio)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        if params.get("anyio_backend") == "trio" and params.get("store") in ASYNCIO_ONLY:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis: 127.0.0.1:6379 if it answers, else a ``redis-server`` we start and stop.
+
+    Skips only when neither exists. Tests isolate themselves with their own key namespace.
+    """
+    pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
+    if answers(HOST, DEFAULT_PORT):
+        yield RedisServer(HOST, DEFAULT_PORT)
+        return
+    if redis_binary() is None:
+        pytest.skip("no Redis: nothing answers on 127.0.0.1:6379 and no redis-server binary "
+                    "is on PATH (apt-get install redis-server)")
+    server = start_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

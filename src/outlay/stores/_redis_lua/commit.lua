@@ -1,0 +1,50 @@
+-- commit: turn the hold into spend; works after the lease expired (the spend still counts).
+-- KEYS[1] reservation hash. ARGV: prefix, rid, retain_ms, places, m, then per actual amount:
+--   name, kind ("i"|"d"), ival, dval.
+local prefix = ARGV[1]
+local rid = ARGV[2]
+local retain_ms = ARGV[3]
+local m = tonumber(ARGV[5])
+local rk = KEYS[1]
+
+local st = redis.call('HGET', rk, 'st')
+if not st then
+  return {'unknown'}
+end
+if st ~= 'held' then
+  return {'ended'}
+end
+
+local n = tonumber(redis.call('HGET', rk, 'n'))
+local names, held, units, spend = {}, {}, {}, {}
+local index = {}
+for i = 1, n do
+  local k, a, u = unpack(redis.call('HMGET', rk, 'k' .. i, 'a' .. i, 'u' .. i))
+  names[i], held[i], units[i], spend[i] = k, a, u, a
+  index[k] = i
+end
+-- Check every actual amount before anything changes.
+for j = 1, m do
+  local b = 5 + (j - 1) * 4
+  local name = ARGV[b + 1]
+  local i = index[name]
+  if not i then
+    return {'foreign', name}
+  end
+  local a, err = pick(units[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4])
+  if not a then
+    return {err, name}
+  end
+  spend[i] = a
+end
+for i = 1, n do
+  local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
+  unhold(lk, zk, rid)
+  -- A period limit that has already been forgotten takes no spend.
+  if spend[i] ~= '0' and redis.call('EXISTS', lk) == 1 then
+    redis.call('HINCRBY', lk, 'spent', spend[i])
+  end
+end
+redis.call('HSET', rk, 'st', 'committed')
+redis.call('PEXPIRE', rk, retain_ms)
+return {'ok'}
