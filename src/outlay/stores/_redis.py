@@ -152,8 +152,10 @@ class RedisStore(Store):
         """``redis://[user:pass@]host:port/db`` (or ``rediss://``, ``unix://``) -> a store.
 
         The query may carry ``namespace``, ``decimal_places`` and ``fail_open`` (true/false);
-        every other query option goes to ``redis.asyncio.from_url``. Keyword ``options`` win
-        over the URL. Connections are made on first use; the store owns and closes the client.
+        every other query option goes to the driver's connection pool (``max_connections``,
+        default 64, ``socket_timeout``, ...). Keyword ``options`` win over the URL. Connections
+        are made on first use; tasks beyond ``max_connections`` wait for one. The store owns the
+        client and closes it in ``aclose``.
         """
         parts = urlsplit(url)
         own: dict[str, Any] = {}
@@ -184,8 +186,12 @@ class RedisStore(Store):
         # Endings are idempotent by reservation id, so the driver may retry a dropped call;
         # a short budget of retries keeps an unreachable server failing fast.
         kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
+        # Tasks beyond max_connections wait (up to 20 s) for a connection instead of failing.
+        kwargs["max_connections"] = 64
+        kwargs["timeout"] = 20.0
         try:
-            client = aioredis.from_url(driver_url, **kwargs)
+            pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
+            client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
         return cls(client, owns_client=True, **own)
