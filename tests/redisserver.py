@@ -53,7 +53,7 @@ class RedisServer:
     def owned(self) -> bool:
         return self.process is not None
 
-    def _spawn(self) -> None:
+    def start(self) -> None:
         assert self.directory is not None
         binary = shutil.which("redis-server")
         assert binary is not None
@@ -86,7 +86,7 @@ class RedisServer:
         """Stop and start our server on the same port; the script cache is lost."""
         assert self.owned, "only a server the tests started can be restarted"
         self.stop()
-        self._spawn()
+        self.start()
 
 
 def redis_binary() -> str | None:
@@ -97,5 +97,5 @@ def start_server(directory: Path, *, persist: bool = False) -> RedisServer:
     """Start ``redis-server`` on a free loopback port with its files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(HOST, free_port(), directory, persist)
-    server._spawn()
+    server.start()
     return server

@@ -339,7 +339,7 @@ async def test_a_server_restart_between_operations_is_survived(
         with pytest.raises(StoreUnavailable):  # fails closed while the server is down
             await budget.try_reserve({"usd": Decimal("0.10")})
     finally:
-        await anyio.to_thread.run_sync(own_redis._spawn)
+        await anyio.to_thread.run_sync(own_redis.start)
     await held.commit({"usd": Decimal("0.30")})  # data came back, scripts did not
     usage = await budget.usage("usd")
     assert (usage.spent, usage.held) == (Decimal("0.30"), 0)
@@ -518,3 +518,30 @@ async def test_many_processes_one_budget_with_cancellation_and_a_killed_worker(
         assert usd.available == usd_cap - usd.spent
         for n, tally in enumerate(tallies):
             assert (await store.usage(f"worker/{n}")).spent == int(tally["worker"])
+
+
+# -- the docs page runs ------------------------------------------------------------------------
+
+
+def test_docs_recipe_runs(redis_server: RedisServer) -> None:
+    page = (ROOT / "docs" / "redis.md").read_text()
+    blocks = page.split("```python\n")[1:]
+    recipe, own_client = (block.split("```", 1)[0] for block in blocks[:2])
+    compile(own_client, "docs/redis.md", "exec")
+    namespace = f"docs-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+           "REDIS_URL": redis_server.url(REDIS_TEST_DB)}
+    code = recipe.replace("namespace=acme", f"namespace={namespace}")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        assert "spent=Decimal('0.0137')" in done.stdout, done.stdout
+    finally:
+        import redis as sync_redis
+
+        client = sync_redis.Redis(host=redis_server.host, port=redis_server.port,
+                                  db=REDIS_TEST_DB)
+        keys = list(client.scan_iter(match="{" + namespace + "}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
