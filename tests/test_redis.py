@@ -25,6 +25,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from outlay import (
+    Amount,
     Budget,
     ConfigurationError,
     ReservationError,
@@ -153,12 +154,12 @@ def test_trio_is_refused_clearly() -> None:
 
 
 async def test_money_stays_exact_over_many_tiny_commits(store: RedisStore) -> None:
-    await store.set_limit("usd", Decimal("0.000001000"))
-    for n in range(1000):
+    await store.set_limit("usd", Decimal("0.000000300"))
+    for n in range(300):
         assert (await store.reserve(f"r{n}", {"usd": Decimal("1E-9")}, lease=60)).admitted
         await store.commit(f"r{n}")
     usage = await store.usage("usd")
-    assert usage.spent == Decimal("0.000001")
+    assert usage.spent == Decimal("0.0000003")  # as floats, 300 x 1e-9 != 3e-7
     assert usage.available == 0
     assert not (await store.reserve("one-more", {"usd": Decimal("1E-9")}, lease=60)).admitted
 
@@ -474,7 +475,7 @@ async def test_many_processes_one_budget_with_cancellation_and_a_killed_worker(
 ) -> None:
     async with redis_store_at(redis_server) as store:
         budget = Budget(store)
-        calls_cap, usd_cap = 150, Decimal("15.00")
+        calls_cap, usd_cap = 100, Decimal("10.00")
         await budget.set_limit("calls", calls_cap)
         await budget.set_limit("usd", usd_cap)
         url = redis_server.url(REDIS_TEST_DB)
@@ -487,7 +488,7 @@ async def test_many_processes_one_budget_with_cancellation_and_a_killed_worker(
         hog.communicate(timeout=10)
         assert (await budget.usage("calls")).held == 5
 
-        workers = [spawn([url, store.namespace, str(n), "12", "15", str(n)]) for n in range(3)]
+        workers = [spawn([url, store.namespace, str(n), "10", "12", str(n)]) for n in range(3)]
         running = True
 
         async def watch() -> None:  # spent + held <= cap at every snapshot
@@ -545,3 +546,105 @@ def test_docs_recipe_runs(redis_server: RedisServer) -> None:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+async def test_fail_open_admission_settles_once_redis_is_back(
+    own_redis: RedisServer, own_store: RedisStore
+) -> None:
+    """Guards commit raising "unknown reservation" for work admitted during an outage."""
+    store = RedisStore(own_store.client, namespace=own_store.namespace, fail_open=True)
+    budget = Budget(store)
+    await budget.set_limit("usd", Decimal("1.00"))
+    await budget.set_limit("calls", 10)
+    await anyio.to_thread.run_sync(own_redis.stop)
+    try:
+        with capture_logs() as logs:
+            during = await budget.try_reserve({"usd": Decimal("0.40"), "calls": 1})
+            dropped = await budget.try_reserve({"calls": 1})
+            assert during is not None
+            assert dropped is not None
+            await dropped.release()
+        failed = [e["operation"] for e in logs if e["event"] == "outlay.store.failed_open"]
+        assert failed == ["reserve", "reserve", "release"]
+    finally:
+        await anyio.to_thread.run_sync(own_redis.start)
+    await during.extend(60)  # not held at the server, but admitted: no error
+    with pytest.raises(ValueError, match="does not hold"):
+        await store.commit(during.id, {"tokens": 5})
+    await during.commit({"usd": Decimal("0.25")})  # calls settles at its admitted 1
+    usage = await budget.usage("usd")
+    assert (usage.spent, usage.held) == (Decimal("0.25"), 0)
+    assert (await budget.usage("calls")).spent == 1
+    assert await store.commit(during.id) is False  # a retry counts once
+
+
+# -- the same answers as the reference store --------------------------------------------------
+
+
+async def outcome(call: Any) -> object:
+    try:
+        return await call
+    except (TypeError, ValueError, UnknownLimit, ReservationError) as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_answers_like_the_memory_store(store: RedisStore, seed: int) -> None:
+    """Differential test: a seeded random mix of every operation, applied to both stores,
+    must give the same answers and the same usage after every step (leases long enough never
+    to expire)."""
+    import random
+
+    from outlay import MemoryStore
+
+    rng = random.Random(seed)
+    memory = MemoryStore()
+    units: dict[str, Amount] = {"t/a": 50, "t/b": 20, "usd/a": Decimal("3.5"),
+                                "usd/b": Decimal("1.25")}
+    for key, cap in units.items():
+        for one in (memory, store):
+            await one.set_limit(key, cap)
+    keys = [*units, "new/int", "new/usd"]
+    rids: list[str] = []
+    seen: set[object] = set()
+
+    def amount(key: str) -> Any:
+        if rng.random() < 0.05:
+            return Decimal("0.5")  # wrong unit on int limits
+        if key.startswith("usd") or key == "new/usd":
+            return Decimal(rng.randint(0, 90)) / 100
+        return rng.randint(0, 9)
+
+    for _ in range(150):
+        op = rng.choice(["reserve"] * 4 + ["commit", "commit", "release", "extend", "cap"])
+        if op == "reserve" or not rids:
+            rid = rng.choice(rids) if rids and rng.random() < 0.1 else uuid.uuid4().hex
+            chosen = rng.sample(keys, rng.randint(1, 3))
+            amounts = {key: amount(key) for key in chosen}
+            defaults: dict[str, Amount] | None = (
+                {"new/int": 30, "new/usd": Decimal(2)} if rng.random() < 0.7 else None)
+            results = [await outcome(one.reserve(rid, amounts, lease=600, defaults=defaults))
+                       for one in (memory, store)]
+            rids.append(rid)
+        elif op == "commit":
+            rid = rng.choice(rids)
+            actual = ({key: amount(key) for key in rng.sample(keys, rng.randint(0, 2))}
+                      if rng.random() < 0.7 else None)
+            results = [await outcome(one.commit(rid, actual)) for one in (memory, store)]
+        elif op == "release":
+            rid = rng.choice(rids)
+            results = [await outcome(one.release(rid)) for one in (memory, store)]
+        elif op == "extend":
+            rid = rng.choice(rids)
+            results = [await outcome(one.extend(rid, 600)) for one in (memory, store)]
+        else:
+            key = rng.choice(list(units))
+            cap = amount(key) * 10
+            results = [await outcome(one.set_limit(key, cap)) for one in (memory, store)]
+        assert results[0] == results[1], (op, results)
+        seen.add(getattr(results[0], "admitted", results[0]) if op == "reserve" else
+                 results[0] if isinstance(results[0], type) else None)
+        for key in keys:
+            assert await outcome(memory.usage(key)) == await outcome(store.usage(key)), key
+    # The mix reached admissions, refusals, bad units and misused ids.
+    assert {True, False, TypeError, ReservationError} <= seen, seen

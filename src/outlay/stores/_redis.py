@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,6 +56,8 @@ MAX_UNITS: Final = 2**53 - 1
 DEFAULT_DECIMAL_PLACES: Final = 9
 DEFAULT_RETAIN: Final = 86_400.0
 DEFAULT_PERIOD_GRACE: Final = 86_400.0
+OPENED_MEMORY: Final = 65_536
+"""How many reservations admitted while failing open are remembered for their endings."""
 
 _NAMESPACE = re.compile(r"[^{}]+")
 _OWN_QUERY = ("namespace", "decimal_places", "fail_open")
@@ -107,7 +110,8 @@ class RedisStore(Store):
     Failures: Redis unreachable raises ``StoreUnavailable``, any other Redis failure
     ``StoreError`` (fail closed). With ``fail_open=True`` a failed ``reserve`` is admitted
     without counting and failed endings are dropped, each logged as the warning event
-    ``outlay.store.failed_open``. A caller cancelled mid-operation leaves the store consistent:
+    ``outlay.store.failed_open``; a reservation admitted that way and committed once Redis is
+    back records its spend then. A caller cancelled mid-operation leaves the store consistent:
     the script ran entirely or not at all, and the driver drops the connection it was using.
     """
 
@@ -146,6 +150,8 @@ class RedisStore(Store):
         self._retain_ms = str(math.ceil(retain * 1000))
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
+        # Reservations admitted while failing open, so their endings can still be settled.
+        self._opened: OrderedDict[str, dict[str, Amount]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -350,6 +356,9 @@ class RedisStore(Store):
             if not self._fail_open:
                 raise
             self._failed_open("reserve", exc, reservation=rid, amounts=checked)
+            self._opened[rid] = checked
+            if len(self._opened) > OPENED_MEMORY:
+                self._opened.popitem(last=False)
             return Admission(True)
         code = _text(reply[0])
         if code == "ok":
@@ -368,16 +377,27 @@ class RedisStore(Store):
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One script; the spend counts even after the lease expired."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+        opened = self._opened.get(rid)
+        if opened is not None and not checked.keys() <= opened.keys():
+            unknown = sorted(checked.keys() - opened.keys())
+            raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
         args = [self._prefix, rid, self._retain_ms, self._places_arg, str(len(checked))]
         for key, amount in checked.items():
             args += [key, *self._encode(amount, f"actual[{key!r}]")]
+        if opened is not None:
+            # Admitted while failing open: if Redis is back, the spend is recorded now.
+            args.append(str(len(opened)))
+            for key, amount in opened.items():
+                args += [key, *self._encode(amount, f"amount[{key!r}]")]
         try:
             reply = await self._run("commit", [self._key("r", rid)], args)
         except StoreError as exc:
             if not self._fail_open:
                 raise
+            self._opened.pop(rid, None)
             self._failed_open("commit", exc, reservation=rid, actual=checked)
             return True
+        self._opened.pop(rid, None)
         code = _text(reply[0])
         if code == "ok":
             return True
@@ -391,6 +411,7 @@ class RedisStore(Store):
 
     async def release(self, rid: str) -> bool:
         """See ``Store.release``. One script."""
+        opened = self._opened.pop(rid, None) is not None
         try:
             reply = await self._run("release", [self._key("r", rid)],
                                     [self._prefix, rid, self._retain_ms])
@@ -398,8 +419,8 @@ class RedisStore(Store):
             if not self._fail_open:
                 raise
             self._failed_open("release", exc, reservation=rid)
-            return False
-        return bool(reply)
+            return opened
+        return bool(reply) or opened
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
@@ -412,7 +433,7 @@ class RedisStore(Store):
                 raise
             self._failed_open("extend", exc, reservation=rid)
             return True
-        return bool(reply)
+        return bool(reply) or rid in self._opened
 
     async def usage(self, key: str) -> LimitUsage:
         """See ``Store.usage``. One script (drops the limit's expired holds first)."""
