@@ -648,3 +648,18 @@ async def test_redis_answers_like_the_memory_store(store: RedisStore, seed: int)
             assert await outcome(memory.usage(key)) == await outcome(store.usage(key)), key
     # The mix reached admissions, refusals, bad units and misused ids.
     assert {True, False, TypeError, ReservationError} <= seen, seen
+
+
+async def test_another_process_can_end_a_reservation(store: RedisStore) -> None:
+    """The store that ends a reservation need not be the one that made it (a retry from a
+    restarted worker): the script finds the limits in the reservation itself."""
+    other = RedisStore(store.client, namespace=store.namespace)
+    await store.set_limit("calls", 5)
+    await store.reserve("r1", {"calls": 2, "more": 1}, lease=60, defaults={"more": 3})
+    await store.reserve("r2", {"calls": 2}, lease=60)
+    assert await other.extend("r1", 60) is True
+    assert await other.commit("r1", {"calls": 1}) is True
+    assert await other.release("r2") is True
+    assert await store.commit("r1") is False
+    calls, more = await store.usage("calls"), await store.usage("more")
+    assert (calls.spent, calls.held, more.spent, more.held) == (1, 0, 1, 0)

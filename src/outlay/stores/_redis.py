@@ -152,6 +152,9 @@ class RedisStore(Store):
         self._abandoned: set[asyncio.Task[Any]] = set()
         # Reservations admitted while failing open, so their endings can still be settled.
         self._opened: OrderedDict[str, dict[str, Amount]] = OrderedDict()
+        # Limit keys of the reservations this store admitted, so endings declare every key
+        # they touch (strict cluster proxies want that; Redis itself only needs one slot).
+        self._touched: OrderedDict[str, list[str]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -362,6 +365,9 @@ class RedisStore(Store):
             return Admission(True)
         code = _text(reply[0])
         if code == "ok":
+            self._touched[rid] = keys[1:]
+            if len(self._touched) > OPENED_MEMORY:
+                self._touched.popitem(last=False)
             return Admission(True)
         if code == "refused":
             name = _text(reply[1])
@@ -390,7 +396,7 @@ class RedisStore(Store):
             for key, amount in opened.items():
                 args += [key, *self._encode(amount, f"amount[{key!r}]")]
         try:
-            reply = await self._run("commit", [self._key("r", rid)], args)
+            reply = await self._run("commit", self._ending_keys(rid), args)
         except StoreError as exc:
             if not self._fail_open:
                 raise
@@ -398,6 +404,7 @@ class RedisStore(Store):
             self._failed_open("commit", exc, reservation=rid, actual=checked)
             return True
         self._opened.pop(rid, None)
+        self._touched.pop(rid, None)
         code = _text(reply[0])
         if code == "ok":
             return True
@@ -413,19 +420,20 @@ class RedisStore(Store):
         """See ``Store.release``. One script."""
         opened = self._opened.pop(rid, None) is not None
         try:
-            reply = await self._run("release", [self._key("r", rid)],
+            reply = await self._run("release", self._ending_keys(rid),
                                     [self._prefix, rid, self._retain_ms])
         except StoreError as exc:
             if not self._fail_open:
                 raise
             self._failed_open("release", exc, reservation=rid)
             return opened
+        self._touched.pop(rid, None)
         return bool(reply) or opened
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
         try:
-            reply = await self._run("extend", [self._key("r", rid)],
+            reply = await self._run("extend", self._ending_keys(rid),
                                     [self._prefix, rid, str(max(1, math.ceil(lease * 1000))),
                                      self._retain_ms, self._grace_ms])
         except StoreError as exc:
@@ -434,6 +442,11 @@ class RedisStore(Store):
             self._failed_open("extend", exc, reservation=rid)
             return True
         return bool(reply) or rid in self._opened
+
+    def _ending_keys(self, rid: str) -> list[str]:
+        """The reservation's key, then the limit keys it holds if this store admitted it (from
+        elsewhere the script finds them in the reservation, all in the same slot)."""
+        return [self._key("r", rid), *self._touched.get(rid, ())]
 
     async def usage(self, key: str) -> LimitUsage:
         """See ``Store.usage``. One script (drops the limit's expired holds first)."""
