@@ -82,7 +82,7 @@ async def own_store(own_redis: RedisServer) -> AsyncIterator[RedisStore]:
 
 
 async def raw(store: RedisStore, *command: Any) -> Any:
-    return await store.client.execute_command(*command)  # type: ignore[no-untyped-call]
+    return await store.client.execute_command(*command)
 
 
 # -- import, construction, URLs ------------------------------------------------------------
@@ -298,11 +298,12 @@ async def run_every_operation(store: RedisStore, tag: str) -> None:
     await store.usage("calls")
 
 
-async def test_every_operation_is_one_round_trip(own_store: RedisStore) -> None:
+async def test_every_operation_is_one_round_trip(
+    own_redis: RedisServer, own_store: RedisStore
+) -> None:
     await own_store.set_limit("calls", 100)
     await run_every_operation(own_store, "warm")  # connects and caches every script
-    port = own_store.client.connection_pool.connection_kwargs["port"]
-    checker = redis.asyncio.Redis(port=port)
+    checker = redis.asyncio.Redis(port=own_redis.port)
     try:
         await checker.config_resetstat()
         await run_every_operation(own_store, "r")
@@ -351,13 +352,13 @@ async def test_a_server_restart_between_operations_is_survived(
 
 
 async def test_cancelled_mid_script_leaves_store_consistent_and_usable(
-    own_store: RedisStore,
+    own_redis: RedisServer, own_store: RedisStore
 ) -> None:
     """Guards a caller cancelled while its script waits at the server: the hold must not leak
     (Budget releases it, shielded) and the client must not read the stale reply later."""
     budget = Budget(own_store)
     await budget.set_limit("calls", 5)
-    pauser = redis.asyncio.Redis(port=own_store.client.connection_pool.connection_kwargs["port"])
+    pauser = redis.asyncio.Redis(port=own_redis.port)
     results: list[object] = []
     caller = anyio.CancelScope()
 

@@ -117,7 +117,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         namespace: str = "outlay",
         decimal_places: int = DEFAULT_DECIMAL_PLACES,
@@ -126,8 +126,9 @@ class RedisStore(Store):
         period_grace: float = DEFAULT_PERIOD_GRACE,
         owns_client: bool = False,
     ) -> None:
-        if not isinstance(client, aioredis.Redis):
-            raise TypeError(f"client must be a redis.asyncio.Redis, got {type(client).__name__}")
+        if not isinstance(client, aioredis.Redis | aioredis.RedisCluster):
+            raise TypeError("client must be a redis.asyncio.Redis or RedisCluster, got "
+                            f"{type(client).__name__}")
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
                 f"namespace must be a non-empty str without braces, got {namespace!r}"
@@ -206,7 +207,7 @@ class RedisStore(Store):
         return cls(client, owns_client=True, **own)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> aioredis.Redis | aioredis.RedisCluster:
         """The ``redis.asyncio`` client this store talks through."""
         return self._client
 

@@ -1,8 +1,9 @@
 -- commit: turn the hold into spend; works after the lease expired (the spend still counts).
 -- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
 -- under one hash tag; the script takes the limit names from the reservation.
--- ARGV: prefix, rid, retain_ms, places, m, then per actual amount: name, kind ("i"|"d"), ival, dval; then f and per amount the reservation was admitted with
---   while failing open (never held here): name, kind, ival, dval.
+-- ARGV: prefix, rid, retain_ms, places, m, then per actual amount: name, kind ("i"|"d"),
+--   ival, dval; then f and per amount the reservation was admitted with while failing open
+--   (never held here): name, kind, ival, dval.
 local prefix = ARGV[1]
 local rid = ARGV[2]
 local retain_ms = ARGV[3]

@@ -1,6 +1,7 @@
 -- extend: set the lease of a live hold to lease_ms from now. Returns 1, or 0 if not held.
 -- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
--- under one hash tag; the script takes the limit names from the reservation. ARGV: prefix, rid, lease_ms, retain_ms, grace_ms.
+-- under one hash tag; the script takes the limit names from the reservation.
+-- ARGV: prefix, rid, lease_ms, retain_ms, grace_ms.
 local prefix = ARGV[1]
 local rid = ARGV[2]
 local lease_ms = tonumber(ARGV[3])

@@ -1,6 +1,7 @@
 -- release: give the hold back. Returns 1 if a live hold was released, 0 otherwise.
 -- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
--- under one hash tag; the script takes the limit names from the reservation. ARGV: prefix, rid, retain_ms.
+-- under one hash tag; the script takes the limit names from the reservation.
+-- ARGV: prefix, rid, retain_ms.
 local prefix = ARGV[1]
 local rid = ARGV[2]
 local rk = KEYS[1]
