@@ -7,6 +7,14 @@ local rid = ARGV[2]
 local rk = KEYS[1]
 
 local st = redis.call('HGET', rk, 'st')
+if not st then
+  -- Remember the id as released: a reserve that arrives after this release (a cancelled
+  -- caller's request still in flight on a dropped connection) must not hold budget that
+  -- nobody will end; it is answered "ended" instead.
+  redis.call('HSET', rk, 'st', 'released')
+  redis.call('PEXPIRE', rk, ARGV[3])
+  return 0
+end
 if st ~= 'held' then
   return 0
 end
