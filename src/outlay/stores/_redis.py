@@ -336,7 +336,7 @@ class RedisStore(Store):
         """See ``Store.reserve``. One script; all or nothing."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         keys = [self._key("r", rid)]
-        args = [self._prefix, rid, str(max(1, math.ceil(lease * 1000))), self._retain_ms,
+        args = [self._prefix, rid, _lease_ms(lease), self._retain_ms,
                 self._places_arg, self._grace_ms, str(len(checked))]
         for key, amount in checked.items():
             kind, ival, dval = self._encode(amount, f"amount[{key!r}]")
@@ -348,9 +348,10 @@ class RedisStore(Store):
             end = ""
             if expire_at and key in expire_at:
                 seconds = expire_at[key]
-                if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                        or not math.isfinite(seconds)):
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                     raise TypeError(f"expire_at[{key!r}] must be UNIX seconds, got {seconds!r}")
+                if not math.isfinite(seconds):
+                    raise ValueError(f"expire_at[{key!r}] must be finite, got {seconds!r}")
                 end = str(math.ceil(seconds * 1000))
             keys += [self._key("l", key), self._key("z", key)]
             args += [key, kind, ival, dval, dkind, dcap, end]
@@ -435,7 +436,7 @@ class RedisStore(Store):
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
         try:
             reply = await self._run("extend", self._ending_keys(rid),
-                                    [self._prefix, rid, str(max(1, math.ceil(lease * 1000))),
+                                    [self._prefix, rid, _lease_ms(lease),
                                      self._retain_ms, self._grace_ms])
         except StoreError as exc:
             if not self._fail_open:
@@ -512,6 +513,14 @@ class RedisStore(Store):
         open."""
         if self._owns_client:
             await self._client.aclose()
+
+
+def _lease_ms(lease: float) -> str:
+    if isinstance(lease, bool) or not isinstance(lease, int | float):
+        raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
+    if not math.isfinite(lease) or lease <= 0:
+        raise ValueError(f"lease must be a positive, finite number of seconds, got {lease}")
+    return str(max(1, math.ceil(lease * 1000)))
 
 
 def _glob_escape(text: str) -> str:
