@@ -97,6 +97,16 @@ def test_import_outlay_never_imports_redis() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 
+def test_missing_driver_is_a_configuration_error() -> None:
+    code = ("import sys; sys.modules['redis'] = None\n"
+            "from outlay import ConfigurationError, store_from_url\n"
+            "try:\n    store_from_url('redis://127.0.0.1:6379/0')\n"
+            "except ConfigurationError as exc:\n    assert 'outlay[redis]' in str(exc), exc\n"
+            "else:\n    raise SystemExit('no error')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
 async def test_store_from_url_reads_own_options(redis_server: RedisServer) -> None:
     store = store_from_url(f"{redis_server.url(REDIS_TEST_DB)}?namespace=t-{uuid.uuid4().hex}"
                            "&decimal_places=2&fail_open=false&health_check_interval=30")
