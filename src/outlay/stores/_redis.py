@@ -21,17 +21,21 @@ This module imports ``redis``; ``import outlay`` never does (``store_from_url`` 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import math
 import re
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -58,6 +62,8 @@ DEFAULT_RETAIN: Final = 86_400.0
 DEFAULT_PERIOD_GRACE: Final = 86_400.0
 OPENED_MEMORY: Final = 65_536
 """How many reservations admitted while failing open are remembered for their endings."""
+
+T = TypeVar("T")
 
 _NAMESPACE = re.compile(r"[^{}]+")
 _OWN_QUERY = ("namespace", "decimal_places", "fail_open")
@@ -98,8 +104,10 @@ class RedisStore(Store):
     """Limits, holds and spend in Redis, shared by every process that uses the same namespace.
 
     Build it with ``RedisStore.from_url("redis://host:6379/0")`` (or ``store_from_url``), or
-    around your own ``redis.asyncio.Redis`` client (which ``aclose`` then leaves open). Runs on
-    asyncio only (``redis.asyncio``); calling it from trio raises ``ConfigurationError``.
+    around your own ``redis.asyncio.Redis`` client (which ``aclose`` then leaves open). On
+    asyncio it calls the client directly; from trio it runs the client on an asyncio loop in a
+    thread of its own (started on first use, stopped by ``aclose``). Use one store instance
+    from one kind of event loop.
 
     Leases run on the Redis server's clock (``TIME``); an expired hold stops counting at the next
     script that touches its limit, with no sweeper. Ended reservation ids are remembered for
@@ -151,6 +159,7 @@ class RedisStore(Store):
         self._retain_ms = str(math.ceil(retain * 1000))
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self._bridge: _Bridge | None = None
         # Reservations admitted while failing open, so their endings can still be settled.
         self._opened: OrderedDict[str, dict[str, Amount]] = OrderedDict()
         # Limit keys of the reservations this store admitted, so endings declare every key
@@ -266,23 +275,31 @@ class RedisStore(Store):
 
     # -- running scripts -------------------------------------------------------------------
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script in one round trip; map driver errors to outlay errors."""
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Await ``work()`` on asyncio; from trio, on the store's bridge thread."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            raise ConfigurationError(
-                "RedisStore runs on asyncio (redis.asyncio); it cannot be used from trio"
-            ) from None
+            if self._bridge is None:
+                self._bridge = _Bridge()
+            return await self._bridge.call(work)
+        return await work()
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run one script in one round trip; map driver errors to outlay errors."""
         script = _SCRIPTS[name]
         client = self._client
-        try:
+
+        async def run() -> Any:
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Scripts were flushed (restart, failover, SCRIPT FLUSH): EVAL runs the
                 # operation and caches the script again. NOSCRIPT means nothing ran.
                 return await client.eval(script.source, len(keys), *keys, *args)
+
+        try:
+            return await self._call(run)
         except (RedisError, OSError) as exc:
             raise _map_error(exc) from exc
 
@@ -475,27 +492,36 @@ class RedisStore(Store):
         head = self._key("l", "")
         pattern = _glob_escape(head + prefix) + "*"
         script = _SCRIPTS["usage"]
-        try:
+
+        async def scan() -> tuple[list[str], list[Any]]:
             names = sorted({_text(found)[len(head):] async for found in
                             self._client.scan_iter(match=pattern, count=1000)})
             if not names:
-                return []
+                return [], []
             pipe = self._client.pipeline(transaction=False)
             pipe.script_load(script.source)
             for name in names:
                 pipe.evalsha(script.sha, 2, self._key("l", name), self._key("z", name))
-            replies = await pipe.execute()
+            replies: list[Any] = await pipe.execute()
+            return names, replies
+
+        try:
+            names, replies = await self._call(scan)
         except (RedisError, OSError) as exc:
             raise _map_error(exc) from exc
+        if not names:
+            return []
         return [self._usage(name, reply)
                 for name, reply in zip(names, replies[1:], strict=True) if reply]
 
     def release_abandoned(self, rid: str) -> None:
-        """Schedule a release on the running asyncio loop if there is one; else the lease
-        reclaims the hold."""
+        """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
+        one; else the lease reclaims the hold."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            if self._bridge is not None:
+                self._bridge.submit(self._release_quietly(rid))
             return
         task = loop.create_task(self._release_quietly(rid))
         self._abandoned.add(task)
@@ -510,9 +536,53 @@ class RedisStore(Store):
 
     async def aclose(self) -> None:
         """Close the client if this store made it (``from_url``); a client passed in stays
-        open."""
+        open. Stops the trio bridge thread, if one was started."""
         if self._owns_client:
-            await self._client.aclose()
+            await self._call(self._client.aclose)
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            await bridge.stop()
+
+
+class _Bridge:
+    """An asyncio loop on a daemon thread, so trio code can drive ``redis.asyncio``.
+
+    A call runs on the bridge's loop; the trio task waits for it without blocking a thread. If
+    the trio task is cancelled, the call still runs to its end on the bridge (a script runs
+    entirely or not at all either way) and its answer is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="outlay-redis-bridge")
+        self._thread.start()
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    async def call(self, work: Callable[[], Awaitable[T]]) -> T:
+        import trio  # only a trio caller gets here
+
+        async def run() -> T:
+            return await work()
+
+        token = trio.lowlevel.current_trio_token()
+        done = anyio.Event()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        future = self.submit(run())
+        future.add_done_callback(wake)
+        await done.wait()
+        return future.result()
+
+    async def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await anyio.to_thread.run_sync(self._thread.join)
+        self.loop.close()
 
 
 def _lease_ms(lease: float) -> str:
