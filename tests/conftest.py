@@ -7,28 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
-from .storekit import ASYNCIO_ONLY
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop trio runs of stores whose driver speaks asyncio only (redis.asyncio)."""
-    keep, drop = [], []
-    for item in items:
-        params = getattr(item, "callspec", None)
-        params = params.params if params is not None else {}
-        if params.get("anyio_backend") == "trio" and params.get("store") in ASYNCIO_ONLY:
-            drop.append(item)
-        else:
-            keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,6 @@ async def redis_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
 
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
-#: Stores whose driver speaks asyncio only; ``conftest.py`` deselects their trio runs.
-ASYNCIO_ONLY: frozenset[str] = frozenset()
-
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "redis": redis_store,

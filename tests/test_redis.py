@@ -28,6 +28,7 @@ from outlay import (
     Amount,
     Budget,
     ConfigurationError,
+    Reservation,
     ReservationError,
     StoreError,
     StoreUnavailable,
@@ -165,12 +166,22 @@ def test_trio_callers_go_through_a_bridge_thread(redis_server: RedisServer) -> N
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 await budget.try_reserve({"calls": 5})
+            admitted: list[Reservation] = []
+
+            async def one() -> None:
+                reservation = await budget.try_reserve({"calls": 1})
+                if reservation is not None:
+                    admitted.append(reservation)
+
             async with anyio.create_task_group() as tg:
                 for _ in range(20):
-                    tg.start_soon(budget.try_reserve, {"calls": 1})
+                    tg.start_soon(one)
             usage = await store.usage("calls")
-            assert (usage.spent, usage.held) == (3, 7)
+            assert (len(admitted), usage.spent, usage.held) == (7, 3, 7)
             assert [u.key for u in await store.limits()] == ["calls"]
+            for reservation in admitted:
+                await reservation.release()
+            assert (await store.usage("calls")).held == 0
         finally:
             await drop_namespace(store)
             await store.aclose()
