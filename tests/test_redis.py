@@ -126,8 +126,10 @@ async def test_store_from_url_reads_own_options(redis_server: RedisServer) -> No
 def test_bad_options_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError):
         RedisStore.from_url("redis://127.0.0.1:1/0?decimal_places=many")
-    with pytest.raises(ConfigurationError):
-        RedisStore.from_url("redis://127.0.0.1:1/0?fail_open=perhaps")
+    with pytest.raises(ConfigurationError) as info:
+        RedisStore.from_url("redis://user:s3cret@127.0.0.1:1/0?fail_open=perhaps")
+    assert "s3cret" not in str(info.value)
+    assert "user:***@127.0.0.1:1" in str(info.value)
     with pytest.raises(ConfigurationError):
         RedisStore.from_url("redis://127.0.0.1:1/0", namespace="a{b}")
     with pytest.raises(ConfigurationError):

@@ -121,6 +121,8 @@ class RedisStore(Store):
     ``outlay.store.failed_open``; a reservation admitted that way and committed once Redis is
     back records its spend then. A caller cancelled mid-operation leaves the store consistent:
     the script ran entirely or not at all, and the driver drops the connection it was using.
+    Releasing an id the server has not seen remembers it as released, so a reserve that reaches
+    the server after its own release is refused instead of left holding.
     """
 
     def __init__(
@@ -188,11 +190,12 @@ class RedisStore(Store):
             try:
                 own["decimal_places"] = int(own["decimal_places"])
             except ValueError as exc:
-                raise ConfigurationError(f"bad decimal_places in {url!r}") from exc
+                raise ConfigurationError(f"bad decimal_places in {_redact(url)!r}") from exc
         if "fail_open" in own:
             flag = own["fail_open"].lower()
             if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigurationError(f"bad fail_open in {url!r}: {own['fail_open']!r}")
+                raise ConfigurationError(
+                    f"bad fail_open in {_redact(url)!r}: {own['fail_open']!r}")
             own["fail_open"] = flag in ("true", "1", "yes")
         own.update(options)
         query = dict(rest)
@@ -212,7 +215,7 @@ class RedisStore(Store):
             pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
             client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
+            raise ConfigurationError(f"bad Redis URL {_redact(url)!r}: {exc}") from exc
         return cls(client, owns_client=True, **own)
 
     @property
@@ -583,6 +586,15 @@ class _Bridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
         self.loop.close()
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _lease_ms(lease: float) -> str:
