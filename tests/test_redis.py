@@ -448,11 +448,12 @@ async def test_many_cancelled_callers_never_leak(store: RedisStore) -> None:
     async def one(n: int) -> None:
         nonlocal committed
         with anyio.move_on_after(0.0003 * (n % 7)):
-            reservation = await budget.try_reserve({"calls": 1})
-            assert reservation is not None
-            await anyio.lowlevel.checkpoint()
-            await reservation.commit()
-            committed += 1
+            # Cancelled inside reserve: Budget releases the id; inside the body: async with
+            # releases; inside commit: it is shielded and completes.
+            async with budget.reserve({"calls": 1}) as reservation:
+                await anyio.lowlevel.checkpoint()
+                await reservation.commit()
+                committed += 1
 
     async with anyio.create_task_group() as tg:
         for n in range(200):
