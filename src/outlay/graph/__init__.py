@@ -29,13 +29,13 @@ from ._registry import StageRegistry as StageRegistry
 from ._registry import StageSpec as StageSpec
 
 __all__ = (
-    "FREE",
     "Branch",
     "BudgetedExecutor",
     "Const",
     "Cost",
     "Estimate",
     "Executor",
+    "FREE",
     "Fanout",
     "Let",
     "Map",
