@@ -102,7 +102,7 @@ def test_parse_refuses_what_is_not_json_or_a_mapping() -> None:
 def test_nodes_are_frozen() -> None:
     node = Stage("a")
     with pytest.raises(ValueError, match="frozen"):
-        node.id = "b"  # type: ignore[misc]
+        node.id = "b"
 
 
 # -- Cost ---------------------------------------------------------------------------------
@@ -119,7 +119,8 @@ def test_cost_is_exact_and_multi_unit() -> None:
     assert not FREE
     assert cost * 0 == FREE
     assert hash(Cost(a=1)) == hash(Cost({"a": 1}))
-    assert Cost(a=2).fits_in({"a": 2}) and not Cost(a=2).fits_in({"b": 9})
+    assert Cost(a=2).fits_in({"a": 2})
+    assert not Cost(a=2).fits_in({"b": 9})
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,9 @@ def test_registry_records_specs() -> None:
     assert (spec.is_async, spec.takes_config, spec.cost) == (True, False, Cost(calls=1))
     assert registry.register("two", _two).takes_config
     assert not registry.register("sync", lambda x: x).is_async
-    assert "one" in registry and len(registry) == 3 and list(registry) == ["one", "two", "sync"]
+    assert "one" in registry
+    assert list(registry) == ["one", "two", "sync"]
+    assert len(registry) == 3
 
 
 def test_registry_refuses_bad_registrations() -> None:
