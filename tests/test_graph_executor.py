@@ -316,3 +316,18 @@ async def test_cancelling_the_run_cancels_running_stages(registry: StageRegistry
             await anyio.wait_all_tasks_blocked()
             scope.cancel()
     assert scope.cancelled_caught
+
+
+async def test_anyio_primitives_work_inside_concurrent_branches(registry: StageRegistry) -> None:
+    # On asyncio branches are native tasks; anyio scopes, threads and events must still work.
+    async def scoped(x: Any) -> str:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await anyio.sleep_forever()
+        await anyio.to_thread.run_sync(lambda: None)
+        return "ok" if scope.cancelled_caught else "no"
+
+    registry.register("scoped", scoped)
+    comp = Parallel({"a": Stage("scoped"), "b": Stage("scoped"), "c": Stage("thread_name")})
+    out = await Executor(registry).run(comp, 0)
+    assert (out["a"], out["b"]) == ("ok", "ok")

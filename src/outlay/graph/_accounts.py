@@ -36,6 +36,10 @@ class Account:
 
     __slots__ = ()
 
+    def take_nowait(self, cost: Cost) -> Ticket | None:
+        """Charge ``cost`` at once if it fits in process, else return None (call ``take``)."""
+        return None
+
     async def take(self, cost: Cost) -> Ticket:
         """Charge ``cost`` before work starts; ``BudgetExceeded`` if it does not fit."""
         raise NotImplementedError
@@ -93,19 +97,29 @@ class Pool(Account):
         self.remaining: dict[str, Amount] = dict(held)
         self.spent: dict[str, Amount] = {}
 
-    async def take(self, cost: Cost) -> Ticket:
+    def take_nowait(self, cost: Cost) -> Ticket | None:
         remaining = self.remaining
         for unit, amount in cost.items():
             if remaining.get(unit, 0) < amount:
-                return await self.parent.take(cost)
+                return None
         for unit, amount in cost.items():
             remaining[unit] -= amount
         return Ticket(cost, self, None)
+
+    async def take(self, cost: Cost) -> Ticket:
+        ticket = self.take_nowait(cost)
+        if ticket is None:
+            ticket = self.parent.take_nowait(cost) or await self.parent.take(cost)
+        return ticket
 
     async def settle(self, ticket: Ticket, actual: Cost) -> None:
         if ticket.owner is not self:
             await ticket.owner.settle(ticket, actual)
             return
+        self.settle_local(ticket, actual)
+
+    def settle_local(self, ticket: Ticket, actual: Cost) -> None:
+        """``settle`` for a ticket this pool handed out (never awaits)."""
         remaining = self.remaining
         spent = self.spent
         for unit, amount in ticket.cost.items():

@@ -3,15 +3,16 @@
 ``prepare`` compiles a composition into a tree of small runners once: every stage id is looked
 up, every worst case computed, so a malformed composition is refused before anything runs or is
 charged. Running is then plain awaits: a ``Sequential`` awaits its children in the caller's
-task, and concurrent nodes start one task per branch except the last, which runs in the
-caller's task.
+task, and concurrent nodes start one task per branch (asyncio tasks on asyncio; on trio the
+last branch runs in the caller's task).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, assert_never
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -34,7 +35,7 @@ from ._nodes import (
     Stage,
     parse_composition,
 )
-from ._plan import Estimate, WorstCase
+from ._plan import Estimate, WorstCase, refuse
 from ._registry import StageRegistry, StageSpec
 
 _Call = Callable[[Any], Awaitable[Any]]
@@ -66,14 +67,23 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return leaves[0] if len(leaves) == 1 else None
 
 
+def _in_asyncio_task() -> bool:
+    """True when running in an asyncio task (not trio, not trio's guest mode)."""
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:
+        return False
+
+
 async def _gather(
     runners: Sequence[_Runner], inputs: Sequence[Any], account: Account | None
 ) -> list[Any]:
     """Run ``runners[i]`` on ``inputs[i]`` concurrently; results in order.
 
     The first failure cancels the rest; a single failure is raised as itself, several as an
-    ``ExceptionGroup``. The last runner runs in the calling task, so ``n`` runners cost
-    ``n - 1`` tasks.
+    ``ExceptionGroup``. On asyncio the branches are plain ``asyncio.TaskGroup`` tasks (several
+    times cheaper than anyio's, and anyio primitives work inside them; cancelling the caller
+    cancels them all); on trio they are anyio tasks, the last one running in the calling task.
     """
     count = len(runners)
     if count == 1:
@@ -85,11 +95,17 @@ async def _gather(
 
     error: BaseException | None = None
     try:
-        async with anyio.create_task_group() as group:
-            start = group.start_soon
-            for index in range(count - 1):
-                start(one, index)
-            await one(count - 1)
+        if _in_asyncio_task():
+            async with asyncio.TaskGroup() as native:
+                create = native.create_task
+                for index in range(count):
+                    create(one(index))
+        else:
+            async with anyio.create_task_group() as group:
+                start = group.start_soon
+                for index in range(count - 1):
+                    start(one, index)
+                await one(count - 1)
     except BaseExceptionGroup as exc:
         error = _sole_error(exc)
         if error is None:
@@ -142,7 +158,7 @@ class _StageRunner(_Runner):
                                      f"{out.cost!r}")
                 return out.value
             return out
-        ticket = await account.take(cost)
+        ticket = account.take_nowait(cost) or await account.take(cost)
         try:
             out = await self.call(value)
         except BaseException:
@@ -152,7 +168,11 @@ class _StageRunner(_Runner):
             raise
         if type(out) is Reported:
             return await self._reconcile(account, ticket, out)
-        await account.settle(ticket, cost)
+        owner = ticket.owner
+        if type(owner) is Pool:
+            owner.settle_local(ticket, cost)
+        else:
+            await owner.settle(ticket, cost)
         return out
 
     async def _reconcile(self, account: Account, ticket: Ticket, out: Reported) -> Any:
@@ -384,54 +404,56 @@ class _RetryRunner(_Runner):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _compile(node: Node, path: str, worst: WorstCase) -> _Runner:
-    cost = worst(node, path)
-    if isinstance(node, Stage):
-        return _StageRunner(worst.registry.spec(node.id, path=path), node.config)
-    if isinstance(node, Const):
-        return _ConstRunner(node.value)
-    if isinstance(node, Sequential):
-        return _SequentialRunner(
-            [_compile(n, f"{path}.stages[{i}]", worst) for i, n in enumerate(node.stages)], cost
-        )
-    if isinstance(node, Parallel):
-        names = list(node.branches)
-        return _ParallelRunner(
-            names,
-            [_compile(n, f"{path}.branches[{k!r}]", worst) for k, n in node.branches.items()],
-            cost,
-        )
-    if isinstance(node, Branch):
-        return _BranchRunner(_compile(node.predicate, f"{path}.predicate", worst),
-                             _compile(node.if_true, f"{path}.if_true", worst),
-                             _compile(node.if_false, f"{path}.if_false", worst), cost)
-    if isinstance(node, Fanout):
-        return _FanoutRunner(
-            _compile(node.source, f"{path}.source", worst),
-            [_compile(n, f"{path}.targets[{i}]", worst) for i, n in enumerate(node.targets)],
-            cost,
-        )
-    if isinstance(node, Merge):
-        return _MergeRunner(
-            [_compile(n, f"{path}.sources[{i}]", worst) for i, n in enumerate(node.sources)],
-            _compile(node.target, f"{path}.target", worst),
-            cost,
-        )
-    if isinstance(node, Retry):
-        return _RetryRunner(_compile(node.stage, f"{path}.stage", worst), node.max_attempts,
-                            node.delays(), cost)
-    if isinstance(node, Let):
-        names = list(node.bindings)
-        return _LetRunner(
-            names,
-            [_compile(n, f"{path}.bindings[{k!r}]", worst) for k, n in node.bindings.items()],
-            _compile(node.body, f"{path}.body", worst),
-            cost,
-        )
-    if isinstance(node, Map):
-        return _MapRunner(_compile(node.node, f"{path}.node", worst), node.max_concurrency,
-                          node.max_items, cost)
-    assert_never(node)
+def _compile(node: Node, worst: WorstCase, memo: dict[int, _Runner]) -> _Runner:
+    """The runner for ``node``; runners are stateless, so a node object used twice shares one.
+
+    Raises ``CompositionError`` (without a path; ``Plan`` adds it) for an unknown stage id or
+    anything that is not a node.
+    """
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    cost = worst(node)  # validates the node and its subtree
+
+    def sub(child: Node) -> _Runner:
+        return _compile(child, worst, memo)
+
+    runner: _Runner
+    kind = type(node)
+    if kind is Stage:
+        assert isinstance(node, Stage)
+        runner = _StageRunner(worst.registry.spec(node.id), node.config)
+    elif kind is Const:
+        assert isinstance(node, Const)
+        runner = _ConstRunner(node.value)
+    elif kind is Sequential:
+        assert isinstance(node, Sequential)
+        runner = _SequentialRunner([sub(n) for n in node.stages], cost)
+    elif kind is Parallel:
+        assert isinstance(node, Parallel)
+        runner = _ParallelRunner(list(node.branches), [sub(n) for n in node.branches.values()],
+                                 cost)
+    elif kind is Branch:
+        assert isinstance(node, Branch)
+        runner = _BranchRunner(sub(node.predicate), sub(node.if_true), sub(node.if_false), cost)
+    elif kind is Fanout:
+        assert isinstance(node, Fanout)
+        runner = _FanoutRunner(sub(node.source), [sub(n) for n in node.targets], cost)
+    elif kind is Merge:
+        assert isinstance(node, Merge)
+        runner = _MergeRunner([sub(n) for n in node.sources], sub(node.target), cost)
+    elif kind is Retry:
+        assert isinstance(node, Retry)
+        runner = _RetryRunner(sub(node.stage), node.max_attempts, node.delays(), cost)
+    elif kind is Let:
+        assert isinstance(node, Let)
+        runner = _LetRunner(list(node.bindings), [sub(n) for n in node.bindings.values()],
+                            sub(node.body), cost)
+    else:
+        assert isinstance(node, Map)  # worst() refused every other type
+        runner = _MapRunner(sub(node.node), node.max_concurrency, node.max_items, cost)
+    memo[id(node)] = runner
+    return runner
 
 
 class Plan:
@@ -444,10 +466,14 @@ class Plan:
 
     def __init__(self, composition: Node, registry: StageRegistry) -> None:
         worst = WorstCase(registry)
-        self._root = _compile(composition, "root", worst)
+        try:
+            self._root = _compile(composition, worst, {})
+        except CompositionError:
+            refuse(composition, registry)  # raises it again, saying where
+            raise
         self.composition = composition
         self.registry = registry
-        self.estimate = Estimate(self._root.worst, tuple(worst.unbounded))
+        self.estimate = Estimate(self._root.worst, worst.unbounded(composition))
         self.units = frozenset(worst.units)
         """Every cost unit a stage of the composition declares."""
 

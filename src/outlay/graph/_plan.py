@@ -12,6 +12,7 @@ Nothing here runs a stage or touches a budget. The worst case of a node is:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -89,48 +90,93 @@ def children(node: Node, path: str) -> list[tuple[Node, str]]:
 class WorstCase:
     """Memoised worst-case costs of the nodes of one composition (pure; validates as it goes).
 
-    Keyed by node identity, so use one instance per composition while it is alive.
+    Keyed by node identity, so use one instance per composition while it is alive. Paths are
+    not built on this hot walk: ``refuse`` finds where a problem is once one was found.
     """
 
     def __init__(self, registry: StageRegistry) -> None:
         self.registry = registry
-        self.unbounded: list[str] = []
+        self.unbounded_nodes: list[Map] = []
         self.units: set[str] = set()
         self._memo: dict[int, Cost] = {}
 
-    def __call__(self, node: Node, path: str = "root") -> Cost:
+    def __call__(self, node: Node) -> Cost:
         key = id(node)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._compute(node, path)
+            found = self._memo[key] = self._compute(node)
         return found
 
-    def _sum(self, nodes: list[tuple[Node, str]]) -> Cost:
+    def _sum(self, nodes: Iterable[Node]) -> Cost:
         total = FREE
-        for child, path in nodes:
-            total = total + self(child, path)
+        for child in nodes:
+            total = total + self(child)
         return total
 
-    def _compute(self, node: Node, path: str) -> Cost:
-        check_node(node, path)
-        if isinstance(node, Stage):
-            cost = self.registry.spec(node.id, path=path).cost
+    def _compute(self, node: Node) -> Cost:
+        kind = type(node)
+        if kind is Stage:
+            assert isinstance(node, Stage)
+            cost = self.registry.spec(node.id).cost
             self.units.update(cost)
             return cost
-        if isinstance(node, Branch):
-            return (self(node.predicate, f"{path}.predicate")
-                    + self(node.if_true, f"{path}.if_true").join(
-                        self(node.if_false, f"{path}.if_false")))
-        if isinstance(node, Retry):
-            return self(node.stage, f"{path}.stage") * node.max_attempts
-        if isinstance(node, Map):
-            item = self(node.node, f"{path}.node")
+        if kind is Const:
+            return FREE
+        if kind is Sequential:
+            assert isinstance(node, Sequential)
+            return self._sum(node.stages)
+        if kind is Parallel:
+            assert isinstance(node, Parallel)
+            return self._sum(node.branches.values())
+        if kind is Branch:
+            assert isinstance(node, Branch)
+            return self(node.predicate) + self(node.if_true).join(self(node.if_false))
+        if kind is Fanout:
+            assert isinstance(node, Fanout)
+            return self(node.source) + self._sum(node.targets)
+        if kind is Merge:
+            assert isinstance(node, Merge)
+            return self._sum(node.sources) + self(node.target)
+        if kind is Retry:
+            assert isinstance(node, Retry)
+            return self(node.stage) * node.max_attempts
+        if kind is Let:
+            assert isinstance(node, Let)
+            return self._sum(node.bindings.values()) + self(node.body)
+        if kind is Map:
+            assert isinstance(node, Map)
+            item = self(node.node)
             if node.max_items is None:
                 if item:
-                    self.unbounded.append(path)
+                    self.unbounded_nodes.append(node)
                 return FREE
             return item * node.max_items
-        return self._sum(children(node, path))
+        check_node(node, "?")
+        raise AssertionError(f"unhandled node type {kind.__name__}")  # pragma: no cover
+
+    def unbounded(self, root: Node) -> tuple[str, ...]:
+        """Paths of the unbounded ``Map`` nodes found so far under ``root``."""
+        if not self.unbounded_nodes:
+            return ()
+        wanted = {id(node) for node in self.unbounded_nodes}
+        return tuple(path for node, path in walk(root) if id(node) in wanted)
+
+
+def walk(root: Node) -> Iterator[tuple[Node, str]]:
+    """Every node under ``root`` (depth first, in order) with its path; checks node types."""
+    stack: list[tuple[Any, str]] = [(root, "root")]
+    while stack:
+        node, path = stack.pop()
+        check_node(node, path)
+        yield node, path
+        stack.extend(reversed(children(node, path)))
+
+
+def refuse(root: Node, registry: StageRegistry) -> None:
+    """Raise the ``CompositionError`` for the first problem under ``root``, with its path."""
+    for node, path in walk(root):
+        if isinstance(node, Stage):
+            registry.spec(node.id, path=path)
 
 
 def estimate(composition: Node, registry: StageRegistry) -> Estimate:
@@ -139,8 +185,12 @@ def estimate(composition: Node, registry: StageRegistry) -> Estimate:
     Raises ``CompositionError`` for a stage id the registry does not know or a non-node.
     """
     worst = WorstCase(registry)
-    cost = worst(composition)
-    return Estimate(cost, tuple(worst.unbounded))
+    try:
+        cost = worst(composition)
+    except CompositionError:
+        refuse(composition, registry)
+        raise
+    return Estimate(cost, worst.unbounded(composition))
 
 
 def build_cost_map(composition: Node, registry: StageRegistry) -> dict[str, Cost]:
@@ -149,14 +199,9 @@ def build_cost_map(composition: Node, registry: StageRegistry) -> dict[str, Cost
     Raises ``CompositionError`` for an unknown stage id or a non-node.
     """
     costs: dict[str, Cost] = {}
-    stack: list[tuple[Any, str]] = [(composition, "root")]
-    while stack:
-        node, path = stack.pop()
-        check_node(node, path)
+    for node, path in walk(composition):
         if isinstance(node, Stage):
             cost = registry.spec(node.id, path=path).cost
             if cost:
                 costs[node.id] = cost
-        else:
-            stack.extend(reversed(children(node, path)))
     return dict(sorted(costs.items()))
