@@ -331,3 +331,37 @@ async def test_anyio_primitives_work_inside_concurrent_branches(registry: StageR
     comp = Parallel({"a": Stage("scoped"), "b": Stage("scoped"), "c": Stage("thread_name")})
     out = await Executor(registry).run(comp, 0)
     assert (out["a"], out["b"]) == ("ok", "ok")
+
+
+async def test_shielded_work_in_a_branch_survives_a_failing_sibling(
+    registry: StageRegistry,
+) -> None:
+    # Regression guard: branches must be anyio tasks. Native asyncio.TaskGroup children are
+    # cancelled with task.cancel(), which breaks through anyio shields; a budget commit to a
+    # remote store under such a shield would then be lost.
+    in_shield = anyio.Event()
+    gate = anyio.Event()
+    log: list[str] = []
+
+    async def careful(x: Any) -> None:
+        with anyio.CancelScope(shield=True):
+            in_shield.set()
+            await gate.wait()
+            log.append("finished shielded work")
+
+    async def fail(x: Any) -> None:
+        await in_shield.wait()
+        raise Flaky("sibling")
+
+    registry.register("careful", careful)
+    registry.register("fail", fail)
+
+    async def run() -> None:
+        with pytest.raises(Flaky):
+            await Executor(registry).run(Parallel({"a": Stage("careful"), "b": Stage("fail")}))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    assert log == ["finished shielded work"]

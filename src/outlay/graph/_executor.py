@@ -3,13 +3,12 @@
 ``prepare`` compiles a composition into a tree of small runners once: every stage id is looked
 up, every worst case computed, so a malformed composition is refused before anything runs or is
 charged. Running is then plain awaits: a ``Sequential`` awaits its children in the caller's
-task, and concurrent nodes start one task per branch (asyncio tasks on asyncio; on trio the
-last branch runs in the caller's task).
+task, and concurrent nodes start one anyio task per branch except the last, which runs in the
+caller's task; a ``Map`` starts ``max_concurrency`` workers, not a task per item.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -67,23 +66,16 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return leaves[0] if len(leaves) == 1 else None
 
 
-def _in_asyncio_task() -> bool:
-    """True when running in an asyncio task (not trio, not trio's guest mode)."""
-    try:
-        return asyncio.current_task() is not None
-    except RuntimeError:
-        return False
-
-
 async def _gather(
     runners: Sequence[_Runner], inputs: Sequence[Any], account: Account | None
 ) -> list[Any]:
     """Run ``runners[i]`` on ``inputs[i]`` concurrently; results in order.
 
     The first failure cancels the rest; a single failure is raised as itself, several as an
-    ``ExceptionGroup``. On asyncio the branches are plain ``asyncio.TaskGroup`` tasks (several
-    times cheaper than anyio's, and anyio primitives work inside them; cancelling the caller
-    cancels them all); on trio they are anyio tasks, the last one running in the calling task.
+    ``ExceptionGroup``. Branches are anyio tasks, so anyio's cancellation semantics hold inside
+    stages (a shielded scope stays shielded; native ``asyncio.TaskGroup`` tasks would be
+    cancelled through shields). The last runner runs in the calling task: ``n`` runners cost
+    ``n - 1`` tasks.
     """
     count = len(runners)
     if count == 1:
@@ -95,17 +87,11 @@ async def _gather(
 
     error: BaseException | None = None
     try:
-        if _in_asyncio_task():
-            async with asyncio.TaskGroup() as native:
-                create = native.create_task
-                for index in range(count):
-                    create(one(index))
-        else:
-            async with anyio.create_task_group() as group:
-                start = group.start_soon
-                for index in range(count - 1):
-                    start(one, index)
-                await one(count - 1)
+        async with anyio.create_task_group() as group:
+            start = group.start_soon
+            for index in range(count - 1):
+                start(one, index)
+            await one(count - 1)
     except BaseExceptionGroup as exc:
         error = _sole_error(exc)
         if error is None:
