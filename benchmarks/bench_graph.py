@@ -8,6 +8,9 @@ repeats, per stage (Sequential) or per branch (Parallel):
 - ``Parallel`` of N no-op branches against a hand-written anyio task group, and (asyncio only)
   ``asyncio.TaskGroup``, each without and with a budget (one hold for all branches);
 - peak traced memory per branch of each ``Parallel`` variant (``tracemalloc``).
+
+Cases run round-robin and the best time of each is kept; the load average is recorded, since
+on a busy machine the ratios between cases are what is worth reading.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -61,14 +65,18 @@ async def fresh_budget(n: int) -> Budget:
 Case = Callable[[], Awaitable[Any]]
 
 
-async def best_of(case: Case, repeats: int) -> float:
-    await case()  # warm up
-    best = float("inf")
+async def best_of(cases: dict[str, Case], repeats: int) -> dict[str, float]:
+    """Best time of each case, running the cases round-robin so that load drifting on the
+    machine hits every case alike."""
+    for case in cases.values():
+        await case()  # warm up
+    best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        await case()
-        best = min(best, time.perf_counter() - start)
+        for name, case in cases.items():
+            gc.collect()
+            start = time.perf_counter()
+            await case()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -189,12 +197,12 @@ def parallel_cases(n: int, budget: Budget, backend: str) -> dict[str, Case]:
 async def measure(backend: str, n: int, repeats: int) -> dict[str, Any]:
     budget = await fresh_budget(n)
     out: dict[str, Any] = {"sequential": {}, "parallel": {}}
-    for name, case in sequential_cases(n, budget).items():
-        out["sequential"][name] = {"us_per_stage": await best_of(case, repeats) / n * 1e6}
-    for name, case in parallel_cases(n, budget, backend).items():
-        seconds = await best_of(case, repeats)
+    for name, seconds in (await best_of(sequential_cases(n, budget), repeats)).items():
+        out["sequential"][name] = {"us_per_stage": seconds / n * 1e6}
+    cases = parallel_cases(n, budget, backend)
+    for name, seconds in (await best_of(cases, repeats)).items():
         out["parallel"][name] = {"us_per_branch": seconds / n * 1e6,
-                                 "peak_bytes_per_branch": await peak_bytes(case) / n}
+                                 "peak_bytes_per_branch": await peak_bytes(cases[name]) / n}
     return out
 
 
@@ -229,7 +237,8 @@ def main() -> None:
     n, repeats = (1_000, 3) if args.quick else (10_000, 7)
     report: dict[str, Any] = {
         "n": n, "repeats": repeats, "python": sys.version.split()[0],
-        "platform": platform.platform(), "backends": {},
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(), "backends": {},
     }
     for backend in ("asyncio", "trio"):
         results = anyio.run(measure, backend, n, repeats, backend=backend)
