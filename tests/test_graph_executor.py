@@ -365,3 +365,68 @@ async def test_shielded_work_in_a_branch_survives_a_failing_sibling(
         await anyio.wait_all_tasks_blocked()
         gate.set()
     assert log == ["finished shielded work"]
+
+
+async def test_cancelling_the_run_lets_shielded_branch_work_finish(
+    registry: StageRegistry,
+) -> None:
+    in_shield = anyio.Event()
+    gate = anyio.Event()
+    log: list[str] = []
+
+    async def careful(x: Any) -> None:
+        with anyio.CancelScope(shield=True):
+            in_shield.set()
+            await gate.wait()
+            log.append("finished shielded work")
+
+    blocked_cancelled = anyio.Event()
+
+    async def blocked(x: Any) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            log.append("blocked cancelled")
+            blocked_cancelled.set()
+
+    registry.register("careful", careful)
+    registry.register("blocked", blocked)
+    comp = Parallel({"a": Stage("careful"), "b": Stage("blocked")})
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(Executor(registry).run, comp)
+            await in_shield.wait()
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await blocked_cancelled.wait()
+                for _ in range(10):  # the run keeps waiting for the shielded branch
+                    await anyio.lowlevel.checkpoint()
+                assert log == ["blocked cancelled"]
+                gate.set()
+    assert scope.cancelled_caught
+    assert log == ["blocked cancelled", "finished shielded work"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Task.cancel() is asyncio's own API
+async def test_native_task_cancel_cancels_and_awaits_every_branch(
+    registry: StageRegistry,
+) -> None:
+    import asyncio
+
+    log: list[str] = []
+
+    async def blocked(x: Any) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            log.append(f"cancelled {x}")
+
+    registry.register("blocked", blocked)
+    comp = Parallel({"a": Stage("blocked"), "b": Stage("blocked"), "c": Stage("blocked")})
+    task = asyncio.create_task(Executor(registry).run(comp, {"a": 1, "b": 2, "c": 3}))
+    await anyio.wait_all_tasks_blocked()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(log) == ["cancelled 1", "cancelled 2", "cancelled 3"]
