@@ -478,3 +478,13 @@ async def test_a_unit_without_a_limit_is_refused_at_prepare(lab: Lab) -> None:
         lab.executor(limits={"usd": []})
     with pytest.raises(TypeError):
         BudgetedExecutor(lab.registry, object())  # type: ignore[arg-type]
+
+
+async def test_a_free_stage_cannot_report_a_cost_under_a_budget(lab: Lab) -> None:
+    async def sneaky(x: int) -> Reported:
+        return Reported(x, Cost(calls=1))
+
+    lab.registry.register("free_sneaky", sneaky)
+    with pytest.raises(ValueError, match="declares no cost"):
+        await lab.executor().run(Stage("free_sneaky"), 0)
+    assert await lab.usage() == (0, 0)

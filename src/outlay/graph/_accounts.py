@@ -61,7 +61,7 @@ class BudgetAccount(Account):
     def amounts(self, cost: Cost) -> dict[str, Amount]:
         """``cost`` by limit key: each unit's amount charged to every key the unit maps to."""
         out: dict[str, Amount] = {}
-        for unit, amount in cost.items():
+        for unit, amount in cost._amounts.items():
             for key in self._limits[unit]:
                 out[key] = out[key] + amount if key in out else amount
         return out
@@ -99,10 +99,11 @@ class Pool(Account):
 
     def take_nowait(self, cost: Cost) -> Ticket | None:
         remaining = self.remaining
-        for unit, amount in cost.items():
+        amounts = cost._amounts  # the plain dict: this runs once per stage
+        for unit, amount in amounts.items():
             if remaining.get(unit, 0) < amount:
                 return None
-        for unit, amount in cost.items():
+        for unit, amount in amounts.items():
             remaining[unit] -= amount
         return Ticket(cost, self, None)
 
@@ -122,9 +123,9 @@ class Pool(Account):
         """``settle`` for a ticket this pool handed out (never awaits)."""
         remaining = self.remaining
         spent = self.spent
-        for unit, amount in ticket.cost.items():
+        for unit, amount in ticket.cost._amounts.items():
             remaining[unit] += amount
-        for unit, amount in actual.items():
+        for unit, amount in actual._amounts.items():
             remaining[unit] = remaining.get(unit, 0) - amount
             spent[unit] = spent[unit] + amount if unit in spent else amount
 

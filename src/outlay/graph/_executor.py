@@ -186,7 +186,7 @@ async def _held(
 
 
 class _StageRunner(_Runner):
-    __slots__ = ("call", "cost", "id")
+    __slots__ = ("call", "cost", "free", "id")
 
     def __init__(self, spec: StageSpec, config: Any) -> None:
         super().__init__(spec.cost)
@@ -198,12 +198,12 @@ class _StageRunner(_Runner):
             call = _in_thread(fn, (config,) if spec.takes_config else ())
         self.id = spec.id
         self.cost = spec.cost
+        self.free = not spec.cost
         self.call = call
         self.direct = call
 
     async def run(self, value: Any, account: Account | None) -> Any:
-        cost = self.cost
-        if account is None or not cost:
+        if account is None or self.free:
             out = await self.call(value)
             if type(out) is Reported:
                 if account is not None and out.cost:
@@ -211,6 +211,7 @@ class _StageRunner(_Runner):
                                      f"{out.cost!r}")
                 return out.value
             return out
+        cost = self.cost
         ticket = account.take_nowait(cost) or await account.take(cost)
         try:
             out = await self.call(value)
