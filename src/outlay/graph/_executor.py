@@ -3,8 +3,9 @@
 ``prepare`` compiles a composition into a tree of small runners once: every stage id is looked
 up, every worst case computed, so a malformed composition is refused before anything runs or is
 charged. Running is then plain awaits: a ``Sequential`` awaits its children in the caller's
-task, and concurrent nodes start one anyio task per branch except the last, which runs in the
-caller's task; a ``Map`` starts ``max_concurrency`` workers, not a task per item.
+task; concurrent nodes start one task per branch (a plain asyncio task inside an anyio cancel
+scope on asyncio, an anyio task on trio, where the last branch runs in the caller's task); a
+``Map`` starts ``max_concurrency`` workers, not a task per item.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ async def _gather(
     """Run ``runners[i]`` on ``inputs[i]`` concurrently; results in order.
 
     The first failure cancels the rest; a single failure is raised as itself, several as an
-    ``ExceptionGroup``. Branches are anyio tasks, so anyio's cancellation semantics hold inside
-    stages (a shielded scope stays shielded; native ``asyncio.TaskGroup`` tasks would be
-    cancelled through shields). The last runner runs in the calling task: ``n`` runners cost
-    ``n - 1`` tasks.
+    ``ExceptionGroup``. On asyncio see ``_gather_asyncio``. On trio the branches are anyio
+    tasks and the last runs in the calling task: ``n`` runners cost ``n - 1`` tasks. Either
+    way anyio's cancellation rules hold inside stages: a shielded scope stays shielded (native
+    ``asyncio.TaskGroup`` children are cancelled through shields, so it is not used).
     """
     count = len(runners)
     if count == 1:
@@ -159,12 +160,14 @@ async def _gather_asyncio(
             cancelled = exc
             stop()
     del tasks
-    if cancelled is not None:
-        raise cancelled
+    # Branch errors win over the caller's cancellation, as in anyio and asyncio task groups
+    # (a cancelling anyio scope cancels again at the next checkpoint).
     if errors:
         if len(errors) == 1:
             raise errors[0]
         raise BaseExceptionGroup("several branches failed", errors)
+    if cancelled is not None:
+        raise cancelled
     return results
 
 
