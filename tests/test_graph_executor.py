@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 from typing import Any
 
 import anyio
 import pytest
+import trio
+import trio.testing
 
 from outlay import CompositionError
 from outlay.graph import (
@@ -430,3 +433,24 @@ async def test_native_task_cancel_cancels_and_awaits_every_branch(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sorted(log) == ["cancelled 1", "cancelled 2", "cancelled 3"]
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}),
+                  id="trio-mockclock")],
+)  # a virtual clock: the waits are checked exactly, and nothing really sleeps
+async def test_retry_waits_between_attempts_with_backoff(registry: StageRegistry) -> None:
+    attempts: list[float] = []
+
+    async def flaky(x: int) -> int:
+        attempts.append(trio.current_time())
+        if len(attempts) < 4:
+            raise Flaky
+        return x
+
+    registry.register("flaky", flaky)
+    comp = Retry(Stage("flaky"), max_attempts=4, delay_ms=100, backoff=2.0)
+    assert await Executor(registry).run(comp, 5) == 5
+    gaps = [round(b - a, 6) for a, b in pairwise(attempts)]
+    assert gaps == [0.1, 0.2, 0.4]

@@ -516,7 +516,8 @@ def _compile(node: Node, worst: WorstCase, memo: dict[int, _Runner]) -> _Runner:
 class Plan:
     """A composition checked against a registry and compiled, ready to run many times.
 
-    ``estimate`` is its static worst case. Build one with ``Executor.prepare``.
+    ``estimate`` is its static worst case and ``units`` every cost unit its stages declare.
+    Build one with ``Executor.prepare``.
     """
 
     __slots__ = ("_root", "composition", "estimate", "registry", "units")
@@ -532,7 +533,6 @@ class Plan:
         self.registry = registry
         self.estimate = Estimate(self._root.worst, worst.unbounded(composition))
         self.units = frozenset(worst.units)
-        """Every cost unit a stage of the composition declares."""
 
 
 class Executor:
