@@ -1,6 +1,8 @@
 """BudgetedExecutor: declared costs charged through ``outlay.Budget`` for every node type.
 
-Interleavings are forced with events and ``anyio.wait_all_tasks_blocked()``; nothing sleeps.
+Interleavings are forced with events; nothing sleeps. Snapshots are taken once the expected
+number of ``waits`` stages have arrived (not on ``wait_all_tasks_blocked()``, which a store
+doing network I/O would satisfy too early), so the suite holds for every store.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class Lab:
     ran: list[str] = field(default_factory=list)
     gate: anyio.Event = field(default_factory=anyio.Event)
     cancelled: list[str] = field(default_factory=list)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+    waiting: int = 0
+    expect: int = 1
 
     def executor(self, **kwargs: Any) -> BudgetedExecutor:
         return BudgetedExecutor(self.registry, self.budget, **kwargs)
@@ -87,6 +92,9 @@ async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[L
 
         async def waits(x: Any) -> Any:  # costs 1, blocks until the gate opens
             lab.ran.append("waits")
+            lab.waiting += 1
+            if lab.waiting >= lab.expect:
+                lab.arrived.set()
             try:
                 await lab.gate.wait()
             except anyio.get_cancelled_exc_class():
@@ -109,8 +117,12 @@ async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[L
         yield lab
 
 
-async def run_blocked(lab: Lab, comp: Any, value: Any = 0, **kwargs: Any) -> Any:
-    """Start ``comp``, wait until every task is blocked, return a snapshot, then open the gate."""
+async def run_blocked(
+    lab: Lab, comp: Any, value: Any = 0, *, expect: int = 1, **kwargs: Any
+) -> Any:
+    """Start ``comp``, wait until ``expect`` ``waits`` stages are blocked, return a usage
+    snapshot, then open the gate."""
+    lab.expect = expect
     result: list[Any] = []
 
     async def run() -> None:
@@ -118,7 +130,7 @@ async def run_blocked(lab: Lab, comp: Any, value: Any = 0, **kwargs: Any) -> Any
 
     async with anyio.create_task_group() as group:
         group.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
+        await lab.arrived.wait()
         snapshot = await lab.usage()
         lab.gate.set()
     return snapshot, result[0]
@@ -214,9 +226,10 @@ async def test_parallel_hold_leaves_no_room_for_transient_overspend(lab: Lab) ->
     async def run() -> None:
         seen.append(await lab.executor().run(comp, 0))
 
+    lab.expect = 3
     async with anyio.create_task_group() as group:
         group.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
+        await lab.arrived.wait()
         assert await lab.usage() == (0, 3)  # one hold for all three branches
         assert await lab.budget.try_reserve({"calls": 1}) is None  # nothing left over
         lab.gate.set()
@@ -229,9 +242,15 @@ async def test_parallel_draws_from_one_hold(lab: Lab) -> None:
         pytest.skip("counts holds through MemoryStore.held_reservations")
     inner = Parallel({"x": Stage("waits"), "y": Sequential([Stage("c1"), Stage("waits")])})
     comp = Parallel({"a": inner, "b": Stage("waits"), "c": Stage("c2")})
-    during, _ = await run_blocked(lab, comp)
-    assert during == (0, 6)
-    assert lab.store.held_reservations() == 0  # everything settled
+    store = lab.store
+    lab.expect = 3
+    async with anyio.create_task_group() as group:
+        group.start_soon(lab.executor().run, comp, 0)
+        await lab.arrived.wait()
+        assert await lab.usage() == (0, 6)
+        assert store.held_reservations() == 1  # nested holds and stages draw in process
+        lab.gate.set()
+    assert store.held_reservations() == 0
     assert await lab.usage() == (6, 0)
 
 
@@ -361,7 +380,8 @@ async def test_map_holds_every_item_at_once(lab: Lab) -> None:
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Map(Stage("c2"), max_concurrency=1), [1, 2, 3])
     assert lab.ran == []  # even with concurrency 1, three items need 6: none started
-    during, out = await run_blocked(lab, Map(Stage("waits"), max_concurrency=2), [1, 2, 3])
+    during, out = await run_blocked(lab, Map(Stage("waits"), max_concurrency=2), [1, 2, 3],
+                                   expect=2)
     assert during == (0, 3)  # held for all three items, two running
     assert out == [1, 2, 3]
     assert await lab.usage() == (3, 0)
@@ -433,10 +453,11 @@ async def test_hold_worst_case_runs_within_one_hold(lab: Lab) -> None:
 
 async def test_cancelling_a_run_returns_unused_holds(lab: Lab) -> None:
     comp = Parallel({"a": Stage("waits"), "b": Sequential([Stage("waits"), Stage("c4")])})
+    lab.expect = 2
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as group:
             group.start_soon(lab.executor().run, comp, 0)
-            await anyio.wait_all_tasks_blocked()
+            await lab.arrived.wait()
             assert await lab.usage() == (0, 6)
             scope.cancel()
     assert scope.cancelled_caught
