@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from outlay import MemoryStore, Store
+from outlay.stores import SQLiteStore
 
 
 @asynccontextmanager
@@ -23,8 +24,18 @@ async def memory_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
     await store.aclose()
 
 
+@asynccontextmanager
+async def sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    store = SQLiteStore(tmp_path / "outlay.db")
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "sqlite": sqlite_store,
 }

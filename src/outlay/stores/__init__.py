@@ -4,22 +4,41 @@
 never imports a database driver:
 
 - ``memory://`` -> ``MemoryStore``, the default, for one process.
+- ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> ``SQLiteStore``, embedded and
+  durable, shared by several processes on one host.
+
+``SQLiteStore`` is importable from here, loaded (with ``sqlite3``) on first access.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError
 from ._base import Admission, LimitUsage, Store
 from ._memory import MemoryStore
 
-__all__ = ("Admission", "LimitUsage", "MemoryStore", "Store", "store_from_url")
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteStore as SQLiteStore
+
+__all__ = ("Admission", "LimitUsage", "MemoryStore", "SQLiteStore", "Store", "store_from_url")
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
     "memory": "outlay.stores._memory:MemoryStore",
+    "sqlite": "outlay.stores._sqlite:SQLiteStore",
 }
+
+#: Public names whose module imports a driver, loaded on first access.
+_LAZY: dict[str, str] = {"SQLiteStore": "outlay.stores._sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)
 
 
 def store_from_url(url: str) -> Store:
