@@ -288,6 +288,56 @@ async def test_cancelled_reserve_finishes_its_transaction(store: SQLiteStore, db
     assert await store.release("r") is True
 
 
+async def test_cancelled_while_queued_behind_another_operation_does_nothing(
+    store: SQLiteStore, db: Path
+) -> None:
+    # Operations of one store queue in the event loop for its one worker thread; one cancelled
+    # there never reaches the database.
+    await store.set_limit("calls", 5)
+    queued = anyio.CancelScope()
+    first_done = anyio.Event()
+
+    async def first() -> None:
+        assert (await store.reserve("first", {"calls": 1}, lease=60)).admitted
+        first_done.set()
+
+    async def second() -> None:
+        with queued:
+            await store.reserve("second", {"calls": 1}, lease=60)
+
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            queued.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert not first_done.is_set()
+            raw.execute("COMMIT")
+    assert queued.cancelled_caught
+    assert (await store.usage("calls")).held == 1
+    with pytest.raises(ReservationError, match="unknown"):
+        await store.commit("second")
+
+
+def test_one_store_serves_successive_event_loops(db: Path) -> None:
+    store = SQLiteStore(db)
+
+    async def reserve(rid: str) -> None:
+        await store.set_limit("calls", 5)
+        assert (await store.reserve(rid, {"calls": 1}, lease=60)).admitted
+
+    anyio.run(reserve, "on-asyncio", backend="asyncio")
+    anyio.run(reserve, "on-trio", backend="trio")
+
+    async def check() -> None:
+        assert (await store.usage("calls")).held == 2
+        await store.aclose()
+
+    anyio.run(check)
+
+
 async def test_cancelled_budget_reserve_leaves_nothing_held(store: SQLiteStore, db: Path) -> None:
     budget = Budget(store)
     await budget.set_limit("calls", 5)

@@ -25,11 +25,14 @@ How it stays exact and atomic:
 The ``sqlite3`` driver is synchronous; every call runs in a worker thread via
 ``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock**. SQLite lets one
 writer at a time into a file anyway, so a pool would only add parallel readers while every
-connection paid for its own cache and WAL bookkeeping. The worker thread is never abandoned:
-if the caller is cancelled mid-operation, the thread finishes (commits or rolls back) the
-transaction, then the caller sees the cancellation. The operation may therefore have taken
-effect; every operation is idempotent by reservation id, so a retry is safe, and ``Budget``
-releases a reservation whose ``reserve`` was cancelled.
+connection paid for its own cache and WAL bookkeeping. Each store also takes one worker-thread
+slot per event loop (an ``anyio.CapacityLimiter(1)``): concurrent operations of one store queue
+in the event loop, where they can still be cancelled with no effect, instead of parking threads
+of anyio's shared pool on the lock. Once an operation has its thread it is never abandoned: if
+the caller is cancelled then, the thread finishes (commits or rolls back) the transaction and
+the caller sees the cancellation afterwards. The operation may therefore have taken effect;
+every operation is idempotent by reservation id, so a retry is safe, and ``Budget`` releases a
+reservation whose ``reserve`` was cancelled.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._pruned_at = float("-inf")
+        self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -196,12 +200,20 @@ class SQLiteStore(Store):
     async def _run(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run ``op(conn, now)`` in a worker thread under the lock, mapping driver errors.
 
-        The thread is never abandoned; a cancelled caller sees the cancellation after the
-        transaction has finished, one way or the other.
+        Cancelled while queued for the thread: nothing happened. Cancelled once in the thread:
+        the transaction finishes, one way or the other, and then the cancellation is raised.
         """
-        result = await anyio.to_thread.run_sync(self._call, op)
+        result = await anyio.to_thread.run_sync(self._call, op, limiter=self._limiter())
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """This store's one worker-thread slot in the running event loop."""
+        loop = anyio.lowlevel.current_token().native_token
+        bound = self._bound_limiter
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_limiter = (loop, anyio.CapacityLimiter(1))
+        return bound[1]
 
     def _call(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         with self._lock:
