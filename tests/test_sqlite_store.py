@@ -4,6 +4,7 @@ boundary. The shared contract is in ``test_store_behaviour.py``, which runs on S
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sqlite3
@@ -464,3 +465,20 @@ async def test_a_sigkilled_holder_loses_nothing_once_its_lease_expires(db: Path)
     finally:
         await now.aclose()
         await later.aclose()
+
+
+async def test_an_abandoned_reservation_is_released_without_blocking(db: Path) -> None:
+    store = SQLiteStore(db)
+    budget = Budget(store)
+    await budget.set_limit("calls", 5)
+    reservation = await budget.reserve({"calls": 5})
+    del reservation
+    with pytest.warns(ResourceWarning, match="garbage-collected"):
+        gc.collect()
+    await store.aclose()  # waits for the background release
+    reopened = SQLiteStore(db)
+    try:
+        assert (await reopened.usage("calls")).held == 0
+        assert raw_rows(db, "SELECT outcome FROM endings") == [("released",)]
+    finally:
+        await reopened.aclose()

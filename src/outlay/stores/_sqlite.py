@@ -172,6 +172,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._pruned_at = float("-inf")
         self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
+        self._abandoned: list[threading.Thread] = []
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -425,6 +426,25 @@ class SQLiteStore(Store):
         return await self._run(op)
 
     async def release(self, rid: str) -> bool:
+        return await self._run(self._release_op(rid))
+
+    def release_abandoned(self, rid: str) -> None:
+        """Release a garbage-collected reservation from a short-lived background thread, so the
+        finaliser never blocks; ``aclose`` waits for it. If it cannot run (the store is closed,
+        the interpreter is exiting), the lease reclaims the hold."""
+        op = self._release_op(rid)
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # best effort; the lease is the fallback
+                self._call(op)
+
+        thread = threading.Thread(target=run, name=f"outlay-sqlite-release-{rid}", daemon=True)
+        # No lock here: a finaliser can run inside any critical section of this thread.
+        thread.start()
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        self._abandoned.append(thread)
+
+    def _release_op(self, rid: str) -> Callable[[sqlite3.Connection, float], bool]:
         def op(conn: sqlite3.Connection, now: float) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             self._sweep(conn, now)
@@ -448,7 +468,7 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
             return True
 
-        return await self._run(op)
+        return op
 
     async def extend(self, rid: str, lease: float) -> bool:
         def op(conn: sqlite3.Connection, now: float) -> bool:
@@ -487,9 +507,13 @@ class SQLiteStore(Store):
         return await self._run(op)
 
     async def aclose(self) -> None:
-        """Close the connection. Later operations raise ``StoreError``; closing twice is fine."""
+        """Finish pending releases of abandoned reservations, then close the connection. Later
+        operations raise ``StoreError``; closing twice is fine."""
 
         def close() -> None:
+            pending, self._abandoned = self._abandoned, []
+            for thread in pending:
+                thread.join()
             with self._lock:
                 self._closed = True
                 conn, self._conn = self._conn, None
