@@ -4,7 +4,6 @@ boundary. The shared contract is in ``test_store_behaviour.py``, which runs on S
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sqlite3
@@ -472,9 +471,8 @@ async def test_an_abandoned_reservation_is_released_without_blocking(db: Path) -
     budget = Budget(store)
     await budget.set_limit("calls", 5)
     reservation = await budget.reserve({"calls": 5})
-    del reservation
     with pytest.warns(ResourceWarning, match="garbage-collected"):
-        gc.collect()
+        del reservation  # the last reference: finalised here, on this thread
     await store.aclose()  # waits for the background release
     reopened = SQLiteStore(db)
     try:
