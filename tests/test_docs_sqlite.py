@@ -1,5 +1,6 @@
 """``docs/sqlite.md`` is a tested page: every ``python`` block runs, in order, in one working
-directory; the ``text`` blocks after it are its output on successive runs."""
+directory; the ``text`` blocks after it are its output on successive runs. The SQLite example
+program runs too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 import outlay
 
@@ -31,3 +35,18 @@ def test_sqlite_page_runs_as_written(tmp_path: Path) -> None:
                                  capture_output=True, text=True, check=True)
             if outputs:
                 assert run.stdout == expected
+
+
+@pytest.mark.slow
+def test_workers_example_shares_one_budget(tmp_path: Path) -> None:
+    example = DOC.parents[1] / "examples" / "sqlite_workers.py"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    run = subprocess.run([sys.executable, str(example), str(tmp_path / "b.db")], env=env,
+                         capture_output=True, text=True, check=True, timeout=120)
+    found = re.fullmatch(r"workers spent (\S+); the store says spent (\S+) of 1.00, held (\S+)\n",
+                         run.stdout)
+    assert found, run.stdout
+    total, spent, held = (Decimal(x) for x in found.groups())
+    assert total == spent  # every committed cent is in the file, none twice
+    assert Decimal("0.94") <= spent <= Decimal("1.00")  # stops only when 7 cents no longer fit
+    assert held == 0
