@@ -95,6 +95,27 @@ def test_urls_name_relative_and_absolute_files(
     assert absolute.path == f"{tmp_path}/abs.db"
 
 
+async def test_a_relative_path_is_fixed_when_the_store_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = store_from_url("sqlite:///here.db")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    await store.set_limit("calls", 1)
+    await store.aclose()
+    assert (tmp_path / "here.db").exists()
+    assert not (tmp_path / "elsewhere" / "here.db").exists()
+
+
+async def test_memory_url_is_a_private_database() -> None:
+    store = store_from_url("sqlite:///:memory:")
+    await store.set_limit("calls", 2)
+    assert (await store.reserve("r", {"calls": 2}, lease=60)).admitted
+    assert (await store.usage("calls")).held == 2
+    await store.aclose()
+
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite://host/x.db",
                                  "sqlite:///x.db?mode=ro"])
 def test_bad_urls_are_configuration_errors(url: str) -> None:

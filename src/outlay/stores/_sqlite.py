@@ -157,11 +157,13 @@ class SQLiteStore(Store):
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float) \
                 or not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
-        if synchronous.upper() not in ("NORMAL", "FULL"):
+        if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if isinstance(history, bool) or not isinstance(history, int | float) or not history > 0:
             raise ValueError(f"history must be positive seconds, got {history!r}")
         self._path = str(path)
+        # Resolved now: a relative path names a file in the working directory of construction.
+        self._uri = None if self._path == ":memory:" else Path(path).absolute().as_uri()
         self._create = create
         self._busy_timeout = float(busy_timeout)
         self._synchronous = synchronous.upper()
@@ -245,11 +247,10 @@ class SQLiteStore(Store):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        if self._path == ":memory:":
+        if self._uri is None:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
-            mode = "rwc" if self._create else "rw"
-            uri = f"{Path(self._path).absolute().as_uri()}?mode={mode}"
+            uri = f"{self._uri}?mode={'rwc' if self._create else 'rw'}"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None,
                                    check_same_thread=False, timeout=self._busy_timeout)
         try:
