@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
 import anyio
+import anyio.lowlevel
 
 from .. import _log
 from .._exceptions import ApprovalNotPending
@@ -309,7 +310,8 @@ class ApprovalHook(ToolDispatchHook):
     reason as an error output for the model; ``"terminate"`` stops the run
     (``DispatchTerminated``). If the dispatch is cancelled while waiting, nothing is recorded
     (no decision was made), ``outlay.approval.cancelled`` is emitted and the cancellation
-    propagates. An approver or audit sink that raises propagates (the tool does not run).
+    propagates; a decision that already arrived is recorded (shielded) and the tool does not
+    start. An approver or audit sink that raises propagates (the tool does not run).
     ``clock`` returns timezone-aware datetimes (injectable for tests).
 
     In ``dispatch_batch`` the ``before`` chains run one call after another, so the approvals of
@@ -403,6 +405,9 @@ class ApprovalHook(ToolDispatchHook):
                   **fields, who=record.who, why=record.why,
                   decided_at=decided_at.isoformat(), timed_out=timed_out)
         if record.approved:
+            # A cancellation that arrived while the decision was recorded lands here, before
+            # the tool can start.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             return Continue(record)
         reason = (f"approval rejected by {record.who}: {record.why}; "
                   f"tool {invocation.tool_name!r} was not run")
