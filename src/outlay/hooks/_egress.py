@@ -15,7 +15,7 @@ import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, overload
 
 import anyio
 
@@ -35,8 +35,6 @@ OnMissing = Literal["skip", "terminate"]
 Endpoint = str | Callable[[ToolInvocation], str]
 REDACTED = "[redacted]"
 """What a secret value in a tool's string result is replaced with."""
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class Secret:
@@ -114,7 +112,17 @@ class EgressAuditHook(ToolDispatchHook):
         """The declared tool names."""
         return tuple(self._tools)
 
-    def tool(self, fn: _F | None = None, *, endpoint: Endpoint,
+    @overload
+    def tool(self, fn: Callable[..., Any], *, endpoint: Endpoint,
+             secrets: Mapping[str, str] | None = None, name: str | None = None
+             ) -> Callable[..., Any]: ...
+
+    @overload
+    def tool(self, fn: None = None, *, endpoint: Endpoint,
+             secrets: Mapping[str, str] | None = None, name: str | None = None
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+
+    def tool(self, fn: Callable[..., Any] | None = None, *, endpoint: Endpoint,
              secrets: Mapping[str, str] | None = None, name: str | None = None) -> Any:
         """Declare ``fn`` as an egress tool and return the wrapper to register as the tool.
 
@@ -174,12 +182,12 @@ class EgressAuditHook(ToolDispatchHook):
                 try:
                     output = await fn(*args, **kwargs, **secrets)
                 except Exception as exc:
-                    if not _mentions(exc, secrets):
+                    leak = _leak(exc, secrets)
+                    if leak is None:
                         raise
-                    leak = exc
                 else:
                     return _redact(egress, output, secrets)
-                _leaked(egress, leak, secrets)
+                _raise_leak(egress, *leak)
 
             return call_async
 
@@ -188,12 +196,12 @@ class EgressAuditHook(ToolDispatchHook):
             try:
                 output = fn(*args, **kwargs, **secrets)
             except Exception as exc:
-                if not _mentions(exc, secrets):
+                leak = _leak(exc, secrets)
+                if leak is None:
                     raise
-                leak = exc
             else:
                 return _redact(egress, output, secrets)
-            _leaked(egress, leak, secrets)
+            _raise_leak(egress, *leak)
 
         return call
 
@@ -254,20 +262,25 @@ def _fields(invocation: ToolInvocation, endpoint: str, egress: _Egress) -> dict[
             "principal": invocation.principal, "secrets": list(egress.envs)}
 
 
-def _mentions(exc: BaseException, secrets: Mapping[str, Secret]) -> bool:
+def _leak(exc: BaseException, secrets: Mapping[str, Secret]
+          ) -> tuple[str, tuple[str, ...]] | None:
+    """``(error type, variables)`` if ``exc``'s message contains a secret value, else None.
+
+    Only names are kept, so no frame local of the wrapper holds the leaking exception once
+    its ``except`` block ends (tracebacks rendered with locals cannot show it)."""
     try:
         text = f"{exc}\n{exc!r}"
     except Exception:  # an exception whose str() fails cannot be shown anywhere either
-        return False
-    return any(secret.reveal() in text for secret in secrets.values())
+        return None
+    envs = tuple(s.env for s in secrets.values() if s.reveal() in text)
+    return (type(exc).__name__, envs) if envs else None
 
 
-def _leaked(egress: _Egress, exc: BaseException, secrets: Mapping[str, Secret]) -> NoReturn:
-    envs = tuple(s.env for s in secrets.values() if s.reveal() in f"{exc}\n{exc!r}")
+def _raise_leak(egress: _Egress, error_type: str, envs: tuple[str, ...]) -> NoReturn:
     _log.warn("outlay.egress.secret_redacted", tool=egress.tool, secrets=list(envs),
-              where="exception", error_type=type(exc).__name__)
-    # Raised outside the ``except`` block that caught ``exc``: no __context__ to leak through.
-    raise SecretLeak(egress.tool, type(exc).__name__, envs)
+              where="exception", error_type=error_type)
+    # Raised outside the ``except`` block that caught the original: no __context__ either.
+    raise SecretLeak(egress.tool, error_type, envs)
 
 
 def _redact(egress: _Egress, output: Any, secrets: Mapping[str, Secret]) -> Any:
