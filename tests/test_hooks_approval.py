@@ -337,6 +337,21 @@ async def test_a_failing_audit_sink_propagates_and_the_tool_does_not_run(ran: Ra
     assert ran.calls == []
 
 
+async def test_a_failing_approver_propagates_and_is_logged(ran: Ran) -> None:
+    class Broken:
+        async def request_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+            raise ConnectionError("approval service unreachable")
+
+    hook = ApprovalHook(Broken(), threshold=1, cost=5)
+    dispatcher = ToolDispatcher({"train": _kw(ran.train)}, [hook])
+    with capture_logs() as events, pytest.raises(ConnectionError):
+        await dispatcher.dispatch(call("c1", "5"))
+    assert ran.calls == []
+    assert events[-1]["event"] == "outlay.approval.failed"
+    assert events[-1]["error_type"] == "ConnectionError"
+    assert events[-1]["log_level"] == "warning"
+
+
 async def test_custom_approver_timestamp_is_kept_and_checked(ran: Ran) -> None:
     decided = datetime(2026, 11, 23, 13, 0, tzinfo=timezone(timedelta(hours=1)))
 

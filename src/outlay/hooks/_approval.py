@@ -384,6 +384,9 @@ class ApprovalHook(ToolDispatchHook):
         except anyio.get_cancelled_exc_class():
             _log.emit("outlay.approval.cancelled", **fields)
             raise
+        except Exception as exc:
+            _log.warn("outlay.approval.failed", **fields, error_type=type(exc).__name__)
+            raise
         timed_out = decision is None
         if decision is None:
             decision = ApprovalDecision.reject(
