@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -372,20 +372,25 @@ class ApprovalHook(ToolDispatchHook):
             seconds=self._timeout)
         request = ApprovalRequest(uuid.uuid4().hex, invocation, cost, self._threshold,
                                   requested_at, expires_at)
-        fields = {"request_id": request.request_id, "call_id": invocation.call_id,
-                  "tool": invocation.tool_name, "principal": invocation.principal,
-                  "cost": _text(cost), "threshold": _text(self._threshold)}
-        _log.emit("outlay.approval.requested", **fields,
-                  expires_at=None if expires_at is None else expires_at.isoformat())
+        logging = _log.enabled()  # build event fields only for a configured structlog
+        fields: dict[str, Any] = {}
+        if logging:
+            fields = {"request_id": request.request_id, "call_id": invocation.call_id,
+                      "tool": invocation.tool_name, "principal": invocation.principal,
+                      "cost": _text(cost), "threshold": _text(self._threshold)}
+            _log.emit("outlay.approval.requested", **fields,
+                      expires_at=None if expires_at is None else expires_at.isoformat())
         decision: ApprovalDecision | None = None
         try:
             with anyio.move_on_after(self._timeout):
                 decision = await self._approver.request_approval(request)
         except anyio.get_cancelled_exc_class():
-            _log.emit("outlay.approval.cancelled", **fields)
+            if logging:
+                _log.emit("outlay.approval.cancelled", **fields)
             raise
         except Exception as exc:
-            _log.warn("outlay.approval.failed", **fields, error_type=type(exc).__name__)
+            if logging:
+                _log.warn("outlay.approval.failed", **fields, error_type=type(exc).__name__)
             raise
         timed_out = decision is None
         if decision is None:
@@ -404,9 +409,10 @@ class ApprovalHook(ToolDispatchHook):
         if self._audit is not None:
             with anyio.CancelScope(shield=True):
                 await self._audit.record(record)
-        _log.emit("outlay.approval.approved" if record.approved else "outlay.approval.rejected",
-                  **fields, who=record.who, why=record.why,
-                  decided_at=decided_at.isoformat(), timed_out=timed_out)
+        if logging:
+            _log.emit("outlay.approval.approved" if record.approved else "outlay.approval.rejected",
+                      **fields, who=record.who, why=record.why,
+                      decided_at=decided_at.isoformat(), timed_out=timed_out)
         if record.approved:
             # A cancellation that arrived while the decision was recorded lands here, before
             # the tool can start.

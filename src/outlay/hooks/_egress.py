@@ -237,9 +237,10 @@ class EgressAuditHook(ToolDispatchHook):
         """Log ``outlay.egress.sent`` if the tool ran."""
         if state is None or result.skipped:
             return
-        egress = self._tools[invocation.tool_name]
-        _log.emit("outlay.egress.sent", **_fields(invocation, state, egress),
-                  is_error=result.is_error)
+        if _log.enabled():
+            egress = self._tools[invocation.tool_name]
+            _log.emit("outlay.egress.sent", **_fields(invocation, state, egress),
+                      is_error=result.is_error)
 
     async def on_invocation_error(
         self, invocation: ToolInvocation, error: BaseException, state: Any
