@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from agents.agent_output import AgentOutputSchemaBase
+from agents.exceptions import AgentsException
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.model_settings import ModelSettings
@@ -35,12 +36,13 @@ from agents.tool import FunctionTool, Tool
 from agents.tool_context import ToolContext
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
+from .._exceptions import DispatchTerminated
 from .._protocols import TokenBudget
 from .._tokens import TokenReservation
 from ..hooks._types import ToolDispatchHook, ToolInvocation
 from ._common import HookChain, check_estimate, hold_tokens, refund_tokens, settle_tokens, text_tokens
 
-__all__ = ("ModelCall", "OutlayModel", "estimate_call_tokens", "wrap_tool", "wrap_tools")
+__all__ = ("ModelCallInput", "OutlayModel", "estimate_call_tokens", "wrap_tool", "wrap_tools")
 
 _FRAMEWORK = "openai-agents"
 
@@ -71,10 +73,20 @@ def _wrap(tool: FunctionTool, chain: HookChain, principal: str | None) -> Functi
 
     async def on_invoke_tool(ctx: ToolContext[Any], input_json: str) -> Any:
         invocation = _invocation(ctx, name, input_json, principal)
-        result = await chain.run(invocation, lambda: inner(ctx, input_json))
+        try:
+            result = await chain.run(invocation, lambda: inner(ctx, input_json))
+        except DispatchTerminated as exc:
+            if isinstance(exc, AgentsException):
+                raise
+            raise _RunTerminated(exc.reason, invocation=exc.invocation) from exc
         return result.output
 
     return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool)
+
+
+class _RunTerminated(DispatchTerminated, AgentsException):
+    """``DispatchTerminated`` that the SDK lets through unwrapped (it wraps every exception of
+    a tool that is not an ``AgentsException`` in its ``UserError``)."""
 
 
 def wrap_tools(tools: Iterable[Tool], hooks: Sequence[ToolDispatchHook], *,
@@ -103,7 +115,7 @@ def _invocation(ctx: ToolContext[Any], name: str, input_json: str,
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ModelCall:
+class ModelCallInput:
     """What a token estimate sees of one model call."""
 
     system_instructions: str | None
@@ -113,10 +125,10 @@ class ModelCall:
     handoffs: list[Handoff]
 
 
-TokenEstimate = Callable[[ModelCall], int]
+TokenEstimate = Callable[[ModelCallInput], int]
 
 
-def estimate_call_tokens(call: ModelCall, *, max_output_tokens: int = 1024) -> int:
+def estimate_call_tokens(call: ModelCallInput, *, max_output_tokens: int = 1024) -> int:
     """The default estimate for one model call: input + output bound.
 
     Input: one token per 4 characters of the instructions, the input items as JSON, and the
@@ -143,7 +155,7 @@ class OutlayModel(Model):
 
     Use it wherever the SDK takes a model: ``Agent(model=OutlayModel(model, budget))`` or
     ``RunConfig(model=...)``. Before each call it holds ``estimate`` tokens (an ``int``, a
-    function of a ``ModelCall``, or by default ``estimate_call_tokens`` with
+    function of a ``ModelCallInput``, or by default ``estimate_call_tokens`` with
     ``max_output_tokens``) and raises ``BudgetExceeded`` if they do not fit; nothing is sent.
 
     ``get_response``: records ``usage.input_tokens + usage.output_tokens`` of the response;
@@ -169,7 +181,7 @@ class OutlayModel(Model):
         self._estimate = estimate
         self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
 
-    async def _hold(self, call: ModelCall) -> TokenReservation:
+    async def _hold(self, call: ModelCallInput) -> TokenReservation:
         estimate = self._estimate
         if estimate is None:
             tokens = estimate_call_tokens(call, max_output_tokens=self._max_output_tokens)
@@ -195,7 +207,7 @@ class OutlayModel(Model):
     ) -> ModelResponse:
         """Hold the estimate, call the wrapped model, record the reported usage."""
         reservation = await self._hold(
-            ModelCall(system_instructions, input, model_settings, tools, handoffs))
+            ModelCallInput(system_instructions, input, model_settings, tools, handoffs))
         try:
             response = await self.model.get_response(
                 system_instructions, input, model_settings, tools, output_schema, handoffs,
@@ -225,7 +237,7 @@ class OutlayModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         """Hold the estimate, relay the wrapped stream, settle when it ends (see the class)."""
         reservation = await self._hold(
-            ModelCall(system_instructions, input, model_settings, tools, handoffs))
+            ModelCallInput(system_instructions, input, model_settings, tools, handoffs))
         usage: tuple[int, int] | None = None
         started = False
         try:
