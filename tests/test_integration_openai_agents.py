@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import (  # noqa: E402
+from agents import (
     Agent,
     FunctionTool,
     ModelSettings,
@@ -21,16 +21,16 @@ from agents import (  # noqa: E402
     Runner,
     function_tool,
 )
-from agents.agent_output import AgentOutputSchemaBase  # noqa: E402
-from agents.handoffs import Handoff  # noqa: E402
-from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent  # noqa: E402
-from agents.models.interface import Model, ModelTracing  # noqa: E402
-from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call  # noqa: E402
-from agents.tool import Tool  # noqa: E402
-from agents.usage import Usage  # noqa: E402
-from openai.types.responses.response_prompt_param import ResponsePromptParam  # noqa: E402
+from agents.agent_output import AgentOutputSchemaBase
+from agents.handoffs import Handoff
+from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+from agents.models.interface import Model, ModelTracing
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from agents.tool import Tool
+from agents.usage import Usage
+from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from outlay import (  # noqa: E402
+from outlay import (
     AtomicBudget,
     AtomicTokenBudget,
     BudgetExceeded,
@@ -42,7 +42,7 @@ from outlay import (  # noqa: E402
     ToolInvocation,
     ToolInvocationResult,
 )
-from outlay.integrations.openai_agents import (  # noqa: E402
+from outlay.integrations.openai_agents import (
     ModelCallInput,
     OutlayModel,
     estimate_call_tokens,
@@ -72,7 +72,7 @@ class ScriptModel(Model):
         self.calls = 0
 
     async def get_response(
-        self, system_instructions: str | None, input: Items,  # noqa: A002
+        self, system_instructions: str | None, input: Items,
         model_settings: ModelSettings, tools: list[Tool],
         output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
         tracing: ModelTracing, *, previous_response_id: str | None,
@@ -85,23 +85,22 @@ class ScriptModel(Model):
             requests=1, input_tokens=prompt_tokens, output_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens))
 
-    async def stream_response(
-        self, system_instructions: str | None, input: Items,  # noqa: A002
+    def stream_response(
+        self, system_instructions: str | None, input: Items,
         model_settings: ModelSettings, tools: list[Tool],
         output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
         tracing: ModelTracing, *, previous_response_id: str | None,
         conversation_id: str | None, prompt: ResponsePromptParam | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+        raise NotImplementedError("ScriptModel does not stream; see EventsModel")
 
 
-def has_tool_output(input: Items) -> bool:  # noqa: A002
+def has_tool_output(input: Items) -> bool:
     return not isinstance(input, str) and any(
         isinstance(item, dict) and item.get("type") == "function_call_output" for item in input)
 
 
-def tool_outputs(input: Items) -> list[str]:  # noqa: A002
+def tool_outputs(input: Items) -> list[str]:
     assert not isinstance(input, str)
     return [str(item.get("output")) for item in input
             if isinstance(item, dict) and item.get("type") == "function_call_output"]
@@ -112,7 +111,7 @@ _ids = itertools.count()
 
 def calls_then_answer(*calls: tuple[str, dict[str, Any]], answer: str = "done",
                       seen: list[str] | None = None) -> Responder:
-    async def respond(input: Items) -> list[Any]:  # noqa: A002
+    async def respond(input: Items) -> list[Any]:
         if has_tool_output(input):
             if seen is not None:
                 seen.extend(tool_outputs(input))
@@ -166,7 +165,8 @@ async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_wh
     hook = DispatchBudgetHook(budget, 1, mode="commit")
     agent = Agent(name="a", model=model, tools=[wrap_tool(work, [hook])])
     assert (await Runner.run(agent, "go", run_config=NO_TRACING)).final_output == "done"
-    assert len(ran) == 2 and budget.available == 0
+    assert len(ran) == 2
+    assert budget.available == 0
     assert sum(s.startswith("not run:") for s in seen) == 1
 
 
@@ -213,7 +213,7 @@ async def test_model_calls_hold_the_estimate_and_record_reported_usage() -> None
     tokens = AtomicTokenBudget(1000)
     held: list[int] = []
 
-    async def respond(input: Items) -> list[Any]:  # noqa: A002
+    async def respond(input: Items) -> list[Any]:
         held.append(tokens.held)
         return [assistant_message("hi")]
 
@@ -221,7 +221,8 @@ async def test_model_calls_hold_the_estimate_and_record_reported_usage() -> None
     agent = Agent(name="a", model=model)
     assert (await Runner.run(agent, "hello", run_config=NO_TRACING)).final_output == "hi"
     assert held == [200]
-    assert tokens.tokens_consumed_nowait() == 37 and tokens.held == 0
+    assert tokens.tokens_consumed_nowait() == 37
+    assert tokens.held == 0
 
 
 async def test_a_call_that_does_not_fit_is_never_sent() -> None:
@@ -230,23 +231,25 @@ async def test_a_call_that_does_not_fit_is_never_sent() -> None:
     agent = Agent(name="a", model=OutlayModel(inner, tokens, estimate=101))
     with pytest.raises(BudgetExceeded, match="101 tokens"):
         await Runner.run(agent, "hello", run_config=NO_TRACING)
-    assert inner.calls == 0 and tokens.available == 100
+    assert inner.calls == 0
+    assert tokens.available == 100
 
 
 async def test_failed_and_cancelled_calls_are_refunded() -> None:
     tokens = AtomicTokenBudget(500)
 
-    async def fail(input: Items) -> list[Any]:  # noqa: A002
+    async def fail(input: Items) -> list[Any]:
         raise RuntimeError("provider down")
 
     agent = Agent(name="a", model=OutlayModel(ScriptModel(fail), tokens, estimate=100))
     with pytest.raises(RuntimeError, match="provider down"):
         await Runner.run(agent, "hello", run_config=NO_TRACING)
-    assert tokens.held == 0 and tokens.available == 500
+    assert tokens.held == 0
+    assert tokens.available == 500
 
     started = anyio.Event()
 
-    async def hang(input: Items) -> list[Any]:  # noqa: A002
+    async def hang(input: Items) -> list[Any]:
         started.set()
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
@@ -257,7 +260,8 @@ async def test_failed_and_cancelled_calls_are_refunded() -> None:
         await started.wait()
         assert tokens.held == 100
         tg.cancel_scope.cancel()
-    assert tokens.held == 0 and tokens.available == 500
+    assert tokens.held == 0
+    assert tokens.available == 500
 
 
 async def test_streamed_runs_record_the_usage_of_the_completed_event() -> None:
@@ -270,7 +274,8 @@ async def test_streamed_runs_record_the_usage_of_the_completed_event() -> None:
     async for _ in result.stream_events():
         pass
     assert result.final_output == "streamed"
-    assert tokens.tokens_consumed_nowait() == 49 and tokens.held == 0
+    assert tokens.tokens_consumed_nowait() == 49
+    assert tokens.held == 0
 
 
 class EventsModel(ScriptModel):
@@ -280,7 +285,7 @@ class EventsModel(ScriptModel):
         super().__init__(calls_then_answer())
         self.events = events
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self, *args: Any, **kwargs: Any,
     ) -> AsyncIterator[Any]:
         for event in self.events:
@@ -359,7 +364,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     running = 0
     peak = 0
 
-    async def sub_respond(input: Items) -> list[Any]:  # noqa: A002
+    async def sub_respond(input: Items) -> list[Any]:
         nonlocal first_requests
         if has_tool_output(input):
             return [assistant_message("sub done")]
@@ -402,6 +407,9 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
             release_tools.set()
     assert outputs == ["all done"]
     if shared_budget:
-        assert executions == 9 and peak == 9 and budget.available == 0
+        assert executions == 9
+        assert peak == 9
+        assert budget.available == 0
     else:
-        assert executions == 16 and peak == 16
+        assert executions == 16
+        assert peak == 16

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent, ModelRetry  # noqa: E402
-from pydantic_ai.messages import (  # noqa: E402
+from pydantic_ai import Agent, ModelRetry
+from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
@@ -19,11 +19,11 @@ from pydantic_ai.messages import (  # noqa: E402
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
-from pydantic_ai.models.test import TestModel  # noqa: E402
-from pydantic_ai.usage import RequestUsage  # noqa: E402
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.usage import RequestUsage
 
-from outlay import (  # noqa: E402
+from outlay import (
     AtomicBudget,
     AtomicTokenBudget,
     BudgetExceeded,
@@ -35,7 +35,7 @@ from outlay import (  # noqa: E402
     ToolInvocation,
     ToolInvocationResult,
 )
-from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_tokens  # noqa: E402
+from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +119,8 @@ async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_wh
     assert len(ran) == 2
     assert budget.available == 0
     skipped = [s for s in seen if s.startswith("not run:")]
-    assert len(skipped) == 1 and "'work' was not run" in skipped[0]
+    assert len(skipped) == 1
+    assert "'work' was not run" in skipped[0]
 
 
 async def test_terminate_ends_the_run_with_dispatch_terminated() -> None:
@@ -175,7 +176,8 @@ async def test_model_requests_hold_the_estimate_and_record_reported_usage() -> N
     await agent.run("hello")
     assert held == [200]  # held while the request ran
     assert tokens.tokens_consumed_nowait() == 37
-    assert tokens.held == 0 and tokens.available == 963
+    assert tokens.held == 0
+    assert tokens.available == 963
 
 
 async def test_a_request_that_does_not_fit_is_never_sent() -> None:
@@ -204,7 +206,8 @@ async def test_a_failed_request_is_refunded() -> None:
                   capabilities=[OutlayCapability(token_budget=tokens, estimate=100)])
     with pytest.raises(RuntimeError, match="provider down"):
         await agent.run("hello")
-    assert tokens.held == 0 and tokens.available == 500
+    assert tokens.held == 0
+    assert tokens.available == 500
     assert tokens.tokens_consumed_nowait() == 0
 
 
@@ -224,7 +227,8 @@ async def test_a_cancelled_request_is_refunded() -> None:
         await started.wait()
         assert tokens.held == 100
         tg.cancel_scope.cancel()
-    assert tokens.held == 0 and tokens.available == 500
+    assert tokens.held == 0
+    assert tokens.available == 500
 
 
 async def test_streamed_runs_record_the_final_usage() -> None:
@@ -251,7 +255,8 @@ async def test_default_estimate_counts_the_request_and_the_output_bound() -> Non
     await agent.run("x" * 400)
     await agent.run("x" * 400, model_settings={"max_tokens": 7})
     # >= 100 tokens of prompt text plus the output bound; the second uses max_tokens
-    assert seen[0] >= 150 and seen[1] == seen[0] - 50 + 7
+    assert seen[0] >= 150
+    assert seen[1] == seen[0] - 50 + 7
 
 
 def test_bad_configuration_is_refused_up_front() -> None:
@@ -328,7 +333,9 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
             release_tools.set()
     assert outputs == ["all done"]
     if shared_budget:
-        assert executions == 9 and peak == 9
+        assert executions == 9
+        assert peak == 9
         assert budget.available == 0
     else:
-        assert executions == 16 and peak == 16
+        assert executions == 16
+        assert peak == 16

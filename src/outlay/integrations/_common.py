@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -19,6 +20,14 @@ CHARS_PER_TOKEN = 4
 """The default input estimate: one token per 4 characters of the request's text."""
 
 
+_CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
+_MAX_CACHED = 1024
+
+
+async def _run_current_call(**_: Any) -> Any:
+    return await _CALL.get()()
+
+
 class HookChain:
     """Runs one framework tool call through outlay's hook chain.
 
@@ -28,12 +37,15 @@ class HookChain:
     can serve any number of agents and concurrent calls.
     """
 
-    __slots__ = ("_hooks",)
+    __slots__ = ("_dispatchers", "_hooks")
 
     def __init__(self, hooks: Sequence[ToolDispatchHook]) -> None:
         hooks = tuple(hooks)
         ToolDispatcher((), hooks)  # validates the hooks now, not at the first tool call
         self._hooks = hooks
+        # One dispatcher per tool name; the call itself travels in a context variable, which
+        # each task (and each nested call) sees for itself.
+        self._dispatchers: dict[str, ToolDispatcher] = {}
 
     @property
     def hooks(self) -> tuple[ToolDispatchHook, ...]:
@@ -48,12 +60,17 @@ class HookChain:
         ``DispatchTerminated``, the tool's own exception (after every hook that ran saw it in
         ``on_invocation_error``), or the cancellation.
         """
-
-        async def tool(**_: Any) -> Any:
-            return await call()
-
-        dispatcher = ToolDispatcher({invocation.tool_name: tool}, self._hooks)
-        return await dispatcher.dispatch(invocation)
+        name = invocation.tool_name
+        dispatcher = self._dispatchers.get(name)
+        if dispatcher is None:
+            dispatcher = ToolDispatcher({name: _run_current_call}, self._hooks)
+            if len(self._dispatchers) < _MAX_CACHED:
+                self._dispatchers[name] = dispatcher
+        token = _CALL.set(call)
+        try:
+            return await dispatcher.dispatch(invocation)
+        finally:
+            _CALL.reset(token)
 
 
 def check_estimate(estimate: object, name: str = "estimate") -> int:

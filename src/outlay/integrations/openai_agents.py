@@ -40,7 +40,14 @@ from .._exceptions import DispatchTerminated
 from .._protocols import TokenBudget
 from .._tokens import TokenReservation
 from ..hooks._types import ToolDispatchHook, ToolInvocation
-from ._common import HookChain, check_estimate, hold_tokens, refund_tokens, settle_tokens, text_tokens
+from ._common import (
+    HookChain,
+    check_estimate,
+    hold_tokens,
+    refund_tokens,
+    settle_tokens,
+    text_tokens,
+)
 
 __all__ = ("ModelCallInput", "OutlayModel", "estimate_call_tokens", "wrap_tool", "wrap_tools")
 
@@ -189,12 +196,13 @@ class OutlayModel(Model):
             tokens = estimate(call)
         else:
             tokens = estimate
-        return await hold_tokens(self.token_budget, tokens, f"a call to {type(self.model).__name__}")
+        what = f"a call to {type(self.model).__name__}"
+        return await hold_tokens(self.token_budget, tokens, what)
 
     async def get_response(
         self,
         system_instructions: str | None,
-        input: str | list[TResponseInputItem],  # noqa: A002 - the SDK's parameter name
+        input: str | list[TResponseInputItem],
         model_settings: ModelSettings,
         tools: list[Tool],
         output_schema: AgentOutputSchemaBase | None,
@@ -224,7 +232,7 @@ class OutlayModel(Model):
     async def stream_response(
         self,
         system_instructions: str | None,
-        input: str | list[TResponseInputItem],  # noqa: A002 - the SDK's parameter name
+        input: str | list[TResponseInputItem],
         model_settings: ModelSettings,
         tools: list[Tool],
         output_schema: AgentOutputSchemaBase | None,

@@ -37,7 +37,14 @@ from pydantic_ai.tools import ToolDefinition
 
 from .._protocols import TokenBudget
 from ..hooks._types import ToolDispatchHook, ToolInvocation
-from ._common import HookChain, check_estimate, hold_tokens, refund_tokens, settle_tokens, text_tokens
+from ._common import (
+    HookChain,
+    check_estimate,
+    hold_tokens,
+    refund_tokens,
+    settle_tokens,
+    text_tokens,
+)
 
 __all__ = ("OutlayCapability", "estimate_request_tokens")
 
@@ -145,7 +152,8 @@ class OutlayCapability(AbstractCapability[Any]):
             estimate = self.estimate(request_context)
         else:
             estimate = self.estimate
-        reservation = await hold_tokens(budget, estimate, f"a request to {request_context.model.model_name}")
+        what = f"a request to {request_context.model.model_name}"
+        reservation = await hold_tokens(budget, estimate, what)
         try:
             response = await handler(request_context)
         except BaseException:
