@@ -73,7 +73,8 @@ async def test_a_skipped_call_never_runs_its_body() -> None:
         ran.append(1)
 
     result = await chain.run(ToolInvocation("c", "t", {"x": 1}), call)
-    assert result.skipped and ran == []
+    assert result.skipped
+    assert ran == []
     assert str(result.output).startswith("not run:")
 
 

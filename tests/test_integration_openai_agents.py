@@ -45,6 +45,7 @@ from outlay import (
 from outlay.integrations.openai_agents import (
     ModelCallInput,
     OutlayModel,
+    OutlayModelProvider,
     estimate_call_tokens,
     wrap_tool,
     wrap_tools,
@@ -413,3 +414,49 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     else:
         assert executions == 16
         assert peak == 16
+
+
+async def test_a_model_provider_wraps_every_named_model() -> None:
+    from agents.models.interface import ModelProvider
+
+    tokens = AtomicTokenBudget(1000)
+    names: list[str | None] = []
+
+    class Provider(ModelProvider):
+        def get_model(self, model_name: str | None) -> Model:
+            names.append(model_name)
+            return ScriptModel(calls_then_answer(), usage=(20, 3))
+
+    agent = Agent(name="a", model="house-model")
+    config = RunConfig(tracing_disabled=True,
+                       model_provider=OutlayModelProvider(Provider(), tokens, estimate=100))
+    await Runner.run(agent, "hello", run_config=config)
+    assert names == ["house-model"]
+    assert tokens.tokens_consumed_nowait() == 23
+    with pytest.raises(TypeError, match="ModelProvider"):
+        OutlayModelProvider(object(), tokens)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raise_errors", [True, False], ids=["raise", "sdk-default"])
+async def test_terminate_inside_an_agent_as_tool(raise_errors: bool) -> None:
+    """Documented: the SDK's agent-as-tool turns a sub-run's exception into an error string
+    for the parent unless built with ``failure_error_function=None``."""
+    ran: list[str] = []
+
+    @function_tool
+    def delete() -> str:
+        ran.append("x")
+        return "gone"
+
+    sub = Agent(name="sub", model=ScriptModel(calls_then_answer(("delete", {}))),
+                tools=wrap_tools([delete], [ToolCallLimitHook({"delete": 0},
+                                                              on_exceeded="terminate")]))
+    extra: dict[str, Any] = {"failure_error_function": None} if raise_errors else {}
+    parent = Agent(name="lead", model=ScriptModel(calls_then_answer(("sub", {"input": "go"}))),
+                   tools=[sub.as_tool("sub", "sub", run_config=NO_TRACING, **extra)])
+    if raise_errors:
+        with pytest.raises(DispatchTerminated, match="delete"):
+            await Runner.run(parent, "go", run_config=NO_TRACING)
+    else:
+        assert (await Runner.run(parent, "go", run_config=NO_TRACING)).final_output == "done"
+    assert ran == []

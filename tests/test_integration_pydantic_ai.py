@@ -339,3 +339,25 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     else:
         assert executions == 16
         assert peak == 16
+
+
+async def test_terminate_inside_a_sub_agent_ends_the_parent_run() -> None:
+    ran: list[str] = []
+    sub = Agent(FunctionModel(lambda m, i: calls(("delete", {}))),
+                capabilities=[OutlayCapability([ToolCallLimitHook({"delete": 0},
+                                                                  on_exceeded="terminate")])])
+
+    @sub.tool_plain
+    def delete() -> str:
+        ran.append("x")
+        return "gone"
+
+    parent = Agent(FunctionModel(lambda m, i: calls(("delegate", {}))))
+
+    @parent.tool_plain
+    async def delegate() -> str:
+        return (await sub.run("go")).output
+
+    with pytest.raises(DispatchTerminated, match="delete"):
+        await parent.run("go")
+    assert ran == []

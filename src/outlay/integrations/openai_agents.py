@@ -31,7 +31,7 @@ from agents.exceptions import AgentsException
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.model_settings import ModelSettings
-from agents.models.interface import Model, ModelTracing
+from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tool import FunctionTool, Tool
 from agents.tool_context import ToolContext
 from openai.types.responses.response_prompt_param import ResponsePromptParam
@@ -49,7 +49,8 @@ from ._common import (
     text_tokens,
 )
 
-__all__ = ("ModelCallInput", "OutlayModel", "estimate_call_tokens", "wrap_tool", "wrap_tools")
+__all__ = ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "estimate_call_tokens",
+           "wrap_tool", "wrap_tools")
 
 _FRAMEWORK = "openai-agents"
 
@@ -286,3 +287,37 @@ class OutlayModel(Model):
 
     def __repr__(self) -> str:
         return f"<OutlayModel {type(self.model).__name__}>"
+
+
+class OutlayModelProvider(ModelProvider):
+    """A ``ModelProvider`` whose every model is an ``OutlayModel`` over ``token_budget``.
+
+    For agents whose model is a name (``Agent(model="gpt-...")``):
+    ``RunConfig(model_provider=OutlayModelProvider(MultiProvider(), budget))``. ``estimate`` and
+    ``max_output_tokens`` are passed to each ``OutlayModel``.
+    """
+
+    def __init__(self, provider: ModelProvider, token_budget: TokenBudget, *,
+                 estimate: int | TokenEstimate | None = None,
+                 max_output_tokens: int = 1024) -> None:
+        if not isinstance(provider, ModelProvider):
+            raise TypeError(f"provider must be an agents ModelProvider, got "
+                            f"{type(provider).__name__}")
+        if estimate is not None and not callable(estimate):
+            check_estimate(estimate)
+        if not isinstance(token_budget, TokenBudget):
+            raise TypeError(f"token_budget must be a TokenBudget, got "
+                            f"{type(token_budget).__name__}")
+        self.provider = provider
+        self.token_budget = token_budget
+        self._estimate = estimate
+        self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
+
+    def get_model(self, model_name: str | None) -> Model:
+        """The wrapped provider's model for ``model_name``, inside an ``OutlayModel``."""
+        return OutlayModel(self.provider.get_model(model_name), self.token_budget,
+                           estimate=self._estimate, max_output_tokens=self._max_output_tokens)
+
+    async def aclose(self) -> None:
+        """Close the wrapped provider."""
+        await self.provider.aclose()
