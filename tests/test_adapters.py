@@ -138,6 +138,17 @@ def test_openai_chat_tool_calls(source: Any) -> None:
     assert calls[2].argument_error is None
 
 
+def test_openai_chat_arguments_sent_as_an_object_are_accepted() -> None:
+    message = {"tool_calls": [{"id": "c", "type": "function",
+                               "function": {"name": "f", "arguments": {"a": 1}}}]}
+    [invocation] = openai_chat_tool_calls(message)
+    assert invocation.arguments == {"a": 1}
+    assert invocation.argument_error is None
+    [bad] = openai_chat_tool_calls({"tool_calls": [
+        {"id": "c", "function": {"name": "f", "arguments": 7}}]})
+    assert bad.argument_error == "arguments must be a JSON string, got int"
+
+
 def test_openai_chat_without_tool_calls_and_unsupported_calls() -> None:
     message = ChatCompletionMessage(role="assistant", content="hello")
     assert openai_chat_tool_calls(message) == []

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from outlay import (
     AtomicBudget,
@@ -58,9 +59,12 @@ async def test_all_or_nothing_runs_no_tool_when_one_call_does_not_fit() -> None:
     dispatcher = ToolDispatcher({"gate": tool}, [Recorder("log", ledger),
                                                  DispatchBudgetHook(budget, 1)],
                                 batch_policy="all_or_nothing")
-    results = await dispatcher.dispatch_batch(gated("a", "b", "c"))
+    with capture_logs() as logs:
+        results = await dispatcher.dispatch_batch(gated("a", "b", "c"))
     assert ran == []
     assert all(r.skipped and r.is_error for r in results)
+    refused = [e for e in logs if e["event"] == "outlay.hooks.batch_refused"]
+    assert [(e["calls"], e["call_id"]) for e in refused] == [(3, "id-c")]
     assert results[0].reason is not None
     assert results[0].reason.startswith("batch refused (all_or_nothing): call id-c (gate)")
     assert budget.available == 2
@@ -242,8 +246,11 @@ async def test_bad_calls_become_error_results_in_place_with_errors_result() -> N
 
     dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2)],
                                 errors="result")
-    results = await dispatcher.dispatch_batch(
-        [*gated("a"), ToolInvocation("z", "nope", {}), *gated("b")])
+    with capture_logs() as logs:
+        results = await dispatcher.dispatch_batch(
+            [*gated("a"), ToolInvocation("z", "nope", {}), *gated("b")])
+    invalid = [e for e in logs if e["event"] == "outlay.hooks.invalid_call"]
+    assert [(e["call_id"], e["tool"]) for e in invalid] == [("z", "nope")]
     assert [r.output for r in results][0::2] == ["a", "b"]
     assert results[1].is_error
     assert budget.statistics().reserved == 2

@@ -20,6 +20,7 @@ from outlay import (
     ToolDispatcher,
     ToolDispatchHook,
     ToolInvocation,
+    UnknownLimit,
 )
 
 from .hookkit import Gate, Recorder, skip, terminate
@@ -298,3 +299,27 @@ async def test_without_structlog_configured_the_logging_hook_is_silent(
     structlog.reset_defaults()
     await ToolDispatcher({"echo": echo}, [DispatchLoggingHook()]).dispatch(call())
     assert capsys.readouterr().out == ""
+
+
+async def test_a_budget_per_principal_with_defaults_created_on_first_use() -> None:
+    budget = Budget()
+    hook = DispatchBudgetHook(budget, lambda inv: {f"user:{inv.principal}/calls": 1},
+                              defaults=lambda inv: {f"user:{inv.principal}/calls": 2},
+                              mode="commit")
+    dispatcher = ToolDispatcher({"echo": echo}, [hook])
+    outcomes = [(await dispatcher.dispatch(ToolInvocation(f"c{n}", "echo", {}, principal=who))
+                 ).skipped for n, who in enumerate(["ann", "ann", "bob", "ann"])]
+    assert outcomes == [False, False, False, True]
+    assert (await budget.usage("user:ann/calls")).spent == 2
+    assert (await budget.usage("user:bob/calls")).spent == 1
+    with pytest.raises(TypeError, match="defaults needs a Budget"):
+        DispatchBudgetHook(AtomicBudget(1), 1, defaults={"x": 1})
+
+
+async def test_an_unknown_limit_without_defaults_raises_from_before_and_takes_nothing() -> None:
+    budget = Budget()
+    await budget.set_limit("known", 5)
+    hook = DispatchBudgetHook(budget, {"known": 1, "unknown": 1})
+    with pytest.raises(UnknownLimit):
+        await ToolDispatcher({"echo": echo}, [hook]).dispatch(call())
+    assert (await budget.usage("known")).held == 0

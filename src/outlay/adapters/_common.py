@@ -33,13 +33,16 @@ def count(obj: Any, name: str) -> int:
 
 def invocation_from_json(call_id: Any, name: Any, raw: Any, *, principal: str | None,
                          metadata: Mapping[str, Any] | None) -> ToolInvocation:
-    """Build an invocation from JSON-text arguments. Text that is not a JSON object yields an
+    """Build an invocation from JSON-text arguments (an already-decoded mapping is accepted too,
+    as some OpenAI-compatible servers send one). Text that is not a JSON object yields an
     invocation with ``argument_error`` set, which the dispatcher refuses before any hook runs."""
     call_id, name = _check_ids(call_id, name)
     arguments: dict[str, Any] = {}
     problem: str | None = None
     if raw is None or raw == "":
         raw = None  # no arguments at all: a tool without parameters
+    elif isinstance(raw, Mapping):  # some compatible servers send an object, not JSON text
+        arguments = dict(raw)
     elif not isinstance(raw, str):
         problem = f"arguments must be a JSON string, got {type(raw).__name__}"
     else:

@@ -45,12 +45,18 @@ class DispatchBudgetHook(ToolDispatchHook):
     both modes, except that ``charge_failures=True`` (commit mode) also charges a call that
     raised or returned an error result - a later hook's exception counts as such a failure.
 
+    ``defaults`` (``Budget`` only; a mapping or a function of the invocation) gives caps for
+    limits created on first use, e.g. one per principal:
+    ``cost=lambda inv: {f"user:{inv.principal}/calls": 1}, defaults=lambda inv:
+    {f"user:{inv.principal}/calls": 50}``. Without it an unknown key raises ``UnknownLimit``
+    from ``before`` (nothing taken).
+
     When the hold does not fit: ``on_denied="skip"`` (default) skips the call with a reason and
     an error output for the model; ``"terminate"`` stops the run (``DispatchTerminated``).
     """
 
     __slots__ = ("_atomic", "_budget", "_charge_failures", "_commit", "_cost", "_cost_fn",
-                 "_guard", "_name", "_terminate")
+                 "_defaults", "_guard", "_name", "_terminate")
 
     def __init__(
         self,
@@ -60,6 +66,8 @@ class DispatchBudgetHook(ToolDispatchHook):
         mode: BudgetMode = "release",
         on_denied: OnDenied = "skip",
         charge_failures: bool = False,
+        defaults: Mapping[str, Amount] | Callable[[ToolInvocation], Mapping[str, Amount]]
+        | None = None,
         name: str | None = None,
     ) -> None:
         if mode not in ("release", "commit"):
@@ -72,6 +80,9 @@ class DispatchBudgetHook(ToolDispatchHook):
         if self._budget is None and not isinstance(guard, BudgetGuard):
             raise TypeError(f"guard must be a BudgetGuard or a Budget, got {type(guard).__name__}")
         self._guard: BudgetGuard | None = None if isinstance(guard, Budget) else guard
+        if defaults is not None and self._budget is None:
+            raise TypeError("defaults needs a Budget guard")
+        self._defaults = defaults
         self._atomic: AtomicBudget | None = guard if isinstance(guard, AtomicBudget) else None
         self._cost_fn: CostFunction | None = None
         self._cost: Cost = 0
@@ -95,8 +106,11 @@ class DispatchBudgetHook(ToolDispatchHook):
         if self._budget is not None:
             if not isinstance(cost, Mapping):
                 raise TypeError(f"cost for a Budget must be a mapping, got {cost!r}")
+            defaults = self._defaults
+            if callable(defaults):
+                defaults = defaults(invocation)
             try:
-                reservation = await self._budget.reserve(cost)
+                reservation = await self._budget.reserve(cost, defaults=defaults)
             except BudgetExceeded as exc:
                 return self._denied(invocation, exc.reason)
             return Continue(reservation)

@@ -120,6 +120,9 @@ class ToolDispatcher:
     the hooks' ``after_invocation`` with ``result.error`` set). ``DispatchTerminated`` is always
     raised, from a hook's ``Terminate`` or from a tool that raises it. ``batch_policy`` is the
     default for ``dispatch_batch``.
+
+    A dispatcher keeps no per-call state: share one across tasks. Hooks are shared too, so a
+    hook keeps per-call state in ``Continue(state)``, never in its own attributes.
     """
 
     __slots__ = ("_batch_policy", "_errors", "_hooks", "_tools")
@@ -177,7 +180,7 @@ class ToolDispatcher:
                     ran.append((hook, None))
                     continue
                 action = await before(invocation)
-                if type(action) is Continue:
+                if type(action) is Continue or isinstance(action, Continue):
                     ran.append((hook, action.state))
                     continue
                 ran.append((hook, None))
@@ -313,7 +316,7 @@ class ToolDispatcher:
                 ran.append((hook, None))
                 continue
             action = await before(invocation)
-            if type(action) is Continue:
+            if type(action) is Continue or isinstance(action, Continue):
                 ran.append((hook, action.state))
                 continue
             ran.append((hook, None))
