@@ -460,3 +460,47 @@ async def test_terminate_inside_an_agent_as_tool(raise_errors: bool) -> None:
     else:
         assert (await Runner.run(parent, "go", run_config=NO_TRACING)).final_output == "done"
     assert ran == []
+
+
+async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_holds() -> None:
+    """8 sub-agent runs start at once on a token budget that holds 5 call estimates: exactly 5
+    calls are sent (all in flight together), 3 are refused before sending."""
+    tokens = AtomicTokenBudget(500)
+    release = anyio.Event()
+    sent = 0
+
+    async def sub_respond(input: Items) -> list[Any]:  # noqa: A002
+        nonlocal sent
+        sent += 1
+        await release.wait()
+        return [assistant_message("answer")]
+
+    sub_agent = Agent(name="researcher",
+                      model=OutlayModel(ScriptModel(sub_respond, usage=(60, 20)), tokens,
+                                        estimate=100))
+    answers: list[str] = []
+
+    @function_tool
+    async def delegate(topic: str) -> str:
+        try:
+            answer = str((await Runner.run(sub_agent, topic, run_config=NO_TRACING))
+                         .final_output)
+        except BudgetExceeded as exc:
+            answer = f"skipped: {exc.reason}"
+        answers.append(answer)
+        return answer
+
+    parent = Agent(name="lead", tools=[delegate], model=ScriptModel(calls_then_answer(
+        *[("delegate", {"topic": f"t{i}"}) for i in range(8)], answer="all done")))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(Runner.run, parent, "go", run_config=NO_TRACING))
+            await anyio.wait_all_tasks_blocked()
+            assert sent == 5
+            assert tokens.held == 500
+            release.set()
+    assert sorted(answers)[:5] == ["answer"] * 5
+    assert sum(a.startswith("skipped: token budget cannot hold 100 tokens") for a in answers) == 3
+    assert tokens.tokens_consumed_nowait() == 5 * 80
+    assert tokens.held == 0

@@ -361,3 +361,51 @@ async def test_terminate_inside_a_sub_agent_ends_the_parent_run() -> None:
     with pytest.raises(DispatchTerminated, match="delete"):
         await parent.run("go")
     assert ran == []
+
+
+async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_holds() -> None:
+    """8 sub-agents start at once on a token budget that holds 5 request estimates: exactly 5
+    requests are sent (all in flight together), 3 are refused before sending, and the parent's
+    tool turns the refusal into an answer for the parent model."""
+    tokens = AtomicTokenBudget(500)
+    sub_capability = OutlayCapability(token_budget=tokens, estimate=100)
+    release = anyio.Event()
+    sent = 0
+
+    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal sent
+        sent += 1
+        await release.wait()
+        return ModelResponse(parts=[TextPart("answer")],
+                             usage=RequestUsage(input_tokens=60, output_tokens=20))
+
+    sub_agent = Agent(FunctionModel(sub_model), capabilities=[sub_capability])
+    answers: list[str] = []
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if answered(messages):
+            return ModelResponse(parts=[TextPart("all done")])
+        return calls(*[("delegate", {"topic": f"t{i}"}) for i in range(8)])
+
+    parent = Agent(FunctionModel(parent_model))
+
+    @parent.tool_plain
+    async def delegate(topic: str) -> str:
+        try:
+            answer = (await sub_agent.run(topic)).output
+        except BudgetExceeded as exc:
+            answer = f"skipped: {exc.reason}"
+        answers.append(answer)
+        return answer
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(parent.run, "research")
+            await anyio.wait_all_tasks_blocked()
+            assert sent == 5
+            assert tokens.held == 500
+            release.set()
+    assert sorted(answers)[:5] == ["answer"] * 5
+    assert sum(a.startswith("skipped: token budget cannot hold 100 tokens") for a in answers) == 3
+    assert tokens.tokens_consumed_nowait() == 5 * 80
+    assert tokens.held == 0
