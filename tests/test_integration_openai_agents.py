@@ -469,7 +469,7 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
     release = anyio.Event()
     sent = 0
 
-    async def sub_respond(input: Items) -> list[Any]:  # noqa: A002
+    async def sub_respond(input: Items) -> list[Any]:
         nonlocal sent
         sent += 1
         await release.wait()
