@@ -504,3 +504,13 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
     assert sum(a.startswith("skipped: token budget cannot hold 100 tokens") for a in answers) == 3
     assert tokens.tokens_consumed_nowait() == 5 * 80
     assert tokens.held == 0
+
+
+def test_the_wrapper_passes_on_what_the_sdk_probes_on_models() -> None:
+    inner = ScriptModel(calls_then_answer())
+    inner.model = "house-model"  # type: ignore[attr-defined]
+    wrapped = OutlayModel(inner, AtomicTokenBudget(10))
+    assert wrapped.wrapped is inner
+    assert wrapped.model == "house-model"
+    with pytest.raises(AttributeError):
+        _ = wrapped.no_such_attribute

@@ -162,9 +162,12 @@ class OutlayModel(Model):
     """An Agents SDK ``Model`` that holds tokens on ``token_budget`` around ``model``'s calls.
 
     Use it wherever the SDK takes a model: ``Agent(model=OutlayModel(model, budget))`` or
-    ``RunConfig(model=...)``. Before each call it holds ``estimate`` tokens (an ``int``, a
-    function of a ``ModelCallInput``, or by default ``estimate_call_tokens`` with
-    ``max_output_tokens``) and raises ``BudgetExceeded`` if they do not fit; nothing is sent.
+    ``RunConfig(model=...)``. ``wrapped`` is the model; attributes it does not define (the
+    ``model`` name, provider features the SDK probes for) are read from the wrapped model.
+
+    Before each call it holds ``estimate`` tokens (an ``int``, a function of a
+    ``ModelCallInput``, or by default ``estimate_call_tokens`` with ``max_output_tokens``) and
+    raises ``BudgetExceeded`` if they do not fit; nothing is sent.
 
     ``get_response``: records ``usage.input_tokens + usage.output_tokens`` of the response;
     refunds the hold if the call raises or is cancelled. ``stream_response``: records the usage
@@ -184,7 +187,7 @@ class OutlayModel(Model):
                             f"{type(token_budget).__name__}")
         if estimate is not None and not callable(estimate):
             check_estimate(estimate)
-        self.model = model
+        self.wrapped = model
         self.token_budget = token_budget
         self._estimate = estimate
         self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
@@ -197,7 +200,7 @@ class OutlayModel(Model):
             tokens = estimate(call)
         else:
             tokens = estimate
-        what = f"a call to {type(self.model).__name__}"
+        what = f"a call to {type(self.wrapped).__name__}"
         return await hold_tokens(self.token_budget, tokens, what)
 
     async def get_response(
@@ -218,7 +221,7 @@ class OutlayModel(Model):
         reservation = await self._hold(
             ModelCallInput(system_instructions, input, model_settings, tools, handoffs))
         try:
-            response = await self.model.get_response(
+            response = await self.wrapped.get_response(
                 system_instructions, input, model_settings, tools, output_schema, handoffs,
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
@@ -250,7 +253,7 @@ class OutlayModel(Model):
         usage: tuple[int, int] | None = None
         started = False
         try:
-            async for event in self.model.stream_response(
+            async for event in self.wrapped.stream_response(
                     system_instructions, input, model_settings, tools, output_schema, handoffs,
                     tracing, previous_response_id=previous_response_id,
                     conversation_id=conversation_id, prompt=prompt):
@@ -276,17 +279,25 @@ class OutlayModel(Model):
 
     async def close(self) -> None:
         """Close the wrapped model."""
-        await self.model.close()
+        await self.wrapped.close()
 
     async def _cleanup_on_run_end(self, owner: object) -> None:
-        await self.model._cleanup_on_run_end(owner)
+        await self.wrapped._cleanup_on_run_end(owner)
 
     def get_retry_advice(self, request: Any) -> Any:
         """The wrapped model's retry advice."""
-        return self.model.get_retry_advice(request)
+        return self.wrapped.get_retry_advice(request)
+
+    def __getattr__(self, name: str) -> Any:
+        # Attributes the SDK looks up by duck typing (the ``model`` name, prompt-cache support)
+        # come from the wrapped model.
+        wrapped = self.__dict__.get("wrapped")
+        if wrapped is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(wrapped, name)
 
     def __repr__(self) -> str:
-        return f"<OutlayModel {type(self.model).__name__}>"
+        return f"<OutlayModel {type(self.wrapped).__name__}>"
 
 
 class OutlayModelProvider(ModelProvider):
