@@ -88,3 +88,20 @@ def test_import_outlay_imports_no_agent_framework() -> None:
             "bad = [m for m in ('pydantic_ai', 'agents') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("module", "framework", "names"), [
+    ("outlay.integrations.pydantic_ai", "pydantic_ai",
+     ("OutlayCapability", "estimate_request_tokens")),
+    ("outlay.integrations.openai_agents", "agents",
+     ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "estimate_call_tokens",
+      "wrap_tool", "wrap_tools")),
+])
+def test_integration_exports(module: str, framework: str, names: tuple[str, ...]) -> None:
+    pytest.importorskip(framework)
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ == names
+    for name in names:
+        assert getattr(mod, name).__module__ == module
