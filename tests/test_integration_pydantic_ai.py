@@ -409,3 +409,66 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
     assert sum(a.startswith("skipped: token budget cannot hold 100 tokens") for a in answers) == 3
     assert tokens.tokens_consumed_nowait() == 5 * 80
     assert tokens.held == 0
+
+
+async def test_a_stream_whose_consumer_fails_is_charged_what_pydantic_ai_counted() -> None:
+    """Regression guard: the provider billed the streamed response, so refunding it would let
+    the budget forget real spend."""
+    tokens = AtomicTokenBudget(10_000)
+    agent = Agent(TestModel(custom_output_text="word " * 50),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=1000)])
+
+    async def consume_and_fail() -> None:
+        async with agent.run_stream("hello") as stream:
+            async for _ in stream.stream_text(delta=True):
+                raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        await consume_and_fail()
+    assert tokens.held == 0
+    consumed = tokens.tokens_consumed_nowait()
+    assert 0 < consumed < 1000  # the billed response, not the estimate, not a refund
+
+
+async def test_rejected_attempts_within_a_step_are_recorded_too() -> None:
+    """A capability that rejects the first response (RetryModelRequest) makes a second
+    attempt inside the same request step: both responses were billed, both are recorded."""
+    from dataclasses import dataclass
+
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.exceptions import RetryModelRequest
+
+    @dataclass
+    class RejectFirst(AbstractCapability[Any]):
+        rejected: int = 0
+
+        async def after_model_request(self, ctx: Any, *, request_context: Any,
+                                      response: ModelResponse) -> ModelResponse:
+            if self.rejected == 0:
+                self.rejected += 1
+                raise RetryModelRequest()
+            return response
+
+    tokens = AtomicTokenBudget(10_000)
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("hi")],
+                             usage=RequestUsage(input_tokens=30, output_tokens=7))
+
+    agent = Agent(FunctionModel(model), capabilities=[
+        OutlayCapability(token_budget=tokens, estimate=100), RejectFirst()])
+    assert (await agent.run("hello")).output == "hi"
+    assert tokens.tokens_consumed_nowait() == 2 * 37
+
+
+def test_billed_usage_falls_back_when_pydantic_ai_does_not_expose_it() -> None:
+    from outlay.integrations.pydantic_ai import _billed_usage
+
+    class Bare:
+        pass
+
+    class Odd:
+        _usage_responses = ("not a response",)
+
+    assert _billed_usage(Bare()) is None  # type: ignore[arg-type]
+    assert _billed_usage(Odd()) is None  # type: ignore[arg-type]

@@ -13,8 +13,9 @@ Enforced *before* a call:
 - every model request holds its token estimate on ``token_budget`` (``wrap_model_request``); a
   request that does not fit raises ``BudgetExceeded`` and is never sent.
 
-Only observed *after* a call: the tokens a request really used (``response.usage``, recorded on
-the reservation; an overage beyond the estimate is counted, never lost) and a tool's result.
+Only observed *after* a call: the tokens a request step really used (every response pydantic-ai
+counted for it, recorded on the reservation; an overage beyond the estimate is counted, never
+lost) and a tool's result.
 """
 
 from __future__ import annotations
@@ -91,13 +92,12 @@ class OutlayCapability(AbstractCapability[Any]):
     ``token_budget``: before each model request (once per request step, around every attempt
     and fallback of that step) hold ``estimate`` tokens (an ``int``, a function of the
     ``ModelRequestContext``, or by default ``estimate_request_tokens`` with
-    ``max_output_tokens``); raise ``BudgetExceeded`` if it does not fit. After the response,
-    record ``usage.input_tokens + usage.output_tokens`` of the response the step ends with. On
-    an error or cancellation the hold is refunded (shielded from cancellation).
-
-    Not seen by the budget: tokens of attempts a fallback rejected within the step, and of a
-    streamed response the consumer stopped early (both are refunded; pydantic-ai's own
-    ``RunUsage`` still counts them).
+    ``max_output_tokens``); raise ``BudgetExceeded`` if it does not fit. After the step, record
+    ``input_tokens + output_tokens`` of every response pydantic-ai counted for it (attempts a
+    fallback rejected and the partial response of a stream whose consumer failed included);
+    where this pydantic-ai version does not expose that, the usage of the response the step
+    ends with. A step that raises or is cancelled with no response counted is refunded. Every
+    record and refund runs shielded from cancellation.
     """
 
     tool_hooks: Sequence[ToolDispatchHook] = ()
@@ -157,8 +157,31 @@ class OutlayCapability(AbstractCapability[Any]):
         try:
             response = await handler(request_context)
         except BaseException:
-            await refund_tokens(reservation)
+            billed = _billed_usage(request_context)
+            if billed is None:
+                await refund_tokens(reservation)
+            else:
+                await settle_tokens(budget, reservation, *billed)
             raise
-        usage = response.usage
-        await settle_tokens(budget, reservation, usage.input_tokens, usage.output_tokens)
+        billed = _billed_usage(request_context)
+        if billed is None:
+            billed = (response.usage.input_tokens, response.usage.output_tokens)
+        await settle_tokens(budget, reservation, *billed)
         return response
+
+
+def _billed_usage(request_context: ModelRequestContext) -> tuple[int, int] | None:
+    """Input and output tokens of every response pydantic-ai counted for this request step.
+
+    pydantic-ai keeps them on the request context (``_usage_responses``, private but read by
+    its own instrumentation): they include attempts a fallback rejected and the partial
+    response of a stream whose consumer failed. ``None`` when the attribute is missing (another
+    pydantic-ai version) or holds no response: the caller falls back to the public figures.
+    """
+    responses = getattr(request_context, "_usage_responses", None)
+    if not isinstance(responses, tuple) or not responses:
+        return None
+    if not all(isinstance(r, ModelResponse) for r in responses):
+        return None
+    return (sum(r.usage.input_tokens for r in responses),
+            sum(r.usage.output_tokens for r in responses))
