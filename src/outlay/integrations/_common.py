@@ -1,0 +1,109 @@
+"""What the framework integrations share: the hook chain around one call, token holds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import anyio
+
+from .._exceptions import BudgetExceeded
+from .._protocols import TokenBudget
+from .._tokens import TokenReservation
+from .._validation import check_count
+from ..hooks._dispatcher import ToolDispatcher
+from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
+
+CHARS_PER_TOKEN = 4
+"""The default input estimate: one token per 4 characters of the request's text."""
+
+
+_CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
+_MAX_CACHED = 1024
+
+
+async def _run_current_call(**_: Any) -> Any:
+    return await _CALL.get()()
+
+
+class HookChain:
+    """Runs one framework tool call through outlay's hook chain.
+
+    The framework has already chosen and validated the call; ``run`` hands the chain a
+    ``ToolInvocation`` and, if every hook continues, awaits ``call()`` as the tool. Hooks keep
+    their own state (budgets, limits), so one ``HookChain`` (or several over the same hooks)
+    can serve any number of agents and concurrent calls.
+    """
+
+    __slots__ = ("_dispatchers", "_hooks")
+
+    def __init__(self, hooks: Sequence[ToolDispatchHook]) -> None:
+        hooks = tuple(hooks)
+        ToolDispatcher((), hooks)  # validates the hooks now, not at the first tool call
+        self._hooks = hooks
+        # One dispatcher per tool name; the call itself travels in a context variable, which
+        # each task (and each nested call) sees for itself.
+        self._dispatchers: dict[str, ToolDispatcher] = {}
+
+    @property
+    def hooks(self) -> tuple[ToolDispatchHook, ...]:
+        """The hooks, in ``before`` order."""
+        return self._hooks
+
+    async def run(self, invocation: ToolInvocation,
+                  call: Callable[[], Awaitable[Any]]) -> ToolInvocationResult:
+        """Dispatch ``invocation`` with ``call`` as its tool; see ``ToolDispatcher.dispatch``.
+
+        Returns the result (``skipped`` when a hook said ``Skip``). Raises
+        ``DispatchTerminated``, the tool's own exception (after every hook that ran saw it in
+        ``on_invocation_error``), or the cancellation.
+        """
+        name = invocation.tool_name
+        dispatcher = self._dispatchers.get(name)
+        if dispatcher is None:
+            dispatcher = ToolDispatcher({name: _run_current_call}, self._hooks)
+            if len(self._dispatchers) < _MAX_CACHED:
+                self._dispatchers[name] = dispatcher
+        token = _CALL.set(call)
+        try:
+            return await dispatcher.dispatch(invocation)
+        finally:
+            _CALL.reset(token)
+
+
+def check_estimate(estimate: object, name: str = "estimate") -> int:
+    """A token estimate must be a non-negative ``int``."""
+    return check_count(estimate, name)
+
+
+def text_tokens(chars: int) -> int:
+    """The default token estimate of ``chars`` characters of text (rounded up)."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+async def hold_tokens(budget: TokenBudget, estimate: int, what: str) -> TokenReservation:
+    """Hold ``estimate`` tokens on ``budget`` or raise ``BudgetExceeded`` (nothing taken)."""
+    estimate = check_estimate(estimate)
+    reservation = await budget.try_reserve_tokens(estimate)
+    if reservation is None:
+        available = getattr(budget, "available", None)
+        left = f" ({available} available)" if isinstance(available, int) else ""
+        raise BudgetExceeded(f"token budget cannot hold {estimate} tokens for {what}{left}",
+                             key=getattr(budget, "_name", None), requested=estimate,
+                             available=available if isinstance(available, int) else None)
+    return reservation
+
+
+async def settle_tokens(budget: TokenBudget, reservation: TokenReservation, input_tokens: int,
+                        output_tokens: int) -> None:
+    """Record the reported usage; shielded, so a cancellation cannot lose the record."""
+    with anyio.CancelScope(shield=True):
+        await budget.record_usage(reservation, input_tokens, output_tokens)
+
+
+async def refund_tokens(reservation: TokenReservation) -> None:
+    """Give the whole hold back (error, cancellation); shielded."""
+    with anyio.CancelScope(shield=True):
+        await reservation.release()

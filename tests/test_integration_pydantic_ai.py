@@ -1,0 +1,474 @@
+"""pydantic-ai integration, run offline with pydantic-ai's own TestModel and FunctionModel."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("pydantic_ai")
+
+from pydantic_ai import Agent, ModelRetry
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.usage import RequestUsage
+
+from outlay import (
+    AtomicBudget,
+    AtomicTokenBudget,
+    BudgetExceeded,
+    Continue,
+    DispatchBudgetHook,
+    DispatchTerminated,
+    ToolCallLimitHook,
+    ToolDispatchHook,
+    ToolInvocation,
+    ToolInvocationResult,
+)
+from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_tokens
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """pydantic-ai runs its agent graph on asyncio (it starts asyncio tasks), not on trio."""
+    return "asyncio"
+
+
+class Recorder(ToolDispatchHook):
+    """Records what the chain saw, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []
+
+    async def before_invocation(self, invocation: ToolInvocation) -> Continue:
+        self.events.append(("before", invocation.tool_name, dict(invocation.arguments)))
+        return Continue(invocation.call_id)
+
+    async def after_invocation(self, invocation: ToolInvocation, result: ToolInvocationResult,
+                               state: Any) -> None:
+        assert state == invocation.call_id
+        self.events.append(("after", invocation.tool_name, result.output))
+
+    async def on_invocation_error(self, invocation: ToolInvocation, error: BaseException,
+                                  state: Any) -> None:
+        self.events.append(("error", invocation.tool_name, type(error).__name__))
+
+
+def calls(*parts: tuple[str, dict[str, Any]], usage: RequestUsage | None = None) -> ModelResponse:
+    ids = itertools.count()
+    return ModelResponse(
+        parts=[ToolCallPart(name, args, tool_call_id=f"call-{name}-{next(ids)}")
+               for name, args in parts],
+        usage=usage or RequestUsage(input_tokens=10, output_tokens=5))
+
+
+def answered(messages: list[ModelMessage]) -> bool:
+    last = messages[-1]
+    return isinstance(last, ModelRequest) and any(
+        isinstance(p, ToolReturnPart) for p in last.parts)
+
+
+async def test_tool_calls_pass_the_hook_chain_with_validated_arguments() -> None:
+    recorder = Recorder()
+    agent = Agent(TestModel(), capabilities=[OutlayCapability([recorder], principal="alice")])
+
+    @agent.tool_plain
+    async def lookup(city: str, days: int) -> str:
+        return f"{city}:{days}"
+
+    result = await agent.run("weather?")
+    assert recorder.events == [("before", "lookup", {"city": "a", "days": 0}),
+                               ("after", "lookup", "a:0")]
+    assert "a:0" in result.output
+
+
+async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_why() -> None:
+    ran: list[int] = []
+    budget = AtomicBudget(2)
+    seen: list[str] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if answered(messages):
+            last = messages[-1]
+            assert isinstance(last, ModelRequest)
+            seen.extend(str(p.content) for p in last.parts if isinstance(p, ToolReturnPart))
+            return ModelResponse(parts=[TextPart("done")])
+        return calls(("work", {"n": 1}), ("work", {"n": 2}), ("work", {"n": 3}))
+
+    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability([hook])])
+
+    @agent.tool_plain
+    async def work(n: int) -> str:
+        ran.append(n)
+        return f"did {n}"
+
+    assert (await agent.run("go")).output == "done"
+    assert len(ran) == 2
+    assert budget.available == 0
+    skipped = [s for s in seen if s.startswith("not run:")]
+    assert len(skipped) == 1
+    assert "'work' was not run" in skipped[0]
+
+
+async def test_terminate_ends_the_run_with_dispatch_terminated() -> None:
+    ran: list[str] = []
+    hook = ToolCallLimitHook({"delete": 0}, on_exceeded="terminate")
+    agent = Agent(FunctionModel(lambda m, i: calls(("delete", {}))),
+                  capabilities=[OutlayCapability([hook])])
+
+    @agent.tool_plain
+    def delete() -> str:
+        ran.append("x")
+        return "gone"
+
+    with pytest.raises(DispatchTerminated, match="delete"):
+        await agent.run("go")
+    assert ran == []
+
+
+async def test_model_retry_from_a_tool_reaches_the_hooks_and_releases_the_hold() -> None:
+    recorder = Recorder()
+    budget = AtomicBudget(1)
+    attempts: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(attempts) >= 2:
+            return ModelResponse(parts=[TextPart("gave up")])
+        return calls(("flaky", {}))
+
+    hooks = [recorder, DispatchBudgetHook(budget, 1, mode="commit")]
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(hooks)])
+
+    @agent.tool_plain(retries=3)
+    def flaky() -> str:
+        attempts.append(1)
+        raise ModelRetry("try again")
+
+    assert (await agent.run("go")).output == "gave up"
+    assert [e[0] for e in recorder.events] == ["before", "error", "before", "error"]
+    assert budget.available == 1  # a failed call is released, not charged
+
+
+async def test_model_requests_hold_the_estimate_and_record_reported_usage() -> None:
+    tokens = AtomicTokenBudget(1000)
+    held: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        held.append(tokens.held)
+        return ModelResponse(parts=[TextPart("hi")],
+                             usage=RequestUsage(input_tokens=30, output_tokens=7))
+
+    agent = Agent(FunctionModel(model),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=200)])
+    await agent.run("hello")
+    assert held == [200]  # held while the request ran
+    assert tokens.tokens_consumed_nowait() == 37
+    assert tokens.held == 0
+    assert tokens.available == 963
+
+
+async def test_a_request_that_does_not_fit_is_never_sent() -> None:
+    tokens = AtomicTokenBudget(100)
+    sent: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        sent.append(1)
+        return ModelResponse(parts=[TextPart("hi")])
+
+    agent = Agent(FunctionModel(model),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=101)])
+    with pytest.raises(BudgetExceeded, match="101 tokens"):
+        await agent.run("hello")
+    assert sent == []
+    assert tokens.available == 100
+
+
+async def test_a_failed_request_is_refunded() -> None:
+    tokens = AtomicTokenBudget(500)
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise RuntimeError("provider down")
+
+    agent = Agent(FunctionModel(model),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=100)])
+    with pytest.raises(RuntimeError, match="provider down"):
+        await agent.run("hello")
+    assert tokens.held == 0
+    assert tokens.available == 500
+    assert tokens.tokens_consumed_nowait() == 0
+
+
+async def test_a_cancelled_request_is_refunded() -> None:
+    tokens = AtomicTokenBudget(500)
+    started = anyio.Event()
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    agent = Agent(FunctionModel(model),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=100)])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run, "hello")
+        await started.wait()
+        assert tokens.held == 100
+        tg.cancel_scope.cancel()
+    assert tokens.held == 0
+    assert tokens.available == 500
+
+
+async def test_streamed_runs_record_the_final_usage() -> None:
+    tokens = AtomicTokenBudget(10_000)
+    agent = Agent(TestModel(custom_output_text="streamed"),
+                  capabilities=[OutlayCapability(token_budget=tokens)])
+    async with agent.run_stream("hello") as stream:
+        assert await stream.get_output() == "streamed"
+        usage = stream.usage
+    assert tokens.held == 0
+    assert tokens.tokens_consumed_nowait() == usage.input_tokens + usage.output_tokens > 0
+
+
+async def test_default_estimate_counts_the_request_and_the_output_bound() -> None:
+    seen: list[int] = []
+    tokens = AtomicTokenBudget(100_000)
+
+    def estimate(request_context: Any) -> int:
+        seen.append(estimate_request_tokens(request_context, max_output_tokens=50))
+        return seen[-1]
+
+    agent = Agent(TestModel(), capabilities=[OutlayCapability(token_budget=tokens,
+                                                              estimate=estimate)])
+    await agent.run("x" * 400)
+    await agent.run("x" * 400, model_settings={"max_tokens": 7})
+    # >= 100 tokens of prompt text plus the output bound; the second uses max_tokens
+    assert seen[0] >= 150
+    assert seen[1] == seen[0] - 50 + 7
+
+
+def test_bad_configuration_is_refused_up_front() -> None:
+    with pytest.raises(TypeError, match="TokenBudget"):
+        OutlayCapability(token_budget=AtomicBudget(3))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="estimate"):
+        OutlayCapability(token_budget=AtomicTokenBudget(3), estimate=-1)
+    with pytest.raises(TypeError, match="implements none"):
+        OutlayCapability([object()])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("shared_budget", [True, False], ids=["budget", "control"])
+async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nine(
+        shared_budget: bool) -> None:
+    """Acceptance (issue 7): 8 sub-agents run at once, each asking for 2 tool calls in one
+    response; with a shared budget of 9 calls exactly 9 tools execute (16 without it).
+
+    Concurrency is forced: every sub-agent's model waits until all 8 are in flight, and every
+    admitted tool blocks until the test has seen all of them running at once."""
+    budget = AtomicBudget(9, name="tool-calls")
+    hooks = [DispatchBudgetHook(budget, 1, mode="commit")] if shared_budget else []
+    sub_capability = OutlayCapability(hooks)
+    all_in_flight = anyio.Event()
+    release_tools = anyio.Event()
+    first_requests = 0
+    executions = 0
+    running = 0
+    peak = 0
+
+    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal first_requests
+        if answered(messages):
+            return ModelResponse(parts=[TextPart("sub done")])
+        first_requests += 1
+        if first_requests == 8:
+            all_in_flight.set()
+        await all_in_flight.wait()
+        return calls(("search", {"q": "a"}), ("search", {"q": "b"}))
+
+    sub_agent = Agent(FunctionModel(sub_model), capabilities=[sub_capability])
+
+    @sub_agent.tool_plain
+    async def search(q: str) -> str:
+        nonlocal executions, running, peak
+        executions += 1
+        running += 1
+        peak = max(peak, running)
+        await release_tools.wait()
+        running -= 1
+        return f"found {q}"
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if answered(messages):
+            return ModelResponse(parts=[TextPart("all done")])
+        return calls(*[("delegate", {"topic": f"t{i}"}) for i in range(8)])
+
+    parent = Agent(FunctionModel(parent_model))
+
+    @parent.tool_plain
+    async def delegate(topic: str) -> str:
+        return (await sub_agent.run(topic)).output
+
+    outputs: list[str] = []
+
+    async def run_parent() -> None:
+        outputs.append((await parent.run("research")).output)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_parent)
+            await all_in_flight.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert running == executions  # every admitted tool is running at the same time
+            release_tools.set()
+    assert outputs == ["all done"]
+    if shared_budget:
+        assert executions == 9
+        assert peak == 9
+        assert budget.available == 0
+    else:
+        assert executions == 16
+        assert peak == 16
+
+
+async def test_terminate_inside_a_sub_agent_ends_the_parent_run() -> None:
+    ran: list[str] = []
+    sub = Agent(FunctionModel(lambda m, i: calls(("delete", {}))),
+                capabilities=[OutlayCapability([ToolCallLimitHook({"delete": 0},
+                                                                  on_exceeded="terminate")])])
+
+    @sub.tool_plain
+    def delete() -> str:
+        ran.append("x")
+        return "gone"
+
+    parent = Agent(FunctionModel(lambda m, i: calls(("delegate", {}))))
+
+    @parent.tool_plain
+    async def delegate() -> str:
+        return (await sub.run("go")).output
+
+    with pytest.raises(DispatchTerminated, match="delete"):
+        await parent.run("go")
+    assert ran == []
+
+
+async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_holds() -> None:
+    """8 sub-agents start at once on a token budget that holds 5 request estimates: exactly 5
+    requests are sent (all in flight together), 3 are refused before sending, and the parent's
+    tool turns the refusal into an answer for the parent model."""
+    tokens = AtomicTokenBudget(500)
+    sub_capability = OutlayCapability(token_budget=tokens, estimate=100)
+    release = anyio.Event()
+    sent = 0
+
+    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal sent
+        sent += 1
+        await release.wait()
+        return ModelResponse(parts=[TextPart("answer")],
+                             usage=RequestUsage(input_tokens=60, output_tokens=20))
+
+    sub_agent = Agent(FunctionModel(sub_model), capabilities=[sub_capability])
+    answers: list[str] = []
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if answered(messages):
+            return ModelResponse(parts=[TextPart("all done")])
+        return calls(*[("delegate", {"topic": f"t{i}"}) for i in range(8)])
+
+    parent = Agent(FunctionModel(parent_model))
+
+    @parent.tool_plain
+    async def delegate(topic: str) -> str:
+        try:
+            answer = (await sub_agent.run(topic)).output
+        except BudgetExceeded as exc:
+            answer = f"skipped: {exc.reason}"
+        answers.append(answer)
+        return answer
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(parent.run, "research")
+            await anyio.wait_all_tasks_blocked()
+            assert sent == 5
+            assert tokens.held == 500
+            release.set()
+    assert sorted(answers)[:5] == ["answer"] * 5
+    assert sum(a.startswith("skipped: token budget cannot hold 100 tokens") for a in answers) == 3
+    assert tokens.tokens_consumed_nowait() == 5 * 80
+    assert tokens.held == 0
+
+
+async def test_a_stream_whose_consumer_fails_is_charged_what_pydantic_ai_counted() -> None:
+    """Regression guard: the provider billed the streamed response, so refunding it would let
+    the budget forget real spend."""
+    tokens = AtomicTokenBudget(10_000)
+    agent = Agent(TestModel(custom_output_text="word " * 50),
+                  capabilities=[OutlayCapability(token_budget=tokens, estimate=1000)])
+
+    async def consume_and_fail() -> None:
+        async with agent.run_stream("hello") as stream:
+            async for _ in stream.stream_text(delta=True):
+                raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        await consume_and_fail()
+    assert tokens.held == 0
+    consumed = tokens.tokens_consumed_nowait()
+    assert 0 < consumed < 1000  # the billed response, not the estimate, not a refund
+
+
+async def test_rejected_attempts_within_a_step_are_recorded_too() -> None:
+    """A capability that rejects the first response (RetryModelRequest) makes a second
+    attempt inside the same request step: both responses were billed, both are recorded."""
+    from dataclasses import dataclass
+
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.exceptions import RetryModelRequest
+
+    @dataclass
+    class RejectFirst(AbstractCapability[Any]):
+        rejected: int = 0
+
+        async def after_model_request(self, ctx: Any, *, request_context: Any,
+                                      response: ModelResponse) -> ModelResponse:
+            if self.rejected == 0:
+                self.rejected += 1
+                raise RetryModelRequest()
+            return response
+
+    tokens = AtomicTokenBudget(10_000)
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("hi")],
+                             usage=RequestUsage(input_tokens=30, output_tokens=7))
+
+    agent = Agent(FunctionModel(model), capabilities=[
+        OutlayCapability(token_budget=tokens, estimate=100), RejectFirst()])
+    assert (await agent.run("hello")).output == "hi"
+    assert tokens.tokens_consumed_nowait() == 2 * 37
+
+
+def test_billed_usage_falls_back_when_pydantic_ai_does_not_expose_it() -> None:
+    from outlay.integrations.pydantic_ai import _billed_usage
+
+    class Bare:
+        pass
+
+    class Odd:
+        _usage_responses = ("not a response",)
+
+    assert _billed_usage(Bare()) is None  # type: ignore[arg-type]
+    assert _billed_usage(Odd()) is None  # type: ignore[arg-type]
