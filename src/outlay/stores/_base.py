@@ -95,6 +95,15 @@ class Store(ABC):
     async def usage(self, key: str) -> LimitUsage:
         """Snapshot one limit; raises ``UnknownLimit`` if it does not exist."""
 
+    async def limits(self, prefix: str = "") -> list[LimitUsage]:
+        """Snapshot every limit whose key starts with ``prefix``, sorted by key.
+
+        Holds whose lease expired do not count. A store that cannot enumerate its limits raises
+        ``NotImplementedError``; the CLI reports that as an unsupported store.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its limits "
+                                  "(Store.limits is not implemented)")
+
     def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
         """Best-effort, synchronous release of a reservation handle that was garbage-collected.
 

@@ -187,6 +187,13 @@ class MemoryStore(Store):
                 raise UnknownLimit(key)
             return LimitUsage(key, limit.cap, limit.spent, limit.held)
 
+    def limits_nowait(self, prefix: str = "") -> list[LimitUsage]:
+        """Synchronous ``limits``; see ``Store.limits``."""
+        with self._lock:
+            self._expire(self._clock())
+            return [LimitUsage(key, limit.cap, limit.spent, limit.held)
+                    for key, limit in sorted(self._limits.items()) if key.startswith(prefix)]
+
     def held_reservations(self) -> int:
         """How many holds are live right now (for tests and diagnostics)."""
         with self._lock:
@@ -252,6 +259,9 @@ class MemoryStore(Store):
 
     async def usage(self, key: str) -> LimitUsage:
         return self.usage_nowait(key)
+
+    async def limits(self, prefix: str = "") -> list[LimitUsage]:
+        return self.limits_nowait(prefix)
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)
