@@ -7,6 +7,7 @@ The hierarchy::
     ├── ReservationError            a reservation was misused: ended twice, foreign, unknown
     ├── UnknownLimit                a reservation names a limit that has no cap (stores)
     ├── ConfigurationError          a bad store URL or option (``store_from_url``)
+    ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``)
     └── StoreError                  a store backend failed; the driver error is ``__cause__``
         └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
 
@@ -68,3 +69,14 @@ class StoreError(OutlayError):
 
 class StoreUnavailable(StoreError):
     """The store backend cannot be reached. Budgets fail closed: nothing is admitted."""
+
+
+class UnknownModelPrice(OutlayError, LookupError):
+    """``PriceTable`` knows no price for ``model``: not in the user's prices, not in the price
+    library (or the library is off or not installed), and no ``fallback`` was given. Never
+    priced as zero silently."""
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        message = f"no price is known for model {model!r}"
+        super().__init__(f"{message}; {detail}" if detail else message)
+        self.model = model
