@@ -30,7 +30,8 @@ def test_when_full_the_smallest_is_evicted() -> None:
         ledger.record(name, amount)
     assert ledger.get("b") is None  # the smallest made room
     d = ledger.get("d")
-    assert d is not None and (d.total, d.error) == (12, 5)  # inherits b's 5 as its error bound
+    assert d is not None
+    assert (d.total, d.error) == (12, 5)
     stats = ledger.statistics()
     assert (stats.size, stats.evicted, stats.evicted_peak, stats.high_water) == (3, 1, 5, 50)
 
@@ -72,10 +73,10 @@ def test_bad_input_records_nothing() -> None:
     ledger = UsageLedger(2)
     with pytest.raises(TypeError):
         ledger.record("a", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         ledger.record("a", -1)
     with pytest.raises(TypeError):
         ledger.record("", 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         UsageLedger(0)
     assert len(ledger) == 0

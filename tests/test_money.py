@@ -35,7 +35,9 @@ def test_admitted_only_if_it_fits_every_window() -> None:
     states = {"run": WindowState(spent=D("10"), reserved=D("5")),
               "month": WindowState(spent=D("480"), reserved=D("15"))}
     ok = admits(D("5"), states, cap)
-    assert ok.admitted and ok and ok.refused_window is None
+    assert ok.admitted
+    assert ok
+    assert ok.refused_window is None
     assert "month 500/500" in ok.reason
     refused = admits(D("5.01"), states, cap)
     assert refused == AdmissionDecision(False, "month", refused.reason)
@@ -61,7 +63,7 @@ def test_no_budget_at_all_refuses_paid_work() -> None:
 def test_admits_refuses_float_and_negative_estimates() -> None:
     with pytest.raises(TypeError):
         admits(0.5, {}, BudgetCap(run=D(1)))  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         admits(D("-1"), {}, BudgetCap(run=D(1)))
     with pytest.raises(TypeError):
         WindowState(spent=1.0)  # type: ignore[arg-type]
@@ -96,13 +98,13 @@ def test_estimate_cost_minimum_and_fractional_quantities_are_exact() -> None:
 def test_estimate_cost_refuses_bad_input() -> None:
     with pytest.raises(TypeError):
         CostRates(per_vcpu_second=0.01)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1 second"):
         CostRates(billing_increment_s=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         CostRates(idle_tail_s=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         estimate_cost(CostRates(), max_runtime_s=-1, vcpus=1, memory_gib=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="finite"):
         estimate_cost(CostRates(), max_runtime_s=float("inf"), vcpus=1, memory_gib=1)
     with pytest.raises(TypeError):
         estimate_cost(CostRates(), max_runtime_s="10", vcpus=1, memory_gib=1)  # type: ignore[arg-type]

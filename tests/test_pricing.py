@@ -29,7 +29,7 @@ def test_token_cost_is_exact() -> None:
 def test_bad_prices_and_counts_are_refused() -> None:
     with pytest.raises(TypeError):
         TokenPrices(0.15, D(1))  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         TokenPrices(D("-1"), D(1))
     with pytest.raises(ValueError, match="cannot exceed"):
         token_cost(MINI, input_tokens=1, output_tokens=0, cached_input_tokens=2)

@@ -249,7 +249,7 @@ async def test_bad_amounts_take_nothing() -> None:
     acme = principals(clock, store).get("tenant:acme")
     with pytest.raises(TypeError):
         await acme.reserve({"usd": 0.5})  # type: ignore[dict-item]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 0"):
         await acme.reserve({"usd": D("-1")})
     with pytest.raises(TypeError):
         await acme.reserve({})
@@ -274,7 +274,8 @@ def test_parse_limit_key() -> None:
     assert parse_limit_key("tenant:acme/agent:x/usd/month:2026-11") == LimitKey(
         "tenant:acme/agent:x", "usd", "month:2026-11")
     parsed = parse_limit_key("tenant:acme/usd/hour:2026-11-01T01:00-04:00")
-    assert parsed is not None and parsed.window == "hour"
+    assert parsed is not None
+    assert parsed.window == "hour"
     assert str(parsed) == "tenant:acme/usd/hour:2026-11-01T01:00-04:00"
     assert parse_limit_key("calls") is None
     assert parse_limit_key("run/usd") is None
