@@ -10,7 +10,9 @@ import anyio.lowlevel
 import pytest
 
 from outlay import (
+    BudgetCap,
     BudgetExceeded,
+    ConfigurationError,
     LimitKey,
     LimitSpec,
     MemoryStore,
@@ -18,6 +20,7 @@ from outlay import (
     Principals,
     ReservationError,
     Window,
+    money_limits,
     parse_limit_key,
 )
 
@@ -280,3 +283,41 @@ def test_parse_limit_key() -> None:
     assert parse_limit_key("calls") is None
     assert parse_limit_key("run/usd") is None
     assert parse_limit_key("acme/usd/month:2026-11") is None
+
+
+async def test_reservation_made_before_month_end_is_spent_in_its_month() -> None:
+    clock = Clock(datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC))
+    store = MemoryStore()
+    acme = principals(clock, store).get("tenant:acme", caps=[
+        LimitSpec("usd", Window.month(), D("10"))])
+    held = await acme.reserve({"usd": D("4")})
+    clock.set(datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC))  # the call finishes in December
+    await held.commit({"usd": D("5")})
+    assert (await store.usage("tenant:acme/usd/month:2026-11")).spent == D("5")
+    assert [u.spent for u in await acme.usage()] == [D(0)]  # December untouched
+
+
+def test_money_limits_from_a_budget_cap() -> None:
+    windows = [Window.run(), Window.month("Europe/Paris"), Window.day()]
+    specs = money_limits(BudgetCap(run=D("50"), month=D("500")), windows)
+    assert [(s.unit, s.window.name, s.cap) for s in specs] == [
+        ("usd", "run", D("50")), ("usd", "month", D("500")), ("usd", "day", D(0))]
+    with pytest.raises(ConfigurationError, match="week"):
+        money_limits(BudgetCap(week=D(1)), windows)
+
+
+async def test_check_previews_admission_across_the_chain() -> None:
+    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    budgets = Principals(MemoryStore(), clock=clock, run_id="r1")
+    tenant = budgets.get("tenant:acme", caps=money_limits(BudgetCap(month=D("10")),
+                                                         [Window.month()]))
+    agent = tenant.child("agent:a", caps=money_limits(BudgetCap(run=D("8")), [Window.run()]))
+    await (await tenant.reserve({"usd": D("6")})).commit()
+    fits = await agent.check("usd", D("4"))
+    assert fits.admitted
+    refused = await agent.check("usd", D("4.01"))
+    assert refused.refused_window == "tenant:acme/usd/month:2026-11"
+    assert "committed 6" in refused.reason
+    assert await agent.try_reserve({"usd": D("4.01")}) is None  # the check agrees
+    with pytest.raises(TypeError):
+        await agent.check("usd", 4)  # type: ignore[arg-type]

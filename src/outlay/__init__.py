@@ -31,6 +31,7 @@ from ._principals import PrincipalBudget as PrincipalBudget
 from ._principals import PrincipalReservation as PrincipalReservation
 from ._principals import PrincipalReserveContext as PrincipalReserveContext
 from ._principals import Principals as Principals
+from ._principals import money_limits as money_limits
 from ._principals import parse_limit_key as parse_limit_key
 from ._protocols import BudgetGuard as BudgetGuard
 from ._protocols import TokenBudget as TokenBudget
@@ -88,6 +89,7 @@ __all__ = (
     "WindowState",
     "admits",
     "estimate_cost",
+    "money_limits",
     "parse_limit_key",
     "store_from_url",
     "token_cost",

@@ -26,14 +26,14 @@ from typing import Any, Self
 
 from ._exceptions import BudgetExceeded, ConfigurationError, UnknownLimit
 from ._ledger import UsageLedger
-from ._money import over_cap_reason
+from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money, over_cap_reason
 from ._reservation import DEFAULT_LEASE, Budget, Reservation
 from ._validation import Amount, check_amount
 from ._windows import Window
 from .stores import LimitUsage, Store
 
 __all__ = ("LimitKey", "LimitSpec", "PrincipalBudget", "PrincipalReservation",
-           "PrincipalReserveContext", "Principals", "parse_limit_key")
+           "PrincipalReserveContext", "Principals", "money_limits", "parse_limit_key")
 
 _PRINCIPAL = re.compile(r"^[a-z][a-z0-9_]*:[^/\s]+$")
 _UNIT = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -90,6 +90,23 @@ def parse_limit_key(key: str) -> LimitKey | None:
     if not all(_PRINCIPAL.match(p) for p in parts[:-2]):
         return None
     return LimitKey("/".join(parts[:-2]), parts[-2], parts[-1])
+
+
+def money_limits(cap: BudgetCap, windows: Iterable[Window], unit: str = "usd") -> list[LimitSpec]:
+    """Turn a ``BudgetCap`` into limit specs: one per window, matched by window name.
+
+    A window the cap does not mention gets the default cap of zero; a cap for a window not in
+    ``windows`` raises ``ConfigurationError`` (it would silently never apply).
+    """
+    if not isinstance(cap, BudgetCap):
+        raise TypeError(f"cap must be a BudgetCap, got {type(cap).__name__}")
+    listed = list(windows)
+    names = {window.name for window in listed}
+    stray = sorted(set(cap) - names)
+    if stray:
+        raise ConfigurationError(f"caps for windows {stray} match none of the windows given "
+                                 f"({sorted(names)})")
+    return [LimitSpec(unit, window, cap[window.name]) for window in listed]
 
 
 def _check_specs(specs: Iterable[LimitSpec]) -> tuple[LimitSpec, ...]:
@@ -266,6 +283,25 @@ class PrincipalBudget:
                 zero: Amount = Decimal(0) if isinstance(spec.cap, Decimal) else 0
                 out.append(LimitUsage(key, spec.cap, zero, zero))
         return out
+
+    async def check(self, unit: str, estimate: Decimal) -> AdmissionDecision:
+        """Would a reservation of ``estimate`` money in ``unit`` be admitted now? Reads every
+        limit of ``unit`` in the chain and decides with ``admits``; holds nothing, so the
+        answer can be stale by the time you reserve. Windows are named by limit key."""
+        estimate = check_money(estimate, "estimate")
+        states: dict[str, WindowState] = {}
+        caps: dict[str, Decimal] = {}
+        for key, (_, spec, _) in self.limits_at([unit]).items():
+            try:
+                usage = await self._owner.store.usage(key)
+            except UnknownLimit:
+                zero = Decimal(0)
+                usage = LimitUsage(key, spec.cap, zero, zero)
+            if not isinstance(usage.cap, Decimal):
+                raise TypeError(f"check() decides money; limit {key!r} counts whole units")
+            caps[key] = usage.cap
+            states[key] = WindowState(Decimal(usage.spent), Decimal(usage.held))
+        return admits(estimate, states, BudgetCap(caps))
 
     async def try_reserve(
         self, amounts: Mapping[str, Amount], *, lease: float | None = None
