@@ -166,10 +166,25 @@ def test_store_without_enumeration_is_reported() -> None:
 
 
 def test_console_entry_point_runs_as_a_program() -> None:
-    done = subprocess.run([sys.executable, "-m", "outlay.cli", "show", "nope://x"],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 1
-    assert "unknown store URL" in done.stderr
     done = subprocess.run([sys.executable, "-m", "outlay.cli", "show", "memory://"],
                           capture_output=True, text=True, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "no limits")
+
+
+def test_the_session_in_the_docs_is_real(
+    store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/cli.md shows a session; every command in it prints exactly what the page says."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    session = page.split("## A session", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    commands = 0
+    for chunk in session.strip().split("\n\n"):
+        command, *expected = chunk.splitlines()
+        argv = command.removeprefix("$ outlay ").split()
+        url = argv[1] if argv[0] != "windows" else None
+        uses_store = url is not None and "missing" not in url
+        _, out, err = run(argv, store if uses_store else None)
+        assert (out + err).splitlines() == expected, command
+        commands += 1
+    assert commands == 6

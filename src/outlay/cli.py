@@ -280,7 +280,7 @@ def _top(args: argparse.Namespace, usages: list[LimitUsage], out: TextIO) -> Non
             continue
         if args.period is not None and parsed.period != args.period:
             continue
-        row = spent.setdefault(parsed.principal, [0, 0, set()])
+        row = spent.setdefault(parsed.principal, [usage.spent, usage.held, set()])
         # A principal with several windows (run and month) counts each spend once per window;
         # rank by the largest window so the same money is not summed twice.
         row[0] = max(row[0], usage.spent)
