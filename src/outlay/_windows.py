@@ -11,7 +11,7 @@ limit after ``Period.end`` (see ``Store.reserve(expire_at=...)``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,6 +64,9 @@ class Window:
     length: timedelta | None = None
     anchor: datetime = _EPOCH
     week_start: int = 0
+    # The last period computed: most lookups fall in it, and reusing it skips the zone math.
+    _last: list[Period] = field(default_factory=list, init=False, repr=False, compare=False,
+                                hash=False)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -141,6 +144,16 @@ class Window:
                 raise ValueError("a run window needs a run id")
             return Period(f"run:{run_id}", None, None)
         instant = _instant(at)
+        last = self._last
+        if last:
+            cached = last[0]
+            if cached.contains(instant.timestamp()):
+                return cached
+        period = self._compute(instant)
+        last[:] = [period]
+        return period
+
+    def _compute(self, instant: datetime) -> Period:
         local = instant.astimezone(self.tz)
         if self.kind == "every":
             assert self.length is not None
