@@ -8,6 +8,7 @@ from decimal import Decimal
 import anyio
 import anyio.lowlevel
 import pytest
+from structlog.testing import capture_logs
 
 from outlay import (
     BudgetCap,
@@ -321,3 +322,30 @@ async def test_check_previews_admission_across_the_chain() -> None:
     assert await agent.try_reserve({"usd": D("4.01")}) is None  # the check agrees
     with pytest.raises(TypeError):
         await agent.check("usd", 4)  # type: ignore[arg-type]
+
+
+async def test_refusal_by_a_limit_not_created_yet_names_it() -> None:
+    """Regression guard: the first reservation of a period, above the template cap, must name
+    the limit the store would have created, not report a vague refusal."""
+    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    store = MemoryStore()
+    acme = principals(clock, store).get("tenant:acme")
+    with pytest.raises(BudgetExceeded) as info:
+        await acme.reserve({"usd": D("60")})
+    assert info.value.key == "tenant:acme/usd/run:r1"
+    assert "cap 50, committed 0, reserved 0, estimate 60" in info.value.reason
+    assert info.value.available == D(50)
+    assert await store.limits() == []
+
+
+async def test_refusals_are_logged_with_principal_and_reason() -> None:
+    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    acme = principals(clock).get("tenant:acme")
+    with capture_logs() as logs:
+        assert await acme.try_reserve({"usd": D("60")}) is None
+        assert await acme.try_reserve({"gpu_hours": 1}) is None
+    denied = [e for e in logs if e["event"] == "outlay.principal.denied"]
+    assert [(e["principal"], e["key"]) for e in denied] == [
+        ("tenant:acme", "tenant:acme/usd/run:r1"), ("tenant:acme", None)]
+    assert "estimate 60" in denied[0]["reason"]
+    assert "default cap is 0" in denied[1]["reason"]

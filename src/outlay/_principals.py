@@ -24,13 +24,14 @@ from decimal import Decimal
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
+from . import _log
 from ._exceptions import BudgetExceeded, ConfigurationError, UnknownLimit
 from ._ledger import UsageLedger
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money, over_cap_reason
 from ._reservation import DEFAULT_LEASE, Budget, Reservation
 from ._validation import Amount, check_amount
 from ._windows import Window
-from .stores import LimitUsage, Store
+from .stores import Admission, LimitUsage, Store
 
 __all__ = ("LimitKey", "LimitSpec", "PrincipalBudget", "PrincipalReservation",
            "PrincipalReserveContext", "Principals", "money_limits", "parse_limit_key")
@@ -340,6 +341,9 @@ class PrincipalBudget:
             if amount and not any(u == unit for u, _, _ in limits.values()):
                 reason = (f"no cap is set for unit {unit!r} on {self._path!r} or its "
                           f"parents (the default cap is 0); estimate {amount} refused")
+                if _log.enabled():
+                    _log.emit("outlay.principal.denied", principal=self._path, key=None,
+                              reason=reason)
                 return None, BudgetExceeded(reason, key=None, requested=amount,
                                             available=type(amount)(0))
         by_key = {key: checked[unit] for key, (unit, _, _) in limits.items()}
@@ -347,33 +351,28 @@ class PrincipalBudget:
             raise ValueError("nothing to reserve: every amount is zero and uncapped")
         defaults = {key: spec.cap for key, (_, spec, _) in limits.items()}
         expire_at = {key: end for key, (_, _, end) in limits.items() if end is not None}
-        budget = self._owner._budget
-        inner = await budget.try_reserve(by_key, lease=lease, defaults=defaults,
-                                         expire_at=expire_at)
+        # Budget._reserve (package-private) hands back the store's Admission, which names the
+        # refusing limit as it stood at the decision, even one that was never created.
+        admission, inner = await self._owner._budget._reserve(
+            by_key, lease, defaults, expire_at, Reservation)
         if inner is None:
-            return None, await self._refusal(by_key)
+            refusal = self._refusal(admission)
+            if _log.enabled():
+                _log.emit("outlay.principal.denied", principal=self._path, key=refusal.key,
+                          reason=refusal.reason)
+            return None, refusal
         units = {key: unit for key, (unit, _, _) in limits.items()}
         return PrincipalReservation(self._owner, self._path, inner, checked, units), None
 
-    async def _refusal(self, by_key: Mapping[str, Amount]) -> BudgetExceeded:
-        # The store said no; find which limit, for a legible reason. Racing reservations may
-        # have moved the figures since, so this reads them again and names the first that is
-        # full now, falling back to a plain message.
-        for key, amount in by_key.items():
-            try:
-                usage = await self._owner.store.usage(key)
-            except UnknownLimit:
-                continue
-            if usage.spent + usage.held + amount > usage.cap:
-                parsed = parse_limit_key(key)
-                who = parsed.principal if parsed else key
-                window = parsed.period if parsed else key
-                reason = f"{who}: " + over_cap_reason(window, usage.cap, usage.spent,
-                                                      usage.held, amount)
-                return BudgetExceeded(reason, key=key, requested=amount,
-                                      available=usage.available)
-        return BudgetExceeded(f"{self._path}: reservation refused (a limit was full when "
-                              f"tried and has room now; try again)", key=None)
+    def _refusal(self, admission: Admission) -> BudgetExceeded:
+        usage, amount = admission.refused, admission.requested
+        if usage is None or amount is None:  # pragma: no cover - every store names the limit
+            return BudgetExceeded(f"{self._path}: reservation refused", key=None)
+        parsed = parse_limit_key(usage.key)
+        who = parsed.principal if parsed else usage.key
+        window = parsed.period if parsed else usage.key
+        reason = f"{who}: " + over_cap_reason(window, usage.cap, usage.spent, usage.held, amount)
+        return BudgetExceeded(reason, key=usage.key, requested=amount, available=usage.available)
 
     def __repr__(self) -> str:
         return f"<PrincipalBudget {self._path} caps={list(self._caps)}>"
