@@ -188,3 +188,42 @@ def test_the_session_in_the_docs_is_real(
         assert (out + err).splitlines() == expected, command
         commands += 1
     assert commands == 6
+
+
+def sqlite_registered() -> bool:
+    from outlay.stores import _SCHEMES
+
+    return "sqlite" in _SCHEMES
+
+
+@pytest.mark.skipif(not sqlite_registered(), reason="the SQLite store is not in this tree yet")
+def test_cli_against_a_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "budgets.db"
+    url = f"sqlite:///{path}"  # an absolute path: sqlite:////tmp/.../budgets.db
+    code, _, err = run(["show", url])
+    assert code == 1
+    assert "no database" in err
+    assert not path.exists()
+    code, out, err = run(["set-cap", url, "tenant:acme/usd/month:2026-11", "20.00", "--create"])
+    assert code == 0, err
+    assert path.exists()
+
+    async def spend() -> None:
+        when = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
+        budgets = Principals(url, clock=lambda: when, run_id="r1",
+                             template=[LimitSpec("usd", Window.month(), D("500"))])
+        try:
+            held = await budgets.get("tenant:acme").reserve({"usd": D("5")})
+            await held.commit({"usd": D("4.25")})
+        finally:
+            await budgets.aclose()
+
+    anyio.run(spend)
+    code, out, err = run(["--json", "show", url])
+    assert code == 0, err
+    assert [(r["key"], r["cap"], r["spent"]) for r in json.loads(out)] == [
+        ("tenant:acme/usd/month:2026-11", "20.00", "4.25")]
+    code, out, _ = run(["--json", "top", url])
+    assert [r["principal"] for r in json.loads(out)] == ["tenant:acme"]
+    code, out, err = run(["reset", url, "tenant:acme/usd/month:2026-11", "--zero-spend"])
+    assert code == 0 or "does not support" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -74,3 +76,11 @@ def test_library_knows_tiered_prices() -> None:
     short = table.cost("claude-sonnet-4-5", input_tokens=100_000, output_tokens=0)
     long = table.cost("claude-sonnet-4-5", input_tokens=300_000, output_tokens=0)
     assert long > 3 * short  # past 200k tokens of context every input token costs more
+
+
+def test_import_outlay_loads_no_price_library() -> None:
+    code = ("import sys, outlay; "
+            "assert 'genai_prices' not in sys.modules and 'httpx2' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
@@ -349,3 +349,18 @@ async def test_refusals_are_logged_with_principal_and_reason() -> None:
         ("tenant:acme", "tenant:acme/usd/run:r1"), ("tenant:acme", None)]
     assert "estimate 60" in denied[0]["reason"]
     assert "default cap is 0" in denied[1]["reason"]
+
+
+async def test_a_25_hour_day_is_one_period_in_its_time_zone() -> None:
+    # 1 November 2026 in New York falls back: the local day lasts 25 hours.
+    clock = Clock(datetime(2026, 11, 1, 4, 30, tzinfo=UTC))  # 00:30 EDT
+    acme = principals(clock).get("tenant:acme", caps=[
+        LimitSpec("calls", Window.day("America/New_York"), 3)])
+    for hour in (4, 6, 28):  # 00:30 EDT, 01:30 EST (second pass), 23:30 EST
+        clock.set(datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=hour, minutes=30))
+        held = await acme.reserve({"calls": 1})
+        assert list(held.keys) == ["tenant:acme/calls/day:2026-11-01"]
+        await held.commit()
+    assert await acme.try_reserve({"calls": 1}) is None  # all three landed in one day
+    clock.set(datetime(2026, 11, 2, 5, 0, tzinfo=UTC))  # 00:00 EST on 2 November
+    await (await acme.reserve({"calls": 1})).release()
