@@ -167,6 +167,9 @@ async def test_kind_templates_and_explicit_caps() -> None:
         budgets.get("tenant:a/b")
     with pytest.raises(TypeError):
         LimitSpec("usd", Window.month(), 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="pick one"):
+        budgets.get("user:y", caps=[LimitSpec("usd", Window.month(), D(1)),
+                                    LimitSpec("usd", Window.run(), 5)])
     with pytest.raises(ValueError, match="two caps"):
         budgets.get("user:x", caps=[LimitSpec("usd", Window.month(), D(1)),
                                     LimitSpec("usd", Window.month("Asia/Tokyo"), D(2))])

@@ -113,6 +113,7 @@ def money_limits(cap: BudgetCap, windows: Iterable[Window], unit: str = "usd") -
 def _check_specs(specs: Iterable[LimitSpec]) -> tuple[LimitSpec, ...]:
     checked = tuple(specs)
     seen: set[tuple[str, str]] = set()
+    money: dict[str, bool] = {}
     for spec in checked:
         if not isinstance(spec, LimitSpec):
             raise TypeError(f"caps must be LimitSpec objects, got {type(spec).__name__}")
@@ -121,6 +122,10 @@ def _check_specs(specs: Iterable[LimitSpec]) -> tuple[LimitSpec, ...]:
             raise ConfigurationError(f"two caps for unit {spec.unit!r} in window "
                                      f"{spec.window.name!r}")
         seen.add(ident)
+        is_money = isinstance(spec.cap, Decimal)
+        if money.setdefault(spec.unit, is_money) != is_money:
+            raise ConfigurationError(f"unit {spec.unit!r} is capped both in Decimal money and "
+                                     "in whole int units; pick one")
     return checked
 
 
