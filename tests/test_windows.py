@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outlay import ConfigurationError, Window
 
@@ -127,3 +129,69 @@ def test_bad_windows_are_refused() -> None:
         Window.day().period(datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="week_start"):
         Window.week(week_start=7)
+
+
+ZONES = ["UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata", "America/Santiago",
+         "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Tokyo"]
+
+
+def transitions_2026(zone: str) -> list[int]:
+    """The instants (to the 15 minutes) at which ``zone`` changed its UTC offset in 2026."""
+    tz = ZoneInfo(zone)
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    found, last = [], datetime.fromtimestamp(start, tz).utcoffset()
+    for at in range(start, start + 366 * 86400, 900):
+        offset = datetime.fromtimestamp(at, tz).utcoffset()
+        if offset != last:
+            found.append(at)
+            last = offset
+    return found
+
+
+NEAR_SHIFTS = st.sampled_from([(zone, t) for zone in ZONES for t in transitions_2026(zone)])
+
+
+@st.composite
+def instants(draw: st.DrawFn) -> tuple[str, int]:
+    """Any instant in any zone, or one within two hours of that zone's clock change."""
+    if draw(st.booleans()):
+        return draw(st.sampled_from(ZONES)), draw(st.integers(0, 4_102_444_800))
+    zone, shift = draw(NEAR_SHIFTS)
+    return zone, shift + draw(st.integers(-7200, 7200))
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=instants(), kind=st.sampled_from(["hour", "day", "week", "month"]))
+def test_periods_tile_time_without_gaps_or_overlaps(case: tuple[str, int], kind: str) -> None:
+    zone, at = case
+    window: Window = getattr(Window, kind)(zone)
+    period = window.period(at)
+    assert period.start is not None
+    assert period.end is not None
+    assert period.start <= at < period.end
+    assert window.period(period.start) == period
+    assert window.period(period.end - 0.001) == period
+    following = window.period(period.end)
+    assert following.start == period.end
+    assert following.id != period.id
+    assert window.period(period.start - 0.001).id != period.id
+
+
+def test_a_half_hour_shift_cuts_the_hour_and_hours_still_tile() -> None:
+    """Regression guard: Lord Howe Island moves its clocks by 30 minutes; the hour that
+    contains the shift must still contain every instant given to it."""
+    hour = Window.hour("Australia/Lord_Howe")
+    fall_back = datetime(2026, 4, 4, 15, 0, tzinfo=UTC)  # 02:00 +11:00 -> 01:30 +10:30
+    before = hour.period(fall_back.timestamp() - 60)
+    fragment = hour.period(fall_back)
+    after = hour.period(fall_back.timestamp() + 1800)
+    assert before.id == "hour:2026-04-05T01:00+11:00"
+    assert fragment.id == "hour:2026-04-05T01:30+10:30"
+    assert (before.end, fragment.start) == (fall_back.timestamp(), fall_back.timestamp())
+    assert fragment.end == after.start == fall_back.timestamp() + 1800
+    assert after.id == "hour:2026-04-05T02:00+10:30"
+    spring = datetime(2026, 10, 3, 15, 30, tzinfo=UTC)  # 02:00 +10:30 -> 02:30 +11:00
+    cut = hour.period(spring.timestamp() + 60)
+    assert (cut.id, cut.start, cut.end) == (
+        "hour:2026-10-04T02:30+11:00", spring.timestamp(), spring.timestamp() + 1800)
+    assert hour.period(spring.timestamp() - 1).end == spring.timestamp()

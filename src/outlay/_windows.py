@@ -10,6 +10,7 @@ limit after ``Period.end`` (see ``Store.reserve(expire_at=...)``).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -163,12 +164,7 @@ class Window:
             label = datetime.fromtimestamp(start, self.tz).isoformat(timespec="minutes")
             return Period(f"{self.name}:{label}", start, start + step)
         if self.kind == "hour":
-            first = local.replace(minute=0, second=0, microsecond=0)
-            begin = first.timestamp()
-            # The id uses the offset in force at the hour's start, which tells the two 1 a.m.
-            # hours of a fall-back night apart.
-            label = datetime.fromtimestamp(begin, self.tz).isoformat(timespec="minutes")
-            return Period(f"hour:{label}", begin, begin + 3600)
+            return self._hour(instant, local)
         day = local.date()
         if self.kind == "day":
             return Period(f"day:{day.isoformat()}", self._midnight(day),
@@ -182,6 +178,38 @@ class Window:
                      if first_day.month == 12 else first_day.replace(month=first_day.month + 1))
         return Period(f"month:{first_day:%Y-%m}", self._midnight(first_day),
                       self._midnight(following))
+
+    def _hour(self, instant: datetime, local: datetime) -> Period:
+        # The wall-clock hour around ``instant``, measured back and forward in elapsed time at
+        # the offset in force. A shift of part of an hour (Lord Howe's 30 minutes) inside that
+        # hour cuts it at the shift, so hours still tile time with no gap and no overlap.
+        at = instant.timestamp()
+        begin = at - (local.minute * 60 + local.second + local.microsecond / 1e6)
+        end = begin + 3600
+        offset = local.utcoffset()
+        if self._offset(begin) != offset:
+            begin = self._shift(begin, at)
+        if self._offset(end - 1) != offset:
+            end = self._shift(at, end)
+        # The id carries the offset in force at the start, which tells the two 1 a.m. hours of
+        # a fall-back night apart.
+        label = datetime.fromtimestamp(begin, self.tz).isoformat(timespec="minutes")
+        return Period(f"hour:{label}", begin, end)
+
+    def _offset(self, at: float) -> timedelta | None:
+        return datetime.fromtimestamp(at, self.tz).utcoffset()
+
+    def _shift(self, low: float, high: float) -> float:
+        """The first whole second in ``(low, high]`` with the offset in force at ``high``."""
+        target = self._offset(high)
+        lo, hi = math.floor(low), math.ceil(high)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._offset(mid) == target:
+                hi = mid
+            else:
+                lo = mid
+        return float(hi)
 
     def _midnight(self, day: date) -> float:
         # A midnight skipped by a DST jump resolves (fold=0) to the first real instant of the day.
