@@ -206,3 +206,11 @@ async def test_limits_lists_by_prefix_sorted_with_live_holds(store: Store) -> No
     assert [u.key for u in await store.limits()] == [
         "other", "tenant:a/tokens/day:2026-11-23", "tenant:b/usd/month:2026-11"]
     assert await store.limits("nothing-here") == []
+
+
+async def test_limits_do_not_count_expired_holds(store: Store) -> None:
+    await store.set_limit("calls", 5)
+    assert (await store.reserve("r1", {"calls": 5}, lease=0.05)).admitted
+    assert [u.held for u in await store.limits()] == [5]
+    await anyio.sleep(0.2)  # real lease on the store's own clock
+    assert [(u.key, u.held, u.available) for u in await store.limits()] == [("calls", 0, 5)]
