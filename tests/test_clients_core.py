@@ -1,0 +1,133 @@
+"""The SDK-free parts of outlay.clients: estimates, prices, options, import isolation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pydantic
+import pytest
+
+import outlay
+from outlay import Budget, ConfigurationError
+from outlay.clients import (
+    MEDIA_TOKENS,
+    MESSAGE_OVERHEAD,
+    REQUEST_OVERHEAD,
+    MoneyLimit,
+    Pricing,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+
+
+@pytest.mark.parametrize(("value", "tokens"), [
+    ("", 0),
+    ("abcdef", 2),
+    ("abcdefg", 3),  # rounded up
+    ("日本語", 3),  # one token per non-ASCII character
+    ("ab日", 2),
+    ({"role": "user"}, 3),  # keys count: "roleuser" is 8 characters
+    (["abc", None, True, "abc"], 2),
+    (12345, 2),
+])
+def test_estimate_tokens(value: object, tokens: int) -> None:
+    assert estimate_tokens(value) == tokens
+
+
+def test_estimate_counts_inline_media_flat() -> None:
+    image = "data:image/png;base64," + "A" * 100_000
+    assert estimate_tokens([{"type": "image_url", "image_url": {"url": image}}]) == (
+        MEDIA_TOKENS + estimate_tokens({"type": "image_url", "image_url": {"url": ""}}))
+    source = {"type": "base64", "media_type": "image/png", "data": "A" * 100_000}
+    assert estimate_tokens(source) == MEDIA_TOKENS + estimate_tokens(
+        {"type": "base64", "media_type": "image/png"})
+
+
+def test_estimate_reads_pydantic_models() -> None:
+    class Part(pydantic.BaseModel):
+        text: str
+        extra: str | None = None
+
+    assert estimate_tokens(Part(text="abcdef")) == estimate_tokens({"text": "abcdef"})
+
+
+def test_estimate_prompt_tokens_adds_overheads() -> None:
+    assert estimate_prompt_tokens(["abcdef", None], 2) == (
+        REQUEST_OVERHEAD + 2 * MESSAGE_OVERHEAD + 2)
+
+
+def test_pricing_is_exact_decimal() -> None:
+    prices = Pricing(Decimal("2.50"), Decimal("10"))
+    assert prices.cost(1_000_000, 0) == Decimal("2.50")
+    assert prices.cost(3, 7) == Decimal("0.0000775")
+    assert prices.affordable_output(Decimal("0.001"), 0) == 100
+    assert prices.affordable_output(Decimal("0"), 1) < 0
+    assert Pricing(Decimal(1), Decimal(0)).affordable_output(Decimal(1), 5) > 10**12
+
+
+@pytest.mark.parametrize(("inp", "out", "error"), [
+    (0.5, Decimal(1), TypeError),
+    (1, Decimal(1), TypeError),
+    (Decimal(-1), Decimal(1), ValueError),
+    (Decimal(1), Decimal("NaN"), ValueError),
+])
+def test_pricing_rejects_bad_prices(inp: Any, out: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Pricing(inp, out)
+
+
+def test_money_limit_prices_per_model() -> None:
+    budget = Budget()
+    cheap = Pricing(Decimal("0.1"), Decimal("0.4"))
+    money = MoneyLimit(budget, "usd", {"small": cheap})
+    assert money.pricing_for("small") is cheap
+    with pytest.raises(ConfigurationError, match="big"):
+        money.pricing_for("big")
+    with pytest.raises(TypeError):
+        MoneyLimit(budget, "", cheap)
+    with pytest.raises(TypeError):
+        MoneyLimit("memory://", "usd", cheap)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        MoneyLimit(budget, "usd", {"small": Decimal(1)})  # type: ignore[dict-item]
+
+
+def test_wrapper_options_are_checked() -> None:
+    openai = pytest.importorskip("openai")
+    from outlay import AtomicTokenBudget
+    from outlay.clients.openai import BudgetedAsyncOpenAI
+
+    client = openai.AsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1",
+                                http_client=openai.DefaultAsyncHttpxClient(verify=False))
+    with pytest.raises(TypeError, match="tokens="):
+        BudgetedAsyncOpenAI(client)
+    with pytest.raises(TypeError, match="TokenBudget"):
+        BudgetedAsyncOpenAI(client, tokens=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_output_tokens"):
+        BudgetedAsyncOpenAI(client, tokens=AtomicTokenBudget(1), min_output_tokens=0)
+    with pytest.raises(TypeError, match="AsyncOpenAI"):
+        BudgetedAsyncOpenAI(object(), tokens=AtomicTokenBudget(1))  # type: ignore[arg-type]
+
+
+def test_import_outlay_does_not_import_the_sdks() -> None:
+    code = ("import sys, outlay, outlay.clients; "
+            "assert 'openai' not in sys.modules and 'anthropic' not in sys.modules")
+    src = str(Path(outlay.__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PYTHONPATH": src})
+
+
+def test_exports_are_sorted_and_resolve() -> None:
+    import outlay.clients
+
+    assert list(outlay.clients.__all__) == sorted(outlay.clients.__all__)
+    for name in outlay.clients.__all__:
+        assert getattr(outlay.clients, name) is not None
+    public = {n for n, v in vars(outlay.clients).items()
+              if not n.startswith("_") and not isinstance(v, ModuleType)}
+    assert public == set(outlay.clients.__all__)

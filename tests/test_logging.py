@@ -1,0 +1,53 @@
+"""structlog events: emitted when the application configured structlog, never configured by us."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from structlog.testing import capture_logs
+
+from outlay import AtomicBudget, AtomicTokenBudget
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_budget_events() -> None:
+    budget = AtomicBudget(3, name="calls")
+    with capture_logs() as logs:
+        assert await budget.try_reserve(2)
+        assert not await budget.try_reserve(2)
+        await budget.release(2)
+    assert [e["event"] for e in logs] == [
+        "outlay.budget.reserved", "outlay.budget.denied", "outlay.budget.released",
+    ]
+    assert logs[1] == {"event": "outlay.budget.denied", "log_level": "info", "budget": "calls",
+                       "cost": 2, "available": 1}
+
+
+async def test_token_reconcile_event() -> None:
+    budget = AtomicTokenBudget(1000, name="gpt")
+    with capture_logs() as logs:
+        reservation = await budget.try_reserve_tokens(300)
+        assert reservation is not None
+        await budget.record_usage(reservation, 200, 150)
+    reconciled = [e for e in logs if e["event"] == "outlay.tokens.reconciled"]
+    assert len(reconciled) == 1
+    assert reconciled[0]["estimate"] == 300
+    assert reconciled[0]["actual"] == 350
+    assert reconciled[0]["overage"] == 50
+    assert reconciled[0]["refunded"] == 0
+
+
+def test_unconfigured_structlog_prints_nothing() -> None:
+    code = (
+        "import anyio, outlay\n"
+        "async def main():\n"
+        "    b = outlay.AtomicBudget(1)\n"
+        "    await b.try_reserve(1); await b.try_reserve(1); await b.release(1)\n"
+        "anyio.run(main)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == ""
+    assert out.stderr == ""
