@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,3 @@ def test_page_runs(page: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no price is known for model 'mystery-model'" in printed
     assert "tenant:acme/agent:planner: window 'run:nightly-42': cap 2, committed 0.07" in printed
 
-
-def test_tenant_budgets_example_runs(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    example = DOCS.parent / "examples" / "tenant_budgets.py"
-    monkeypatch.setattr(sys, "argv", [str(example)])
-    runpy.run_path(str(example), run_name="__main__")
-    printed = capsys.readouterr().out
-    assert "step 0: spent 0.0875 (estimate 0.14)" in printed
-    assert "stopped: tenant:acme/agent:researcher: window 'run:" in printed
-    assert "tenant:acme/usd/month:" in printed

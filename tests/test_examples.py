@@ -35,3 +35,12 @@ def test_research_agent_exhausts_gracefully() -> None:
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_runs(script: str) -> None:
     assert run(script)
+
+
+def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
+    out = run("tenant_budgets.py")
+    assert "step 0: spent 0.0875 (estimate 0.14)" in out
+    assert "step 21: spent 0.0875" in out
+    assert "stopped: tenant:acme/agent:researcher: window 'run:" in out
+    assert "cap 2, committed 1.9250" in out
+    assert "tenant:acme/usd/month:" in out
