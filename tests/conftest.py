@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
+
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
@@ -21,3 +23,23 @@ def _unconfigured_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis: 127.0.0.1:6379 if it answers, else a ``redis-server`` we start and stop.
+
+    Skips only when neither exists. Tests isolate themselves with their own key namespace.
+    """
+    pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
+    if answers(HOST, DEFAULT_PORT):
+        yield RedisServer(HOST, DEFAULT_PORT)
+        return
+    if redis_binary() is None:
+        pytest.skip("no Redis: nothing answers on 127.0.0.1:6379 and no redis-server binary "
+                    "is on PATH (apt-get install redis-server)")
+    server = start_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,13 +7,23 @@ reason. Add a store by adding a factory to ``STORE_FACTORIES``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from outlay import MemoryStore, Store
+
+from .redisserver import RedisServer
+
+if TYPE_CHECKING:
+    from outlay.stores._redis import RedisStore
+
+#: The Redis database the tests use; each test also gets its own key namespace.
+REDIS_TEST_DB = 9
 
 
 @asynccontextmanager
@@ -23,8 +33,44 @@ async def memory_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
     await store.aclose()
 
 
+async def drop_namespace(store: RedisStore) -> None:
+    """Delete every key of ``store``'s namespace."""
+    pattern = "{" + store.namespace + "}:*"
+
+    async def drop() -> None:
+        keys = [key async for key in store.client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await store.client.delete(*keys)
+
+    await store._call(drop)  # on the store's trio bridge when called from trio
+
+
+@asynccontextmanager
+async def redis_store_at(server: RedisServer, **options: object) -> AsyncIterator[RedisStore]:
+    """A ``RedisStore`` on ``server`` in a fresh namespace, deleted afterwards."""
+    from outlay.stores._redis import RedisStore
+
+    namespace = f"outlay-test-{uuid.uuid4().hex[:12]}"
+    store = RedisStore.from_url(server.url(REDIS_TEST_DB), namespace=namespace, **options)
+    try:
+        yield store
+    finally:
+        try:
+            await drop_namespace(store)
+        finally:
+            await store.aclose()
+
+
+@asynccontextmanager
+async def redis_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    async with redis_store_at(server) as store:
+        yield store
+
+
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "redis": redis_store,
 }

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,9 @@ import pytest
 
 from outlay import LimitSpec, MemoryStore, Principals, Store, Window
 from outlay.cli import main
+
+from .redisserver import RedisServer
+from .storekit import REDIS_TEST_DB, drop_namespace
 
 D = Decimal
 
@@ -227,3 +231,44 @@ def test_cli_against_a_sqlite_file(tmp_path: Path) -> None:
     assert [r["principal"] for r in json.loads(out)] == ["tenant:acme"]
     code, out, err = run(["reset", url, "tenant:acme/usd/month:2026-11", "--zero-spend"])
     assert code == 0 or "does not support" in err
+
+
+def test_cli_against_a_real_redis(redis_server: RedisServer) -> None:
+    from outlay.stores._redis import RedisStore
+
+    url = f"{redis_server.url(REDIS_TEST_DB)}?namespace=outlay-cli-{uuid.uuid4().hex[:10]}"
+
+    async def fill() -> None:
+        when = datetime(2030, 3, 10, tzinfo=UTC).timestamp()
+        budgets = Principals(url, clock=lambda: when, run_id="r1",
+                             template=[LimitSpec("usd", Window.month(), D("20"))])
+        try:
+            acme = budgets.get("tenant:acme")
+            await (await acme.reserve({"usd": D("4.25")})).commit()
+            await (await acme.child("agent:x").reserve({"usd": D("1")})).commit()
+        finally:
+            await budgets.aclose()
+
+    async def drop() -> None:
+        store = RedisStore.from_url(url)
+        try:
+            await drop_namespace(store)
+        finally:
+            await store.aclose()
+
+    anyio.run(fill)
+    try:
+        code, out, err = run(["--json", "show", url])
+        assert code == 0, err
+        assert [(r["key"], r["spent"]) for r in json.loads(out)] == [
+            ("tenant:acme/agent:x/usd/month:2030-03", "1"),
+            ("tenant:acme/usd/month:2030-03", "5.25")]
+        code, out, _ = run(["--json", "top", url, "-n", "1"])
+        assert [r["principal"] for r in json.loads(out)] == ["tenant:acme"]
+        code, out, err = run(["set-cap", url, "tenant:acme/usd/month:2030-03", "30"])
+        assert code == 0, err
+        assert "cap 20 -> cap 30" in out
+        code, out, err = run(["reset", url, "tenant:acme/usd/month:2030-03", "--zero-spend"])
+        assert code == 0 or "does not support" in err
+    finally:
+        anyio.run(drop)

@@ -7,12 +7,16 @@ from ._budget import AtomicBudget as AtomicBudget
 from ._budget import BudgetStatistics as BudgetStatistics
 from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import ConfigurationError as ConfigurationError
+from ._exceptions import DispatchTerminated as DispatchTerminated
+from ._exceptions import InvalidToolArguments as InvalidToolArguments
 from ._exceptions import OutlayError as OutlayError
 from ._exceptions import ReservationError as ReservationError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreUnavailable as StoreUnavailable
+from ._exceptions import ToolCallError as ToolCallError
 from ._exceptions import UnknownLimit as UnknownLimit
 from ._exceptions import UnknownModelPrice as UnknownModelPrice
+from ._exceptions import UnknownTool as UnknownTool
 from ._ledger import LedgerEntry as LedgerEntry
 from ._ledger import LedgerStatistics as LedgerStatistics
 from ._ledger import UsageLedger as UsageLedger
@@ -43,6 +47,29 @@ from ._tokens import TokenReservation as TokenReservation
 from ._validation import Amount as Amount
 from ._windows import Period as Period
 from ._windows import Window as Window
+from .adapters import AnthropicStreamUsage as AnthropicStreamUsage
+from .adapters import TokenUsage as TokenUsage
+from .adapters import anthropic_tool_calls as anthropic_tool_calls
+from .adapters import anthropic_tool_results as anthropic_tool_results
+from .adapters import anthropic_usage as anthropic_usage
+from .adapters import openai_chat_tool_calls as openai_chat_tool_calls
+from .adapters import openai_chat_tool_messages as openai_chat_tool_messages
+from .adapters import openai_chat_usage as openai_chat_usage
+from .adapters import openai_responses_tool_calls as openai_responses_tool_calls
+from .adapters import openai_responses_tool_outputs as openai_responses_tool_outputs
+from .adapters import openai_responses_usage as openai_responses_usage
+from .adapters import record_token_usage as record_token_usage
+from .hooks import Continue as Continue
+from .hooks import DispatchBudgetHook as DispatchBudgetHook
+from .hooks import DispatchLoggingHook as DispatchLoggingHook
+from .hooks import Skip as Skip
+from .hooks import Terminate as Terminate
+from .hooks import ToolCallLimitHook as ToolCallLimitHook
+from .hooks import ToolDispatchAction as ToolDispatchAction
+from .hooks import ToolDispatcher as ToolDispatcher
+from .hooks import ToolDispatchHook as ToolDispatchHook
+from .hooks import ToolInvocation as ToolInvocation
+from .hooks import ToolInvocationResult as ToolInvocationResult
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
@@ -51,6 +78,7 @@ from .stores import store_from_url as store_from_url
 __all__ = (
     "AdmissionDecision",
     "Amount",
+    "AnthropicStreamUsage",
     "AtomicBudget",
     "AtomicTokenBudget",
     "Budget",
@@ -59,7 +87,12 @@ __all__ = (
     "BudgetGuard",
     "BudgetStatistics",
     "ConfigurationError",
+    "Continue",
     "CostRates",
+    "DispatchBudgetHook",
+    "DispatchLoggingHook",
+    "DispatchTerminated",
+    "InvalidToolArguments",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
@@ -76,21 +109,42 @@ __all__ = (
     "Reservation",
     "ReservationError",
     "ReserveContext",
+    "Skip",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "Terminate",
     "TokenBudget",
     "TokenPrices",
     "TokenReservation",
+    "TokenUsage",
+    "ToolCallError",
+    "ToolCallLimitHook",
+    "ToolDispatchAction",
+    "ToolDispatchHook",
+    "ToolDispatcher",
+    "ToolInvocation",
+    "ToolInvocationResult",
     "UnknownLimit",
     "UnknownModelPrice",
+    "UnknownTool",
     "UsageLedger",
     "Window",
     "WindowState",
     "admits",
+    "anthropic_tool_calls",
+    "anthropic_tool_results",
+    "anthropic_usage",
     "estimate_cost",
     "money_limits",
+    "openai_chat_tool_calls",
+    "openai_chat_tool_messages",
+    "openai_chat_usage",
+    "openai_responses_tool_calls",
+    "openai_responses_tool_outputs",
+    "openai_responses_usage",
     "parse_limit_key",
+    "record_token_usage",
     "store_from_url",
     "token_cost",
 )

@@ -8,8 +8,12 @@ The hierarchy::
     ├── UnknownLimit                a reservation names a limit that has no cap (stores)
     ├── ConfigurationError          a bad store URL or option (``store_from_url``)
     ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``)
-    └── StoreError                  a store backend failed; the driver error is ``__cause__``
-        └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
+    ├── StoreError                  a store backend failed; the driver error is ``__cause__``
+    │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
+    ├── DispatchTerminated          a hook's ``before`` returned ``Terminate`` (``ToolDispatcher``)
+    └── ToolCallError               a tool call from the model cannot run (``ToolDispatcher``)
+        ├── UnknownTool             no tool of that name is registered
+        └── InvalidToolArguments    arguments are not a JSON object or do not fit the tool
 
 Bad argument values raise the built-in ``TypeError`` / ``ValueError`` before anything is taken.
 """
@@ -17,6 +21,10 @@ Bad argument values raise the built-in ``TypeError`` / ``ValueError`` before any
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hooks._types import ToolInvocation
 
 
 class OutlayError(Exception):
@@ -69,6 +77,42 @@ class StoreError(OutlayError):
 
 class StoreUnavailable(StoreError):
     """The store backend cannot be reached. Budgets fail closed: nothing is admitted."""
+
+
+class DispatchTerminated(OutlayError):
+    """A hook's ``before_invocation`` returned ``Terminate(reason)``: stop the run.
+
+    Raised by ``ToolDispatcher.dispatch`` / ``dispatch_batch`` after ``on_invocation_error`` ran
+    on every hook whose ``before`` ran. The tool did not run. ``reason`` says why in words;
+    ``invocation`` is the call that was stopped.
+    """
+
+    def __init__(self, reason: str, *, invocation: ToolInvocation | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.invocation = invocation
+
+
+class ToolCallError(OutlayError):
+    """A tool call the model asked for cannot run; no hook ran and nothing was reserved.
+
+    Raised by ``ToolDispatcher`` when built with ``errors="raise"`` (the default); with
+    ``errors="result"`` the same message becomes an error result for the model instead.
+    """
+
+    def __init__(self, reason: str, *, invocation: ToolInvocation | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.invocation = invocation
+
+
+class UnknownTool(ToolCallError, LookupError):
+    """The model called a tool name the dispatcher does not have."""
+
+
+class InvalidToolArguments(ToolCallError, ValueError):
+    """The arguments are malformed JSON, not a JSON object, or do not bind to the tool's
+    parameters (missing required or unexpected names)."""
 
 
 class UnknownModelPrice(OutlayError, LookupError):

@@ -145,11 +145,12 @@ class Reservation:
 
     def __del__(self) -> None:
         if getattr(self, "_state", "unset") is None:
+            # Release first: the warning may be turned into an error by a warnings filter.
+            with contextlib.suppress(Exception):  # a finaliser must never raise
+                self._store.release_abandoned(self._id)
             warnings.warn(f"reservation {self._id} was garbage-collected without being "
                           "committed or released; its hold was released",
                           ResourceWarning, stacklevel=1, source=self)
-            with contextlib.suppress(Exception):  # a finaliser must never raise
-                self._store.release_abandoned(self._id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._id} {dict(self._amounts)} {self.state}>"

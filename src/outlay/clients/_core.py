@@ -465,15 +465,13 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
 class Tally:
     """Usage a stream has reported so far. Providers fill it as events arrive."""
 
-    __slots__ = ("final", "input", "output", "parts")
+    __slots__ = ("final", "input", "output")
 
     def __init__(self) -> None:
         self.input: int | None = None
         self.output: int | None = None
         self.final = False
         """True once the final usage (both counts) was reported."""
-        self.parts: dict[str, int] = {}
-        """Provider-specific counts the total is built from (e.g. cache reads)."""
 
 
 class BudgetedStream(Generic[T]):

@@ -18,6 +18,7 @@ import anthropic
 from anthropic.types import Message, RawMessageStreamEvent
 
 from .._protocols import TokenBudget
+from ..adapters import AnthropicStreamUsage, anthropic_usage
 from ._core import (
     BudgetedStream,
     Call,
@@ -36,7 +37,6 @@ __all__ = ("BudgetedAsyncAnthropic",)
 
 _ABSENT = (anthropic.NotGiven, anthropic.Omit)
 _PROMPT_FIELDS = ("system", "tools", "tool_choice")
-_INPUT_PARTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def _given(params: dict[str, Any], key: str) -> Any:
@@ -122,32 +122,32 @@ class _Messages:
             return await owner.client.messages.create(
                 **{**params, "max_tokens": call.max_output, "stream": True})
 
-        return await open_stream(limits, spec, start, _observe)
+        return await open_stream(limits, spec, start, _StreamObserver())
 
 
-# Usage extraction, kept private here; to be unified with outlay.adapters (issue 3).
-
-def _input_total(usage: Any, parts: dict[str, int]) -> int:
-    """Replace each reported input part (cumulative counts) and return their sum."""
-    for name in _INPUT_PARTS:
-        value = getattr(usage, name, None)
-        if value is not None:
-            parts[name] = value
-    return sum(parts.values())
-
+# Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
 
 def _message_usage(message: Message) -> tuple[int, int]:
-    return _input_total(message.usage, {}), message.usage.output_tokens
+    usage = anthropic_usage(message)
+    assert usage is not None  # a Message always carries usage
+    return usage.input_tokens, usage.output_tokens
 
 
-def _observe(event: RawMessageStreamEvent, tally: Tally) -> None:
-    if event.type == "message_start":
-        usage = event.message.usage
-        tally.input = _input_total(usage, tally.parts)
-        tally.output = usage.output_tokens
-    elif event.type == "message_delta":
-        # Cumulative counts: replace what message_start (or an earlier delta) said.
-        tally.input = _input_total(event.usage, tally.parts)
-        tally.output = event.usage.output_tokens
-        if event.delta.stop_reason is not None and tally.input is not None:
+class _StreamObserver:
+    """Feeds one stream's events to an ``AnthropicStreamUsage`` (cumulative counts: replace)."""
+
+    __slots__ = ("_started", "_usage")
+
+    def __init__(self) -> None:
+        self._usage = AnthropicStreamUsage()
+        self._started = False  # final usage needs the input counts of message_start
+
+    def __call__(self, event: RawMessageStreamEvent, tally: Tally) -> None:
+        if event.type not in ("message_start", "message_delta"):
+            return
+        usage = self._usage.update(event)
+        tally.input, tally.output = usage.input_tokens, usage.output_tokens
+        if event.type == "message_start":
+            self._started = True
+        elif event.delta.stop_reason is not None and self._started:
             tally.final = True

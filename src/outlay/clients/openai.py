@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
 from .._protocols import TokenBudget
+from ..adapters import openai_chat_usage, openai_responses_usage
 from ._core import (
     BudgetedStream,
     Call,
@@ -201,28 +202,28 @@ def _choices(n: object) -> int:
     return n
 
 
-# Usage extraction, kept private here; to be unified with outlay.adapters (issue 3).
+# Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
 
 def _chat_usage(completion: ChatCompletion) -> tuple[int, int] | None:
-    usage = completion.usage
-    return None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+    usage = openai_chat_usage(completion)
+    return None if usage is None else (usage.input_tokens, usage.output_tokens)
 
 
 def _observe_chat(chunk: ChatCompletionChunk, tally: Tally) -> None:
-    usage = chunk.usage
+    usage = openai_chat_usage(chunk)  # only the last chunk carries usage (include_usage)
     if usage is not None:
-        tally.input, tally.output = usage.prompt_tokens, usage.completion_tokens
+        tally.input, tally.output = usage.input_tokens, usage.output_tokens
         tally.final = True
 
 
 def _responses_usage(response: Response) -> tuple[int, int] | None:
-    usage = response.usage
+    usage = openai_responses_usage(response)
     return None if usage is None else (usage.input_tokens, usage.output_tokens)
 
 
 def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
     if event.type in _RESPONSES_FINAL:
-        usage = getattr(getattr(event, "response", None), "usage", None)
+        usage = openai_responses_usage(event)
         if usage is not None:
             tally.input, tally.output = usage.input_tokens, usage.output_tokens
             tally.final = True

@@ -4,22 +4,45 @@
 never imports a database driver:
 
 - ``memory://`` -> ``MemoryStore``, the default, for one process.
+- ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
+  and machines (needs the ``redis`` extra). ``outlay.stores.RedisStore`` is loaded on first
+  access for the same reason.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError
 from ._base import Admission, LimitUsage, Store
 from ._memory import MemoryStore
 
-__all__ = ("Admission", "LimitUsage", "MemoryStore", "Store", "store_from_url")
+if TYPE_CHECKING:
+    from ._redis import RedisStore as RedisStore
+
+__all__ = ("Admission", "LimitUsage", "MemoryStore", "RedisStore", "Store", "store_from_url")
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
     "memory": "outlay.stores._memory:MemoryStore",
+    "redis": "outlay.stores._redis:RedisStore",
+    "rediss": "outlay.stores._redis:RedisStore",
+    "unix": "outlay.stores._redis:RedisStore",
 }
+
+#: URL scheme -> the optional extra that installs its driver.
+_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis"}
+
+#: Public names whose module imports an optional driver: loaded on first attribute access.
+_LAZY: dict[str, str] = {"RedisStore": "outlay.stores._redis"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def store_from_url(url: str) -> Store:
@@ -32,6 +55,12 @@ def store_from_url(url: str) -> Store:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
         raise ConfigurationError(f"unknown store URL {url!r}; expected one of: {known}")
     module_name, _, class_name = target.partition(":")
-    store_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = _EXTRAS.get(scheme, scheme)
+        raise ConfigurationError(f"the {scheme}:// store needs an optional driver that is not "
+                                 f"installed ({exc.name}); install outlay[{extra}]") from exc
+    store_class = getattr(module, class_name)
     store: Store = store_class.from_url(url)
     return store

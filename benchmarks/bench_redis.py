@@ -1,0 +1,252 @@
+"""Benchmark: RedisStore reservations (reserve + commit) per second, next to raw EVALSHA.
+
+    python benchmarks/bench_redis.py [--quick] [--url redis://host:port/db]
+
+Without ``--url`` it starts its own ``redis-server`` on a free loopback port (no persistence),
+so the server's command counters belong to this run alone. For each shape -- one task, 50
+concurrent tasks, 4 processes x 50 tasks -- it measures
+
+- ``store``: ``RedisStore.reserve`` + ``RedisStore.commit`` over two limits (Decimal USD and int
+  calls), everything the library does per reservation (validation, encoding, error mapping);
+- ``raw``: ``EVALSHA`` of the very same two scripts with pre-encoded arguments, through the same
+  kind of client and connection pool: the ceiling the store could reach;
+
+(median and best of alternating rounds, so a drifting machine load hits both alike) and the
+round trips per operation, from the server's ``INFO commandstats`` (EVALSHA + EVAL calls
+per reserve or commit; 1.0 means one round trip). Prints a table and writes
+``benchmarks/results/redis.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from outlay.stores._redis import _SCRIPTS, RedisStore
+
+RESULTS = Path(__file__).resolve().parent / "results" / "redis.json"
+AMOUNTS: dict[str, Any] = {"usd": Decimal("0.001"), "calls": 1}
+ACTUAL: dict[str, Any] = {"usd": Decimal("0.0007")}
+
+PROCESSES = "4 processes x 50 tasks"
+
+Op = Callable[[str], Awaitable[None]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("no redis-server binary on PATH; pass --url redis://host:port/db")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", directory],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def make_ops(store: RedisStore, kind: str) -> Op:
+    """One reserve + commit, through the store or as raw EVALSHA of the same scripts."""
+    if kind == "store":
+
+        async def through_store(rid: str) -> None:
+            admission = await store.reserve(rid, AMOUNTS, lease=60)
+            assert admission.admitted
+            await store.commit(rid, ACTUAL)
+
+        return through_store
+
+    client = store.client
+    prefix = "{" + store.namespace + "}:"
+    reserve, commit = _SCRIPTS["reserve"].sha, _SCRIPTS["commit"].sha
+    limit_keys = [prefix + "l:usd", prefix + "z:usd", prefix + "l:calls", prefix + "z:calls"]
+    limit_args = ["usd", "d", "", "1000000", "", "", "",
+                  "calls", "i", "1", "1000000000", "", "", ""]
+    commit_args = ["1", "usd", "d", "", "700000"]
+
+    async def raw(rid: str) -> None:
+        reply = await client.evalsha(reserve, 5, prefix + "r:" + rid, *limit_keys, prefix, rid,
+                                     "60000", "86400000", "9", "86400000", "2", *limit_args)
+        assert reply[0] == b"ok", reply
+        await client.evalsha(commit, 1, prefix + "r:" + rid, prefix, rid, "86400000", "9",
+                             *commit_args)
+
+    return raw
+
+
+async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: float,
+                    ready: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Connect, warm up, (signal ready and wait for the go), then run ``tasks`` loops of
+    reserve + commit for ``seconds``; returns how many completed."""
+    store = RedisStore.from_url(url, namespace=namespace)
+    op = make_ops(store, kind)
+    if kind == "raw":
+        for name in ("reserve", "commit"):
+            await store.client.script_load(_SCRIPTS[name].source)
+    await asyncio.gather(*(op(uuid.uuid4().hex) for _ in range(tasks)))  # open connections
+    if ready is not None:
+        await ready()
+    count = 0
+    until = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal count
+        while time.perf_counter() < until:
+            await op(uuid.uuid4().hex)
+            count += 1
+
+    try:
+        await asyncio.gather(*(loop() for _ in range(tasks)))
+    finally:
+        await store.aclose()
+    return count
+
+
+def process_main(url: str, namespace: str, kind: str, tasks: int, seconds: float,
+                 ready: Any, go: Any, results: Any) -> None:
+    async def wait_for_go() -> None:
+        ready.put(os.getpid())
+        await asyncio.to_thread(go.wait)
+
+    results.put(asyncio.run(run_tasks(url, namespace, kind, tasks, seconds, wait_for_go)))
+
+
+async def script_calls(url: str) -> int:
+    store = RedisStore.from_url(url)
+    try:
+        info = await store.client.info("commandstats")
+    finally:
+        await store.aclose()
+    return sum(int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+async def measure(
+    url: str, namespace: str, kind: str, shape: str, seconds: float
+) -> dict[str, Any]:
+    before = await script_calls(url)
+    if shape == PROCESSES:
+        ctx = multiprocessing.get_context("spawn")
+        ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        procs = [ctx.Process(target=process_main,
+                             args=(url, namespace, kind, 50, seconds, ready, go, results))
+                 for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for _ in procs:  # every process imported, connected and warmed up
+            await asyncio.to_thread(ready.get, True, 60)
+        go.set()
+        ops = sum([await asyncio.to_thread(results.get, True, 60) for _ in procs])
+        for proc in procs:
+            proc.join()
+        warmups = 4 * 50
+    else:
+        tasks = 1 if shape == "1 task" else 50
+        ops = await run_tasks(url, namespace, kind, tasks, seconds)
+        warmups = tasks
+    calls = await script_calls(url) - before
+    # Warm-up reservations (one per task) are not timed; they are taken out of the count.
+    return {"kind": kind, "shape": shape, "ops_per_s": ops / seconds,
+            "round_trips_per_op": (calls - 2 * warmups) / (2 * ops) if ops else None}
+
+
+async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(url, namespace=namespace)
+    await store.set_limit("usd", Decimal("9000000"))
+    await store.set_limit("calls", 10**15)
+    await store.aclose()
+    rows = []
+    for shape in ("1 task", "50 tasks", PROCESSES):
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "store": []}
+        for _ in range(rounds):  # alternate, so drifting load hits both alike
+            for kind in ("raw", "store"):
+                row = await measure(url, namespace, kind, shape, seconds)
+                runs[kind].append(row)
+                print(f"  {shape:<24} {kind:<6} {row['ops_per_s']:>9,.0f} res/s", flush=True)
+        for kind_runs in runs.values():
+            kind_runs.sort(key=lambda r: r["ops_per_s"])
+            row = dict(kind_runs[len(kind_runs) // 2])  # the median run
+            row["best_ops_per_s"] = kind_runs[-1]["ops_per_s"]
+            row["runs_ops_per_s"] = [r["ops_per_s"] for r in kind_runs]
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one 0.5 s run per measurement")
+    parser.add_argument("--url", help="an existing Redis (default: start our own)")
+    args = parser.parse_args()
+    seconds, rounds = (0.5, 1) if args.quick else (1.5, 5)
+    proc = None
+    with tempfile.TemporaryDirectory() as directory:
+        url = args.url
+        if url is None:
+            proc, url = start_redis(directory)
+        try:
+            rows = asyncio.run(bench(url, seconds, rounds))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
+    raw = {r["shape"]: r for r in rows if r["kind"] == "raw"}
+    print()
+    print(f"{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
+          f"{'RT/op':>6}")
+    for row in rows:
+        base = raw[row["shape"]]
+        share = row["ops_per_s"] / base["ops_per_s"] if base["ops_per_s"] else 0.0
+        best = row["best_ops_per_s"] / base["best_ops_per_s"] if base["best_ops_per_s"] else 0.0
+        row["share_of_raw"], row["best_share_of_raw"] = share, best
+        rt = row["round_trips_per_op"]
+        print(f"{row['shape']:<24} {row['kind']:<6} {row['ops_per_s']:>9,.0f} {share:>6.0%} "
+              f"{row['best_ops_per_s']:>9,.0f} {best:>6.0%} "
+              f"{'-' if rt is None else format(rt, '.2f'):>6}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "redis", "seconds_per_measurement": seconds, "rounds": rounds,
+        "note": "ops_per_s is the median of the rounds, best_ops_per_s the best; raw and "
+                "store alternate; res/s = reserve + commit pairs per second",
+        "python": sys.version.split()[0],
+        "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
+    }, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

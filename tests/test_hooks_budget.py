@@ -1,0 +1,325 @@
+"""The hooks that ship: DispatchBudgetHook, ToolCallLimitHook, DispatchLoggingHook."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from outlay import (
+    AtomicBudget,
+    Budget,
+    DispatchBudgetHook,
+    DispatchLoggingHook,
+    DispatchTerminated,
+    ToolCallLimitHook,
+    ToolDispatcher,
+    ToolDispatchHook,
+    ToolInvocation,
+    UnknownLimit,
+)
+
+from .hookkit import Gate, Recorder, skip, terminate
+
+pytestmark = pytest.mark.anyio
+
+
+async def echo(text: str = "") -> str:
+    return text
+
+
+async def broken(text: str = "") -> str:
+    raise RuntimeError("boom")
+
+
+def call(n: int = 1, tool: str = "echo") -> ToolInvocation:
+    return ToolInvocation(f"c{n}", tool, {})
+
+
+async def test_release_mode_caps_cost_in_flight() -> None:
+    budget = AtomicBudget(4)
+    gate = Gate()
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2)])
+    async with anyio.create_task_group() as tg:
+        for key in "ab":
+            tg.start_soon(dispatcher.dispatch, ToolInvocation(key, "gate", {"key": key}))
+        await anyio.wait_all_tasks_blocked()
+        third = await dispatcher.dispatch(ToolInvocation("c", "gate", {"key": "c"}))
+        assert third.skipped  # two in flight hold all 4 units
+        gate.event("a").set()
+        gate.event("b").set()
+    assert budget.available == 4
+    gate.event("c").set()
+    assert not (await dispatcher.dispatch(ToolInvocation("c", "gate", {"key": "c"}))).skipped
+
+
+async def test_commit_mode_caps_cumulative_spend() -> None:
+    budget = AtomicBudget(3)
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1, mode="commit")])
+    results = [await dispatcher.dispatch(call(n)) for n in range(4)]
+    assert [r.skipped for r in results] == [False, False, False, True]
+    assert budget.available == 0
+
+
+async def test_commit_mode_does_not_charge_skips_errors_or_terminations() -> None:
+    budget = AtomicBudget(3)
+    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    await ToolDispatcher({"echo": echo}, [hook, Recorder("s", [], skip())]).dispatch(call())
+    with pytest.raises(DispatchTerminated):
+        await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
+                             ).dispatch(call())
+    with pytest.raises(RuntimeError):
+        await ToolDispatcher({"echo": broken}, [hook]).dispatch(call())
+    result = await ToolDispatcher({"echo": broken}, [hook], errors="result").dispatch(call())
+    assert result.is_error
+    assert budget.available == 3
+
+
+async def test_charge_failures_commits_failed_calls_but_not_terminations() -> None:
+    budget = AtomicBudget(5)
+    hook = DispatchBudgetHook(budget, 1, mode="commit", charge_failures=True)
+    with pytest.raises(RuntimeError):
+        await ToolDispatcher({"echo": broken}, [hook]).dispatch(call())
+    assert budget.available == 4
+    await ToolDispatcher({"echo": broken}, [hook], errors="result").dispatch(call())
+    assert budget.available == 3
+    with pytest.raises(DispatchTerminated):
+        await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
+                             ).dispatch(call())
+    assert budget.available == 3
+    with pytest.raises(ValueError, match="needs mode='commit'"):
+        DispatchBudgetHook(budget, 1, charge_failures=True)
+
+
+async def test_on_denied_terminate_stops_the_run() -> None:
+    budget = AtomicBudget(0, name="run")
+    dispatcher = ToolDispatcher({"echo": echo},
+                                [DispatchBudgetHook(budget, 1, on_denied="terminate")])
+    with pytest.raises(DispatchTerminated, match="budget 'run' cannot cover cost 1"):
+        await dispatcher.dispatch(call())
+
+
+async def test_a_cost_function_prices_each_invocation() -> None:
+    budget = AtomicBudget(10)
+    prices = {"cheap": 1, "dear": 8}
+    hook = DispatchBudgetHook(budget, lambda inv: prices[inv.tool_name], mode="commit")
+    dispatcher = ToolDispatcher({"cheap": echo, "dear": echo}, [hook])
+    await dispatcher.dispatch(call(1, "dear"))
+    await dispatcher.dispatch(call(2, "cheap"))
+    assert budget.available == 1
+    assert (await dispatcher.dispatch(call(3, "dear"))).skipped
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+async def test_a_bad_cost_raises_before_anything_is_taken(bad: Any) -> None:
+    budget = AtomicBudget(10)
+    with pytest.raises((TypeError, ValueError)):
+        DispatchBudgetHook(budget, bad)
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, lambda _: bad)])
+    with pytest.raises((TypeError, ValueError)):
+        await dispatcher.dispatch(call())
+    assert budget.statistics().reserved == 0
+
+
+async def test_a_budget_reserves_money_and_tokens_all_or_nothing() -> None:
+    budget = Budget()
+    await budget.set_limit("run/usd", Decimal("0.05"))
+    await budget.set_limit("run/calls", 10)
+    hook = DispatchBudgetHook(budget, {"run/usd": Decimal("0.02"), "run/calls": 1},
+                              mode="commit")
+    dispatcher = ToolDispatcher({"echo": echo}, [hook])
+    results = [await dispatcher.dispatch(call(n)) for n in range(3)]
+    assert [r.skipped for r in results] == [False, False, True]
+    assert results[2].reason is not None
+    assert "limit 'run/usd' cannot hold" in results[2].reason
+    usd = await budget.usage("run/usd")
+    calls = await budget.usage("run/calls")
+    assert (usd.spent, usd.held, calls.spent, calls.held) == (Decimal("0.04"), 0, 2, 0)
+
+
+async def test_a_budget_in_release_mode_gives_everything_back_even_on_cancel() -> None:
+    budget = Budget()
+    await budget.set_limit("usd", Decimal("1"))
+    gate = Gate()
+    dispatcher = ToolDispatcher({"gate": gate},
+                                [DispatchBudgetHook(budget, {"usd": Decimal("0.4")})])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.dispatch, ToolInvocation("a", "gate", {"key": "a"}))
+        await anyio.wait_all_tasks_blocked()
+        assert (await budget.usage("usd")).held == Decimal("0.4")
+        tg.cancel_scope.cancel()
+    usage = await budget.usage("usd")
+    assert (usage.spent, usage.held) == (0, 0)
+
+
+async def test_a_budget_needs_a_mapping_cost() -> None:
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        DispatchBudgetHook(Budget(), 1)
+    with pytest.raises(TypeError, match="BudgetGuard or a Budget"):
+        DispatchBudgetHook(object(), 1)  # type: ignore[arg-type]
+
+
+class RemoteGuard:
+    """A BudgetGuard whose calls yield to the loop, as one over the network would."""
+
+    def __init__(self, capacity: int) -> None:
+        self.available = capacity
+
+    async def try_reserve(self, cost: int) -> bool:
+        await anyio.lowlevel.checkpoint()
+        if cost > self.available:
+            return False
+        self.available -= cost
+        return True
+
+    async def release(self, cost: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.available += cost
+
+
+async def test_any_budget_guard_works_and_its_release_survives_cancellation() -> None:
+    guard = RemoteGuard(3)
+    release_after = anyio.Event()
+
+    class Blocks(ToolDispatchHook):
+        async def after_invocation(self, *args: Any) -> None:
+            await release_after.wait()
+
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(guard, 2), Blocks()])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.dispatch, call())
+        await anyio.wait_all_tasks_blocked()
+        assert guard.available == 1
+        tg.cancel_scope.cancel()
+    assert guard.available == 3
+
+
+async def test_call_limits_per_tool_and_in_total() -> None:
+    limits = ToolCallLimitHook({"web_search": 2}, total=3)
+    dispatcher = ToolDispatcher({"web_search": echo, "echo": echo}, [limits])
+    outcomes = [(await dispatcher.dispatch(call(n, tool))).skipped
+                for n, tool in enumerate(["web_search", "web_search", "web_search", "echo",
+                                          "echo"])]
+    assert outcomes == [False, False, True, False, True]
+    assert limits.remaining("web_search") == 0
+    assert limits.remaining() == 0
+    assert limits.remaining("echo") == 0
+    limits.reset()
+    assert limits.remaining("web_search") == 2
+    assert limits.remaining() == 3
+
+
+async def test_call_limits_count_attempts_not_skips_terminations_or_cancels() -> None:
+    limits = ToolCallLimitHook({"echo": 5})
+    with pytest.raises(RuntimeError):
+        await ToolDispatcher({"echo": broken}, [limits]).dispatch(call())
+    assert limits.remaining("echo") == 4  # a failed call was attempted: it counts
+    await ToolDispatcher({"echo": echo}, [limits, Recorder("s", [], skip())]).dispatch(call())
+    with pytest.raises(DispatchTerminated):
+        await ToolDispatcher({"echo": echo}, [limits, Recorder("t", [], terminate())]
+                             ).dispatch(call())
+    assert limits.remaining("echo") == 4
+    assert limits.remaining() is None
+    assert limits.remaining("other") is None
+
+
+async def test_call_limit_reasons_and_terminate() -> None:
+    limits = ToolCallLimitHook({"echo": 0})
+    result = await ToolDispatcher({"echo": echo}, [limits]).dispatch(call())
+    assert result.reason == "the limit of 0 calls to 'echo' is reached; tool 'echo' was not run"
+    strict = ToolCallLimitHook(total=0, on_exceeded="terminate")
+    with pytest.raises(DispatchTerminated, match="the run's limit of 0 tool calls"):
+        await ToolDispatcher({"echo": echo}, [strict]).dispatch(call())
+    with pytest.raises(ValueError, match="give per_tool"):
+        ToolCallLimitHook()
+
+
+async def test_logging_hook_emits_one_event_per_start_and_end() -> None:
+    budget = AtomicBudget(1)
+    dispatcher = ToolDispatcher({"echo": echo, "broken": broken},
+                                [DispatchLoggingHook(include_arguments=True),
+                                 DispatchBudgetHook(budget, 1, mode="commit")],
+                                errors="result")
+    with capture_logs() as logs:
+        await dispatcher.dispatch(ToolInvocation("c1", "echo", {"text": "hi"}, principal="u1"))
+        await dispatcher.dispatch(ToolInvocation("c2", "echo", {}))
+    events = [(e["event"], e["call_id"]) for e in logs if e["event"].startswith("outlay.hooks")]
+    assert events == [("outlay.hooks.started", "c1"), ("outlay.hooks.finished", "c1"),
+                      ("outlay.hooks.started", "c2"), ("outlay.hooks.skipped", "c2")]
+    started = next(e for e in logs if e["event"] == "outlay.hooks.started")
+    assert started["arguments"] == {"text": "hi"}
+    assert started["principal"] == "u1"
+    assert started["tool"] == "echo"
+
+
+async def test_logging_hook_reports_failures_terminations_and_cancellations() -> None:
+    gate = Gate()
+    log = DispatchLoggingHook()
+    with capture_logs() as logs:
+        with pytest.raises(RuntimeError):
+            await ToolDispatcher({"echo": broken}, [log]).dispatch(call(1))
+        await ToolDispatcher({"echo": broken}, [log], errors="result").dispatch(call(2))
+        with pytest.raises(DispatchTerminated):
+            await ToolDispatcher({"echo": echo}, [log, Recorder("t", [], terminate("no"))]
+                                 ).dispatch(call(3))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ToolDispatcher({"gate": gate}, [log]).dispatch,
+                          ToolInvocation("c4", "gate", {"key": "k"}))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    ends = [(e["event"], e["log_level"]) for e in logs if e["event"] != "outlay.hooks.started"]
+    assert ends == [("outlay.hooks.failed", "warning"), ("outlay.hooks.failed", "warning"),
+                    ("outlay.hooks.terminated", "warning"), ("outlay.hooks.cancelled", "info")]
+    assert logs[1]["error_type"] == "RuntimeError"
+    assert logs[5]["reason"] == "no"
+
+
+async def test_logging_hook_uses_a_given_logger_and_never_raises() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    class Logger:
+        def info(self, event: str, **fields: Any) -> None:
+            seen.append((event, fields))
+            if event == "outlay.hooks.finished":
+                raise OSError("disk full")
+
+    result = await ToolDispatcher({"echo": echo}, [DispatchLoggingHook(Logger())]).dispatch(
+        call())
+    assert result.output == ""
+    assert [e for e, _ in seen] == ["outlay.hooks.started", "outlay.hooks.finished"]
+    assert isinstance(seen[1][1]["duration_ms"], float)
+
+
+async def test_without_structlog_configured_the_logging_hook_is_silent(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    structlog.reset_defaults()
+    await ToolDispatcher({"echo": echo}, [DispatchLoggingHook()]).dispatch(call())
+    assert capsys.readouterr().out == ""
+
+
+async def test_a_budget_per_principal_with_defaults_created_on_first_use() -> None:
+    budget = Budget()
+    hook = DispatchBudgetHook(budget, lambda inv: {f"user:{inv.principal}/calls": 1},
+                              defaults=lambda inv: {f"user:{inv.principal}/calls": 2},
+                              mode="commit")
+    dispatcher = ToolDispatcher({"echo": echo}, [hook])
+    outcomes = [(await dispatcher.dispatch(ToolInvocation(f"c{n}", "echo", {}, principal=who))
+                 ).skipped for n, who in enumerate(["ann", "ann", "bob", "ann"])]
+    assert outcomes == [False, False, False, True]
+    assert (await budget.usage("user:ann/calls")).spent == 2
+    assert (await budget.usage("user:bob/calls")).spent == 1
+    with pytest.raises(TypeError, match="defaults needs a Budget"):
+        DispatchBudgetHook(AtomicBudget(1), 1, defaults={"x": 1})
+
+
+async def test_an_unknown_limit_without_defaults_raises_from_before_and_takes_nothing() -> None:
+    budget = Budget()
+    await budget.set_limit("known", 5)
+    hook = DispatchBudgetHook(budget, {"known": 1, "unknown": 1})
+    with pytest.raises(UnknownLimit):
+        await ToolDispatcher({"echo": echo}, [hook]).dispatch(call())
+    assert (await budget.usage("known")).held == 0
