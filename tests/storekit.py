@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from outlay import MemoryStore, Store
+from outlay.stores import SQLiteStore
 
 from .redisserver import RedisServer
 
@@ -68,9 +69,19 @@ async def redis_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
         yield store
 
 
+@asynccontextmanager
+async def sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    store = SQLiteStore(tmp_path / "outlay.db")
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "redis": redis_store,
+    "sqlite": sqlite_store,
 }

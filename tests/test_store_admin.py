@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from outlay import MemoryStore, Store, UnknownLimit
 
+from .storekit import STORE_FACTORIES
+
 pytestmark = pytest.mark.anyio
 
 
-async def test_reset_spend_zeroes_spend_and_keeps_cap_and_holds() -> None:
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The stores that implement ``reset_spend`` (Redis does not yet)."""
+    async with STORE_FACTORIES[request.param](tmp_path, request) as opened:
+        yield opened
+
+
+async def test_reset_spend_zeroes_spend_and_keeps_cap_and_holds(store: Store) -> None:
     await store.set_limit("usd", Decimal("10"))
     await store.reserve("a", {"usd": Decimal("4")}, lease=60)
     await store.commit("a")

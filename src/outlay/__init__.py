@@ -6,6 +6,7 @@ Everything public is re-exported here; the modules behind it are private.
 from ._budget import AtomicBudget as AtomicBudget
 from ._budget import BudgetStatistics as BudgetStatistics
 from ._exceptions import BudgetExceeded as BudgetExceeded
+from ._exceptions import CompositionError as CompositionError
 from ._exceptions import ConfigurationError as ConfigurationError
 from ._exceptions import DispatchTerminated as DispatchTerminated
 from ._exceptions import InvalidToolArguments as InvalidToolArguments
@@ -86,6 +87,7 @@ __all__ = (
     "BudgetExceeded",
     "BudgetGuard",
     "BudgetStatistics",
+    "CompositionError",
     "ConfigurationError",
     "Continue",
     "CostRates",

@@ -6,7 +6,8 @@ The hierarchy::
     ├── BudgetExceeded              a reservation was refused (budgets, stores, hooks, executor)
     ├── ReservationError            a reservation was misused: ended twice, foreign, unknown
     ├── UnknownLimit                a reservation names a limit that has no cap (stores)
-    ├── ConfigurationError          a bad store URL or option (``store_from_url``)
+    ├── ConfigurationError          a bad store URL or option (``store_from_url``, graph executor)
+    ├── CompositionError            a graph composition is malformed or names an unknown stage
     ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``)
     ├── StoreError                  a store backend failed; the driver error is ``__cause__``
     │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
@@ -113,6 +114,21 @@ class UnknownTool(ToolCallError, LookupError):
 class InvalidToolArguments(ToolCallError, ValueError):
     """The arguments are malformed JSON, not a JSON object, or do not bind to the tool's
     parameters (missing required or unexpected names)."""
+
+
+class CompositionError(OutlayError, ValueError):
+    """A graph composition cannot run: it is malformed, has an unknown node type, or names a
+    stage id the registry does not know.
+
+    Raised by ``outlay.graph.parse_composition``, ``estimate``, ``build_cost_map`` and the
+    executors' ``prepare``/``run`` before any stage runs or anything is charged. ``path`` says
+    where in the composition the problem is (``"root.stages[2]"``) when known.
+    """
+
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.reason = reason
+        self.path = path
 
 
 class UnknownModelPrice(OutlayError, LookupError):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 import anyio
 
@@ -131,23 +132,22 @@ def _parser() -> argparse.ArgumentParser:
 # -- stores --------------------------------------------------------------------------------
 
 
-def _sqlite_paths(url: str) -> list[str]:
+def _sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite://`` URL names, as ``SQLiteStore.from_url`` reads it
+    (``sqlite:///rel.db`` -> ``rel.db``, ``sqlite:////abs.db`` -> ``/abs.db``); ``None`` for an
+    in-memory database or a URL the store will refuse anyway."""
     rest = url[len("sqlite://"):]
-    if rest in ("", "/", "/:memory:"):
-        return []
-    # sqlite:///rel.db names rel.db; sqlite:////abs.db names /abs.db. Some readers take
-    # sqlite:///abs/x.db as absolute too, so both readings are checked.
-    candidates = [rest[1:] if rest.startswith("/") else rest]
-    if rest.startswith("/") and not rest.startswith("//"):
-        candidates.append(rest)
-    return candidates
+    if not rest.startswith("/") or len(rest) < 2 or "?" in rest or "#" in rest:
+        return None
+    path = unquote(rest[1:])
+    return None if path == ":memory:" else path
 
 
 def _open_store(url: str, *, create: bool = False) -> Store:
     if url.startswith("sqlite://") and not create:
-        paths = _sqlite_paths(url)
-        if paths and not any(os.path.exists(p) for p in paths):
-            raise CommandError(f"no database at {paths[0]!r} ({url}); a read command never "
+        path = _sqlite_path(url)
+        if path is not None and not os.path.exists(path):
+            raise CommandError(f"no database at {path!r} ({url}); a read command never "
                                "creates one (set-cap --create does)")
     return store_from_url(url)
 

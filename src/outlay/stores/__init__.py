@@ -4,9 +4,13 @@
 never imports a database driver:
 
 - ``memory://`` -> ``MemoryStore``, the default, for one process.
+- ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> ``SQLiteStore``, embedded and
+  durable, shared by several processes on one host.
 - ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
-  and machines (needs the ``redis`` extra). ``outlay.stores.RedisStore`` is loaded on first
-  access for the same reason.
+  and machines (needs the ``redis`` extra).
+
+``SQLiteStore`` and ``RedisStore`` are importable from here, loaded (with their drivers) on
+first access.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from ._memory import MemoryStore
 
 if TYPE_CHECKING:
     from ._redis import RedisStore as RedisStore
+    from ._sqlite import SQLiteStore as SQLiteStore
 
-__all__ = ("Admission", "LimitUsage", "MemoryStore", "RedisStore", "Store", "store_from_url")
+__all__ = (
+    "Admission", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
+    "store_from_url",
+)
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
@@ -29,13 +37,17 @@ _SCHEMES: dict[str, str] = {
     "redis": "outlay.stores._redis:RedisStore",
     "rediss": "outlay.stores._redis:RedisStore",
     "unix": "outlay.stores._redis:RedisStore",
+    "sqlite": "outlay.stores._sqlite:SQLiteStore",
 }
 
 #: URL scheme -> the optional extra that installs its driver.
 _EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis"}
 
 #: Public names whose module imports an optional driver: loaded on first attribute access.
-_LAZY: dict[str, str] = {"RedisStore": "outlay.stores._redis"}
+_LAZY: dict[str, str] = {
+    "RedisStore": "outlay.stores._redis",
+    "SQLiteStore": "outlay.stores._sqlite",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,52 @@
+"""``docs/sqlite.md`` is a tested page: every ``python`` block runs, in order, in one working
+directory; the ``text`` blocks after it are its output on successive runs. The SQLite example
+program runs too."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import outlay
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "sqlite.md"
+SRC = Path(outlay.__file__).resolve().parents[1]
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def test_sqlite_page_runs_as_written(tmp_path: Path) -> None:
+    programs: list[tuple[str, list[str]]] = []
+    for language, body in FENCE.findall(DOC.read_text()):
+        if language == "python":
+            programs.append((body, []))
+        elif language == "text" and programs:
+            programs[-1][1].append(body)
+    assert len(programs) == 2
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for code, outputs in programs:
+        for expected in outputs or [""]:
+            run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, check=True)
+            if outputs:
+                assert run.stdout == expected
+
+
+@pytest.mark.slow
+def test_workers_example_shares_one_budget(tmp_path: Path) -> None:
+    example = DOC.parents[1] / "examples" / "sqlite_workers.py"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    run = subprocess.run([sys.executable, str(example), str(tmp_path / "b.db")], env=env,
+                         capture_output=True, text=True, check=True, timeout=120)
+    found = re.fullmatch(r"workers spent (\S+); the store says spent (\S+) of 1.00, held (\S+)\n",
+                         run.stdout)
+    assert found, run.stdout
+    total, spent, held = (Decimal(x) for x in found.groups())
+    assert total == spent  # every committed cent is in the file, none twice
+    assert Decimal("0.94") <= spent <= Decimal("1.00")  # stops only when 7 cents no longer fit
+    assert held == 0

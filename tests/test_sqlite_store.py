@@ -1,0 +1,503 @@
+"""What only the SQLite store promises: durability, several processes on one file, a busy
+database that waits, cancellation that leaves the database consistent, errors mapped at one
+boundary. The shared contract is in ``test_store_behaviour.py``, which runs on SQLite too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing, contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import outlay
+from outlay import (
+    Budget,
+    ConfigurationError,
+    ReservationError,
+    StoreError,
+    StoreUnavailable,
+    UnknownLimit,
+    store_from_url,
+)
+from outlay.stores import SQLiteStore
+from outlay.stores._sqlite import _PRUNE_EVERY
+
+pytestmark = pytest.mark.anyio
+
+WORKER = Path(__file__).with_name("_sqlite_worker.py")
+SRC = Path(outlay.__file__).resolve().parents[1]
+# The child processes are under test, not the parent's event loop.
+ONLY_ASYNCIO = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "budgets.db"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(db)
+    yield opened
+    await opened.aclose()
+
+
+@contextmanager
+def write_lock(db: Path) -> Iterator[sqlite3.Connection]:
+    """Hold the database's write lock from another connection, as another process would."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as raw:
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield raw
+        finally:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+
+
+def raw_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(db)) as raw:
+        return raw.execute(sql).fetchall()
+
+
+# -- URLs and imports -------------------------------------------------------------------------
+
+
+def test_urls_name_relative_and_absolute_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = store_from_url("sqlite:///relative.db")
+    assert isinstance(relative, SQLiteStore)
+    assert relative.path == "relative.db"
+    absolute = store_from_url(f"sqlite:///{tmp_path}/abs.db")  # four slashes: /tmp/...
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == f"{tmp_path}/abs.db"
+
+
+async def test_a_relative_path_is_fixed_when_the_store_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = store_from_url("sqlite:///here.db")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    await store.set_limit("calls", 1)
+    await store.aclose()
+    assert (tmp_path / "here.db").exists()
+    assert not (tmp_path / "elsewhere" / "here.db").exists()
+
+
+async def test_memory_url_is_a_private_database() -> None:
+    store = store_from_url("sqlite:///:memory:")
+    await store.set_limit("calls", 2)
+    assert (await store.reserve("r", {"calls": 2}, lease=60)).admitted
+    assert (await store.usage("calls")).held == 2
+    await store.aclose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite://host/x.db",
+                                 "sqlite:///x.db?mode=ro"])
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        store_from_url(url)
+
+
+def test_import_outlay_imports_no_sqlite() -> None:
+    code = ("import sys, outlay, outlay.stores; "
+            "assert 'sqlite3' not in sys.modules, 'sqlite3'; "
+            "assert 'outlay.stores._sqlite' not in sys.modules; "
+            "outlay.stores.SQLiteStore; assert 'sqlite3' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ,
+                   "PYTHONPATH": str(SRC)})
+
+
+# -- durability -------------------------------------------------------------------------------
+
+
+async def test_state_survives_a_restart(db: Path) -> None:
+    first = SQLiteStore(db)
+    await first.set_limit("usd", Decimal("10.00"))
+    await first.set_limit("calls", 100)
+    await first.reserve("spent", {"usd": Decimal("1.25"), "calls": 1}, lease=60)
+    await first.commit("spent", {"usd": Decimal("1.3333")})
+    await first.reserve("given-back", {"usd": Decimal("2")}, lease=60)
+    await first.release("given-back")
+    await first.reserve("open", {"usd": Decimal("0.50"), "calls": 5}, lease=600)
+    await first.aclose()
+
+    second = SQLiteStore(db)
+    try:
+        usd = await second.usage("usd")
+        assert (usd.cap, usd.spent, usd.held) == (Decimal("10.00"), Decimal("1.3333"),
+                                                 Decimal("0.50"))
+        calls = await second.usage("calls")
+        assert (calls.spent, calls.held) == (1, 5)
+        assert await second.held_reservations() == 1
+        # The history of endings survived: retries are still answered idempotently.
+        assert await second.commit("spent") is False
+        assert await second.release("given-back") is False
+        with pytest.raises(ReservationError):
+            await second.reserve("spent", {"calls": 1}, lease=60)
+        # The hold made before the restart can be ended after it.
+        assert await second.commit("open", {"calls": 4}) is True
+        assert (await second.usage("calls")).spent == 5
+        assert (await second.usage("usd")).spent == Decimal("1.8333")
+    finally:
+        await second.aclose()
+
+
+async def test_amounts_are_stored_as_exact_text(store: SQLiteStore, db: Path) -> None:
+    await store.set_limit("usd", Decimal("0.3"))
+    await store.set_limit("tokens", 2**70)  # beyond SQLite's 64-bit INTEGER
+    for n in range(3):
+        await store.reserve(f"r{n}", {"usd": Decimal("0.1"), "tokens": 2**68}, lease=60)
+        await store.commit(f"r{n}")
+    assert (await store.usage("usd")).spent == Decimal("0.3")
+    assert (await store.usage("tokens")).spent == 3 * 2**68
+    types = raw_rows(db, "SELECT DISTINCT typeof(cap), typeof(spent), typeof(held) FROM limits")
+    assert types == [("text", "text", "text")]
+
+
+async def test_limits_lists_a_prefix_sorted_by_key(store: SQLiteStore) -> None:
+    for key in ["tenant:b/usd", "tenant:a/usd", "tenant:a/calls", "other", "tenant%/x"]:
+        await store.set_limit(key, 5)
+    await store.reserve("r", {"tenant:a/usd": 2}, lease=60)
+    listed = await store.limits("tenant:a")
+    assert [(u.key, u.held) for u in listed] == [("tenant:a/calls", 0), ("tenant:a/usd", 2)]
+    assert [u.key for u in await store.limits("tenant%")] == ["tenant%/x"]  # no LIKE wildcards
+    assert len(await store.limits()) == 5
+
+
+async def test_expire_at_is_recorded_on_the_created_limit(store: SQLiteStore, db: Path) -> None:
+    await store.reserve("r", {"usd/month:2026-11": Decimal(1)}, lease=60,
+                        defaults={"usd/month:2026-11": Decimal(5)},
+                        expire_at={"usd/month:2026-11": 1_796_083_200.0})
+    assert raw_rows(db, "SELECT key, expire_at FROM limits") == [
+        ("usd/month:2026-11", 1_796_083_200.0)]
+
+
+# -- leases on the injected wall clock --------------------------------------------------------
+
+
+async def test_leases_follow_the_injected_clock(db: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(db, clock=clock)
+    try:
+        await store.set_limit("calls", 5)
+        await store.reserve("a", {"calls": 3}, lease=10)
+        await store.reserve("b", {"calls": 2}, lease=30)
+        clock.now += 10  # "a" expires exactly now
+        usage = await store.usage("calls")  # a read: not swept yet, but no longer counted
+        assert usage.held == 2
+        assert raw_rows(db, "SELECT count(*) FROM holds") == [(2,)]
+        assert await store.extend("a", 60) is False
+        assert await store.extend("b", 60) is True
+        clock.now += 50
+        assert (await store.usage("calls")).held == 2  # "b" was extended to now+60
+        # A released expired hold is over: a late commit no longer counts.
+        assert await store.release("a") is False
+        assert await store.commit("a") is False
+        assert (await store.usage("calls")).spent == 0
+    finally:
+        await store.aclose()
+
+
+async def test_history_is_kept_for_its_retention(db: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(db, clock=clock, history=3600)
+    try:
+        await store.set_limit("calls", 5)
+        await store.reserve("old", {"calls": 1}, lease=60)
+        await store.commit("old")
+        clock.now += 3599
+        await store.reserve("new", {"calls": 1}, lease=60)
+        assert await store.commit("old") is False  # still remembered
+        clock.now += _PRUNE_EVERY + 2
+        await store.reserve("newer", {"calls": 1}, lease=60)
+        with pytest.raises(ReservationError):
+            await store.commit("old")  # forgotten after the retention
+        assert await store.commit("new") is True
+    finally:
+        await store.aclose()
+
+
+# -- a busy database, cancellation, errors ----------------------------------------------------
+
+
+async def test_a_busy_database_waits_instead_of_failing(store: SQLiteStore, db: Path) -> None:
+    await store.set_limit("calls", 5)
+    done = anyio.Event()
+    answers = []
+
+    async def reserve() -> None:
+        answers.append(await store.reserve("r", {"calls": 2}, lease=60))
+        done.set()
+
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reserve)
+            await anyio.wait_all_tasks_blocked()
+            with anyio.move_on_after(0.2):
+                await done.wait()
+            assert not done.is_set()  # waiting for the other writer, not failing
+            raw.execute("COMMIT")
+    assert answers[0].admitted
+    assert (await store.usage("calls")).held == 2
+
+
+async def test_busy_past_the_timeout_is_store_unavailable(db: Path) -> None:
+    store = SQLiteStore(db, busy_timeout=0.05)
+    try:
+        await store.set_limit("calls", 5)
+        with write_lock(db), pytest.raises(StoreUnavailable) as info:
+            await store.reserve("r", {"calls": 1}, lease=60)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert (await store.reserve("r", {"calls": 1}, lease=60)).admitted  # usable again
+    finally:
+        await store.aclose()
+
+
+async def test_cancelled_reserve_finishes_its_transaction(store: SQLiteStore, db: Path) -> None:
+    # Guards against a worker thread abandoned mid-transaction: the caller is cancelled while
+    # the store waits for the write lock; the thread still commits, then the caller sees the
+    # cancellation, and the hold it made is there to retry (idempotently) or release.
+    await store.set_limit("calls", 5)
+    scope = anyio.CancelScope()
+    done = anyio.Event()
+    answers = []
+
+    async def reserve() -> None:
+        with scope:
+            answers.append(await store.reserve("r", {"calls": 3}, lease=60))
+        done.set()
+
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reserve)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert not done.is_set()  # the caller waits for its transaction to finish
+            raw.execute("COMMIT")
+            await done.wait()
+    assert scope.cancelled_caught
+    assert answers == []
+    assert (await store.usage("calls")).held == 3
+    assert (await store.reserve("r", {"calls": 3}, lease=60)).admitted  # a retry counts once
+    assert (await store.usage("calls")).held == 3
+    assert await store.release("r") is True
+
+
+async def test_cancelled_while_queued_behind_another_operation_does_nothing(
+    store: SQLiteStore, db: Path
+) -> None:
+    # Operations of one store queue in the event loop for its one worker thread; one cancelled
+    # there never reaches the database.
+    await store.set_limit("calls", 5)
+    queued = anyio.CancelScope()
+    first_done = anyio.Event()
+
+    async def first() -> None:
+        assert (await store.reserve("first", {"calls": 1}, lease=60)).admitted
+        first_done.set()
+
+    async def second() -> None:
+        with queued:
+            await store.reserve("second", {"calls": 1}, lease=60)
+
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            queued.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert not first_done.is_set()
+            raw.execute("COMMIT")
+    assert queued.cancelled_caught
+    assert (await store.usage("calls")).held == 1
+    with pytest.raises(ReservationError, match="unknown"):
+        await store.commit("second")
+
+
+def test_one_store_serves_successive_event_loops(db: Path) -> None:
+    store = SQLiteStore(db)
+
+    async def reserve(rid: str) -> None:
+        await store.set_limit("calls", 5)
+        assert (await store.reserve(rid, {"calls": 1}, lease=60)).admitted
+
+    anyio.run(reserve, "on-asyncio", backend="asyncio")
+    anyio.run(reserve, "on-trio", backend="trio")
+
+    async def check() -> None:
+        assert (await store.usage("calls")).held == 2
+        await store.aclose()
+
+    anyio.run(check)
+
+
+async def test_cancelled_budget_reserve_leaves_nothing_held(store: SQLiteStore, db: Path) -> None:
+    budget = Budget(store)
+    await budget.set_limit("calls", 5)
+    scope = anyio.CancelScope()
+
+    async def reserve() -> None:
+        with scope:
+            await budget.try_reserve({"calls": 5})
+        assert scope.cancelled_caught
+
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reserve)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            raw.execute("COMMIT")
+    assert (await store.usage("calls")).held == 0
+    assert raw_rows(db, "SELECT outcome FROM endings") == [("released",)]
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database, just some bytes" * 100)
+    store = SQLiteStore(junk)
+    with pytest.raises(StoreError) as info:
+        await store.set_limit("calls", 1)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    await store.aclose()
+
+
+async def test_a_missing_database_is_unavailable_unless_created(tmp_path: Path) -> None:
+    for store in (SQLiteStore(tmp_path / "absent.db", create=False),
+                  SQLiteStore(tmp_path / "no-such-dir" / "x.db")):
+        with pytest.raises(StoreUnavailable):
+            await store.usage("calls")
+        await store.aclose()
+    assert not (tmp_path / "absent.db").exists()
+
+
+async def test_a_closed_store_refuses_work(store: SQLiteStore) -> None:
+    await store.set_limit("calls", 1)
+    await store.aclose()
+    await store.aclose()  # closing twice is fine
+    with pytest.raises(StoreError, match="closed"):
+        await store.usage("calls")
+
+
+async def test_errors_inside_a_transaction_roll_it_back(store: SQLiteStore) -> None:
+    await store.set_limit("calls", 5)
+    with pytest.raises(UnknownLimit):
+        await store.reserve("r", {"calls": 1, "nope": 1}, lease=60)
+    await store.reserve("r2", {"calls": 2}, lease=60)
+    with pytest.raises(ValueError, match="does not hold"):
+        await store.commit("r2", {"other": 1})
+    usage = await store.usage("calls")
+    assert (usage.spent, usage.held) == (0, 2)
+    with pytest.raises(TypeError):
+        await store.set_limit("calls", Decimal(5))
+
+
+# -- several OS processes ---------------------------------------------------------------------
+
+
+async def _start(*args: str) -> tuple[anyio.abc.Process, BufferedByteReceiveStream]:
+    process = await anyio.open_process(
+        [sys.executable, str(WORKER), *args],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=None)
+    assert process.stdout is not None
+    return process, BufferedByteReceiveStream(process.stdout)
+
+
+async def _line(stream: BufferedByteReceiveStream) -> str:
+    with anyio.fail_after(30):
+        return (await stream.receive_until(b"\n", 1024)).decode()
+
+
+@ONLY_ASYNCIO
+async def test_processes_hammering_one_budget_never_over_admit(db: Path) -> None:
+    setup = SQLiteStore(db)
+    await setup.set_limit("calls", 60)
+    await setup.set_limit("usd", Decimal("0.50"))  # binds first: 50 reservations of a cent
+    await setup.aclose()
+    workers = [await _start("hammer", str(db), "50") for _ in range(4)]
+    for _, out in workers:
+        assert await _line(out) == "ready"
+    for process, _ in workers:  # all four start together
+        assert process.stdin is not None
+        await process.stdin.send(b"go\n")
+    admitted = [int(await _line(out)) for _, out in workers]
+    for process, _ in workers:
+        assert await process.wait() == 0
+    assert sum(admitted) == 50
+    check = SQLiteStore(db)
+    try:
+        usd, calls = await check.usage("usd"), await check.usage("calls")
+        assert (usd.spent, usd.held) == (Decimal("0.50"), Decimal(0))
+        assert (calls.spent, calls.held) == (50, 0)
+    finally:
+        await check.aclose()
+
+
+@ONLY_ASYNCIO
+async def test_a_sigkilled_holder_loses_nothing_once_its_lease_expires(db: Path) -> None:
+    setup = SQLiteStore(db)
+    await setup.set_limit("calls", 10)
+    await setup.aclose()
+    process, out = await _start("hold", str(db))
+    try:
+        assert await _line(out) == "held"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+    now = SQLiteStore(db)
+    later = SQLiteStore(db, clock=lambda: time.time() + 61)  # past the child's 60 s lease
+    try:
+        usage = await now.usage("calls")
+        assert (usage.spent, usage.held) == (2, 7)  # the dead process's hold still counts
+        assert not (await now.reserve("x", {"calls": 2}, lease=60)).admitted
+        usage = await later.usage("calls")
+        assert (usage.spent, usage.held) == (2, 0)  # lease over: only the hold is gone
+        assert (await later.reserve("y", {"calls": 8}, lease=60)).admitted
+        assert (await later.usage("calls")).available == 0
+    finally:
+        await now.aclose()
+        await later.aclose()
+
+
+async def test_an_abandoned_reservation_is_released_without_blocking(db: Path) -> None:
+    store = SQLiteStore(db)
+    budget = Budget(store)
+    await budget.set_limit("calls", 5)
+    reservation = await budget.reserve({"calls": 5})
+    with pytest.warns(ResourceWarning, match="garbage-collected"):
+        del reservation  # the last reference: finalised here, on this thread
+    await store.aclose()  # waits for the background release
+    reopened = SQLiteStore(db)
+    try:
+        assert (await reopened.usage("calls")).held == 0
+        assert raw_rows(db, "SELECT outcome FROM endings") == [("released",)]
+    finally:
+        await reopened.aclose()
