@@ -1,13 +1,14 @@
 """What windows, principals and nesting cost on top of the reservation primitive.
 
-Runs on the memory store (the SQLite and Redis figures belong to their own benchmarks), one
-task, reserve + commit per operation:
+Runs on the memory store (plus one row on SQLite; the stores' own figures are in their own
+benchmarks), one task, reserve + commit per operation:
 
 - ``store, 1 key``: ``MemoryStore.reserve`` + ``commit`` directly (the floor);
 - ``Budget, 3 keys``: ``Budget.reserve`` + ``commit`` of three fixed keys;
 - ``Principals, 3 windows``: one principal, run + month in USD and tokens per day (3 keys, with
   period ids computed per call);
-- ``Principals, depth 3``: an agent under a user under a tenant (5 keys across the chain);
+- ``Principals, depth 3``: an agent under a user under a tenant (4 keys across the chain);
+- ``Principals, 3 windows, SQLite``: the same as the second row on a SQLite file (durable);
 - and the pure parts: ``admits`` decisions, ``Window.period`` lookups, ``UsageLedger.record``
   under churn.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -112,6 +114,17 @@ async def run(n: int) -> dict[str, float]:
         await (await nested.reserve({"usd": D("0.01")})).commit()
 
     results["Principals, depth 3 (4 keys)"] = await timed(n, deep)
+
+    with tempfile.TemporaryDirectory() as directory:
+        on_disk = Principals(f"sqlite:///{directory}/bench.db", template=TEMPLATE,
+                             clock=lambda: NOW, run_id="bench")
+        durable = on_disk.get("tenant:acme")
+
+        async def sqlite_windows(i: int) -> None:
+            await (await durable.reserve({"usd": D("0.01"), "tokens": 100})).commit()
+
+        results["Principals, 3 windows, SQLite"] = await timed(max(n // 10, 200), sqlite_windows)
+        await on_disk.aclose()
 
     cap = BudgetCap(run=D("50"), month=D("500"), day=D("20"))
     states = {"run": WindowState(D("10"), D("1")), "month": WindowState(D("400"), D("2"))}

@@ -52,3 +52,26 @@ async def test_nested_windows_across_a_month_end(store: Store) -> None:
     assert listed["tenant:acme/usd/month:2030-01"] == D("2.5")
     assert listed["tenant:acme/agent:a/usd/run:r1"] == D("2.5")
     assert listed["tenant:acme/agent:a/calls/day:2030-01-31"] == 1
+
+
+async def test_the_monthly_figure_survives_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'budgets.db'}"
+    now = datetime(2030, 5, 20, tzinfo=UTC).timestamp()
+    caps = [LimitSpec("usd", Window.month("Europe/Paris"), D("500"))]
+
+    async def spend(amount: str) -> None:
+        budgets = Principals(url, clock=lambda: now, template=caps)  # a fresh process's view
+        try:
+            await (await budgets.get("tenant:acme").reserve({"usd": D(amount)})).commit()
+        finally:
+            await budgets.aclose()
+
+    await spend("120.50")
+    await spend("79.50")
+    reopened = Principals(url, clock=lambda: now, template=caps)
+    try:
+        [month] = await reopened.get("tenant:acme").usage()
+        assert (month.key, month.spent, month.cap) == ("tenant:acme/usd/month:2030-05",
+                                                       D("200.00"), D("500"))
+    finally:
+        await reopened.aclose()
