@@ -1,141 +1,284 @@
-"""A small research agent that stays inside its budgets.
+"""A research agent that stays inside its budgets, and says so when it cannot.
 
-A scripted model (no API key needed) answers each turn with parallel tool calls. Before every
-model call the agent reserves tokens and dollars; after it, it records what the model reported.
-Every tool call takes one unit of a tool-call budget. When a budget runs out the agent stops
-and answers with what it has, saying why.
+    python examples/research_agent.py                       # scripted model, no API key
+    python examples/research_agent.py --usd 0.0004          # watch it run out and finish early
+    OPENAI_API_KEY=... python examples/research_agent.py --base-url https://your-endpoint/v1 \\
+        --model your-model --input-price 0.15 --output-price 0.60   # a real endpoint (USD/M)
 
-Run: ``python examples/research_agent.py [--tokens N] [--usd X] [--tool-calls N]``
+The model answers with parallel tool calls. Before every model call outlay reserves tokens (an
+estimate of the prompt plus the request's max output) and dollars; after it, it records what the
+model reported and refunds the rest. Tool calls go through a ``ToolDispatcher`` whose hooks cap
+calls per tool and in total. When a budget runs out, the agent answers from what it gathered
+and says why: graceful exhaustion, not a stack trace.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import anyio
 
-from outlay import AtomicBudget, AtomicTokenBudget, Budget, BudgetExceeded
+from outlay import (
+    AtomicBudget,
+    AtomicTokenBudget,
+    Budget,
+    BudgetExceeded,
+    DispatchBudgetHook,
+    ToolCallLimitHook,
+    ToolDispatcher,
+    ToolDispatchHook,
+    ToolInvocation,
+    ToolInvocationResult,
+    openai_chat_tool_calls,
+    openai_chat_tool_messages,
+    openai_chat_usage,
+)
+from outlay.clients import Charge, MoneyLimit, Pricing
 
-PRICE_PER_MILLION = {"input": Decimal("0.15"), "output": Decimal("0.60")}  # USD, illustrative
+SCRIPTED_MODEL = "scripted-mini"
+PRICES = {SCRIPTED_MODEL: Pricing(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
 MAX_OUTPUT_TOKENS = 400
+QUESTION = "How should an agent keep its LLM spend inside a budget?"
+
+# -- tools -------------------------------------------------------------------------------------
 
 
-@dataclass
-class ModelTurn:
-    """What the scripted model says on one turn."""
-
-    tool_calls: list[tuple[str, str]]
-    prompt_tokens: int
-    completion_tokens: int
-    answer: str | None = None
+async def web_search(query: str) -> str:
+    await anyio.sleep(0.01)  # stands in for an HTTP call
+    return f"3 results for {query!r}: reserve before calling, reconcile after, refund on cancel"
 
 
-SCRIPT = [
-    ModelTurn([("web_search", "budget-aware agents"), ("web_search", "token accounting"),
-               ("fetch", "https://example.org/paper")], prompt_tokens=620, completion_tokens=90),
-    ModelTurn([("fetch", "https://example.org/survey"), ("summarise", "paper + survey")],
-              prompt_tokens=1800, completion_tokens=140),
-    ModelTurn([("web_search", "reservation leases"), ("fetch", "https://example.org/leases")],
-              prompt_tokens=2600, completion_tokens=160),
-    ModelTurn([], prompt_tokens=3300, completion_tokens=260,
-              answer="Reserve before each call, reconcile after, refund on cancel."),
+async def fetch(url: str) -> str:
+    await anyio.sleep(0.01)
+    return f"{url}: holds carry leases so a crashed worker cannot block a budget forever"
+
+
+def summarise(text: str) -> str:  # sync tools run in a worker thread
+    return f"summary of {len(text)} characters: count with Decimal, never float"
+
+
+TOOLS = [web_search, fetch, summarise]
+TOOL_SCHEMAS = [
+    {"type": "function", "function": {"name": tool.__name__, "parameters": {
+        "type": "object", "properties": {arg: {"type": "string"}}, "required": [arg]}}}
+    for tool, arg in ((web_search, "query"), (fetch, "url"), (summarise, "text"))
+]
+
+# -- the scripted model: OpenAI Chat Completions shapes, deterministic usage ---------------------
+
+SCRIPT: list[list[tuple[str, dict[str, str]]] | str] = [
+    [("web_search", {"query": "budget-aware agents"}), ("web_search", {"query": "token leases"}),
+     ("fetch", {"url": "https://example.org/paper"})],
+    [("fetch", {"url": "https://example.org/survey"}), ("web_search", {"query": "Decimal money"}),
+     ("web_search", {"query": "one more search"})],  # the 4th search: over the per-tool limit
+    [("summarise", {"text": "paper + survey + searches"})],
+    "Reserve before each call, reconcile with the reported usage after, refund on cancellation,"
+    " and count money in Decimal.",
 ]
 
 
-async def run_tool(name: str, argument: str) -> str:
-    await anyio.sleep(0.01)  # stands in for network I/O
-    return f"{name}({argument!r}): ok"
+def count_tokens(messages: list[dict[str, Any]]) -> int:
+    """The scripted model's tokenizer: 4 characters a token, plus a little per message."""
+    return sum(math.ceil(len(json.dumps(m)) / 4) + 4 for m in messages)
 
 
-def cost(prompt: int, completion: int) -> Decimal:
-    return (prompt * PRICE_PER_MILLION["input"]
-            + completion * PRICE_PER_MILLION["output"]) / 1_000_000
+class ScriptedModel:
+    def __init__(self) -> None:
+        self.turn = 0
+
+    async def complete(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+        step = SCRIPT[min(self.turn, len(SCRIPT) - 1)]
+        self.turn += 1
+        if isinstance(step, str):
+            message: dict[str, Any] = {"role": "assistant", "content": step}
+        else:
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": f"call_{self.turn}_{i}", "type": "function",
+                 "function": {"name": name, "arguments": json.dumps(args)}}
+                for i, (name, args) in enumerate(step)]}
+        completion = min(math.ceil(len(json.dumps(message)) / 4) + 40, max_tokens)
+        return {"model": SCRIPTED_MODEL, "choices": [{"message": message}],
+                "usage": {"prompt_tokens": count_tokens(messages),
+                          "completion_tokens": completion}}
+
+
+# -- what the agent reports ----------------------------------------------------------------------
 
 
 @dataclass
-class Report:
-    notes: list[str] = field(default_factory=list)
-    tool_counts: dict[str, int] = field(default_factory=dict)
-    reserved_tokens: int = 0
-    stopped_because: str | None = None
+class Ledger:
+    """Spend per model (reserved vs actual) and calls per tool, for the summary."""
+
+    charges: list[Charge] = field(default_factory=list)
+    tools: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
-async def main(tokens: int, usd: Decimal, tool_calls: int) -> Report:
-    token_budget = AtomicTokenBudget(tokens, name="tokens")
-    tool_budget = AtomicBudget(tool_calls, name="tool-calls")
-    money = Budget()  # in-memory store by default
-    await money.set_limit("run/usd", usd)
-    report = Report()
+class ProgressHook(ToolDispatchHook):
+    """Prints each tool call as it ends, and counts it."""
 
-    context_tokens = 700  # system prompt + question
-    for turn_no, turn in enumerate(SCRIPT, start=1):
-        # Conservative estimate: the context so far plus the largest answer allowed.
-        estimate = context_tokens + MAX_OUTPUT_TOKENS
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def after_invocation(self, invocation: ToolInvocation, result: ToolInvocationResult,
+                               state: object) -> None:
+        if result.skipped:
+            self.ledger.skipped[invocation.tool_name] += 1
+            print(f"    skipped {invocation.tool_name}: {result.reason}")
+        else:
+            self.ledger.tools[invocation.tool_name] += 1
+            print(f"    ran {invocation.tool_name}({', '.join(invocation.arguments.values())})")
+
+
+# -- model calls under budget --------------------------------------------------------------------
+
+ModelCall = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
+
+
+def scripted_model_call(tokens: AtomicTokenBudget, money: MoneyLimit,
+                        ledger: Ledger) -> ModelCall:
+    """Reserve tokens and dollars, call the scripted model, settle at its reported usage."""
+    model = ScriptedModel()
+    price = PRICES[SCRIPTED_MODEL]
+
+    async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
+        async with tokens.reserve_tokens(estimate + MAX_OUTPUT_TOKENS) as held_tokens, \
+                money.budget.reserve({money.key: price.cost(estimate, MAX_OUTPUT_TOKENS)},
+                                     lease=money.lease) as held_usd:
+            reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
+            usage = openai_chat_usage(reply)
+            assert usage is not None
+            await tokens.record_usage(held_tokens, usage.input_tokens, usage.output_tokens)
+            cost = price.cost(usage.input_tokens, usage.output_tokens)
+            await held_usd.commit({money.key: cost})
+        ledger.charges.append(Charge(
+            api="chat", model=SCRIPTED_MODEL, input_estimate=estimate,
+            max_output_tokens=MAX_OUTPUT_TOKENS, prompt_tokens=usage.input_tokens,
+            completion_tokens=usage.output_tokens,
+            reserved_cost=held_usd.amounts[money.key], cost=cost,  # type: ignore[arg-type]
+            outcome="recorded"))
+        return reply
+
+    return call
+
+
+def openai_model_call(base_url: str, model: str, tokens: AtomicTokenBudget, money: MoneyLimit,
+                      ledger: Ledger) -> ModelCall:  # pragma: no cover - needs an endpoint
+    """The same through ``BudgetedAsyncOpenAI`` against a real OpenAI-compatible endpoint."""
+    from openai import AsyncOpenAI
+
+    from outlay.clients.openai import BudgetedAsyncOpenAI
+
+    llm = BudgetedAsyncOpenAI(AsyncOpenAI(base_url=base_url), tokens=tokens, money=money,
+                              clamp=True, on_settle=ledger.charges.append)
+
+    async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        completion = await llm.chat.completions.create(
+            model=model, messages=messages, tools=TOOL_SCHEMAS,
+            max_completion_tokens=MAX_OUTPUT_TOKENS)
+        reply: dict[str, Any] = completion.model_dump(exclude_none=True)
+        return reply
+
+    return call
+
+
+# -- the agent loop ------------------------------------------------------------------------------
+
+
+async def run_agent(call_model: ModelCall, dispatcher: ToolDispatcher,
+                    max_turns: int = 8) -> tuple[str, str | None]:
+    """Returns (answer, why it stopped early or None)."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a careful research agent."},
+        {"role": "user", "content": QUESTION}]
+    gathered: list[str] = []
+    for turn in range(1, max_turns + 1):
         try:
-            async with token_budget.reserve_tokens(estimate) as tokens_held, money.reserve(
-                {"run/usd": cost(estimate, MAX_OUTPUT_TOKENS)}
-            ) as dollars_held:
-                report.reserved_tokens += estimate
-                print(f"turn {turn_no}: reserved {estimate} tokens, "
-                      f"{dollars_held.amounts['run/usd']:.6f} USD")
-                # ... the model call happens here; the scripted model reports its usage ...
-                await token_budget.record_usage(tokens_held, turn.prompt_tokens,
-                                                turn.completion_tokens)
-                await dollars_held.commit(
-                    {"run/usd": cost(turn.prompt_tokens, turn.completion_tokens)})
-                context_tokens = turn.prompt_tokens + turn.completion_tokens
+            reply = await call_model(messages)
         except BudgetExceeded as exc:
-            report.stopped_because = f"model budget exhausted before turn {turn_no}: {exc}"
-            break
-        if turn.answer is not None:
-            report.notes.append(turn.answer)
-            break
+            return _from_gathered(gathered), f"the model budget ran out before turn {turn}: {exc}"
+        message = reply["choices"][0]["message"]
+        messages.append(message)
+        calls = openai_chat_tool_calls(reply)
+        if not calls:
+            return str(message.get("content") or ""), None
+        print(f"turn {turn}: the model asked for {len(calls)} tool calls")
+        results = await dispatcher.dispatch_batch(calls)
+        gathered += [str(r.output) for r in results if not r.skipped]
+        messages += openai_chat_tool_messages(results)
+    return _from_gathered(gathered), f"no answer after {max_turns} turns"
 
-        async def call(name: str, argument: str) -> None:
-            if not await tool_budget.try_reserve(1):
-                report.notes.append(f"skipped {name}: tool-call budget exhausted")
-                return
-            # Tool calls are counted, never given back: the budget caps calls per run.
-            output = await run_tool(name, argument)
-            report.notes.append(output)
-            nonlocal context_tokens
-            context_tokens += math.ceil(len(output) / 3) + 200  # the tool result joins the context
-            report.tool_counts[name] = report.tool_counts.get(name, 0) + 1
 
-        async with anyio.create_task_group() as tg:
-            for name, argument in turn.tool_calls:
-                tg.start_soon(call, name, argument)
-        print(f"turn {turn_no}: ran {len(turn.tool_calls)} tool calls in parallel, "
-              f"{tool_budget.available} tool calls left")
+def _from_gathered(gathered: list[str]) -> str:
+    if not gathered:
+        return "(nothing gathered)"
+    return "From what I gathered:\n" + "\n".join(f"  - {note}" for note in gathered)
 
-    usage = await money.usage("run/usd")
+
+async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str, int],
+               base_url: str | None, model: str, price: Pricing | None) -> None:
+    ledger = Ledger()
+    token_budget = AtomicTokenBudget(tokens, name="tokens")
+    money = Budget()  # the in-memory store; Budget("sqlite:///budgets.db") would persist it
+    await money.set_limit("run/usd", usd)
+    money_limit = MoneyLimit(money, "run/usd", PRICES if price is None else {model: price})
+    dispatcher = ToolDispatcher(TOOLS, [
+        ProgressHook(ledger),
+        ToolCallLimitHook(per_tool, total=tool_calls),
+        DispatchBudgetHook(AtomicBudget(tool_calls, name="tool-calls"), 1, mode="commit"),
+    ], errors="result")
+    call_model = (scripted_model_call(token_budget, money_limit, ledger) if base_url is None
+                  else openai_model_call(base_url, model, token_budget, money_limit, ledger))
+
+    answer, stopped = await run_agent(call_model, dispatcher)
+
     print("\n== answer ==")
-    if report.stopped_because:
-        print(f"stopped early, {report.stopped_because}")
-        print("answering from what was gathered:")
-        for note in report.notes:
-            print(f"  - {note}")
-    else:
-        print(report.notes[-1])
+    if stopped:
+        print(f"(stopped early: {stopped})")
+    print(answer)
     print("\n== spend ==")
-    used = await token_budget.tokens_consumed()
-    delta = report.reserved_tokens - used
-    settled = f"{delta} refunded" if delta >= 0 else f"{-delta} over the estimates, debited"
-    print(f"tokens: {used} used of {tokens}; {report.reserved_tokens} reserved across calls, "
-          f"{settled} after reconciling")
-    print(f"usd:    {usage.spent:.6f} spent of {usage.cap}")
-    for name, count in sorted(report.tool_counts.items()):
-        print(f"tool {name}: {count} call(s)")
-    return report
+    by_model: dict[str, list[Charge]] = {}
+    for charge in ledger.charges:
+        by_model.setdefault(charge.model, []).append(charge)
+    for name, charges in by_model.items():
+        reserved = sum(c.reserved_tokens for c in charges)
+        actual = sum(c.prompt_tokens + c.completion_tokens for c in charges)
+        reserved_usd = sum((c.reserved_cost or Decimal(0) for c in charges), Decimal(0))
+        actual_usd = sum((c.cost or Decimal(0) for c in charges), Decimal(0))
+        print(f"model {name}: {len(charges)} calls; tokens reserved {reserved}, used {actual}; "
+              f"usd reserved {reserved_usd:.6f}, spent {actual_usd:.6f}")
+    usage = await money.usage("run/usd")
+    print(f"run total: {await token_budget.tokens_consumed()} of {tokens} tokens, "
+          f"{usage.spent:.6f} of {usage.cap} USD")
+    for name in sorted(set(ledger.tools) | set(ledger.skipped)):
+        print(f"tool {name}: {ledger.tools[name]} ran, {ledger.skipped[name]} skipped")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=20_000)
-    parser.add_argument("--usd", type=Decimal, default=Decimal("0.05"))
-    parser.add_argument("--tool-calls", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=20_000, help="token budget for the run")
+    parser.add_argument("--usd", type=Decimal, default=Decimal("0.05"), help="dollar cap")
+    parser.add_argument("--tool-calls", type=int, default=10, help="tool calls for the run")
+    parser.add_argument("--searches", type=int, default=3, help="web_search calls at most")
+    parser.add_argument("--base-url", default=os.environ.get("OUTLAY_OPENAI_BASE_URL"),
+                        help="an OpenAI-compatible endpoint (needs outlay[openai])")
+    parser.add_argument("--model", default=os.environ.get("OUTLAY_MODEL", "gpt-4o-mini"))
+    parser.add_argument("--input-price", type=Decimal, help="USD per million input tokens")
+    parser.add_argument("--output-price", type=Decimal, help="USD per million output tokens")
     args = parser.parse_args()
-    anyio.run(main, args.tokens, args.usd, args.tool_calls)
+    price = None
+    if args.base_url:  # a real model is never free: its price must be given
+        if args.input_price is None or args.output_price is None:
+            parser.error("--base-url needs --input-price and --output-price (USD per million)")
+        price = Pricing(args.input_price, args.output_price)
+    anyio.run(main, args.tokens, args.usd, args.tool_calls, {"web_search": args.searches},
+              args.base_url, args.model, price)

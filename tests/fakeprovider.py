@@ -62,6 +62,8 @@ class Script:
     error_after: int | None = None
     drop_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    tool_calls: tuple[tuple[str, str], ...] = ()
+    """Chat Completions only: ``(name, JSON arguments)`` function calls the answer asks for."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,14 @@ class _Route:
 
 
 class _Chat(_Route):
+    def _message(self, script: Script) -> dict[str, Any]:
+        if not script.tool_calls:
+            return {"role": "assistant", "content": script.text}
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{n}", "type": "function",
+             "function": {"name": name, "arguments": arguments}}
+            for n, (name, arguments) in enumerate(script.tool_calls)]}
+
     def _usage(self, script: Script) -> dict[str, Any]:
         return {"prompt_tokens": script.input_tokens, "completion_tokens": script.output_tokens,
                 "total_tokens": script.input_tokens + script.output_tokens}
@@ -257,8 +267,9 @@ class _Chat(_Route):
         return {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": script.text}}],
+            "choices": [{"index": 0, "logprobs": None,
+                         "finish_reason": "tool_calls" if script.tool_calls else "stop",
+                         "message": self._message(script)}],
             "usage": self._usage(script) if script.report_usage else None,
         }
 

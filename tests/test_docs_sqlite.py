@@ -38,15 +38,25 @@ def test_sqlite_page_runs_as_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_workers_example_shares_one_budget(tmp_path: Path) -> None:
-    example = DOC.parents[1] / "examples" / "sqlite_workers.py"
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_fleet_example_shares_one_budget(tmp_path: Path, store: str,
+                                         request: pytest.FixtureRequest) -> None:
+    example = DOC.parents[1] / "examples" / "fleet.py"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    run = subprocess.run([sys.executable, str(example), str(tmp_path / "b.db")], env=env,
-                         capture_output=True, text=True, check=True, timeout=120)
-    found = re.fullmatch(r"workers spent (\S+); the store says spent (\S+) of 1.00, held (\S+)\n",
-                         run.stdout)
+    if store == "redis":
+        server = request.getfixturevalue("redis_server")
+        url = server.url(9)
+    else:
+        url = f"sqlite:///{tmp_path / 'b.db'}"
+    run = subprocess.run([sys.executable, str(example), "--store", url], env=env,
+                         capture_output=True, text=True, check=True, timeout=300)
+    fleet = re.search(r"^fleet: (\d+) calls, (\S+) USD committed", run.stdout, re.M)
+    found = re.search(r"^store: spent (\S+) of 1.00, held (\S+)$", run.stdout, re.M)
+    assert fleet, run.stdout
     assert found, run.stdout
-    total, spent, held = (Decimal(x) for x in found.groups())
-    assert total == spent  # every committed cent is in the file, none twice
+    total = Decimal(fleet.group(2))
+    spent, held = (Decimal(x) for x in found.groups())
+    assert total == spent  # every committed cent is in the store, none twice
     assert Decimal("0.94") <= spent <= Decimal("1.00")  # stops only when 7 cents no longer fit
     assert held == 0
+    assert run.stdout.rstrip().endswith("within budget")

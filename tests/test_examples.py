@@ -2,34 +2,84 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SRC = EXAMPLES.parent / "src"
 
 
 def run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
     return done.stdout
 
 
-def test_research_agent_finishes_within_budget() -> None:
+def test_research_agent_answers_within_budget() -> None:
     out = run("research_agent.py")
-    assert "Reserve before each call" in out
+    assert "Reserve before each call, reconcile" in out
     assert "stopped early" not in out
-    assert "usd:    0.001638 spent of 0.05" in out
+    # The per-tool limit skipped the fourth search; everything else ran.
+    assert "tool web_search: 3 ran, 1 skipped" in out
+    assert "tool fetch: 2 ran, 0 skipped" in out
+    spend = re.search(r"tokens reserved (\d+), used (\d+); usd reserved (\S+), spent (\S+)", out)
+    assert spend, out
+    reserved, used = int(spend.group(1)), int(spend.group(2))
+    assert used < reserved  # estimates were conservative; the difference was refunded
+    assert Decimal(spend.group(4)) < Decimal(spend.group(3))
 
 
 def test_research_agent_exhausts_gracefully() -> None:
-    out = run("research_agent.py", "--tokens", "5000", "--tool-calls", "3")
-    assert "stopped early, model budget exhausted before turn 4" in out
-    assert "skipped summarise: tool-call budget exhausted" in out
-    assert "Traceback" not in out
+    out = run("research_agent.py", "--usd", "0.0004")
+    assert "(stopped early: the model budget ran out before turn 3: limit 'run/usd'" in out
+    assert "From what I gathered:" in out
+    total = re.search(r"run total: \d+ of \d+ tokens, (\S+) of 0.0004 USD", out)
+    assert total, out
+    assert Decimal(total.group(1)) <= Decimal("0.0004")
+
+
+def test_research_agent_wants_prices_for_a_real_model() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "research_agent.py"), "--base-url",
+                           "http://127.0.0.1:9/v1"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "--base-url needs --input-price and --output-price" in done.stderr
+
+
+def test_research_agent_on_an_openai_compatible_endpoint() -> None:
+    pytest.importorskip("openai", reason="the real-endpoint path needs outlay[openai]")
+    from .fakeprovider import FakeProvider, Script
+
+    with FakeProvider() as provider:
+        provider.script(
+            Script(input_tokens=120, output_tokens=30, tool_calls=(
+                ("web_search", '{"query": "llm budgets"}'), ("fetch", '{"url": "u"}'))),
+            Script(input_tokens=300, output_tokens=45, text="Reserve, reconcile, refund."),
+        )
+        env = {**os.environ, "PYTHONPATH": str(SRC), "OPENAI_API_KEY": "test"}
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "research_agent.py"), "--base-url",
+             provider.openai_url, "--model", "fake-1", "--input-price", "1",
+             "--output-price", "2"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert len(provider.requests) == 2
+    out = done.stdout
+    assert "ran web_search(llm budgets)" in out
+    assert "Reserve, reconcile, refund." in out
+    # usage as the endpoint reported it: 420 in, 75 out at $1 / $2 per million
+    assert "model fake-1: 2 calls;" in out
+    assert "used 495;" in out
+    assert "spent 0.000570" in out
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))

@@ -14,6 +14,7 @@ import math
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from decimal import Decimal
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -44,8 +45,16 @@ def refusal_reason(admission: Admission) -> str:
     usage = admission.refused
     if usage is None:
         return "reservation refused"
-    return (f"limit {usage.key!r} cannot hold {admission.requested}: cap {usage.cap}, "
-            f"spent {usage.spent}, held {usage.held}, available {usage.available}")
+    return (f"limit {usage.key!r} cannot hold {_show(admission.requested)}: cap "
+            f"{_show(usage.cap)}, spent {_show(usage.spent)}, held {_show(usage.held)}, "
+            f"available {_show(usage.available)}")
+
+
+def _show(amount: Amount | None) -> str:
+    """An amount as people write it: no exponent (``0E-8`` -> ``0``, ``1E+1`` -> ``10``)."""
+    if isinstance(amount, Decimal):
+        return "0" if amount == 0 else format(amount, "f")
+    return str(amount)
 
 
 class Reservation:
