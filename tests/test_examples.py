@@ -87,6 +87,16 @@ def test_every_example_runs(script: str) -> None:
     assert run(script)
 
 
+def test_approval_console_audits_and_never_prints_the_key() -> None:
+    out = run("approval_console.py")
+    assert "medium: queued medium for 8 GPU-hours" in out
+    assert "huge: approval rejected by scripted-reviewer: above the $30 job cap" in out
+    assert "call_1 $20.00 approved by scripted-reviewer" in out
+    assert out.count('"event": "outlay.egress.sent"') == 2
+    assert '"secrets": ["GPU_CLOUD_TOKEN"]' in out
+    assert "demo-token-not-a-real-key" not in out
+
+
 def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     out = run("tenant_budgets.py")
     assert "step 0: spent 0.0875 (estimate 0.14)" in out

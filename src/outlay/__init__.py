@@ -5,13 +5,16 @@ Everything public is re-exported here; the modules behind it are private.
 
 from ._budget import AtomicBudget as AtomicBudget
 from ._budget import BudgetStatistics as BudgetStatistics
+from ._exceptions import ApprovalNotPending as ApprovalNotPending
 from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import CompositionError as CompositionError
 from ._exceptions import ConfigurationError as ConfigurationError
 from ._exceptions import DispatchTerminated as DispatchTerminated
 from ._exceptions import InvalidToolArguments as InvalidToolArguments
+from ._exceptions import MissingSecret as MissingSecret
 from ._exceptions import OutlayError as OutlayError
 from ._exceptions import ReservationError as ReservationError
+from ._exceptions import SecretLeak as SecretLeak
 from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import ToolCallError as ToolCallError
@@ -60,9 +63,19 @@ from .adapters import openai_responses_tool_calls as openai_responses_tool_calls
 from .adapters import openai_responses_tool_outputs as openai_responses_tool_outputs
 from .adapters import openai_responses_usage as openai_responses_usage
 from .adapters import record_token_usage as record_token_usage
+from .hooks import ApprovalAuditSink as ApprovalAuditSink
+from .hooks import ApprovalDecision as ApprovalDecision
+from .hooks import ApprovalHook as ApprovalHook
+from .hooks import ApprovalQueue as ApprovalQueue
+from .hooks import ApprovalRecord as ApprovalRecord
+from .hooks import ApprovalRequest as ApprovalRequest
+from .hooks import Approver as Approver
 from .hooks import Continue as Continue
 from .hooks import DispatchBudgetHook as DispatchBudgetHook
 from .hooks import DispatchLoggingHook as DispatchLoggingHook
+from .hooks import EgressAuditHook as EgressAuditHook
+from .hooks import MemoryApprovalLog as MemoryApprovalLog
+from .hooks import Secret as Secret
 from .hooks import Skip as Skip
 from .hooks import Terminate as Terminate
 from .hooks import ToolCallLimitHook as ToolCallLimitHook
@@ -80,6 +93,14 @@ __all__ = (
     "AdmissionDecision",
     "Amount",
     "AnthropicStreamUsage",
+    "ApprovalAuditSink",
+    "ApprovalDecision",
+    "ApprovalHook",
+    "ApprovalNotPending",
+    "ApprovalQueue",
+    "ApprovalRecord",
+    "ApprovalRequest",
+    "Approver",
     "AtomicBudget",
     "AtomicTokenBudget",
     "Budget",
@@ -94,13 +115,16 @@ __all__ = (
     "DispatchBudgetHook",
     "DispatchLoggingHook",
     "DispatchTerminated",
+    "EgressAuditHook",
     "InvalidToolArguments",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
     "LimitSpec",
     "LimitUsage",
+    "MemoryApprovalLog",
     "MemoryStore",
+    "MissingSecret",
     "OutlayError",
     "Period",
     "PriceTable",
@@ -111,6 +135,8 @@ __all__ = (
     "Reservation",
     "ReservationError",
     "ReserveContext",
+    "Secret",
+    "SecretLeak",
     "Skip",
     "Store",
     "StoreError",

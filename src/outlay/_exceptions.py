@@ -12,9 +12,12 @@ The hierarchy::
     ├── StoreError                  a store backend failed; the driver error is ``__cause__``
     │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
     ├── DispatchTerminated          a hook's ``before`` returned ``Terminate`` (``ToolDispatcher``)
-    └── ToolCallError               a tool call from the model cannot run (``ToolDispatcher``)
-        ├── UnknownTool             no tool of that name is registered
-        └── InvalidToolArguments    arguments are not a JSON object or do not fit the tool
+    ├── ToolCallError               a tool call from the model cannot run (``ToolDispatcher``)
+    │   ├── UnknownTool             no tool of that name is registered
+    │   └── InvalidToolArguments    arguments are not a JSON object or do not fit the tool
+    ├── ApprovalNotPending          no pending approval request has that id (``ApprovalQueue``)
+    ├── MissingSecret               a secret's environment variable is unset or empty (egress)
+    └── SecretLeak                  a tool's exception message contained a secret value (egress)
 
 Bad argument values raise the built-in ``TypeError`` / ``ValueError`` before anything is taken.
 """
@@ -129,6 +132,42 @@ class CompositionError(OutlayError, ValueError):
         super().__init__(f"{path}: {reason}" if path else reason)
         self.reason = reason
         self.path = path
+
+
+class ApprovalNotPending(OutlayError, LookupError):
+    """No pending approval request has this id: it was never asked, was already decided, or
+    was withdrawn (its dispatch timed out or was cancelled). Raised by ``ApprovalQueue``."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"no pending approval request {request_id!r} (already decided, "
+                         "withdrawn after a timeout or cancellation, or never asked)")
+        self.request_id = request_id
+
+
+class MissingSecret(OutlayError, LookupError):
+    """A secret passed by reference is not available: its environment variable is unset or
+    empty. Raised by an egress tool wrapper (``EgressAuditHook.tool``) when it is called; the
+    hook itself refuses such a call before the tool runs. Names the variable, never a value."""
+
+    def __init__(self, env: str, *, tool: str | None = None) -> None:
+        where = f" for tool {tool!r}" if tool else ""
+        super().__init__(f"secret {env!r}{where} is not set (environment variable unset or "
+                         "empty)")
+        self.env = env
+        self.tool = tool
+
+
+class SecretLeak(OutlayError):
+    """A tool wrapped by ``EgressAuditHook.tool`` raised an exception whose message contains a
+    resolved secret value. The original exception is withheld (not chained) so the value
+    reaches no log or model-visible error; ``error_type`` names its class."""
+
+    def __init__(self, tool: str, error_type: str, envs: tuple[str, ...]) -> None:
+        super().__init__(f"tool {tool!r} raised {error_type} whose message contains the value "
+                         f"of {', '.join(envs)}; the message was withheld")
+        self.tool = tool
+        self.error_type = error_type
+        self.envs = envs
 
 
 class UnknownModelPrice(OutlayError, LookupError):
