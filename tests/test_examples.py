@@ -95,3 +95,12 @@ def test_approval_console_audits_and_never_prints_the_key() -> None:
     assert out.count('"event": "outlay.egress.sent"') == 2
     assert '"secrets": ["GPU_CLOUD_TOKEN"]' in out
     assert "demo-token-not-a-real-key" not in out
+
+
+def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
+    out = run("tenant_budgets.py")
+    assert "step 0: spent 0.0875 (estimate 0.14)" in out
+    assert "step 21: spent 0.0875" in out
+    assert "stopped: tenant:acme/agent:researcher: window 'run:" in out
+    assert "cap 2, committed 1.9250" in out
+    assert "tenant:acme/usd/month:" in out

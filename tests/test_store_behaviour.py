@@ -187,3 +187,30 @@ async def test_concurrent_reservations_never_over_admit(store: Store) -> None:
             tg.start_soon(one, n)
     assert len(admitted) == 7
     assert (await store.usage("calls")).held == 7
+
+
+async def test_limits_lists_by_prefix_sorted_with_live_holds(store: Store) -> None:
+    assert await store.limits() == []
+    await store.set_limit("tenant:b/usd/month:2026-11", Decimal("5"))
+    await store.set_limit("tenant:a/tokens/day:2026-11-23", 100)
+    await store.set_limit("other", 1)
+    await store.reserve("r1", {"tenant:a/tokens/day:2026-11-23": 30}, lease=60)
+    await store.reserve("r2", {"tenant:b/usd/month:2026-11": Decimal("2")}, lease=60)
+    await store.commit("r2", {"tenant:b/usd/month:2026-11": Decimal("1.5")})
+    listed = await store.limits("tenant:")
+    assert [u.key for u in listed] == ["tenant:a/tokens/day:2026-11-23",
+                                       "tenant:b/usd/month:2026-11"]
+    assert (listed[0].cap, listed[0].spent, listed[0].held) == (100, 0, 30)
+    assert (listed[1].cap, listed[1].spent, listed[1].held) == (
+        Decimal("5"), Decimal("1.5"), Decimal("0"))
+    assert [u.key for u in await store.limits()] == [
+        "other", "tenant:a/tokens/day:2026-11-23", "tenant:b/usd/month:2026-11"]
+    assert await store.limits("nothing-here") == []
+
+
+async def test_limits_do_not_count_expired_holds(store: Store) -> None:
+    await store.set_limit("calls", 5)
+    assert (await store.reserve("r1", {"calls": 5}, lease=0.05)).admitted
+    assert [u.held for u in await store.limits()] == [5]
+    await anyio.sleep(0.2)  # real lease on the store's own clock
+    assert [(u.key, u.held, u.available) for u in await store.limits()] == [("calls", 0, 5)]

@@ -19,7 +19,28 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import ToolCallError as ToolCallError
 from ._exceptions import UnknownLimit as UnknownLimit
+from ._exceptions import UnknownModelPrice as UnknownModelPrice
 from ._exceptions import UnknownTool as UnknownTool
+from ._ledger import LedgerEntry as LedgerEntry
+from ._ledger import LedgerStatistics as LedgerStatistics
+from ._ledger import UsageLedger as UsageLedger
+from ._money import AdmissionDecision as AdmissionDecision
+from ._money import BudgetCap as BudgetCap
+from ._money import CostRates as CostRates
+from ._money import WindowState as WindowState
+from ._money import admits as admits
+from ._money import estimate_cost as estimate_cost
+from ._pricing import PriceTable as PriceTable
+from ._pricing import TokenPrices as TokenPrices
+from ._pricing import token_cost as token_cost
+from ._principals import LimitKey as LimitKey
+from ._principals import LimitSpec as LimitSpec
+from ._principals import PrincipalBudget as PrincipalBudget
+from ._principals import PrincipalReservation as PrincipalReservation
+from ._principals import PrincipalReserveContext as PrincipalReserveContext
+from ._principals import Principals as Principals
+from ._principals import money_limits as money_limits
+from ._principals import parse_limit_key as parse_limit_key
 from ._protocols import BudgetGuard as BudgetGuard
 from ._protocols import TokenBudget as TokenBudget
 from ._reservation import Budget as Budget
@@ -28,6 +49,8 @@ from ._reservation import ReserveContext as ReserveContext
 from ._tokens import AtomicTokenBudget as AtomicTokenBudget
 from ._tokens import TokenReservation as TokenReservation
 from ._validation import Amount as Amount
+from ._windows import Period as Period
+from ._windows import Window as Window
 from .adapters import AnthropicStreamUsage as AnthropicStreamUsage
 from .adapters import TokenUsage as TokenUsage
 from .adapters import anthropic_tool_calls as anthropic_tool_calls
@@ -67,6 +90,7 @@ from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
 __all__ = (
+    "AdmissionDecision",
     "Amount",
     "AnthropicStreamUsage",
     "ApprovalAuditSink",
@@ -80,22 +104,34 @@ __all__ = (
     "AtomicBudget",
     "AtomicTokenBudget",
     "Budget",
+    "BudgetCap",
     "BudgetExceeded",
     "BudgetGuard",
     "BudgetStatistics",
     "CompositionError",
     "ConfigurationError",
     "Continue",
+    "CostRates",
     "DispatchBudgetHook",
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
     "InvalidToolArguments",
+    "LedgerEntry",
+    "LedgerStatistics",
+    "LimitKey",
+    "LimitSpec",
     "LimitUsage",
     "MemoryApprovalLog",
     "MemoryStore",
     "MissingSecret",
     "OutlayError",
+    "Period",
+    "PriceTable",
+    "PrincipalBudget",
+    "PrincipalReservation",
+    "PrincipalReserveContext",
+    "Principals",
     "Reservation",
     "ReservationError",
     "ReserveContext",
@@ -107,6 +143,7 @@ __all__ = (
     "StoreUnavailable",
     "Terminate",
     "TokenBudget",
+    "TokenPrices",
     "TokenReservation",
     "TokenUsage",
     "ToolCallError",
@@ -117,16 +154,25 @@ __all__ = (
     "ToolInvocation",
     "ToolInvocationResult",
     "UnknownLimit",
+    "UnknownModelPrice",
     "UnknownTool",
+    "UsageLedger",
+    "Window",
+    "WindowState",
+    "admits",
     "anthropic_tool_calls",
     "anthropic_tool_results",
     "anthropic_usage",
+    "estimate_cost",
+    "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",
     "openai_chat_usage",
     "openai_responses_tool_calls",
     "openai_responses_tool_outputs",
     "openai_responses_usage",
+    "parse_limit_key",
     "record_token_usage",
     "store_from_url",
+    "token_cost",
 )

@@ -8,6 +8,7 @@ The hierarchy::
     ├── UnknownLimit                a reservation names a limit that has no cap (stores)
     ├── ConfigurationError          a bad store URL or option (``store_from_url``, graph executor)
     ├── CompositionError            a graph composition is malformed or names an unknown stage
+    ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``)
     ├── StoreError                  a store backend failed; the driver error is ``__cause__``
     │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
     ├── DispatchTerminated          a hook's ``before`` returned ``Terminate`` (``ToolDispatcher``)
@@ -167,3 +168,14 @@ class SecretLeak(OutlayError):
         self.tool = tool
         self.error_type = error_type
         self.envs = envs
+
+
+class UnknownModelPrice(OutlayError, LookupError):
+    """``PriceTable`` knows no price for ``model``: not in the user's prices, not in the price
+    library (or the library is off or not installed), and no ``fallback`` was given. Never
+    priced as zero silently."""
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        message = f"no price is known for model {model!r}"
+        super().__init__(f"{message}; {detail}" if detail else message)
+        self.model = model

@@ -95,6 +95,26 @@ class Store(ABC):
     async def usage(self, key: str) -> LimitUsage:
         """Snapshot one limit; raises ``UnknownLimit`` if it does not exist."""
 
+    async def limits(self, prefix: str = "") -> list[LimitUsage]:
+        """Snapshot every limit whose key starts with ``prefix``, sorted by key.
+
+        Holds whose lease expired do not count. A store that cannot enumerate its limits raises
+        ``NotImplementedError``; the CLI reports that as an unsupported store.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its limits "
+                                  "(Store.limits is not implemented)")
+
+    async def reset_spend(self, key: str) -> LimitUsage:
+        """Set the committed spend of ``key`` to zero; its cap and live holds are kept.
+
+        An administrative act (the ``outlay reset --zero-spend`` command), never part of normal
+        budgeting: periods start fresh by key, not by reset. Returns the usage as it was before.
+        Raises ``UnknownLimit`` for a missing key and ``NotImplementedError`` on a store that
+        does not support it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot reset spend "
+                                  "(Store.reset_spend is not implemented)")
+
     def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
         """Best-effort, synchronous release of a reservation handle that was garbage-collected.
 

@@ -187,6 +187,24 @@ class MemoryStore(Store):
                 raise UnknownLimit(key)
             return LimitUsage(key, limit.cap, limit.spent, limit.held)
 
+    def limits_nowait(self, prefix: str = "") -> list[LimitUsage]:
+        """Synchronous ``limits``; see ``Store.limits``."""
+        with self._lock:
+            self._expire(self._clock())
+            return [LimitUsage(key, limit.cap, limit.spent, limit.held)
+                    for key, limit in sorted(self._limits.items()) if key.startswith(prefix)]
+
+    def reset_spend_nowait(self, key: str) -> LimitUsage:
+        """Synchronous ``reset_spend``; see ``Store.reset_spend``."""
+        with self._lock:
+            self._expire(self._clock())
+            limit = self._limits.get(key)
+            if limit is None:
+                raise UnknownLimit(key)
+            before = LimitUsage(key, limit.cap, limit.spent, limit.held)
+            limit.spent = Decimal(0) if isinstance(limit.cap, Decimal) else 0
+            return before
+
     def held_reservations(self) -> int:
         """How many holds are live right now (for tests and diagnostics)."""
         with self._lock:
@@ -252,6 +270,12 @@ class MemoryStore(Store):
 
     async def usage(self, key: str) -> LimitUsage:
         return self.usage_nowait(key)
+
+    async def limits(self, prefix: str = "") -> list[LimitUsage]:
+        return self.limits_nowait(prefix)
+
+    async def reset_spend(self, key: str) -> LimitUsage:
+        return self.reset_spend_nowait(key)
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)

@@ -497,6 +497,25 @@ class SQLiteStore(Store):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
         return await self._run(lambda conn, now: _snapshot(conn, now, prefix, prefix=True))
 
+    async def reset_spend(self, key: str) -> LimitUsage:
+        """Set the committed spend of ``key`` to zero, keeping its cap and live holds; one write
+        transaction (see ``Store.reset_spend``). Returns the usage as it was before."""
+
+        def op(conn: sqlite3.Connection, now: float) -> LimitUsage:
+            conn.execute("BEGIN IMMEDIATE")
+            self._sweep(conn, now)
+            row = conn.execute("SELECT unit, cap, spent, held FROM limits WHERE key = ?",
+                               (key,)).fetchone()
+            if row is None:
+                raise UnknownLimit(key)
+            unit, cap, spent, held = row
+            conn.execute("UPDATE limits SET spent = ?, updated_at = ? WHERE key = ?",
+                         (str(_zero(unit)), now, key))
+            conn.execute("COMMIT")
+            return LimitUsage(key, _parse(unit, cap), _parse(unit, spent), _parse(unit, held))
+
+        return await self._run(op)
+
     async def held_reservations(self) -> int:
         """How many holds are live right now (for diagnostics and tests)."""
 
