@@ -1,9 +1,10 @@
 """Reserve+release cost of AtomicBudget against the baselines users would pick instead.
 
 Run: ``python benchmarks/bench_budget.py [--quick]``. Prints a table and writes
-``benchmarks/results/budget.json``. Every row is timed in the same run, on asyncio, best of
-several repeats; the floor is a bare ``async def`` over a ``threading.Lock``-guarded counter
-(what any thread-safe async budget must at least pay).
+``benchmarks/results/budget.json``. Every row is timed in the same run, on asyncio, as CPU time
+of the event-loop thread (so other load on the machine does not count), best of several rounds
+taken round-robin over the rows. The floor is a bare ``async def`` over a
+``threading.Lock``-guarded counter (what any thread-safe async budget must at least pay).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import anyio
 from outlay import AtomicBudget
 
 Bench = Callable[[int], Awaitable[float]]
+clock = time.thread_time
 
 
 async def floor_threading_lock(n: int) -> float:
@@ -41,11 +43,11 @@ async def floor_threading_lock(n: int) -> float:
         with lock:
             state[0] += cost
 
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         await reserve(1)
         await release(1)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def asyncio_lock_counter(n: int) -> float:
@@ -63,58 +65,58 @@ async def asyncio_lock_counter(n: int) -> float:
         async with lock:
             state[0] += cost
 
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         await reserve(1)
         await release(1)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def aiolimiter_acquire(n: int) -> float:
     from aiolimiter import AsyncLimiter
 
     limiter = AsyncLimiter(max_rate=10 * n, time_period=3600)  # never throttles here
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         await limiter.acquire(1)  # a rate limiter has no release: its cost is acquire alone
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def anyio_capacity_limiter(n: int) -> float:
     limiter = anyio.CapacityLimiter(10)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         await limiter.acquire()
         limiter.release()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def atomic_nowait(n: int) -> float:
     budget = AtomicBudget(10)
     reserve, release = budget.try_reserve_nowait, budget.release_nowait
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         reserve(1)
         release(1)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def atomic_await(n: int) -> float:
     budget = AtomicBudget(10)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         await budget.try_reserve(1)
         await budget.release(1)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 async def atomic_hold(n: int) -> float:
     budget = AtomicBudget(10)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         async with budget.hold(1):
             pass
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def contended(kind: str) -> Bench:
@@ -145,11 +147,11 @@ def contended(kind: str) -> Bench:
                     async with semaphore:
                         await asyncio.sleep(0)
 
-        start = time.perf_counter()
+        start = clock()
         async with anyio.create_task_group() as tg:
             for _ in range(tasks):
                 tg.start_soon(worker)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         return elapsed * n / (tasks * rounds)
 
     return run
@@ -171,16 +173,17 @@ CONTENDED: dict[str, Bench] = {
 }
 
 
-async def measure(bench: Bench, n: int, repeats: int) -> float:
-    await bench(min(n, 1000))  # warm up
-    return min([await bench(n) for _ in range(repeats)]) / n * 1e9
-
-
 async def main(quick: bool) -> dict[str, object]:
-    n, repeats = (20_000, 3) if quick else (200_000, 7)
-    rows: dict[str, float] = {}
-    for name, bench in {**UNCONTENDED, **CONTENDED}.items():
-        rows[name] = await measure(bench, n if name in UNCONTENDED else n // 4, repeats)
+    n, repeats = (20_000, 3) if quick else (100_000, 9)
+    benches = {**UNCONTENDED, **CONTENDED}
+    sizes = {name: n if name in UNCONTENDED else n // 4 for name in benches}
+    for name, bench in benches.items():
+        await bench(min(sizes[name], 1000))  # warm up
+    best = dict.fromkeys(benches, float("inf"))
+    for _ in range(repeats):  # round-robin, so drifting machine load hits every row alike
+        for name, bench in benches.items():
+            best[name] = min(best[name], await bench(sizes[name]))
+    rows = {name: best[name] / sizes[name] * 1e9 for name in benches}
     floor = rows["floor: async def + threading.Lock counter"]
     width = max(map(len, rows))
     print(f"{'benchmark (asyncio)':<{width}}  {'ns/pair':>9}  {'x floor':>8}")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from outlay import AtomicBudget, AtomicTokenBudget
@@ -38,6 +39,17 @@ async def test_token_reconcile_event() -> None:
     assert reconciled[0]["actual"] == 350
     assert reconciled[0]["overage"] == 50
     assert reconciled[0]["refunded"] == 0
+
+
+def test_hot_path_flag_tracks_structlog_configuration() -> None:
+    from outlay import _log
+
+    states = [(_log.config.is_configured, structlog.is_configured())]
+    structlog.configure()
+    states.append((_log.config.is_configured, structlog.is_configured()))
+    structlog.reset_defaults()
+    states.append((_log.config.is_configured, structlog.is_configured()))
+    assert states == [(False, False), (True, True), (False, False)]
 
 
 def test_unconfigured_structlog_prints_nothing() -> None:

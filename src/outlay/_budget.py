@@ -24,7 +24,7 @@ import anyio.lowlevel
 
 from . import _log
 from ._exceptions import BudgetExceeded
-from ._log import enabled as _log_enabled
+from ._log import config as _structlog
 from ._validation import check_count
 
 
@@ -134,17 +134,18 @@ class AtomicBudget:
 
         Raises ``TypeError`` for a non-``int`` cost and ``ValueError`` for a negative one.
         """
-        if type(cost) is not int or cost < 0:
-            check_count(cost, "cost")
         with self._lock:
-            if cost <= self._available and not self._waiters:
+            # One chained test is the fast path; anything else is checked below, outside the
+            # lock, and bad input raises there, having taken nothing.
+            if cost.__class__ is int and 0 <= cost <= self._available and not self._waiters:
                 self._available -= cost
                 self._reserved += 1
                 admitted = True
             else:
-                self._denied += 1
                 admitted = False
-        if _log_enabled():
+        if not admitted:
+            self._deny(cost)
+        if _structlog.is_configured:
             self._log_reservation(cost, admitted)
         return admitted
 
@@ -152,17 +153,18 @@ class AtomicBudget:
         """``BudgetGuard.try_reserve``: ``try_reserve_nowait`` without yielding to the loop."""
         # The body of try_reserve_nowait, inlined: delegating costs an extra call on the hot
         # path of every guard user (benchmarks/bench_budget.py measures it).
-        if type(cost) is not int or cost < 0:
-            check_count(cost, "cost")
         with self._lock:
-            if cost <= self._available and not self._waiters:
+            # One chained test is the fast path; anything else is checked below, outside the
+            # lock, and bad input raises there, having taken nothing.
+            if cost.__class__ is int and 0 <= cost <= self._available and not self._waiters:
                 self._available -= cost
                 self._reserved += 1
                 admitted = True
             else:
-                self._denied += 1
                 admitted = False
-        if _log_enabled():
+        if not admitted:
+            self._deny(cost)
+        if _structlog.is_configured:
             self._log_reservation(cost, admitted)
         return admitted
 
@@ -194,7 +196,7 @@ class AtomicBudget:
             try:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
             finally:
-                if _log_enabled():
+                if _structlog.is_configured:
                     self._log_reservation(cost, True)
             return
         try:
@@ -210,12 +212,12 @@ class AtomicBudget:
             for other in woken:
                 other.wake()
             raise
-        if _log_enabled():
+        if _structlog.is_configured:
             self._log_reservation(cost, True)
 
     def release_nowait(self, cost: int) -> None:
         """Give ``cost`` back (capped at ``capacity``) and grant queued waiters that now fit."""
-        if type(cost) is not int or cost < 0:
+        if cost.__class__ is not int or cost < 0:
             check_count(cost, "cost")
         with self._lock:
             available = self._available + cost
@@ -225,14 +227,14 @@ class AtomicBudget:
         if woken:
             for waiter in woken:
                 waiter.wake()
-        if _log_enabled():
+        if _structlog.is_configured:
             _log.emit("outlay.budget.released", budget=self._name, cost=cost,
                       available=self._available)
 
     async def release(self, cost: int) -> None:
         """``BudgetGuard.release``: ``release_nowait`` without yielding to the loop."""
         # The body of release_nowait, inlined: this is the hot path of every guard user.
-        if type(cost) is not int or cost < 0:
+        if cost.__class__ is not int or cost < 0:
             check_count(cost, "cost")
         with self._lock:
             available = self._available + cost
@@ -242,7 +244,7 @@ class AtomicBudget:
         if woken:
             for waiter in woken:
                 waiter.wake()
-        if _log_enabled():
+        if _structlog.is_configured:
             _log.emit("outlay.budget.released", budget=self._name, cost=cost,
                       available=self._available)
 
@@ -253,7 +255,7 @@ class AtomicBudget:
             woken = self._grant()
         for waiter in woken:
             waiter.wake()
-        if _log_enabled():
+        if _structlog.is_configured:
             _log.emit("outlay.budget.refilled", budget=self._name, available=self._capacity)
 
     @asynccontextmanager
@@ -277,6 +279,12 @@ class AtomicBudget:
                 denied=self._denied,
                 released=self._released,
             )
+
+    def _deny(self, cost: object) -> None:
+        """Raise for a bad ``cost``, else count a denial."""
+        check_count(cost, "cost")
+        with self._lock:
+            self._denied += 1
 
     def _grant(self) -> list[_Waiter]:
         """Move units to queued waiters, head first, while the head fits. Lock held."""

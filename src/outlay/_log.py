@@ -16,6 +16,24 @@ _logger = structlog.get_logger("outlay")
 
 enabled = structlog.is_configured
 
+try:
+    # The flag ``structlog.is_configured()`` returns, read as an attribute: hot paths (a budget
+    # reservation is a few hundred nanoseconds) check ``config.is_configured`` without a call.
+    # tests/test_logging.py asserts it tracks is_configured(); the shim covers a structlog that
+    # moves it.
+    from structlog import _config
+
+    config: Any = _config._CONFIG
+    config.is_configured  # noqa: B018 - fail here, not on the hot path, if it is gone
+except (ImportError, AttributeError):  # pragma: no cover - depends on structlog internals
+
+    class _Shim:
+        @property
+        def is_configured(self) -> bool:
+            return structlog.is_configured()
+
+    config = _Shim()
+
 
 def emit(event: str, **fields: Any) -> None:
     """Emit ``event`` at info level if the application configured structlog."""
