@@ -169,6 +169,10 @@ async def test_budget_over_store_refuses_with_reason(store: Store) -> None:
             await budget.reserve({"run/usd": Decimal("0.50")})
         assert info.value.key == "run/usd"
         assert info.value.available == Decimal("0.25")
+        assert info.value.requested == Decimal("0.50")
+        assert info.value.usage is not None  # the refusing limit as the store saw it
+        assert (info.value.usage.key, info.value.usage.cap, info.value.usage.spent,
+                info.value.usage.held) == ("run/usd", Decimal("1.00"), 0, Decimal("0.75"))
         assert "run/usd" in info.value.reason
         await held.commit({"run/usd": Decimal("0.60")})
     assert (await budget.usage("run/usd")).available == Decimal("0.40")
