@@ -7,6 +7,7 @@ reason. Add a store by adding a factory to ``STORE_FACTORIES``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,8 +36,8 @@ async def memory_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
 
 
 async def drop_namespace(store: RedisStore) -> None:
-    """Delete every key of ``store``'s namespace."""
-    pattern = "{" + store.namespace + "}:*"
+    """Delete every key of ``store``'s namespace (glob characters in it are literal)."""
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", "{" + store.namespace + "}:") + "*"
 
     async def drop() -> None:
         keys = [key async for key in store.client.scan_iter(match=pattern, count=1000)]

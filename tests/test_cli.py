@@ -268,6 +268,14 @@ def test_cli_against_a_real_redis(redis_server: RedisServer) -> None:
         assert code == 0, err
         assert "cap 20 -> cap 30" in out
         code, out, err = run(["reset", url, "tenant:acme/usd/month:2030-03", "--zero-spend"])
-        assert code == 0 or "does not support" in err
+        assert code == 0, err
+        assert "spent 5.25 -> 0 (cap 30, held 0)" in out
+        code, out, err = run(["--json", "show", url])
+        assert [(r["key"], r["cap"], r["spent"]) for r in json.loads(out)] == [
+            ("tenant:acme/agent:x/usd/month:2030-03", "20", "1"),  # other limits keep theirs
+            ("tenant:acme/usd/month:2030-03", "30", "0")]
+        code, _, err = run(["reset", url, "no/such/key", "--zero-spend"])
+        assert code == 1
+        assert "no/such/key" in err
     finally:
         anyio.run(drop)

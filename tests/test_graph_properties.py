@@ -94,6 +94,6 @@ async def test_spend_is_exactly_what_started_and_nothing_stays_held(
         pass
     usage = await budget.usage("calls")
     assert usage.held == 0
-    assert store.held_reservations() == 0
+    assert await store.held_reservations() == 0
     assert usage.spent == sum(started)
     assert usage.spent <= cap

@@ -16,6 +16,7 @@ from outlay import (
     ConfigurationError,
     LimitKey,
     LimitSpec,
+    LimitUsage,
     MemoryStore,
     PrincipalBudget,
     Principals,
@@ -338,6 +339,7 @@ async def test_refusal_by_a_limit_not_created_yet_names_it() -> None:
     assert info.value.key == "tenant:acme/usd/run:r1"
     assert "cap 50, committed 0, reserved 0, estimate 60" in info.value.reason
     assert info.value.available == D(50)
+    assert info.value.usage == LimitUsage("tenant:acme/usd/run:r1", D(50), D(0), D(0))
     assert await store.limits() == []
 
 

@@ -135,7 +135,7 @@ class StoreMachine(RuleBasedStateMachine):
             self.store.release_nowait(rid)
         for key in CAPS:
             assert self.store.usage_nowait(key).held == 0
-        assert self.store.held_reservations() == 0
+        assert self.store.held_reservations_nowait() == 0
 
 
 TestStoreMachine = StoreMachine.TestCase

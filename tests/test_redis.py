@@ -280,6 +280,33 @@ async def test_period_limits_expire_a_little_after_their_period(store: RedisStor
     await store.reserve("r2", {"old": 1}, lease=60, defaults={"old": 5},
                         expire_at={"old": now - 10})
     assert (await store.usage("old")).held == 1
+    # Resetting spend keeps the period expiry: the limit is still forgotten on time.
+    await store.commit("r1")
+    await store.reset_spend(key)
+    assert (await store.usage(key)).spent == 0
+    after = await raw(store, "PTTL", "{" + store.namespace + "}:l:" + key) / 1000
+    assert ttl - 5 < after <= ttl
+
+
+async def test_held_reservations_counts_only_its_own_namespace(
+    redis_server: RedisServer,
+) -> None:
+    base = f"outlay-test-{uuid.uuid4().hex[:12]}"
+    stores = [RedisStore.from_url(redis_server.url(REDIS_TEST_DB), namespace=name)
+              for name in (base + "*", base + "-b")]  # "*" is literal, not a glob
+    try:
+        starred, other = stores
+        await other.set_limit("calls", 5)
+        await other.reserve("r1", {"calls": 1}, lease=60)
+        assert (await starred.held_reservations(), await other.held_reservations()) == (0, 1)
+        await starred.set_limit("calls", 5)
+        for n in range(3):
+            await starred.reserve(f"s{n}", {"calls": 1}, lease=60)
+        assert (await starred.held_reservations(), await other.held_reservations()) == (3, 1)
+    finally:
+        for opened in stores:
+            await drop_namespace(opened)
+            await opened.aclose()
 
 
 async def test_limits_lists_by_prefix_sorted(store: RedisStore) -> None:
@@ -348,6 +375,7 @@ async def run_every_operation(store: RedisStore, tag: str) -> None:
     await store.reserve(f"{tag}2", {"calls": 1}, lease=60)
     await store.release(f"{tag}2")
     await store.usage("calls")
+    await store.reset_spend("more")
 
 
 async def test_every_operation_is_one_round_trip(
@@ -364,7 +392,7 @@ async def test_every_operation_is_one_round_trip(
         await checker.aclose()
     calls = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in info.items()}
     calls.pop("config|resetstat", None)
-    assert calls.pop("evalsha") == 6
+    assert calls.pop("evalsha") == 7
     # Redis 7.0 also counts the commands scripts run inside the server; none else was sent.
     lua = " ".join(p.read_text() for p in SCRIPTS.glob("*.lua")).lower()
     assert calls
@@ -380,6 +408,11 @@ async def test_lost_scripts_are_reloaded_transparently(own_store: RedisStore) ->
     await raw(own_store, "SCRIPT", "FLUSH")
     assert (await own_store.usage("calls")).spent == 2
     assert (await own_store.reserve("r2", {"calls": 1}, lease=60)).admitted  # cached again
+    await raw(own_store, "SCRIPT", "FLUSH")
+    assert (await own_store.reset_spend("calls")).spent == 2
+    await raw(own_store, "SCRIPT", "FLUSH")
+    assert await own_store.held_reservations() == 1
+    assert (await own_store.usage("calls")).spent == 0
 
 
 async def test_a_server_restart_between_operations_is_survived(

@@ -114,7 +114,7 @@ def test_sqlite_store_matches_the_memory_store(ops: list[tuple[Any, ...]]) -> No
                 else:
                     assert await apply(sqlite, op) == await apply(memory, op), op
                 assert await snapshot(sqlite) == await snapshot(memory), op
-                assert await sqlite.held_reservations() == memory.held_reservations()
+                assert await sqlite.held_reservations() == await memory.held_reservations()
         finally:
             await sqlite.aclose()
 

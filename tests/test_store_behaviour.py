@@ -169,6 +169,10 @@ async def test_budget_over_store_refuses_with_reason(store: Store) -> None:
             await budget.reserve({"run/usd": Decimal("0.50")})
         assert info.value.key == "run/usd"
         assert info.value.available == Decimal("0.25")
+        assert info.value.requested == Decimal("0.50")
+        assert info.value.usage is not None  # the refusing limit as the store saw it
+        assert (info.value.usage.key, info.value.usage.cap, info.value.usage.spent,
+                info.value.usage.held) == ("run/usd", Decimal("1.00"), 0, Decimal("0.75"))
         assert "run/usd" in info.value.reason
         await held.commit({"run/usd": Decimal("0.60")})
     assert (await budget.usage("run/usd")).available == Decimal("0.40")
@@ -214,3 +218,59 @@ async def test_limits_do_not_count_expired_holds(store: Store) -> None:
     assert [u.held for u in await store.limits()] == [5]
     await anyio.sleep(0.2)  # real lease on the store's own clock
     assert [(u.key, u.held, u.available) for u in await store.limits()] == [("calls", 0, 5)]
+
+
+async def test_reset_spend_zeroes_spend_and_keeps_cap_and_holds(store: Store) -> None:
+    await store.set_limit("usd", Decimal("10"))
+    await store.set_limit("calls", 5)
+    await store.reserve("a", {"usd": Decimal("4"), "calls": 2}, lease=60)
+    await store.commit("a", {"usd": Decimal("4.125")})
+    await store.reserve("b", {"usd": Decimal("3")}, lease=60)
+    before = await store.reset_spend("usd")
+    assert (before.key, before.cap, before.spent, before.held) == (
+        "usd", Decimal("10"), Decimal("4.125"), Decimal("3"))
+    after = await store.usage("usd")
+    assert (after.cap, after.spent, after.held) == (Decimal("10"), 0, Decimal("3"))
+    assert isinstance(after.spent, Decimal)
+    assert (await store.usage("calls")).spent == 2  # other limits keep their spend
+    assert await store.commit("b") is True  # the live hold still settles normally
+    assert (await store.usage("usd")).spent == Decimal("3")
+    before = await store.reset_spend("calls")
+    assert (before.cap, before.spent, before.held) == (5, 2, 0)
+    after = await store.usage("calls")
+    assert (after.spent, after.available) == (0, 5)
+    assert type(after.spent) is int
+    with pytest.raises(UnknownLimit):
+        await store.reset_spend("nope")
+
+
+async def test_reset_spend_does_not_count_expired_holds(store: Store) -> None:
+    await store.set_limit("calls", 5)
+    await store.reserve("r1", {"calls": 2}, lease=60)
+    await store.commit("r1")
+    assert (await store.reserve("r2", {"calls": 3}, lease=0.05)).admitted
+    await anyio.sleep(0.2)  # real lease on the store's own clock
+    before = await store.reset_spend("calls")
+    assert (before.spent, before.held) == (2, 0)
+    assert (await store.reserve("r3", {"calls": 5}, lease=60)).admitted  # all room is back
+
+
+async def test_held_reservations_counts_live_holds(store: Store) -> None:
+    assert await store.held_reservations() == 0
+    await store.set_limit("a", 10)
+    await store.set_limit("b", 10)
+    await store.reserve("r1", {"a": 1, "b": 1}, lease=60)  # one reservation over two limits
+    await store.reserve("r2", {"a": 1}, lease=60)
+    await store.reserve("r3", {"b": 1}, lease=60)
+    assert not (await store.reserve("r4", {"a": 9}, lease=60)).admitted  # refused: no hold
+    await store.release("never-reserved")  # an id remembered as released holds nothing
+    assert await store.held_reservations() == 3
+    await store.commit("r1")
+    await store.release("r2")
+    assert await store.held_reservations() == 1
+    await store.reserve("short", {"a": 1}, lease=0.05)
+    assert await store.held_reservations() == 2
+    await anyio.sleep(0.2)  # real lease on the store's own clock
+    assert await store.held_reservations() == 1  # an expired hold is not held
+    await store.release("r3")
+    assert await store.held_reservations() == 0

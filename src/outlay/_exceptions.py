@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .hooks._types import ToolInvocation
+    from .stores._base import LimitUsage
 
 
 class OutlayError(Exception):
@@ -41,6 +42,8 @@ class BudgetExceeded(OutlayError):
     Raised by ``AtomicBudget.reserve`` (cost above capacity), ``Budget.reserve`` and
     ``AtomicTokenBudget.reserve_tokens`` (no room now). ``key`` names the refusing limit,
     ``requested`` and ``available`` are in that limit's unit, ``reason`` says it in words.
+    ``usage`` is the refusing store limit (cap, spent, held) as it stood when the store
+    decided, when a store limit refused (``Budget.reserve``, principals); otherwise ``None``.
     """
 
     def __init__(
@@ -50,12 +53,14 @@ class BudgetExceeded(OutlayError):
         key: str | None = None,
         requested: int | Decimal | None = None,
         available: int | Decimal | None = None,
+        usage: LimitUsage | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.key = key
         self.requested = requested
         self.available = available
+        self.usage = usage
 
 
 class ReservationError(OutlayError):

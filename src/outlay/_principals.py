@@ -31,7 +31,7 @@ from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_mon
 from ._reservation import DEFAULT_LEASE, Budget, Reservation
 from ._validation import Amount, check_amount
 from ._windows import Window
-from .stores import Admission, LimitUsage, Store
+from .stores import LimitUsage, Store
 
 __all__ = ("LimitKey", "LimitSpec", "PrincipalBudget", "PrincipalReservation",
            "PrincipalReserveContext", "Principals", "money_limits", "parse_limit_key")
@@ -356,12 +356,13 @@ class PrincipalBudget:
             raise ValueError("nothing to reserve: every amount is zero and uncapped")
         defaults = {key: spec.cap for key, (_, spec, _) in limits.items()}
         expire_at = {key: end for key, (_, _, end) in limits.items() if end is not None}
-        # Budget._reserve (package-private) hands back the store's Admission, which names the
-        # refusing limit as it stood at the decision, even one that was never created.
-        admission, inner = await self._owner._budget._reserve(
-            by_key, lease, defaults, expire_at, Reservation)
-        if inner is None:
-            refusal = self._refusal(admission)
+        # A refusal carries the refusing limit as it stood at the store's decision (even one
+        # that was never created); the reason is rephrased in terms of principal and window.
+        try:
+            inner = await self._owner._budget.reserve(by_key, lease=lease, defaults=defaults,
+                                                      expire_at=expire_at)
+        except BudgetExceeded as exceeded:
+            refusal = self._refusal(exceeded)
             if _log.enabled():
                 _log.emit("outlay.principal.denied", principal=self._path, key=refusal.key,
                           reason=refusal.reason)
@@ -369,15 +370,16 @@ class PrincipalBudget:
         units = {key: unit for key, (unit, _, _) in limits.items()}
         return PrincipalReservation(self._owner, self._path, inner, checked, units), None
 
-    def _refusal(self, admission: Admission) -> BudgetExceeded:
-        usage, amount = admission.refused, admission.requested
+    def _refusal(self, exceeded: BudgetExceeded) -> BudgetExceeded:
+        usage, amount = exceeded.usage, exceeded.requested
         if usage is None or amount is None:  # pragma: no cover - every store names the limit
             return BudgetExceeded(f"{self._path}: reservation refused", key=None)
         parsed = parse_limit_key(usage.key)
         who = parsed.principal if parsed else usage.key
         window = parsed.period if parsed else usage.key
         reason = f"{who}: " + over_cap_reason(window, usage.cap, usage.spent, usage.held, amount)
-        return BudgetExceeded(reason, key=usage.key, requested=amount, available=usage.available)
+        return BudgetExceeded(reason, key=usage.key, requested=amount, available=usage.available,
+                              usage=usage)
 
     def __repr__(self) -> str:
         return f"<PrincipalBudget {self._path} caps={list(self._caps)}>"

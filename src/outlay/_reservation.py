@@ -317,4 +317,4 @@ def _exceeded(admission: Admission) -> BudgetExceeded:
     usage = admission.refused
     return BudgetExceeded(refusal_reason(admission), key=usage.key if usage else None,
                           requested=admission.requested,
-                          available=usage.available if usage else None)
+                          available=usage.available if usage else None, usage=usage)

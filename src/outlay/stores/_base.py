@@ -115,6 +115,15 @@ class Store(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot reset spend "
                                   "(Store.reset_spend is not implemented)")
 
+    async def held_reservations(self) -> int:
+        """How many reservations hold budget right now (held, lease not yet expired).
+
+        For diagnostics and tests, not for admission decisions: the count may be stale by the
+        time it is read. A store that cannot count its holds raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot count its holds "
+                                  "(Store.held_reservations is not implemented)")
+
     def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
         """Best-effort, synchronous release of a reservation handle that was garbage-collected.
 

@@ -205,8 +205,8 @@ class MemoryStore(Store):
             limit.spent = Decimal(0) if isinstance(limit.cap, Decimal) else 0
             return before
 
-    def held_reservations(self) -> int:
-        """How many holds are live right now (for tests and diagnostics)."""
+    def held_reservations_nowait(self) -> int:
+        """Synchronous ``held_reservations``: how many holds are live right now."""
         with self._lock:
             self._expire(self._clock())
             return len(self._holds)
@@ -276,6 +276,9 @@ class MemoryStore(Store):
 
     async def reset_spend(self, key: str) -> LimitUsage:
         return self.reset_spend_nowait(key)
+
+    async def held_reservations(self) -> int:
+        return self.held_reservations_nowait()
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)

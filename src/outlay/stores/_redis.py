@@ -80,7 +80,8 @@ def _load_scripts() -> dict[str, _Script]:
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
     scripts = {}
-    for name in ("reserve", "commit", "release", "extend", "usage", "set_limit"):
+    for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
+                 "held"):
         source = common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = _Script(name, source, sha)
@@ -516,6 +517,48 @@ class RedisStore(Store):
             return []
         return [self._usage(name, reply)
                 for name, reply in zip(names, replies[1:], strict=True) if reply]
+
+    async def reset_spend(self, key: str) -> LimitUsage:
+        """See ``Store.reset_spend``. One script: drops the limit's expired holds, then sets
+        its spend to zero; the cap, live holds and any period expiry are kept. Returns the usage
+        as it was before."""
+        reply = await self._run("reset_spend", [self._key("l", key), self._key("z", key)], [])
+        if not reply:
+            raise UnknownLimit(key)
+        return self._usage(key, reply)
+
+    async def held_reservations(self) -> int:
+        """See ``Store.held_reservations``: reservations of this namespace held right now.
+
+        Cost: the holds are spread over per-reservation keys under the namespace's hash tag,
+        with no namespace-wide index (keeping one would put an extra write on every reserve and
+        ending), so this ``SCAN``s the whole Redis database (``O(all keys)``, pages of 1000)
+        for ``{namespace}:r:*``, then runs one read-only script per 1000 matches in one
+        pipelined round trip, each checking state and lease on the server's clock. Not atomic
+        across pages: a reservation made or ended meanwhile may or may not be counted. Holds
+        admitted while failing open (never stored) are not counted. For tests and diagnostics,
+        not the hot path.
+        """
+        pattern = _glob_escape(self._key("r", "")) + "*"
+        script = _SCRIPTS["held"]
+
+        async def count() -> int:
+            found = sorted({_text(name) async for name in
+                            self._client.scan_iter(match=pattern, count=1000)})
+            if not found:
+                return 0
+            pipe = self._client.pipeline(transaction=False)
+            pipe.script_load(script.source)
+            for start in range(0, len(found), 1000):
+                chunk = found[start:start + 1000]
+                pipe.evalsha(script.sha, len(chunk), *chunk)
+            replies: list[Any] = await pipe.execute()
+            return sum(int(reply) for reply in replies[1:])
+
+        try:
+            return await self._call(count)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
 
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
