@@ -97,6 +97,18 @@ def test_money_limit_prices_per_model(prices: Any) -> None:
         money.affordable_output("big", Decimal(1), 1, 1)
 
 
+def test_money_limit_clamps_on_library_prices() -> None:
+    pytest.importorskip("genai_prices")
+    money = MoneyLimit(Budget(), "usd", PriceTable(use_library=True, provider="openai"))
+    cap = Decimal("0.01")
+    most = money.affordable_output("gpt-4o", cap, 1_000, 10**6)
+    assert 0 < most < 10**6
+    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most) <= cap
+    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most + 1) > cap
+    with pytest.raises(UnknownModelPrice):
+        money.cost("no-such-model-xyz", input_tokens=1, output_tokens=1)
+
+
 def test_money_limit_checks_its_arguments() -> None:
     budget = Budget()
     cheap = TokenPrices(Decimal("0.1"), Decimal("0.4"))
