@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from outlay import AtomicTokenBudget, Budget  # noqa: E402
-from outlay.clients import MoneyLimit, Pricing, estimate_prompt_tokens  # noqa: E402
+from outlay import AtomicTokenBudget, Budget, TokenPrices  # noqa: E402
+from outlay.clients import MoneyLimit, estimate_prompt_tokens  # noqa: E402
 from outlay.clients._core import CallSpec, Limits  # noqa: E402
 from outlay.clients.openai import BudgetedAsyncOpenAI  # noqa: E402
 from tests.fakeprovider import FakeProvider  # noqa: E402
@@ -64,7 +64,7 @@ async def run(n: int) -> list[dict[str, Any]]:
     tokens = AtomicTokenBudget(10**12)
     dollars = Budget()
     await dollars.set_limit("usd", Decimal(10**9))
-    money = MoneyLimit(dollars, "usd", Pricing(Decimal("2.5"), Decimal("10")))
+    money = MoneyLimit(dollars, "usd", TokenPrices(Decimal("2.5"), Decimal("10")))
     kw: dict[str, Any] = {"model": "m", "messages": MESSAGES, "max_completion_tokens": 100}
     with FakeProvider() as fake:
         async with openai.AsyncOpenAI(

@@ -4,6 +4,7 @@
     python examples/research_agent.py --usd 0.0004          # watch it run out and finish early
     OPENAI_API_KEY=... python examples/research_agent.py --base-url https://your-endpoint/v1 \\
         --model your-model --input-price 0.15 --output-price 0.60   # a real endpoint (USD/M)
+        [--cached-input-price 0.075]                             # prompt-cache reads, if cheaper
 
 The model answers with parallel tool calls. Before every model call outlay reserves tokens (an
 estimate of the prompt plus the request's max output) and dollars; after it, it records what the
@@ -32,6 +33,7 @@ from outlay import (
     Budget,
     BudgetExceeded,
     DispatchBudgetHook,
+    TokenPrices,
     ToolCallLimitHook,
     ToolDispatcher,
     ToolDispatchHook,
@@ -41,10 +43,10 @@ from outlay import (
     openai_chat_tool_messages,
     openai_chat_usage,
 )
-from outlay.clients import Charge, MoneyLimit, Pricing
+from outlay.clients import Charge, MoneyLimit
 
 SCRIPTED_MODEL = "scripted-mini"
-PRICES = {SCRIPTED_MODEL: Pricing(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
+PRICES = {SCRIPTED_MODEL: TokenPrices(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
 MAX_OUTPUT_TOKENS = 400
 QUESTION = "How should an agent keep its LLM spend inside a budget?"
 
@@ -147,23 +149,25 @@ def scripted_model_call(tokens: AtomicTokenBudget, money: MoneyLimit,
                         ledger: Ledger) -> ModelCall:
     """Reserve tokens and dollars, call the scripted model, settle at its reported usage."""
     model = ScriptedModel()
-    price = PRICES[SCRIPTED_MODEL]
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
+        bound = money.cost(SCRIPTED_MODEL, input_tokens=estimate, output_tokens=MAX_OUTPUT_TOKENS)
         async with tokens.reserve_tokens(estimate + MAX_OUTPUT_TOKENS) as held_tokens, \
-                money.budget.reserve({money.key: price.cost(estimate, MAX_OUTPUT_TOKENS)},
-                                     lease=money.lease) as held_usd:
+                money.budget.reserve({money.key: bound}, lease=money.lease) as held_usd:
             reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
             usage = openai_chat_usage(reply)
             assert usage is not None
             await tokens.record_usage(held_tokens, usage.input_tokens, usage.output_tokens)
-            cost = price.cost(usage.input_tokens, usage.output_tokens)
+            cost = money.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
+                              output_tokens=usage.output_tokens,
+                              cached_input_tokens=usage.cached_input_tokens)
             await held_usd.commit({money.key: cost})
         ledger.charges.append(Charge(
             api="chat", model=SCRIPTED_MODEL, input_estimate=estimate,
             max_output_tokens=MAX_OUTPUT_TOKENS, prompt_tokens=usage.input_tokens,
             completion_tokens=usage.output_tokens,
+            cached_prompt_tokens=usage.cached_input_tokens,
             reserved_cost=held_usd.amounts[money.key], cost=cost,  # type: ignore[arg-type]
             outcome="recorded"))
         return reply
@@ -225,7 +229,7 @@ def _from_gathered(gathered: list[str]) -> str:
 
 
 async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str, int],
-               base_url: str | None, model: str, price: Pricing | None) -> None:
+               base_url: str | None, model: str, price: TokenPrices | None) -> None:
     ledger = Ledger()
     token_budget = AtomicTokenBudget(tokens, name="tokens")
     money = Budget()  # the in-memory store; Budget("sqlite:///budgets.db") would persist it
@@ -274,11 +278,13 @@ if __name__ == "__main__":
     parser.add_argument("--model", default=os.environ.get("OUTLAY_MODEL", "gpt-4o-mini"))
     parser.add_argument("--input-price", type=Decimal, help="USD per million input tokens")
     parser.add_argument("--output-price", type=Decimal, help="USD per million output tokens")
+    parser.add_argument("--cached-input-price", type=Decimal,
+                        help="USD per million cached input tokens (default: the input price)")
     args = parser.parse_args()
     price = None
     if args.base_url:  # a real model is never free: its price must be given
         if args.input_price is None or args.output_price is None:
             parser.error("--base-url needs --input-price and --output-price (USD per million)")
-        price = Pricing(args.input_price, args.output_price)
+        price = TokenPrices(args.input_price, args.output_price, args.cached_input_price)
     anyio.run(main, args.tokens, args.usd, args.tool_calls, {"web_search": args.searches},
               args.base_url, args.model, price)

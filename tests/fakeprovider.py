@@ -44,7 +44,8 @@ class Script:
 
     ``status`` other than 200 answers with a provider-shaped error body (``error_type`` names it).
     ``input_tokens``/``output_tokens`` are the usage reported; ``cache_read_input_tokens`` is
-    reported by the Anthropic endpoint only. ``report_usage=False`` leaves usage out.
+    reported as Anthropic does (apart from ``input_tokens``) and as OpenAI does (``cached_tokens``,
+    part of ``input_tokens``: keep it no larger there). ``report_usage=False`` leaves usage out.
     ``stall_after`` (any value) holds a non-streaming answer until ``release()``.
     Streams: ``stall_after=k`` sends ``k`` events, then waits for ``release()``;
     ``error_after=k`` sends ``k`` events, then an in-stream error event and ends;
@@ -261,7 +262,8 @@ class _Chat(_Route):
 
     def _usage(self, script: Script) -> dict[str, Any]:
         return {"prompt_tokens": script.input_tokens, "completion_tokens": script.output_tokens,
-                "total_tokens": script.input_tokens + script.output_tokens}
+                "total_tokens": script.input_tokens + script.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": script.cache_read_input_tokens}}
 
     def complete(self, body: dict[str, Any], script: Script) -> dict[str, Any]:
         return {
@@ -300,7 +302,8 @@ class _Responses(_Route):
         if status == "completed" and script.report_usage:
             usage = {"input_tokens": script.input_tokens, "output_tokens": script.output_tokens,
                      "total_tokens": script.input_tokens + script.output_tokens,
-                     "input_tokens_details": {"cached_tokens": 0},
+                     "input_tokens_details": {
+                         "cached_tokens": script.cache_read_input_tokens},
                      "output_tokens_details": {"reasoning_tokens": 0}}
         return {
             "id": "resp_fake", "object": "response", "created_at": 0, "status": status,

@@ -14,8 +14,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from outlay import AtomicTokenBudget, Budget, BudgetExceeded
-from outlay.clients import Charge, MoneyLimit, Pricing, estimate_prompt_tokens
+from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices
+from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.anthropic import BudgetedAsyncAnthropic
 
 from .fakeprovider import FakeProvider, Script
@@ -65,6 +65,7 @@ async def test_message_records_usage_with_cache_reads(fake: FakeProvider,
     whole(budget, 11 + 5 + 7)
     assert charges[0].input_estimate == estimate_prompt_tokens([MESSAGES, "Be brief."], 2)
     assert (charges[0].prompt_tokens, charges[0].completion_tokens) == (16, 7)
+    assert charges[0].cached_prompt_tokens == 5
 
 
 async def test_refused_before_any_request_and_clamp(fake: FakeProvider,
@@ -183,7 +184,7 @@ async def test_money_and_tokens_together(fake: FakeProvider,
     dollars = Budget()
     await dollars.set_limit("run/usd", Decimal("0.01"))
     tokens = AtomicTokenBudget(1000)
-    prices = Pricing(input_per_million=Decimal("3"), output_per_million=Decimal("15"))
+    prices = TokenPrices(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"))
     llm = BudgetedAsyncAnthropic(client, tokens=tokens,
                                  money=MoneyLimit(dollars, "run/usd", prices),
                                  estimate_input=fixed)
@@ -198,3 +199,28 @@ async def test_money_and_tokens_together(fake: FakeProvider,
     usage = await dollars.usage("run/usd")
     assert (usage.spent, usage.held) == (Decimal("0.0009"), 0)  # 100 * 3e-6 + 40 * 15e-6
     whole(tokens, 140)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cache_reads_are_charged_at_the_cached_rate(
+        fake: FakeProvider, client: anthropic.AsyncAnthropic, stream: bool) -> None:
+    dollars = Budget()
+    await dollars.set_limit("run/usd", Decimal("1"))
+    prices = TokenPrices(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"),
+                         cached_input_per_mtok=Decimal("0.30"))
+    charges: list[Charge] = []
+    llm = BudgetedAsyncAnthropic(client, money=MoneyLimit(dollars, "run/usd", {"m": prices}),
+                                 estimate_input=fixed, on_settle=charges.append)
+    fake.script(Script(input_tokens=100, cache_read_input_tokens=1000, output_tokens=40))
+    if stream:
+        async with await llm.messages.create(model="m", max_tokens=64, messages=MESSAGES,
+                                             stream=True) as events:
+            async for _ in events:
+                pass
+    else:
+        await llm.messages.create(model="m", max_tokens=64, messages=MESSAGES)
+    # 100 uncached at 3, 1000 cache reads at 0.30, 40 out at 15 (per million tokens)
+    usage = await dollars.usage("run/usd")
+    assert (usage.spent, usage.held) == (Decimal("0.0012"), 0)
+    assert (charges[0].prompt_tokens, charges[0].cached_prompt_tokens) == (1100, 1000)
+    assert charges[0].cost == Decimal("0.0012")

@@ -14,13 +14,12 @@ import pydantic
 import pytest
 
 import outlay
-from outlay import Budget, ConfigurationError
+from outlay import Budget, PriceTable, TokenPrices, UnknownModelPrice
 from outlay.clients import (
     MEDIA_TOKENS,
     MESSAGE_OVERHEAD,
     REQUEST_OVERHEAD,
     MoneyLimit,
-    Pricing,
     estimate_prompt_tokens,
     estimate_tokens,
 )
@@ -62,39 +61,65 @@ def test_estimate_prompt_tokens_adds_overheads() -> None:
         REQUEST_OVERHEAD + 2 * MESSAGE_OVERHEAD + 2)
 
 
-def test_pricing_is_exact_decimal() -> None:
-    prices = Pricing(Decimal("2.50"), Decimal("10"))
-    assert prices.cost(1_000_000, 0) == Decimal("2.50")
-    assert prices.cost(3, 7) == Decimal("0.0000775")
-    assert prices.affordable_output(Decimal("0.001"), 0) == 100
-    assert prices.affordable_output(Decimal("0"), 1) < 0
-    assert Pricing(Decimal(1), Decimal(0)).affordable_output(Decimal(1), 5) > 10**12
+def test_money_limit_one_price_is_exact_decimal() -> None:
+    money = MoneyLimit(Budget(), "usd", TokenPrices(Decimal("2.50"), Decimal("10")))
+    assert money.cost("any", input_tokens=1_000_000, output_tokens=0) == Decimal("2.50")
+    assert money.cost("other", input_tokens=3, output_tokens=7) == Decimal("0.0000775")
+    assert money.affordable_output("any", Decimal("0.001"), 0, 10**6) == 100
+    assert money.affordable_output("any", Decimal("0.001"), 0, 60) == 60  # capped at the bound
+    assert money.affordable_output("any", Decimal("0"), 1, 100) == -1  # not even the input
+    free_output = MoneyLimit(Budget(), "usd", TokenPrices(Decimal(1), Decimal(0)))
+    assert free_output.affordable_output("any", Decimal(1), 5, 10**12) == 10**12
 
 
-@pytest.mark.parametrize(("inp", "out", "error"), [
-    (0.5, Decimal(1), TypeError),
-    (1, Decimal(1), TypeError),
-    (Decimal(-1), Decimal(1), ValueError),
-    (Decimal(1), Decimal("NaN"), ValueError),
+def test_money_limit_charges_cached_input_at_the_cached_rate() -> None:
+    cached = TokenPrices(Decimal("3"), Decimal("15"), cached_input_per_mtok=Decimal("0.30"))
+    money = MoneyLimit(Budget(), "usd", cached)
+    # 60 uncached at 3, 40 cached at 0.30, 10 out at 15 (per million)
+    assert money.cost("m", input_tokens=100, output_tokens=10,
+                      cached_input_tokens=40) == Decimal("0.000342")
+    plain = MoneyLimit(Budget(), "usd", TokenPrices(Decimal("3"), Decimal("15")))
+    assert plain.cost("m", input_tokens=100, output_tokens=10,
+                      cached_input_tokens=40) == Decimal("0.00045")  # no cached rate: full
+
+
+@pytest.mark.parametrize("prices", [
+    {"small": TokenPrices(Decimal("0.1"), Decimal("0.4"))},
+    PriceTable({"small": TokenPrices(Decimal("0.1"), Decimal("0.4"))}),
 ])
-def test_pricing_rejects_bad_prices(inp: Any, out: Any, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        Pricing(inp, out)
+def test_money_limit_prices_per_model(prices: Any) -> None:
+    money = MoneyLimit(Budget(), "usd", prices)
+    assert money.cost("small", input_tokens=10, output_tokens=10) == Decimal("0.000005")
+    assert money.affordable_output("small", Decimal("0.000005"), 10, 100) == 10
+    with pytest.raises(UnknownModelPrice, match="big"):
+        money.cost("big", input_tokens=1, output_tokens=1)
+    with pytest.raises(UnknownModelPrice, match="big"):
+        money.affordable_output("big", Decimal(1), 1, 1)
 
 
-def test_money_limit_prices_per_model() -> None:
+def test_money_limit_clamps_on_library_prices() -> None:
+    pytest.importorskip("genai_prices")
+    money = MoneyLimit(Budget(), "usd", PriceTable(use_library=True, provider="openai"))
+    cap = Decimal("0.01")
+    most = money.affordable_output("gpt-4o", cap, 1_000, 10**6)
+    assert 0 < most < 10**6
+    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most) <= cap
+    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most + 1) > cap
+    with pytest.raises(UnknownModelPrice):
+        money.cost("no-such-model-xyz", input_tokens=1, output_tokens=1)
+
+
+def test_money_limit_checks_its_arguments() -> None:
     budget = Budget()
-    cheap = Pricing(Decimal("0.1"), Decimal("0.4"))
-    money = MoneyLimit(budget, "usd", {"small": cheap})
-    assert money.pricing_for("small") is cheap
-    with pytest.raises(ConfigurationError, match="big"):
-        money.pricing_for("big")
+    cheap = TokenPrices(Decimal("0.1"), Decimal("0.4"))
     with pytest.raises(TypeError):
         MoneyLimit(budget, "", cheap)
     with pytest.raises(TypeError):
         MoneyLimit("memory://", "usd", cheap)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         MoneyLimit(budget, "usd", {"small": Decimal(1)})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="TokenPrices"):
+        MoneyLimit(budget, "usd", Decimal(1))  # type: ignore[arg-type]
 
 
 def test_wrapper_options_are_checked() -> None:

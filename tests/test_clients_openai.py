@@ -15,8 +15,8 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from outlay import AtomicTokenBudget, Budget, BudgetExceeded, ConfigurationError
-from outlay.clients import Charge, MoneyLimit, Pricing, estimate_prompt_tokens
+from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices, UnknownModelPrice
+from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.openai import BudgetedAsyncOpenAI
 
 from .fakeprovider import FakeProvider, Script
@@ -398,7 +398,7 @@ async def money_budget(cap: str) -> Budget:
     return budget
 
 
-PRICES = Pricing(input_per_million=Decimal("2.50"), output_per_million=Decimal("10.00"))
+PRICES = TokenPrices(input_per_mtok=Decimal("2.50"), output_per_mtok=Decimal("10.00"))
 
 
 async def test_money_records_exact_cost(fake: FakeProvider, client: openai.AsyncOpenAI) -> None:
@@ -424,7 +424,7 @@ async def test_money_refusal_and_clamp(fake: FakeProvider, client: openai.AsyncO
         await llm.chat.completions.create(model="m", messages=MESSAGES,
                                           max_completion_tokens=101)
     assert info.value.key == "run/usd"
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(UnknownModelPrice):
         await llm.chat.completions.create(model="other", messages=MESSAGES,
                                           max_completion_tokens=1)
     assert fake.requests == []
@@ -437,6 +437,41 @@ async def test_money_refusal_and_clamp(fake: FakeProvider, client: openai.AsyncO
     assert fake.requests[0].body["max_completion_tokens"] == 100
     usage = await dollars.usage("run/usd")
     assert (usage.spent, usage.held, usage.available) == (Decimal("0.00105"), 0, 0)
+
+
+
+@pytest.mark.parametrize(("api", "stream"), [("chat", False), ("chat", True),
+                                             ("responses", False), ("responses", True)])
+async def test_cached_input_is_charged_at_the_cached_rate(
+        fake: FakeProvider, client: openai.AsyncOpenAI, api: str, stream: bool) -> None:
+    dollars = await money_budget("1")
+    prices = TokenPrices(Decimal("2.50"), Decimal("10.00"), cached_input_per_mtok=Decimal("1.25"))
+    charges: list[Charge] = []
+    llm = BudgetedAsyncOpenAI(client, money=MoneyLimit(dollars, "run/usd", prices),
+                              estimate_input=fixed, on_settle=charges.append)
+    fake.script(Script(input_tokens=1000, cache_read_input_tokens=800, output_tokens=300))
+    if api == "chat":
+        if stream:
+            async with await llm.chat.completions.create(
+                    model="m", messages=MESSAGES, max_completion_tokens=500,
+                    stream=True) as chunks:
+                async for _ in chunks:
+                    pass
+        else:
+            await llm.chat.completions.create(model="m", messages=MESSAGES,
+                                              max_completion_tokens=500)
+    elif stream:
+        async with await llm.responses.create(model="m", input="Say hello.",
+                                              max_output_tokens=500, stream=True) as events:
+            async for _ in events:
+                pass
+    else:
+        await llm.responses.create(model="m", input="Say hello.", max_output_tokens=500)
+    # 200 uncached at 2.50, 800 cached at 1.25, 300 out at 10 (per million tokens)
+    usage = await dollars.usage("run/usd")
+    assert (usage.spent, usage.held) == (Decimal("0.0045"), 0)
+    assert charges[0].outcome == "recorded"
+    assert (charges[0].prompt_tokens, charges[0].cached_prompt_tokens) == (1000, 800)
 
 
 # -- concurrency ------------------------------------------------------------------------------

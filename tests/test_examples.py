@@ -64,22 +64,25 @@ def test_research_agent_on_an_openai_compatible_endpoint() -> None:
         provider.script(
             Script(input_tokens=120, output_tokens=30, tool_calls=(
                 ("web_search", '{"query": "llm budgets"}'), ("fetch", '{"url": "u"}'))),
-            Script(input_tokens=300, output_tokens=45, text="Reserve, reconcile, refund."),
+            Script(input_tokens=300, cache_read_input_tokens=200, output_tokens=45,
+                   text="Reserve, reconcile, refund."),
         )
         env = {**os.environ, "PYTHONPATH": str(SRC), "OPENAI_API_KEY": "test"}
         done = subprocess.run(
             [sys.executable, str(EXAMPLES / "research_agent.py"), "--base-url",
              provider.openai_url, "--model", "fake-1", "--input-price", "1",
-             "--output-price", "2"], capture_output=True, text=True, env=env, timeout=300)
+             "--output-price", "2", "--cached-input-price", "0.5"],
+            capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         assert len(provider.requests) == 2
     out = done.stdout
     assert "ran web_search(llm budgets)" in out
     assert "Reserve, reconcile, refund." in out
-    # usage as the endpoint reported it: 420 in, 75 out at $1 / $2 per million
+    # usage as the endpoint reported it: 420 in (200 of them cached), 75 out, at $1 / $0.50
+    # (cached) / $2 per million: 220 + 100 + 150 = 470 micro-dollars
     assert "model fake-1: 2 calls;" in out
     assert "used 495;" in out
-    assert "spent 0.000570" in out
+    assert "spent 0.000470" in out
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))

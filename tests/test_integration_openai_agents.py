@@ -42,6 +42,7 @@ from outlay import (
     ToolInvocation,
     ToolInvocationResult,
 )
+from outlay.clients import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_prompt_tokens
 from outlay.integrations.openai_agents import (
     ModelCallInput,
     OutlayModel,
@@ -338,6 +339,17 @@ async def test_default_estimate_counts_input_tools_and_output_bound() -> None:
     bounded = ModelCallInput("be brief", "x" * 400, ModelSettings(max_tokens=7), [lookup], [])
     assert estimate_call_tokens(base, max_output_tokens=50) >= 100 + 50
     assert estimate_call_tokens(bounded) == estimate_call_tokens(base, max_output_tokens=7)
+
+
+async def test_default_estimate_is_the_clients_estimate() -> None:
+    text = "日本語" * 300  # one token per non-ASCII character, as the budgeted clients count
+    call = ModelCallInput(None, text, ModelSettings(), [], [])
+    assert estimate_call_tokens(call, max_output_tokens=0) == estimate_prompt_tokens([text], 1)
+    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 900
+    items: list[Any] = [{"role": "user", "content": "abcdef"}]
+    with_items = ModelCallInput("be brief", items, ModelSettings(), [], [])
+    assert estimate_call_tokens(with_items, max_output_tokens=10) == (
+        estimate_prompt_tokens(["be brief", items], 2) + 10)
 
 
 async def test_bad_configuration_is_refused_up_front() -> None:

@@ -35,6 +35,7 @@ from outlay import (
     ToolInvocation,
     ToolInvocationResult,
 )
+from outlay.clients import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_prompt_tokens
 from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_tokens
 
 pytestmark = pytest.mark.anyio
@@ -257,6 +258,22 @@ async def test_default_estimate_counts_the_request_and_the_output_bound() -> Non
     # >= 100 tokens of prompt text plus the output bound; the second uses max_tokens
     assert seen[0] >= 150
     assert seen[1] == seen[0] - 50 + 7
+
+
+async def test_default_estimate_is_the_clients_estimate() -> None:
+    seen: list[int] = []
+    tokens = AtomicTokenBudget(100_000)
+
+    def estimate(request_context: Any) -> int:
+        seen.append(estimate_request_tokens(request_context, max_output_tokens=0))
+        return seen[-1]
+
+    agent = Agent(TestModel(), capabilities=[OutlayCapability(token_budget=tokens,
+                                                              estimate=estimate)])
+    text = "日本語" * 300  # one token per non-ASCII character, as the budgeted clients count
+    await agent.run(text)
+    # at least the prompt text as the clients estimate it; ~4 characters per token was 225
+    assert seen[0] >= estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 900
 
 
 def test_bad_configuration_is_refused_up_front() -> None:

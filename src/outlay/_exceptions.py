@@ -8,7 +8,7 @@ The hierarchy::
     ├── UnknownLimit                a reservation names a limit that has no cap (stores)
     ├── ConfigurationError          a bad store URL or option (``store_from_url``, graph executor)
     ├── CompositionError            a graph composition is malformed or names an unknown stage
-    ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``)
+    ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``, clients)
     ├── StoreError                  a store backend failed; the driver error is ``__cause__``
     │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
     ├── DispatchTerminated          a hook's ``before`` returned ``Terminate`` (``ToolDispatcher``)

@@ -7,7 +7,9 @@ and knows tiered prices (a dearer rate past a context length). A model nobody pr
 
 Token counts follow the OpenAI convention: ``input_tokens`` counts every input token,
 ``cached_input_tokens`` the part of them read from the prompt cache. (For Anthropic pass
-``input_tokens + cache_read_input_tokens`` as ``input_tokens``.) Cache writes are not priced.
+``input_tokens + cache_creation_input_tokens + cache_read_input_tokens`` as ``input_tokens``,
+as ``outlay.adapters.anthropic_usage`` does.) Cache writes are priced as ordinary input, which is
+below Anthropic's cache-write rate.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from ._core import BudgetedStream as BudgetedStream
 from ._core import Charge as Charge
 from ._core import InputEstimator as InputEstimator
 from ._core import MoneyLimit as MoneyLimit
-from ._core import Pricing as Pricing
 from ._core import Tally as Tally
 from ._core import estimate_prompt_tokens as estimate_prompt_tokens
 from ._core import estimate_tokens as estimate_tokens
@@ -24,7 +23,6 @@ __all__ = (
     "MEDIA_TOKENS",
     "MESSAGE_OVERHEAD",
     "MoneyLimit",
-    "Pricing",
     "REQUEST_OVERHEAD",
     "Tally",
     "estimate_prompt_tokens",

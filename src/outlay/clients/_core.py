@@ -8,9 +8,8 @@ which field bounds the output and where the usage is reported.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
@@ -18,15 +17,16 @@ from typing import Any, Generic, Literal, Self, TypeVar
 import anyio
 
 from .. import _log
-from .._exceptions import BudgetExceeded, ConfigurationError
+from .._exceptions import BudgetExceeded
+from .._pricing import PriceTable, TokenPrices, token_cost
 from .._protocols import TokenBudget
 from .._reservation import Budget, Reservation
 from .._tokens import TokenReservation
-from .._validation import check_amount, check_count
+from .._validation import check_count
+from ..adapters import TokenUsage
 
 T = TypeVar("T")
 
-_MILLION = Decimal(1_000_000)
 MESSAGE_OVERHEAD = 4
 """Tokens added per message (role, separators) by ``estimate_prompt_tokens``."""
 REQUEST_OVERHEAD = 3
@@ -44,74 +44,66 @@ InputEstimator = Callable[[Mapping[str, Any]], int]
 
 
 @dataclass(frozen=True, slots=True)
-class Pricing:
-    """Prices of one model in ``Decimal`` money per million tokens.
-
-    Raises ``TypeError`` for a non-``Decimal`` price (never ``float``), ``ValueError`` for a
-    negative or non-finite one.
-    """
-
-    input_per_million: Decimal
-    output_per_million: Decimal
-
-    def __post_init__(self) -> None:
-        for name in ("input_per_million", "output_per_million"):
-            value = getattr(self, name)
-            if not isinstance(value, Decimal):
-                raise TypeError(f"{name} must be a Decimal, got {type(value).__name__}: "
-                                f"{value!r}")
-            check_amount(value, name)
-
-    def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
-        """The price of ``input_tokens`` in and ``output_tokens`` out, exact."""
-        return (check_count(input_tokens, "input_tokens") * self.input_per_million
-                + check_count(output_tokens, "output_tokens") * self.output_per_million
-                ) / _MILLION
-
-    def affordable_output(self, money: Decimal, input_tokens: int) -> int:
-        """The most output tokens ``money`` pays for after ``input_tokens`` (may be negative)."""
-        left = money * _MILLION - input_tokens * self.input_per_million
-        if self.output_per_million == 0:
-            return (1 << 62) if left >= 0 else -1
-        return math.floor(left / self.output_per_million)
-
-
-@dataclass(frozen=True, slots=True)
 class MoneyLimit:
     """A ``Decimal`` money limit ``key`` on ``budget``, charged at ``prices``.
 
-    ``prices`` is one ``Pricing`` for every model or a mapping model name -> ``Pricing``; a call
-    for a model that is not in the mapping raises ``ConfigurationError`` before anything is
-    reserved (fail closed: an unpriced model is never free).
+    ``prices`` is one ``TokenPrices`` for every model, a ``PriceTable`` (per model, optionally
+    backed by ``genai-prices``) or a mapping model name -> ``TokenPrices`` (taken as
+    ``PriceTable(mapping)``). A call for a model that has no price raises ``UnknownModelPrice``
+    before anything is reserved (fail closed: an unpriced model is never free). Cached input
+    tokens the provider reports are charged at ``cached_input_per_mtok`` when the price has one.
+    Raises ``TypeError`` for a bad ``budget``, ``key`` or ``prices``.
     """
 
     budget: Budget
     key: str
-    prices: Pricing | Mapping[str, Pricing]
+    prices: TokenPrices | PriceTable | Mapping[str, TokenPrices]
     lease: float | None = None
     """Seconds the money hold lives (default: the budget's lease). Spend is recorded even when
     a call outlives its lease; only the hold stops counting."""
+    _priced: TokenPrices | PriceTable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.budget, Budget):
             raise TypeError(f"budget must be an outlay.Budget, got {type(self.budget).__name__}")
         if not isinstance(self.key, str) or not self.key:
             raise TypeError(f"key must be a non-empty str, got {self.key!r}")
-        prices = [self.prices] if isinstance(self.prices, Pricing) else list(
-            self.prices.values())
-        for price in prices:
-            if not isinstance(price, Pricing):
-                raise TypeError(f"prices must be Pricing objects, got {type(price).__name__}")
+        prices = self.prices
+        if isinstance(prices, Mapping):
+            prices = PriceTable(prices)  # checks every entry is a TokenPrices
+        elif not isinstance(prices, TokenPrices | PriceTable):
+            raise TypeError(f"prices must be TokenPrices, a PriceTable or a mapping model -> "
+                            f"TokenPrices, got {type(prices).__name__}")
+        object.__setattr__(self, "_priced", prices)
 
-    def pricing_for(self, model: str) -> Pricing:
-        """The prices for ``model``; ``ConfigurationError`` if it has none."""
-        if isinstance(self.prices, Pricing):
-            return self.prices
-        try:
-            return self.prices[model]
-        except KeyError:
-            raise ConfigurationError(f"no Pricing for model {model!r}; known: "
-                                     f"{sorted(self.prices)}") from None
+    def cost(self, model: str, *, input_tokens: int, output_tokens: int,
+             cached_input_tokens: int = 0) -> Decimal:
+        """Exact ``Decimal`` cost of one call of ``model``. Raises ``UnknownModelPrice``, and
+        ``TypeError``/``ValueError`` for bad counts (see ``token_cost``)."""
+        if isinstance(self._priced, TokenPrices):
+            return token_cost(self._priced, input_tokens=input_tokens,
+                              output_tokens=output_tokens,
+                              cached_input_tokens=cached_input_tokens)
+        return self._priced.cost(model, input_tokens=input_tokens, output_tokens=output_tokens,
+                                 cached_input_tokens=cached_input_tokens)
+
+    def affordable_output(self, model: str, money: Decimal, input_tokens: int,
+                          bound: int) -> int:
+        """The most output tokens, at most ``bound``, that ``money`` pays for after
+        ``input_tokens`` of ``model``; ``-1`` if it does not even pay for the input.
+
+        A binary search over ``cost`` (which never falls as output grows), so it also holds
+        for tiered library prices."""
+        if self.cost(model, input_tokens=input_tokens, output_tokens=0) > money:
+            return -1
+        low, high = 0, bound  # cost(low) fits; find the largest that does
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.cost(model, input_tokens=input_tokens, output_tokens=mid) <= money:
+                low = mid
+            else:
+                high = mid - 1
+        return low
 
 
 # -- what a call cost ------------------------------------------------------------------------
@@ -125,7 +117,9 @@ class Charge:
     usage was reported, e.g. a stream that ended early: prompt is the reported input, else the
     estimate, and completion is the whole output bound) or ``"refunded"`` (the call failed or
     was cancelled before a result: nothing charged). ``max_output_tokens`` is the output bound
-    after clamping, times ``n`` where the API returns ``n`` choices.
+    after clamping, times ``n`` where the API returns ``n`` choices. ``cached_prompt_tokens`` is
+    the part of ``prompt_tokens`` the provider reported as read from its prompt cache (charged
+    at the cached rate of the model's ``TokenPrices`` when it has one).
     """
 
     api: str
@@ -134,6 +128,7 @@ class Charge:
     max_output_tokens: int
     prompt_tokens: int
     completion_tokens: int
+    cached_prompt_tokens: int
     reserved_cost: Decimal | None
     cost: Decimal | None
     outcome: Outcome
@@ -277,15 +272,19 @@ class Limits:
         ``clamp`` the per-choice output bound shrinks to what the budgets afford (read from a
         token budget's ``available`` when it has one, else halved per refusal) down to
         ``min_output_tokens``, below which ``BudgetExceeded`` is raised. Nothing stays held
-        when this raises or is cancelled.
+        when this raises or is cancelled. ``UnknownModelPrice`` (an unpriced model) is raised
+        before anything is reserved.
         """
-        pricing = self.money.pricing_for(spec.model) if self.money is not None else None
+        money = self.money
+        if money is not None:  # price the whole bound first: an unpriced model fails here
+            money.cost(spec.model, input_tokens=spec.input_estimate,
+                       output_tokens=spec.max_output * spec.choices)
         out = spec.max_output
         refused_by = "tokens" if self.tokens is not None else "money"
         if self.clamp and self.tokens is not None:
             out = min(out, self._tokens_affordable(spec, out))
-        if self.clamp and self.money is not None and pricing is not None:
-            by_money = await self._money_affordable(spec, pricing, out)
+        if self.clamp and money is not None:
+            by_money = await self._money_affordable(spec, money, out)
             if by_money < out:
                 out, refused_by = by_money, "money"
         for _ in range(_CLAMP_ATTEMPTS):
@@ -304,22 +303,23 @@ class Limits:
                         refused_by = "tokens"
                         out = min(out - 1, self._tokens_affordable(spec, out // 2))
                         continue
-                if self.money is not None and pricing is not None:
-                    cost = pricing.cost(spec.input_estimate, out * spec.choices)
-                    held_money = await self.money.budget.try_reserve({self.money.key: cost},
-                                                                     lease=self.money.lease)
+                if money is not None:
+                    cost = money.cost(spec.model, input_tokens=spec.input_estimate,
+                                      output_tokens=out * spec.choices)
+                    held_money = await money.budget.try_reserve({money.key: cost},
+                                                                lease=money.lease)
                     if held_money is None:
                         await _release(held_tokens)
                         held_tokens = None
                         if not self.clamp:
                             raise self._exceeded(spec, out, "money")
                         refused_by = "money"
-                        out = min(out - 1, await self._money_affordable(spec, pricing, out))
+                        out = min(out - 1, await self._money_affordable(spec, money, out))
                         continue
             except BaseException:
                 await _release(held_tokens)
                 raise
-            return Call(self, spec, out, held_tokens, held_money, pricing, cost)
+            return Call(self, spec, out, held_tokens, held_money, cost)
         raise self._exceeded(spec, out, refused_by)
 
     def _tokens_affordable(self, spec: CallSpec, fallback: int) -> int:
@@ -328,13 +328,13 @@ class Limits:
             return fallback
         return (available - spec.input_estimate) // spec.choices
 
-    async def _money_affordable(self, spec: CallSpec, pricing: Pricing, fallback: int) -> int:
-        assert self.money is not None
-        usage = await self.money.budget.usage(self.money.key)
+    async def _money_affordable(self, spec: CallSpec, money: MoneyLimit, fallback: int) -> int:
+        usage = await money.budget.usage(money.key)
         available = usage.available
         if not isinstance(available, Decimal):
             return fallback
-        return pricing.affordable_output(available, spec.input_estimate) // spec.choices
+        return money.affordable_output(spec.model, available, spec.input_estimate,
+                                       fallback * spec.choices) // spec.choices
 
     def _exceeded(self, spec: CallSpec, out: int, what: str) -> BudgetExceeded:
         per_choice = self.min_output_tokens if self.clamp else out
@@ -361,19 +361,17 @@ async def _release(reservation: Reservation | None) -> None:
 class Call:
     """The holds of one model call; ends exactly once by ``settle`` or ``refund`` (shielded)."""
 
-    __slots__ = ("_cost", "_limits", "_money", "_pricing", "_tokens", "charge", "max_output",
-                 "spec")
+    __slots__ = ("_cost", "_limits", "_money", "_tokens", "charge", "max_output", "spec")
 
     def __init__(self, limits: Limits, spec: CallSpec, max_output: int,
                  tokens: TokenReservation | None, money: Reservation | None,
-                 pricing: Pricing | None, cost: Decimal | None) -> None:
+                 cost: Decimal | None) -> None:
         self._limits = limits
         self.spec = spec
         self.max_output = max_output
         """The per-choice output bound to send (clamped if the budget asked for it)."""
         self._tokens = tokens
         self._money = money
-        self._pricing = pricing
         self._cost = cost
         self.charge: Charge | None = None
 
@@ -382,32 +380,39 @@ class Call:
         """The whole output bound: ``max_output`` times the number of choices."""
         return self.max_output * self.spec.choices
 
-    async def settle(self, prompt: int | None, completion: int | None, *,
-                     final: bool) -> Charge:
+    async def settle(self, prompt: int | None, completion: int | None, *, final: bool,
+                     cached: int = 0) -> Charge:
         """Charge the reported usage when ``final``; otherwise charge conservatively: the reported
-        ``prompt`` (else the estimate) plus the whole output bound."""
+        ``prompt`` (else the estimate) plus the whole output bound. ``cached`` is the part of
+        ``prompt`` read from the prompt cache (priced at the cached rate); it counts only with
+        a reported ``prompt`` and never exceeds it."""
         if final and prompt is not None and completion is not None:
             outcome: Outcome = "recorded"
         else:
             outcome = "conservative"
-            prompt = self.spec.input_estimate if prompt is None else prompt
+            if prompt is None:
+                prompt, cached = self.spec.input_estimate, 0
             completion = self.output_bound
-        return await self._end(prompt, completion, outcome)
+        return await self._end(prompt, completion, min(cached, prompt), outcome)
 
     async def refund(self) -> Charge:
         """Give every hold back; nothing is charged."""
-        return await self._end(0, 0, "refunded")
+        return await self._end(0, 0, 0, "refunded")
 
-    async def _end(self, prompt: int, completion: int, outcome: Outcome) -> Charge:
+    async def _end(self, prompt: int, completion: int, cached: int,
+                   outcome: Outcome) -> Charge:
         if self.charge is not None:
             return self.charge
-        cost = (self._pricing.cost(prompt, completion)
-                if self._pricing is not None and outcome != "refunded" else None)
+        money = self._limits.money
+        cost = (money.cost(self.spec.model, input_tokens=prompt, output_tokens=completion,
+                           cached_input_tokens=cached)
+                if money is not None and self._money is not None and outcome != "refunded"
+                else None)
         self.charge = charge = Charge(
             api=self.spec.api, model=self.spec.model, input_estimate=self.spec.input_estimate,
             max_output_tokens=self.output_bound, prompt_tokens=prompt,
-            completion_tokens=completion, reserved_cost=self._cost,
-            cost=cost if self._money is not None else None, outcome=outcome)
+            completion_tokens=completion, cached_prompt_tokens=cached,
+            reserved_cost=self._cost, cost=cost, outcome=outcome)
         with anyio.CancelScope(shield=True):
             try:
                 if self._tokens is not None:
@@ -419,17 +424,18 @@ class Call:
                         await tokens.record_usage(self._tokens, prompt, completion)
             finally:
                 if self._money is not None:
-                    if outcome == "refunded" or cost is None:
+                    if cost is None:
                         await _release(self._money)
                     else:
-                        assert self._limits.money is not None
-                        await self._money.commit({self._limits.money.key: cost})
+                        assert money is not None
+                        await self._money.commit({money.key: cost})
         if _log.enabled():
             _log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
                       outcome=outcome, input_estimate=charge.input_estimate,
                       max_output_tokens=charge.max_output_tokens,
                       prompt_tokens=prompt, completion_tokens=completion,
-                      reserved_cost=charge.reserved_cost, cost=charge.cost)
+                      cached_prompt_tokens=cached, reserved_cost=charge.reserved_cost,
+                      cost=charge.cost)
         if self._limits.on_settle is not None:
             try:
                 self._limits.on_settle(charge)
@@ -439,7 +445,7 @@ class Call:
 
 
 async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[T]],
-                    usage: Callable[[T], tuple[int, int] | None]) -> T:
+                    usage: Callable[[T], TokenUsage | None]) -> T:
     """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded)."""
     call = await limits.open(spec)
     try:
@@ -455,7 +461,8 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
     if reported is None:
         await call.settle(None, None, final=False)
     else:
-        await call.settle(*reported, final=True)
+        await call.settle(reported.input_tokens, reported.output_tokens, final=True,
+                          cached=reported.cached_input_tokens)
     return result
 
 
@@ -465,11 +472,13 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
 class Tally:
     """Usage a stream has reported so far. Providers fill it as events arrive."""
 
-    __slots__ = ("final", "input", "output")
+    __slots__ = ("cached", "final", "input", "output")
 
     def __init__(self) -> None:
         self.input: int | None = None
         self.output: int | None = None
+        self.cached = 0
+        """The part of ``input`` read from the prompt cache."""
         self.final = False
         """True once the final usage (both counts) was reported."""
 
@@ -549,7 +558,8 @@ class BudgetedStream(Generic[T]):
 
     async def _settle(self) -> None:
         tally = self._tally
-        await self._call.settle(tally.input, tally.output, final=tally.final)
+        await self._call.settle(tally.input, tally.output, final=tally.final,
+                                cached=tally.cached)
 
     async def __aenter__(self) -> Self:
         return self

@@ -18,7 +18,7 @@ import anthropic
 from anthropic.types import Message, RawMessageStreamEvent
 
 from .._protocols import TokenBudget
-from ..adapters import AnthropicStreamUsage, anthropic_usage
+from ..adapters import AnthropicStreamUsage, TokenUsage, anthropic_usage
 from ._core import (
     BudgetedStream,
     Call,
@@ -93,7 +93,7 @@ class _Messages:
         """``client.messages.create(**params)`` under the budgets.
 
         Raises ``BudgetExceeded`` (no request sent), ``ValueError`` (no ``max_tokens`` and no
-        default), ``ConfigurationError`` (no price for the model). With ``stream=True`` returns
+        default), ``UnknownModelPrice`` (no price for the model). With ``stream=True`` returns
         a ``BudgetedStream`` of ``RawMessageStreamEvent``.
         """
         owner = self._owner
@@ -127,10 +127,10 @@ class _Messages:
 
 # Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
 
-def _message_usage(message: Message) -> tuple[int, int]:
+def _message_usage(message: Message) -> TokenUsage:
     usage = anthropic_usage(message)
     assert usage is not None  # a Message always carries usage
-    return usage.input_tokens, usage.output_tokens
+    return usage
 
 
 class _StreamObserver:
@@ -147,6 +147,7 @@ class _StreamObserver:
             return
         usage = self._usage.update(event)
         tally.input, tally.output = usage.input_tokens, usage.output_tokens
+        tally.cached = usage.cached_input_tokens
         if event.type == "message_start":
             self._started = True
         elif event.delta.stop_reason is not None and self._started:

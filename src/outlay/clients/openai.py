@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
 from .._protocols import TokenBudget
-from ..adapters import openai_chat_usage, openai_responses_usage
+from ..adapters import TokenUsage, openai_chat_usage, openai_responses_usage
 from ._core import (
     BudgetedStream,
     Call,
@@ -51,7 +51,7 @@ class BudgetedAsyncOpenAI:
     draw from outlay budgets.
 
     ``tokens`` is any ``TokenBudget`` (e.g. ``AtomicTokenBudget``); ``money`` a ``MoneyLimit``
-    (a ``Decimal`` limit on an ``outlay.Budget`` with per-million prices); give one or both.
+    (a ``Decimal`` limit on an ``outlay.Budget`` priced by ``TokenPrices``); give one or both.
     ``clamp=True`` lowers the request's output bound to what the budgets afford (sent in the
     request, so the API enforces it), never below ``min_output_tokens``. A request without an
     output bound uses ``default_max_output_tokens`` (sent as ``max_completion_tokens`` /
@@ -106,7 +106,7 @@ class _ChatCompletions:
         """``client.chat.completions.create(**params)`` under the budgets.
 
         Raises ``BudgetExceeded`` (no request sent), ``ValueError`` (no output bound),
-        ``ConfigurationError`` (no price for the model). With ``stream=True`` returns a
+        ``UnknownModelPrice`` (no price for the model). With ``stream=True`` returns a
         ``BudgetedStream`` of ``ChatCompletionChunk``; the usage chunk (``choices == []``) is
         requested and passed through.
         """
@@ -204,21 +204,20 @@ def _choices(n: object) -> int:
 
 # Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
 
-def _chat_usage(completion: ChatCompletion) -> tuple[int, int] | None:
-    usage = openai_chat_usage(completion)
-    return None if usage is None else (usage.input_tokens, usage.output_tokens)
+def _chat_usage(completion: ChatCompletion) -> TokenUsage | None:
+    return openai_chat_usage(completion)
 
 
 def _observe_chat(chunk: ChatCompletionChunk, tally: Tally) -> None:
     usage = openai_chat_usage(chunk)  # only the last chunk carries usage (include_usage)
     if usage is not None:
         tally.input, tally.output = usage.input_tokens, usage.output_tokens
+        tally.cached = usage.cached_input_tokens
         tally.final = True
 
 
-def _responses_usage(response: Response) -> tuple[int, int] | None:
-    usage = openai_responses_usage(response)
-    return None if usage is None else (usage.input_tokens, usage.output_tokens)
+def _responses_usage(response: Response) -> TokenUsage | None:
+    return openai_responses_usage(response)
 
 
 def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
@@ -226,4 +225,5 @@ def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
         usage = openai_responses_usage(event)
         if usage is not None:
             tally.input, tally.output = usage.input_tokens, usage.output_tokens
+            tally.cached = usage.cached_input_tokens
             tally.final = True

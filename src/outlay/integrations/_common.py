@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -15,10 +14,6 @@ from .._tokens import TokenReservation
 from .._validation import check_count
 from ..hooks._dispatcher import ToolDispatcher
 from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
-
-CHARS_PER_TOKEN = 4
-"""The default input estimate: one token per 4 characters of the request's text."""
-
 
 _CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
 _MAX_CACHED = 1024
@@ -76,11 +71,6 @@ class HookChain:
 def check_estimate(estimate: object, name: str = "estimate") -> int:
     """A token estimate must be a non-negative ``int``."""
     return check_count(estimate, name)
-
-
-def text_tokens(chars: int) -> int:
-    """The default token estimate of ``chars`` characters of text (rounded up)."""
-    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 async def hold_tokens(budget: TokenBudget, estimate: int, what: str) -> TokenReservation:

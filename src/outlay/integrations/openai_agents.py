@@ -39,6 +39,7 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 from .._exceptions import DispatchTerminated
 from .._protocols import TokenBudget
 from .._tokens import TokenReservation
+from ..clients._core import estimate_prompt_tokens
 from ..hooks._types import ToolDispatchHook, ToolInvocation
 from ._common import (
     HookChain,
@@ -46,7 +47,6 @@ from ._common import (
     hold_tokens,
     refund_tokens,
     settle_tokens,
-    text_tokens,
 )
 
 __all__ = ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "estimate_call_tokens",
@@ -139,23 +139,21 @@ TokenEstimate = Callable[[ModelCallInput], int]
 def estimate_call_tokens(call: ModelCallInput, *, max_output_tokens: int = 1024) -> int:
     """The default estimate for one model call: input + output bound.
 
-    Input: one token per 4 characters of the instructions, the input items as JSON, and the
-    function tools' and handoffs' names, descriptions and parameter schemas. Output: the call's
-    ``model_settings.max_tokens``, or ``max_output_tokens`` when it has none.
+    Input: ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the
+    instructions, the input items, and the function tools' and handoffs' names, descriptions
+    and parameter schemas, with one message overhead per input item and for the instructions.
+    Output: the call's ``model_settings.max_tokens``, or ``max_output_tokens`` when it has none.
     """
-    chars = len(call.system_instructions or "")
-    chars += len(call.input if isinstance(call.input, str)
-                 else json.dumps(call.input, default=str))
-    for tool in call.tools:
-        if isinstance(tool, FunctionTool):
-            chars += len(tool.name) + len(tool.description or "") + len(
-                json.dumps(tool.params_json_schema, default=str))
-    for handoff in call.handoffs:
-        chars += len(handoff.tool_name) + len(handoff.tool_description or "") + len(
-            json.dumps(handoff.input_json_schema, default=str))
+    items: list[object] = [call.input] if isinstance(call.input, str) else list(call.input)
+    tools: list[object] = [[tool.name, tool.description, tool.params_json_schema]
+                           for tool in call.tools if isinstance(tool, FunctionTool)]
+    tools += [[handoff.tool_name, handoff.tool_description, handoff.input_json_schema]
+              for handoff in call.handoffs]
+    messages = len(items) + (1 if call.system_instructions is not None else 0)
+    prompt = estimate_prompt_tokens([call.system_instructions, items, tools], messages)
     max_tokens = call.model_settings.max_tokens
     output = max_tokens if isinstance(max_tokens, int) and max_tokens >= 0 else max_output_tokens
-    return text_tokens(chars) + output
+    return prompt + output
 
 
 class OutlayModel(Model):

@@ -20,7 +20,6 @@ lost) and a tool's result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import ToolDefinition
 
 from .._protocols import TokenBudget
+from ..clients._core import estimate_prompt_tokens
 from ..hooks._types import ToolDispatchHook, ToolInvocation
 from ._common import (
     HookChain,
@@ -44,7 +44,6 @@ from ._common import (
     hold_tokens,
     refund_tokens,
     settle_tokens,
-    text_tokens,
 )
 
 __all__ = ("OutlayCapability", "estimate_request_tokens")
@@ -57,23 +56,27 @@ def estimate_request_tokens(request_context: ModelRequestContext, *,
                             max_output_tokens: int = 1024) -> int:
     """The default estimate for one request: input + output bound.
 
-    Input: one token per 4 characters of the request's messages as JSON (binary content counts
-    at its base64 size, so images are over-estimated) plus the tool definitions. Output: the
-    request's ``max_tokens`` model setting, or ``max_output_tokens`` when it has none.
+    Input: ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the
+    request's messages as JSON data (binary content counts at its base64 size, so images are
+    over-estimated) and the tool definitions, with one message overhead per message part.
+    Output: the request's ``max_tokens`` model setting, or ``max_output_tokens`` when it has
+    none.
     """
-    chars = len(ModelMessagesTypeAdapter.dump_json(request_context.messages))
+    messages = request_context.messages
     parameters = request_context.model_request_parameters
-    for tool in (*parameters.function_tools, *parameters.output_tools):
-        chars += _tool_chars(tool)
+    tools = [_tool_fields(tool)
+             for tool in (*parameters.function_tools, *parameters.output_tools)]
+    prompt = estimate_prompt_tokens(
+        [ModelMessagesTypeAdapter.dump_python(messages, mode="json"), tools],
+        sum(len(message.parts) for message in messages))
     settings = request_context.model_settings or {}
     max_tokens = settings.get("max_tokens")
     output = max_tokens if isinstance(max_tokens, int) and max_tokens >= 0 else max_output_tokens
-    return text_tokens(chars) + output
+    return prompt + output
 
 
-def _tool_chars(tool: ToolDefinition) -> int:
-    return (len(tool.name) + len(tool.description or "")
-            + len(json.dumps(tool.parameters_json_schema, default=str)))
+def _tool_fields(tool: ToolDefinition) -> list[object]:
+    return [tool.name, tool.description, tool.parameters_json_schema]
 
 
 @dataclass
