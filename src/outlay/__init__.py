@@ -37,7 +37,6 @@ from ._principals import LimitKey as LimitKey
 from ._principals import LimitSpec as LimitSpec
 from ._principals import PrincipalBudget as PrincipalBudget
 from ._principals import PrincipalReservation as PrincipalReservation
-from ._principals import PrincipalReserveContext as PrincipalReserveContext
 from ._principals import Principals as Principals
 from ._principals import money_limits as money_limits
 from ._principals import parse_limit_key as parse_limit_key
@@ -130,7 +129,6 @@ __all__ = (
     "PriceTable",
     "PrincipalBudget",
     "PrincipalReservation",
-    "PrincipalReserveContext",
     "Principals",
     "Reservation",
     "ReservationError",

@@ -18,23 +18,23 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Self
 
 from . import _log
 from ._exceptions import BudgetExceeded, ConfigurationError, UnknownLimit
 from ._ledger import UsageLedger
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money, over_cap_reason
-from ._reservation import DEFAULT_LEASE, Budget, Reservation
+from ._reservation import DEFAULT_LEASE, Budget, Reservation, ReserveContext
 from ._validation import Amount, check_amount
 from ._windows import Window
 from .stores import LimitUsage, Store
 
 __all__ = ("LimitKey", "LimitSpec", "PrincipalBudget", "PrincipalReservation",
-           "PrincipalReserveContext", "Principals", "money_limits", "parse_limit_key")
+           "Principals", "money_limits", "parse_limit_key")
 
 _PRINCIPAL = re.compile(r"^[a-z][a-z0-9_]*:[^/\s]+$")
 _UNIT = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -320,7 +320,7 @@ class PrincipalBudget:
 
     def reserve(
         self, amounts: Mapping[str, Amount], *, lease: float | None = None
-    ) -> PrincipalReserveContext:
+    ) -> ReserveContext[PrincipalReservation]:
         """Like ``try_reserve`` but raises ``BudgetExceeded`` whose reason names the principal,
         the window, the cap, what is committed and reserved, and the estimate. Await it, or use
         ``async with`` to release on exit unless the body committed."""
@@ -332,7 +332,7 @@ class PrincipalBudget:
                 raise refusal
             return reservation
 
-        return PrincipalReserveContext(reserve)
+        return ReserveContext(reserve)
 
     async def _reserve(
         self, amounts: Mapping[str, Amount], lease: float | None
@@ -469,30 +469,3 @@ class PrincipalReservation:
     def __repr__(self) -> str:
         return f"<PrincipalReservation {self.id} {self._path} {dict(self._amounts)} {self.state}>"
 
-
-
-class PrincipalReserveContext:
-    """What ``PrincipalBudget.reserve`` returns: await it for the reservation, or use
-    ``async with`` to reserve on entry and release on exit unless the body committed."""
-
-    __slots__ = ("_factory", "_reservation")
-
-    def __init__(self, factory: Callable[[], Awaitable[PrincipalReservation]]) -> None:
-        self._factory = factory
-        self._reservation: PrincipalReservation | None = None
-
-    def __await__(self) -> Generator[Any, None, PrincipalReservation]:
-        return self._factory().__await__()
-
-    async def __aenter__(self) -> PrincipalReservation:
-        self._reservation = await self._factory()
-        return self._reservation
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._reservation is not None:
-            await self._reservation.__aexit__(exc_type, exc, tb)

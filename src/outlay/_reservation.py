@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 
@@ -26,6 +26,14 @@ from ._validation import Amount, check_amount
 from .stores import Admission, LimitUsage, Store, store_from_url
 
 R = TypeVar("R", bound="Reservation")
+
+
+class _Exits(Protocol):
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None, /) -> object: ...
+
+
+H = TypeVar("H", bound=_Exits)
 
 DEFAULT_LEASE = 300.0
 """Seconds a hold lives unless committed, released or extended first."""
@@ -165,20 +173,21 @@ class Reservation:
         return f"<{type(self).__name__} {self._id} {dict(self._amounts)} {self.state}>"
 
 
-class ReserveContext(Generic[R]):
-    """What ``Budget.reserve`` returns: await it for the reservation, or use ``async with`` to
-    reserve on entry and release on exit unless the body committed."""
+class ReserveContext(Generic[H]):
+    """What ``Budget.reserve`` (and ``reserve_tokens``, ``PrincipalBudget.reserve``) returns:
+    await it for the reservation, or use ``async with`` to reserve on entry and release on exit
+    unless the body committed."""
 
     __slots__ = ("_factory", "_reservation")
 
-    def __init__(self, factory: Callable[[], Awaitable[R]]) -> None:
+    def __init__(self, factory: Callable[[], Awaitable[H]]) -> None:
         self._factory = factory
-        self._reservation: R | None = None
+        self._reservation: H | None = None
 
-    def __await__(self) -> Generator[Any, None, R]:
+    def __await__(self) -> Generator[Any, None, H]:
         return self._factory().__await__()
 
-    async def __aenter__(self) -> R:
+    async def __aenter__(self) -> H:
         self._reservation = await self._factory()
         return self._reservation
 
