@@ -44,6 +44,6 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (opt-in; not part of the default sessions). Pass --quick for a smoke run."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[test,bench]")  # the store and client benchmarks need the drivers
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
