@@ -27,6 +27,7 @@ from ._types import (
     Terminate,
     ToolDispatchHook,
     ToolInvocation,
+    refuse,
 )
 
 Clock = Callable[[], datetime]
@@ -418,11 +419,8 @@ class ApprovalHook(ToolDispatchHook):
             # the tool can start.
             await anyio.lowlevel.checkpoint_if_cancelled()
             return Continue(record)
-        reason = (f"approval rejected by {record.who}: {record.why}; "
-                  f"tool {invocation.tool_name!r} was not run")
-        if self._terminate:
-            return Terminate(reason)
-        return Skip(f"not run: {reason}", reason, is_error=True)
+        return refuse(invocation, f"approval rejected by {record.who}: {record.why}",
+                      terminate=self._terminate)
 
     def __repr__(self) -> str:
         return (f"<ApprovalHook threshold={_text(self._threshold)} "

@@ -19,6 +19,7 @@ from ._types import (
     ToolDispatchHook,
     ToolInvocation,
     ToolInvocationResult,
+    refuse,
 )
 
 Cost = int | Mapping[str, Amount]
@@ -112,7 +113,7 @@ class DispatchBudgetHook(ToolDispatchHook):
             try:
                 reservation = await self._budget.reserve(cost, defaults=defaults)
             except BudgetExceeded as exc:
-                return self._denied(invocation, exc.reason)
+                return refuse(invocation, exc.reason, terminate=self._terminate)
             return Continue(reservation)
         if type(cost) is not int or cost < 0:
             check_count(cost, "cost")
@@ -124,8 +125,8 @@ class DispatchBudgetHook(ToolDispatchHook):
             admitted = await self._guard.try_reserve(cost)  # type: ignore[arg-type]
         if not admitted:
             available = "" if atomic is None else f" ({atomic.available} of {atomic.capacity} left)"
-            return self._denied(invocation, f"budget {self._name!r} cannot cover cost {cost}"
-                                            f"{available}")
+            return refuse(invocation, f"budget {self._name!r} cannot cover cost {cost}{available}",
+                          terminate=self._terminate)
         return Continue(cost)
 
     async def after_invocation(
@@ -166,12 +167,6 @@ class DispatchBudgetHook(ToolDispatchHook):
         assert self._guard is not None
         with anyio.CancelScope(shield=True):
             await self._guard.release(state)
-
-    def _denied(self, invocation: ToolInvocation, reason: str) -> Skip | Terminate:
-        reason = f"{reason}; tool {invocation.tool_name!r} was not run"
-        if self._terminate:
-            return Terminate(reason)
-        return Skip(f"not run: {reason}", reason, is_error=True)
 
     def __repr__(self) -> str:
         mode = "commit" if self._commit else "release"

@@ -29,6 +29,7 @@ from ._types import (
     ToolDispatchHook,
     ToolInvocation,
     ToolInvocationResult,
+    refuse,
 )
 
 OnMissing = Literal["skip", "terminate"]
@@ -224,11 +225,8 @@ class EgressAuditHook(ToolDispatchHook):
         if missing:
             _log.emit("outlay.egress.refused", **_fields(invocation, endpoint, egress),
                       missing=missing)
-            reason = (f"secret {', '.join(missing)} is not set; tool "
-                      f"{invocation.tool_name!r} was not run")
-            if self._terminate:
-                return Terminate(reason)
-            return Skip(f"not run: {reason}", reason, is_error=True)
+            return refuse(invocation, f"secret {', '.join(missing)} is not set",
+                          terminate=self._terminate)
         return Continue(endpoint)
 
     async def after_invocation(

@@ -17,6 +17,7 @@ from ._types import (
     ToolDispatchHook,
     ToolInvocation,
     ToolInvocationResult,
+    refuse,
 )
 
 
@@ -73,13 +74,14 @@ class ToolCallLimitHook(ToolDispatchHook):
         total = self._total
         per = self._per_tool.get(invocation.tool_name)
         if total is not None and not total.try_reserve_nowait(1):
-            return self._refuse(invocation, f"the run's limit of {total.capacity} tool calls "
-                                            "is reached")
+            return refuse(invocation, f"the run's limit of {total.capacity} tool calls is reached",
+                          terminate=self._terminate)
         if per is not None and not per.try_reserve_nowait(1):
             if total is not None:
                 total.release_nowait(1)
-            return self._refuse(invocation, f"the limit of {per.capacity} calls to "
-                                            f"{invocation.tool_name!r} is reached")
+            return refuse(invocation, f"the limit of {per.capacity} calls to "
+                                      f"{invocation.tool_name!r} is reached",
+                          terminate=self._terminate)
         return Continue((total, per))
 
     async def after_invocation(
@@ -96,12 +98,6 @@ class ToolCallLimitHook(ToolDispatchHook):
         if state is not None and isinstance(
                 error, DispatchTerminated | anyio.get_cancelled_exc_class()):
             _give_back(state)
-
-    def _refuse(self, invocation: ToolInvocation, reason: str) -> Skip | Terminate:
-        reason = f"{reason}; tool {invocation.tool_name!r} was not run"
-        if self._terminate:
-            return Terminate(reason)
-        return Skip(f"not run: {reason}", reason, is_error=True)
 
     def __repr__(self) -> str:
         limits = {name: b.capacity for name, b in self._per_tool.items()}

@@ -94,6 +94,16 @@ CONTINUE = Continue()
 """A shared ``Continue()`` with no state, to return from hooks on the hot path."""
 
 
+def refuse(invocation: ToolInvocation, reason: str, *, terminate: bool) -> Skip | Terminate:
+    """How a control hook (budget, limit, approval, egress) refuses a call: ``reason`` with
+    "; tool '<name>' was not run" appended, as ``Terminate`` or as an error ``Skip`` whose
+    output tells the model the tool did not run."""
+    reason = f"{reason}; tool {invocation.tool_name!r} was not run"
+    if terminate:
+        return Terminate(reason)
+    return Skip(f"not run: {reason}", reason, is_error=True)
+
+
 @runtime_checkable
 class ToolDispatchHook(Protocol):
     """A hook around tool invocations. All three methods are async.
