@@ -42,7 +42,7 @@ async def test_token_reconcile_event() -> None:
 
 
 def test_hot_path_flag_tracks_structlog_configuration() -> None:
-    from outlay import _log
+    from outlay._core import _log
 
     states = [(_log.config.is_configured, structlog.is_configured())]
     structlog.configure()

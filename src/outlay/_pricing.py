@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._exceptions import ConfigurationError, UnknownModelPrice
-from ._money import check_money
-from ._validation import check_count
+from ._core._amounts import check_count
+from ._core._exceptions import ConfigurationError, UnknownModelPrice
+from ._core._money import check_money
 
 __all__ = ("PriceTable", "TokenPrices", "token_cost")
 

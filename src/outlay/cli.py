@@ -29,10 +29,10 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._exceptions import OutlayError, UnknownLimit
-from ._principals import parse_limit_key
-from ._validation import Amount
-from ._windows import Window
+from ._core._amounts import Amount
+from ._core._exceptions import OutlayError, UnknownLimit
+from ._core._principals import parse_limit_key
+from ._core._windows import Window
 from .stores import LimitUsage, Store, store_from_url
 
 __all__ = ("main",)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._core._tokens import TokenReservation
 from .._protocols import TokenBudget
-from .._tokens import TokenReservation
 from ..hooks._types import ToolInvocation
 
 

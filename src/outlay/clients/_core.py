@@ -16,13 +16,13 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 import anyio
 
-from .. import _log
-from .._exceptions import BudgetExceeded
+from .._core import _log
+from .._core._amounts import check_count
+from .._core._exceptions import BudgetExceeded
+from .._core._reservation import Budget, Reservation
+from .._core._tokens import TokenReservation
 from .._pricing import PriceTable, TokenPrices, token_cost
 from .._protocols import TokenBudget
-from .._reservation import Budget, Reservation
-from .._tokens import TokenReservation
-from .._validation import check_count
 from ..adapters import TokenUsage
 
 T = TypeVar("T")

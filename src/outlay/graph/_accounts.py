@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._reservation import Budget, Reservation
-from .._validation import Amount
+from .._core._amounts import Amount
+from .._core._reservation import Budget, Reservation
 from ._cost import Cost, zero_of
 
 

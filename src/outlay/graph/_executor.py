@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._exceptions import BudgetExceeded, CompositionError, ConfigurationError
-from .._reservation import Budget
+from .._core._exceptions import BudgetExceeded, CompositionError, ConfigurationError
+from .._core._reservation import Budget
 from ._accounts import Account, BudgetAccount, Pool, Ticket
 from ._cost import FREE, Cost, Reported
 from ._nodes import (

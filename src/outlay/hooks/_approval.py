@@ -17,9 +17,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import anyio
 import anyio.lowlevel
 
-from .. import _log
-from .._exceptions import ApprovalNotPending
-from .._validation import Amount, check_amount
+from .._core import _log
+from .._core._amounts import Amount, check_amount
+from .._core._exceptions import ApprovalNotPending
 from ._types import (
     CONTINUE,
     Continue,

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 import anyio
 
-from .._budget import AtomicBudget
-from .._exceptions import BudgetExceeded, DispatchTerminated
+from .._core._amounts import Amount, check_count
+from .._core._atomic import AtomicBudget
+from .._core._exceptions import BudgetExceeded, DispatchTerminated
+from .._core._reservation import Budget, Reservation
 from .._protocols import BudgetGuard
-from .._reservation import Budget, Reservation
-from .._validation import Amount, check_count
 from ._types import (
     Continue,
     Skip,

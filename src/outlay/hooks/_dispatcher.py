@@ -14,8 +14,8 @@ from typing import Any, Literal, NoReturn
 
 import anyio
 
-from .. import _log
-from .._exceptions import DispatchTerminated, InvalidToolArguments, ToolCallError, UnknownTool
+from .._core import _log
+from .._core._exceptions import DispatchTerminated, InvalidToolArguments, ToolCallError, UnknownTool
 from ._types import (
     Continue,
     Skip,

@@ -19,8 +19,8 @@ from typing import Any, Literal, NoReturn, overload
 
 import anyio
 
-from .. import _log
-from .._exceptions import DispatchTerminated, MissingSecret, SecretLeak
+from .._core import _log
+from .._core._exceptions import DispatchTerminated, MissingSecret, SecretLeak
 from ._types import (
     CONTINUE,
     Continue,

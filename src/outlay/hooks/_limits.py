@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 import anyio
 
-from .._budget import AtomicBudget
-from .._exceptions import DispatchTerminated
-from .._validation import check_count
+from .._core._amounts import check_count
+from .._core._atomic import AtomicBudget
+from .._core._exceptions import DispatchTerminated
 from ._types import (
     Continue,
     Skip,

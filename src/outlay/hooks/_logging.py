@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 
-from .. import _log
-from .._exceptions import DispatchTerminated
+from .._core import _log
+from .._core._exceptions import DispatchTerminated
 from ._types import CONTINUE, Continue, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 

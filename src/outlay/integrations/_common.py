@@ -8,10 +8,10 @@ from typing import Any
 
 import anyio
 
-from .._exceptions import BudgetExceeded
+from .._core._amounts import check_count
+from .._core._exceptions import BudgetExceeded
+from .._core._tokens import TokenReservation
 from .._protocols import TokenBudget
-from .._tokens import TokenReservation
-from .._validation import check_count
 from ..hooks._dispatcher import ToolDispatcher
 from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
 

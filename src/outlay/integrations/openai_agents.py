@@ -36,9 +36,9 @@ from agents.tool import FunctionTool, Tool
 from agents.tool_context import ToolContext
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from .._exceptions import DispatchTerminated
+from .._core._exceptions import DispatchTerminated
+from .._core._tokens import TokenReservation
 from .._protocols import TokenBudget
-from .._tokens import TokenReservation
 from ..clients._core import estimate_prompt_tokens
 from ..hooks._types import ToolDispatchHook, ToolInvocation
 from ._common import (

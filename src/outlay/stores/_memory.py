@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._exceptions import ReservationError, UnknownLimit
-from .._validation import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_unit
+from .._core._exceptions import ReservationError, UnknownLimit
 from ._base import Admission, LimitUsage, Store
 
 #: How many ended reservation ids are remembered for idempotent retries.

@@ -43,15 +43,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import _log
-from .._exceptions import (
+from .._core import _log
+from .._core._amounts import Amount, check_amount
+from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
 )
-from .._validation import Amount, check_amount
 from ._base import Admission, LimitUsage, Store
 
 MAX_UNITS: Final = 2**53 - 1

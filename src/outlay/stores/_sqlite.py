@@ -52,14 +52,14 @@ from urllib.parse import unquote
 import anyio
 import anyio.lowlevel
 
-from .._exceptions import (
+from .._core._amounts import Amount, check_amount, check_unit
+from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
 )
-from .._validation import Amount, check_amount, check_unit
 from ._base import Admission, LimitUsage, Store
 
 T = TypeVar("T")

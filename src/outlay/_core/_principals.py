@@ -24,14 +24,14 @@ from decimal import Decimal
 from types import MappingProxyType, TracebackType
 from typing import Self
 
+from .._ledger import UsageLedger
+from ..stores import LimitUsage, Store
 from . import _log
+from ._amounts import Amount, check_amount
 from ._exceptions import BudgetExceeded, ConfigurationError, UnknownLimit
-from ._ledger import UsageLedger
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money, over_cap_reason
 from ._reservation import DEFAULT_LEASE, Budget, Reservation, ReserveContext
-from ._validation import Amount, check_amount
 from ._windows import Window
-from .stores import LimitUsage, Store
 
 __all__ = ("LimitKey", "LimitSpec", "PrincipalBudget", "PrincipalReservation",
            "Principals", "money_limits", "parse_limit_key")

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-from ._validation import Amount
+from ._amounts import Amount
 
 __all__ = (
     "AdmissionDecision",

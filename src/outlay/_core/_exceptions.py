@@ -28,8 +28,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .hooks._types import ToolInvocation
-    from .stores._base import LimitUsage
+    from ..hooks._types import ToolInvocation
+    from ..stores._base import LimitUsage
 
 
 class OutlayError(Exception):

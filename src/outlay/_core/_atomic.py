@@ -23,9 +23,9 @@ import anyio
 import anyio.lowlevel
 
 from . import _log
+from ._amounts import check_count
 from ._exceptions import BudgetExceeded
 from ._log import config as _structlog
-from ._validation import check_count
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 
+from ..stores import Admission, LimitUsage, Store, store_from_url
 from . import _log
+from ._amounts import Amount, check_amount
 from ._exceptions import BudgetExceeded, ReservationError
-from ._validation import Amount, check_amount
-from .stores import Admission, LimitUsage, Store, store_from_url
 
 R = TypeVar("R", bound="Reservation")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import uuid
 
+from ..stores import MemoryStore
 from . import _log
+from ._amounts import check_count
 from ._exceptions import BudgetExceeded, ReservationError
 from ._reservation import Reservation, ReserveContext
-from ._validation import check_count
-from .stores import MemoryStore
 
 _TOKENS = "tokens"
 
