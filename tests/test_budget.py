@@ -305,3 +305,43 @@ async def test_one_redis_round_trip_per_reservation_and_per_ending(
                 assert await scripts_run() == before + 2
     finally:
         server.stop()
+
+
+# -- a guard or a token budget as the budget object ------------------------------------------
+
+
+async def test_a_budget_guard_becomes_the_budget_object_in_one_call() -> None:
+    guard = AtomicBudget(3, name="calls")
+    budget = Budget.from_guard(guard)
+    dispatcher_cost = {"tool_calls": 1}
+    for _ in range(3):
+        await (await budget.reserve(dispatcher_cost)).commit()
+    assert guard.available == 0  # the guard keeps the count
+    with pytest.raises(BudgetExceeded) as info:
+        await budget.reserve(dispatcher_cost)
+    assert (info.value.unit, info.value.cap, info.value.held) == ("tool_calls", 3, 3)
+    guard.refill()
+    held = await budget.reserve({"tool_calls": 2})
+    assert await budget.remaining() == {"tool_calls": 1}
+    await held.commit({"tool_calls": 1})  # below the hold: the rest goes back
+    assert guard.available == 2
+    await (await budget.reserve({"tool_calls": 2})).release()
+    assert guard.available == 2
+    with pytest.raises(TypeError):
+        Budget.from_guard(object())  # type: ignore[arg-type]
+
+
+async def test_a_token_budget_becomes_the_budget_object_in_one_call() -> None:
+    tokens = AtomicTokenBudget(1000)
+    budget = Budget.from_token_budget(tokens)
+    held = await budget.reserve({"tokens": 600})
+    assert tokens.held == 600
+    await held.commit({"tokens": 700})  # recorded through record_usage, overshoot included
+    assert tokens.tokens_consumed_nowait() == 700
+    assert await budget.try_reserve({"tokens": 400}) is None
+    assert await budget.remaining() == {"tokens": 300}
+    async with budget.reserve({"tokens": 300}):
+        assert tokens.available == 0
+    assert tokens.available == 300  # released on exit
+    with pytest.raises(TypeError):
+        Budget.from_token_budget(AtomicBudget(1))  # type: ignore[arg-type]
