@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ._amounts import Amount
 
 if TYPE_CHECKING:
-    from ..hooks._types import ToolInvocation
+    from ..hooks import ToolInvocation
 
 
 class OutlayError(Exception):

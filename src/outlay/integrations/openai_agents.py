@@ -38,8 +38,8 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from .._core import DispatchTerminated, TokenReservation
 from .._protocols import TokenBudget
-from ..clients._core import estimate_prompt_tokens
-from ..hooks._types import ToolDispatchHook, ToolInvocation
+from ..clients import estimate_prompt_tokens
+from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import (
     HookChain,
     check_estimate,
