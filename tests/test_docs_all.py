@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 
 from .fakeprovider import FakeProvider
 from .redisserver import RedisServer
-from .storekit import REDIS_TEST_DB
+from .storekit import REDIS_TEST_DB, drop_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -35,14 +36,30 @@ def python_blocks(page: Path) -> list[str]:
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                 redis_server: RedisServer) -> Iterator[None]:
+    namespace = f"outlay-docs-{uuid.uuid4().hex[:12]}"
+    url = f"{redis_server.url(REDIS_TEST_DB)}?namespace={namespace}"
     with FakeProvider() as provider:
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         monkeypatch.setenv("OPENAI_BASE_URL", provider.openai_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", provider.anthropic_url)
-        monkeypatch.setenv("REDIS_URL", redis_server.url(REDIS_TEST_DB))
+        monkeypatch.setenv("REDIS_URL", url)
         monkeypatch.chdir(tmp_path)
-        yield
+        try:
+            yield
+        finally:
+            asyncio.run(_drop(url))
+
+
+async def _drop(url: str) -> None:
+    """Delete what a page left in its Redis namespace."""
+    from outlay.stores import RedisStore
+
+    store = RedisStore.from_url(url)
+    try:
+        await drop_namespace(store)
+    finally:
+        await store.aclose()
 
 
 def test_every_page_has_its_blocks_found() -> None:
