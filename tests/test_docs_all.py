@@ -3,8 +3,10 @@
 A page is one program: its blocks run in order in one namespace, so a later block may use what
 an earlier one defined. Blocks may ``await`` at top level (as in ``python -m asyncio`` or a
 notebook); a page with such blocks runs on asyncio. The LLM SDKs talk to the local fake
-provider, files go to a temporary directory, and ``REDIS_URL`` names the test Redis. The
-page-specific tests (tests/test_docs_*.py) check what the recipes print.
+provider, files go to a temporary directory, ``REDIS_URL`` names the test Redis and
+``OUTLAY_STORE`` a Redis store in a namespace of the test's own (a page's ``namespace=acme`` is
+replaced by it too), deleted afterwards. The page-specific tests (tests/test_docs_*.py) check
+what the recipes print.
 """
 
 from __future__ import annotations
@@ -34,16 +36,21 @@ def python_blocks(page: Path) -> list[str]:
 
 
 @pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                redis_server: RedisServer) -> Iterator[None]:
-    namespace = f"outlay-docs-{uuid.uuid4().hex[:12]}"
+def namespace() -> str:
+    return f"outlay-docs-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: RedisServer,
+                namespace: str) -> Iterator[None]:
     url = f"{redis_server.url(REDIS_TEST_DB)}?namespace={namespace}"
     with FakeProvider() as provider:
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         monkeypatch.setenv("OPENAI_BASE_URL", provider.openai_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", provider.anthropic_url)
-        monkeypatch.setenv("REDIS_URL", url)
+        monkeypatch.setenv("REDIS_URL", redis_server.url(REDIS_TEST_DB))
+        monkeypatch.setenv("OUTLAY_STORE", url)
         monkeypatch.chdir(tmp_path)
         try:
             yield
@@ -68,15 +75,15 @@ def test_every_page_has_its_blocks_found() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_page_runs_as_written(page: Path, environment: None) -> None:
+def test_page_runs_as_written(page: Path, environment: None, namespace: str) -> None:
     blocks = python_blocks(page)
     if not blocks:
         pytest.skip(f"{page.name} has no python blocks")
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    source = "\n".join(blocks)
+    scope: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    source = "\n".join(blocks).replace("namespace=acme", f"namespace={namespace}")
     code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     if code.co_flags & inspect.CO_COROUTINE:
-        asyncio.run(eval(code, namespace))  # noqa: S307 - our own docs
+        asyncio.run(eval(code, scope))
     else:
-        exec(code, namespace)  # noqa: S102 - our own docs
+        exec(code, scope)
     assert os.getcwd() != str(ROOT)  # files the page wrote stayed in the temporary directory
