@@ -403,9 +403,9 @@ class Budget:
         owner = self._owner
         seconds = owner._lease if lease is None else check_lease(lease)
         limits = self.limits_at(checked)
+        capped = {unit for unit, _, _ in limits.values()}
         for unit, amount in checked.items():
-            if isinstance(amount, Decimal) and amount and not any(
-                    u == unit for u, _, _ in limits.values()):
+            if unit not in capped and isinstance(amount, Decimal) and amount:
                 refusal = BudgetExceeded(unit=unit, requested=amount, cap=Decimal(0),
                                          spent=Decimal(0), held=Decimal(0),
                                          principal=self._path)
