@@ -160,7 +160,8 @@ def main() -> None:
     floor = results["store, 1 key"]
     print(f"{'operation':<32} {'ops/s':>12} {'vs store':>9}")
     for name, rate in results.items():
-        ratio = f"{rate / floor:.2f}x" if "key" in name or "Principals" in name or "Budget" in name else ""
+        reserves = any(word in name for word in ("key", "Principals", "Budget"))
+        ratio = f"{rate / floor:.2f}x" if reserves else ""
         print(f"{name:<32} {rate:>12,.0f} {ratio:>9}")
     out = Path(__file__).parent / "results" / "principals.json"
     out.parent.mkdir(exist_ok=True)

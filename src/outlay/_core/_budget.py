@@ -204,7 +204,8 @@ class Budget:
         specs = [LimitSpec(unit, w, cap) for unit, cap in given.items() for w in windows]
         specs.extend(caps)
         owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id)
-        self._init(owner, None, check_principal(principal), owner._template, owned=True)
+        self._init(owner, None, check_principal(principal), owner._template,
+                   owned=isinstance(store, str))
 
     @classmethod
     def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
@@ -478,8 +479,8 @@ class Budget:
         return int(max(spent, default=0))
 
     async def aclose(self) -> None:
-        """Close the store (a budget built with ``Budget(...)`` owns it; one from ``Principals``
-        leaves that to ``Principals.aclose``)."""
+        """Close the store if this budget opened it from a URL (``Budget(store="...")``); a
+        ``Store`` you passed in, or the store of ``Principals``, is left to its owner."""
         if self._owned:
             await self._owner.aclose()
 
