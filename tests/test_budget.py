@@ -47,7 +47,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def test_the_one_liner_caps_money_tokens_requests_and_tool_calls() -> None:
     budget = Budget(usd=D("0.50"), tokens=100_000, requests=3, tool_calls=20)
-    assert budget.units() == {"usd", "tokens", "requests", "tool_calls"}
+    assert budget.units == {"usd", "tokens", "requests", "tool_calls"}
     async with budget.reserve({"usd": D("0.02"), "tokens": 1500, "requests": 1}) as r:
         assert r.amounts == {"usd": D("0.02"), "tokens": 1500, "requests": 1}
         assert len(r.keys) == 3  # one limit per unit in the run window

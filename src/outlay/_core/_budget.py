@@ -320,8 +320,10 @@ class Budget:
                 keys[f"{node._path}/{spec.unit}/{period.id}"] = (spec.unit, spec, period.end)
         return keys
 
+    @property
     def units(self) -> frozenset[str]:
-        """Every unit some limit of the chain caps."""
+        """Every unit some limit of the chain caps (others: money is refused, whole units are
+        not limited)."""
         return frozenset(spec.unit for node in self.chain() for spec in node._caps)
 
     # -- reading -------------------------------------------------------------------------
@@ -347,7 +349,7 @@ class Budget:
         (money among them is refused, whole units are unlimited). A snapshot: it may be stale
         by the time you reserve. One store read per limit."""
         out: dict[str, Amount] = {}
-        for key, (unit, spec, _) in self.limits_at(self.units(), at).items():
+        for key, (unit, spec, _) in self.limits_at(self.units, at).items():
             available = (await self._read(key, spec)).available
             out[unit] = min(out[unit], available) if unit in out else available
         return out
