@@ -374,3 +374,11 @@ async def test_per_tool_limits_are_units_of_the_budget_object() -> None:
                  ).skipped for i in range(3)]
     assert outcomes == [False, False, True]
     assert await budget.remaining() == {"tool_calls": 1, "tool_calls.search": 0}
+
+
+async def test_a_standalone_budget_keeps_no_ledger_and_principals_do() -> None:
+    with pytest.raises(ValueError, match="keep no ledger"):
+        Budget(usd=D("1")).principals.ledger("usd")
+    principals = Principals(template=[LimitSpec("usd", Window.run(), D("1"))])
+    await (await principals.get("user:ann").reserve({"usd": D("0.25")})).commit()
+    assert principals.ledger("usd").top(1)[0].principal == "user:ann"
