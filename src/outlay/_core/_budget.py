@@ -162,7 +162,14 @@ class Budget:
 
     Vocabulary (the same on every outlay budget): ``reserve`` takes now or raises
     ``BudgetExceeded``, it never waits; ``try_reserve`` is ``reserve`` returning ``None``
-    instead of raising. Both make exactly one store call.
+    instead of raising. Each makes one store call (none when no unit it names is capped).
+    Money in a unit nothing caps is refused; whole units nothing caps are not limited.
+
+    ``principal`` (``kind:name``) prefixes every limit key, so every process that builds the
+    same budget on the same store shares it. ``clock`` (UNIX seconds) decides the current
+    period; ``run_id`` names the run window's period (fresh by default, so ``Window.run()``
+    limits are per process unless the workers pass one id). Bad caps raise ``TypeError`` /
+    ``ValueError`` / ``ConfigurationError`` here.
 
     ``Budget`` is also a ``TokenBudget`` (``try_reserve_tokens`` / ``record_usage`` /
     ``tokens_consumed``) on any store.
