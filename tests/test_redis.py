@@ -430,7 +430,9 @@ async def test_a_server_restart_between_operations_is_survived(
     await held.commit({"usd": Decimal("0.30")})  # data came back, scripts did not
     usage = await budget.usage("usd")
     assert (usage.spent, usage.held) == (Decimal("0.30"), 0)
-    assert await budget.try_reserve({"usd": Decimal("0.70")}) is not None
+    rest = await budget.try_reserve({"usd": Decimal("0.70")})
+    assert rest is not None
+    await rest.release()
 
 
 # -- cancellation ------------------------------------------------------------------------------

@@ -195,22 +195,26 @@ class AtomicBudget:
         if waiter is None:
             try:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
-            finally:
-                if _structlog.is_configured:
-                    self._log_reservation(cost, True)
+            except BaseException:
+                # A native asyncio ``Task.cancel()`` passes the shielded checkpoint (anyio
+                # #398): the grant was taken, so give it back before the cancellation goes on.
+                self._ungrant(cost)
+                raise
+            if _structlog.is_configured:
+                self._log_reservation(cost, True)
             return
         try:
             await waiter.wait()
         except BaseException:
             with self._lock:
-                if waiter.granted:
-                    self._available = min(self._capacity, self._available + cost)
-                    self._reserved -= 1
-                else:
+                if not waiter.granted:
                     self._waiters.remove(waiter)
-                woken = self._grant()
-            for other in woken:
-                other.wake()
+                    woken = self._grant()
+            if waiter.granted:
+                self._ungrant(cost)
+            else:
+                for other in woken:
+                    other.wake()
             raise
         if _structlog.is_configured:
             self._log_reservation(cost, True)
@@ -285,6 +289,15 @@ class AtomicBudget:
         check_count(cost, "cost")
         with self._lock:
             self._denied += 1
+
+    def _ungrant(self, cost: int) -> None:
+        """Take back a grant whose task was cancelled, and hand it on to queued waiters."""
+        with self._lock:
+            self._available = min(self._capacity, self._available + cost)
+            self._reserved -= 1
+            woken = self._grant()
+        for waiter in woken:
+            waiter.wake()
 
     def _grant(self) -> list[_Waiter]:
         """Move units to queued waiters, head first, while the head fits. Lock held."""

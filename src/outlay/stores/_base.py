@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount
+from .._core._amounts import Amount, minus
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class LimitUsage:
 
     @property
     def available(self) -> Amount:
-        room = self.cap - self.spent - self.held
+        room = minus(minus(self.cap, self.spent), self.held)
         if room > 0:
             return room
         return Decimal(0) if isinstance(room, Decimal) else 0

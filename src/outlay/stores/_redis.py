@@ -44,7 +44,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core import _log
-from .._core._amounts import Amount, check_amount
+from .._core._amounts import EXACT, Amount, check_amount, check_lease
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -56,6 +56,9 @@ from ._base import Admission, LimitUsage, Store
 
 MAX_UNITS: Final = 2**53 - 1
 """The largest count (units, or money scaled by ``10**decimal_places``) a limit can hold."""
+
+MAX_EXPIRE_AT: Final = 253_402_300_799
+"""The latest ``expire_at`` a period may name (UNIX seconds: the end of year 9999)."""
 
 DEFAULT_DECIMAL_PLACES: Final = 9
 DEFAULT_RETAIN: Final = 86_400.0
@@ -266,9 +269,12 @@ class RedisStore(Store):
         return "i", str(amount), str(scaled) if scaled <= MAX_UNITS else ""
 
     def _unscale(self, scaled: int) -> Decimal:
-        value = Decimal(scaled).scaleb(-self._places).normalize()
+        # In outlay's exact context, whatever the caller's is (a prec=4 context rounds 999.99).
+        value = EXACT.scaleb(Decimal(scaled), -self._places).normalize(EXACT)
         exponent = value.as_tuple().exponent
-        return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value
+        if isinstance(exponent, int) and exponent > 0:
+            return value.quantize(Decimal(1), context=EXACT)
+        return value
 
     def _decode(self, unit: str, value: object) -> Amount:
         count = int(_text(value))
@@ -325,6 +331,11 @@ class RedisStore(Store):
             raise ConfigurationError(
                 f"limit {name!r} was created with {_text(reply[2])} decimal places; this "
                 f"RedisStore uses {self._places} (decimal_places must match across clients)")
+        if code == "overflow":
+            raise ValueError(f"limit {name!r} cannot count that much spend exactly (at most "
+                             f"{MAX_UNITS} units once scaled); nothing was recorded")
+        if code == "expire":
+            raise ValueError(f"expire_at for limit {name!r} is out of range")
         if code == "foreign":
             raise ValueError(f"actual names limits the reservation does not hold: [{name!r}]")
         raise StoreError(f"unexpected reply from Redis script: {reply!r}")
@@ -371,8 +382,9 @@ class RedisStore(Store):
                 seconds = expire_at[key]
                 if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                     raise TypeError(f"expire_at[{key!r}] must be UNIX seconds, got {seconds!r}")
-                if not math.isfinite(seconds):
-                    raise ValueError(f"expire_at[{key!r}] must be finite, got {seconds!r}")
+                if not math.isfinite(seconds) or not 0 <= seconds <= MAX_EXPIRE_AT:
+                    raise ValueError(f"expire_at[{key!r}] must be UNIX seconds in 0.."
+                                     f"{MAX_EXPIRE_AT}, got {seconds!r}")
                 end = str(math.ceil(seconds * 1000))
             keys += [self._key("l", key), self._key("z", key)]
             args += [key, kind, ival, dval, dkind, dcap, end]
@@ -641,11 +653,7 @@ def _redact(url: str) -> str:
 
 
 def _lease_ms(lease: float) -> str:
-    if isinstance(lease, bool) or not isinstance(lease, int | float):
-        raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
-    if not math.isfinite(lease) or lease <= 0:
-        raise ValueError(f"lease must be a positive, finite number of seconds, got {lease}")
-    return str(max(1, math.ceil(lease * 1000)))
+    return str(max(1, math.ceil(check_lease(lease) * 1000)))
 
 
 def _glob_escape(text: str) -> str:

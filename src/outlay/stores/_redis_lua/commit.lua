@@ -58,6 +58,15 @@ for j = 1, m do
   end
   -- (admitted while failing open, on a limit that does not exist: nothing to count)
 end
+-- Every check runs before the first write: Redis does not roll back a script that fails.
+for i = 1, n do
+  if spend[i] ~= '0' then
+    local spent = redis.call('HGET', prefix .. 'l:' .. names[i], 'spent')
+    if spent and tonumber(spent) + tonumber(spend[i]) > 9007199254740991 then
+      return {'overflow', names[i]}
+    end
+  end
+end
 for i = 1, n do
   local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
   unhold(lk, zk, rid)
