@@ -39,7 +39,7 @@ async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
         yield opened
 
 
-async def raw(store: RedisStore, *command: object) -> object:
+async def raw(store: RedisStore, *command: str | int) -> object:
     """Run one Redis command on the store's own client (on its bridge loop under trio)."""
 
     async def run() -> object:
