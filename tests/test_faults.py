@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from outlay import AtomicBudget, Budget, Store, StoreUnavailable
+from outlay import (
+    AtomicBudget,
+    Budget,
+    ConfigurationError,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 from outlay.stores import MemoryStore, SQLiteStore
 from outlay.stores._redis import _SCRIPTS, MAX_UNITS, RedisStore
 
@@ -173,3 +180,134 @@ async def test_native_cancel_right_after_an_uncontended_grant_gives_it_back() ->
         await task
     assert budget.available == 1
     assert budget.statistics().reserved == 0
+
+
+# -- 9: other people's SQLite files --------------------------------------------------------
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    """Every file of the database (main file, WAL, shared memory, journal) with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))}
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    import io
+
+    from outlay.cli import main
+
+    err = io.StringIO()
+    code = main(argv, stdout=io.StringIO(), stderr=err)
+    return code, err.getvalue()
+
+
+async def test_an_application_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """Item 9: a SQLite file that is not outlay's (an application's, with its own ``limits``
+    table) is refused by the library and by the CLI's read commands, byte for byte untouched:
+    no outlay tables, no ``user_version``, no switch to WAL."""
+    path = _application_database(tmp_path)
+    before = _snapshot(path)
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(ConfigurationError, match="not an outlay database"):
+            await store.set_limit("usd", Decimal("5"))
+        with pytest.raises(ConfigurationError, match="not an outlay database"):
+            await store.limits()
+    finally:
+        await store.aclose()
+    assert _snapshot(path) == before
+
+
+def test_the_cli_refuses_an_application_database_untouched(tmp_path: Path) -> None:
+    """Item 9: the CLI's read commands refuse another application's database, untouched."""
+    path = _application_database(tmp_path)
+    before = _snapshot(path)
+    for command in ("show", "holds", "top"):
+        code, err = _cli([command, f"sqlite:///{path}"])
+        assert code == 1
+        assert "not an outlay database" in err
+    assert _snapshot(path) == before
+
+
+def _application_database(tmp_path: Path) -> Path:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE limits (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO limits (name) VALUES ('theirs')")
+    conn.close()
+    return path
+
+
+async def test_a_newer_schema_is_refused_before_switching_to_wal(tmp_path: Path) -> None:
+    """Item 9: an outlay database of a newer schema is refused without being switched to WAL
+    (or changed in any other way) first."""
+    import sqlite3
+
+    from outlay.stores._sqlite import APPLICATION_ID
+
+    path = tmp_path / "newer.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 99")
+        conn.execute("CREATE TABLE future (x)")
+    conn.close()
+    before = _snapshot(path)
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(ConfigurationError, match="schema version 99"):
+            await store.usage("usd")
+    finally:
+        await store.aclose()
+    assert _snapshot(path) == before
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_show_on_an_empty_file_does_not_make_it_a_database(tmp_path: Path) -> None:
+    """Item 9: ``outlay show`` on an empty file reports it and leaves it empty."""
+    path = tmp_path / "empty.db"
+    path.touch()
+    code, err = _cli(["show", f"sqlite:///{path}"])
+    assert code == 1
+    assert "empty, not an outlay database" in err
+    assert _snapshot(path) == {"empty.db": b""}
+
+
+async def test_an_outlay_database_is_still_opened(tmp_path: Path) -> None:
+    """Item 9 (the other side): a database outlay made, and one made before outlay stamped its
+    ``application_id`` (schema 1, exactly outlay's tables), open as before."""
+    import sqlite3
+
+    path = tmp_path / "ours.db"
+    store = SQLiteStore(path)
+    await store.set_limit("usd", Decimal("5"))
+    await store.aclose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA application_id = 0")  # as an older outlay left it
+    conn.close()
+    reopened = SQLiteStore(path, create=False)
+    try:
+        assert (await reopened.usage("usd")).cap == Decimal("5")
+    finally:
+        await reopened.aclose()
+
+
+def test_sqlite_errors_are_mapped_by_result_code_not_message() -> None:
+    """Store contract (issue 12): a SQLite error is classified by ``sqlite_errorcode``; its
+    message text (which varies by version and locale) plays no part."""
+    import sqlite3
+
+    from outlay.stores._sqlite import _map_error
+
+    def error(message: str, code: int) -> sqlite3.Error:
+        exc = sqlite3.OperationalError(message)
+        exc.sqlite_errorcode = code  # what the driver sets on every error it raises
+        return exc
+
+    assert type(_map_error(error("database is locked", sqlite3.SQLITE_CONSTRAINT), "x")) \
+        is StoreError
+    assert type(_map_error(error("no message here", sqlite3.SQLITE_BUSY), "x")) \
+        is StoreUnavailable
+    assert type(_map_error(error("", sqlite3.SQLITE_IOERR_SHORT_READ), "x")) is StoreUnavailable

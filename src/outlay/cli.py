@@ -149,6 +149,9 @@ def _open_store(url: str, *, create: bool = False) -> Store:
         if path is not None and not os.path.exists(path):
             raise CommandError(f"no database at {path!r} ({url}); a read command never "
                                "creates one (set-cap --create does)")
+        from .stores._sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, create=False)  # never turns a file into a database
     return store_from_url(url)
 
 

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import anyio
@@ -101,7 +101,17 @@ CREATE TABLE IF NOT EXISTS endings (
 CREATE INDEX IF NOT EXISTS endings_by_time ON endings (ended_at);
 """
 
-_BUSY_MESSAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
+#: ``PRAGMA application_id`` of an outlay database ("outl"): how a file is known to be ours.
+APPLICATION_ID = 0x6F75746C
+
+_TABLES = frozenset({"limits", "holds", "endings"})
+
+#: Primary SQLite result codes (``sqlite_errorcode & 0xff``) that mean "cannot be reached right
+#: now": busy or locked past the timeout, cannot open, I/O, read-only, disk full, protocol.
+_UNAVAILABLE_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL,
+})
 
 
 def _parse(unit: str, text: str, key: str = "") -> Amount:
@@ -120,13 +130,18 @@ def _unit(cap: Amount) -> str:
 class SQLiteStore(Store):
     """Limits, holds, spend and ending history in one SQLite file (see the module docstring).
 
-    ``path`` is a file path (created on first use unless ``create=False``) or ``":memory:"``
+    ``path`` is a file path or ``":memory:"``
     (private to this store, not durable). ``busy_timeout`` is how long an operation waits for
     another process's write lock before raising ``StoreUnavailable``. ``synchronous`` is
     SQLite's setting: ``"NORMAL"`` (default; in WAL mode every committed transaction survives a
     crash of the process, the last ones may be lost on power failure) or ``"FULL"`` (also
     survives power failure, slower). ``history`` is how many seconds ended reservation ids are
     kept for idempotent retries. ``clock`` returns wall-clock UNIX seconds for leases.
+
+    The file is opened only if it is outlay's (its ``application_id``) or empty; another
+    application's database, or one of a newer schema, is refused with ``ConfigurationError``
+    before anything is written to it. An empty or missing file becomes an outlay database on
+    first use, unless ``create=False`` (then it must already be one).
 
     ``expire_at`` passed to ``reserve`` is recorded on the limit it creates, for inspection;
     limits are never deleted, so the spend of a finished period stays readable.
@@ -171,9 +186,10 @@ class SQLiteStore(Store):
         self._abandoned: list[threading.Thread] = []
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
         """``sqlite:///relative.db`` (relative to the working directory) or
-        ``sqlite:////absolute/path.db``; raises ``ConfigurationError`` for anything else."""
+        ``sqlite:////absolute/path.db``; raises ``ConfigurationError`` for anything else.
+        Keyword ``options`` go to the constructor (``create=False``, ...)."""
         scheme, sep, rest = url.partition("://")
         if scheme != "sqlite" or not sep or not rest.startswith("/") or len(rest) < 2:
             raise ConfigurationError(
@@ -182,7 +198,7 @@ class SQLiteStore(Store):
         if "?" in rest or "#" in rest:
             raise ConfigurationError(f"SQLite URL {url!r} takes no query or fragment; "
                                      "pass options to SQLiteStore(...) instead")
-        return cls(unquote(rest[1:]))
+        return cls(unquote(rest[1:]), **options)
 
     @property
     def path(self) -> str:
@@ -225,11 +241,7 @@ class SQLiteStore(Store):
                         conn.rollback()
             except sqlite3.Error as exc:
                 self._discard_if_broken()
-                message = str(exc).lower()
-                if isinstance(exc, sqlite3.OperationalError) and any(
-                        m in message for m in _BUSY_MESSAGES):
-                    raise StoreUnavailable(f"SQLite store {self._path!r}: {exc}") from exc
-                raise StoreError(f"SQLite store {self._path!r}: {exc}") from exc
+                raise _map_error(exc, self._path) from exc
 
     def _discard_if_broken(self) -> None:
         conn = self._conn
@@ -249,24 +261,48 @@ class SQLiteStore(Store):
                                    check_same_thread=False, timeout=self._busy_timeout)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Nothing is written to the file before it is known to be ours (or empty and ours
+            # to create): another application's database is left byte for byte as it was.
+            if self._inspect(conn) == "empty":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                if self._inspect(conn) == "empty":  # still empty under the write lock
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"SQLite store {self._path!r} has schema version {version}; "
-                                 f"this outlay knows up to {SCHEMA_VERSION}")
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return conn
+
+    def _inspect(self, conn: sqlite3.Connection) -> str:
+        """``"ours"`` or ``"empty"`` (a file with nothing in it, ours to create when
+        ``create``); raises ``ConfigurationError`` for anything else. Reads only."""
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application_id == 0 and version == 0 and not tables:
+            if not self._create:
+                raise ConfigurationError(f"SQLite file {self._path!r} is empty, not an outlay "
+                                         "database (create=False never creates one)")
+            return "empty"
+        # Files made before outlay stamped its application_id: version 1, exactly our tables.
+        legacy = application_id == 0 and version == 1 and tables == _TABLES
+        if application_id != APPLICATION_ID and not legacy:
+            raise ConfigurationError(f"SQLite file {self._path!r} is not an outlay database; "
+                                     "outlay leaves it untouched")
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(f"SQLite store {self._path!r} has schema version "
+                                     f"{version}; this outlay knows up to {SCHEMA_VERSION}")
+        return "ours"
 
     # -- helpers (run in the worker thread, inside a transaction) -----------------------------
 
@@ -487,6 +523,14 @@ class SQLiteStore(Store):
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
+
+
+def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
+    """The one table from driver errors to ours, by SQLite's result code, never by message."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+        return StoreUnavailable(f"SQLite store {path!r}: {exc}")
+    return StoreError(f"SQLite store {path!r}: {exc}")
 
 
 def _dump(amounts: Mapping[str, Amount]) -> str:
