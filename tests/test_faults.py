@@ -311,3 +311,169 @@ def test_sqlite_errors_are_mapped_by_result_code_not_message() -> None:
     assert type(_map_error(error("no message here", sqlite3.SQLITE_BUSY), "x")) \
         is StoreUnavailable
     assert type(_map_error(error("", sqlite3.SQLITE_IOERR_SHORT_READ), "x")) is StoreUnavailable
+
+
+# -- 10-13: other people's secrets -----------------------------------------------------------
+
+SECRET = "sk-live-9f8e7d6c5b4a"
+
+
+def _chained(how: str) -> BaseException:
+    """An SDK-style error whose own message is clean but which carries the key elsewhere."""
+    if how == "cause":
+        try:
+            raise ConnectionError(f"POST /v1 failed: Authorization: Bearer {SECRET}")
+        except ConnectionError as inner:
+            try:
+                raise RuntimeError("transport failed") from inner
+            except RuntimeError as outer:
+                return outer
+    if how == "context":
+        try:
+            raise ConnectionError(f"bad key {SECRET}")
+        except ConnectionError:
+            try:
+                raise RuntimeError("transport failed")
+            except RuntimeError as outer:
+                return outer
+    if how == "note":
+        error = RuntimeError("transport failed")
+        error.add_note(f"request headers: {{'x-api-key': '{SECRET}'}}")
+        return error
+    return ExceptionGroup("several failures", [ValueError(f"key={SECRET}")])
+
+
+@pytest.mark.parametrize("how", ["cause", "context", "note", "group"])
+async def test_a_secret_in_an_exception_chain_never_reaches_a_traceback(how: str) -> None:
+    """Item 10: a secret in an exception's ``__cause__``, ``__context__``, notes or group
+    members (how SDKs wrap transport errors) is caught like one in its message: the tool
+    raises ``SecretLeak`` with nothing chained, so a logged traceback cannot show the key."""
+    import traceback
+
+    from outlay import EgressAuditHook, SecretLeak
+
+    hook = EgressAuditHook(environ={"API_KEY": SECRET})
+
+    @hook.tool(endpoint="https://api.invalid/v1", secrets={"key": "API_KEY"})
+    async def send(key: object) -> str:
+        raise _chained(how)
+
+    with pytest.raises(SecretLeak) as info:
+        await send()
+    rendered = "".join(traceback.format_exception(info.value))
+    assert SECRET not in rendered
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://api.example.invalid/v1", "ftp://files.invalid/", "api.example.invalid",
+    "http://127.0.0.1:8080/v1",
+])
+def test_a_non_https_endpoint_is_refused_at_declaration(endpoint: str) -> None:
+    """Item 12: egress is TLS-only and fails closed: a tool declared with a non-https
+    endpoint is refused (loopback http too, unless explicitly allowed)."""
+    from outlay import EgressAuditHook
+
+    hook = EgressAuditHook(environ={"API_KEY": SECRET})
+    with pytest.raises(ValueError, match="https"):
+        hook.tool(lambda key: "ok", endpoint=endpoint, secrets={"key": "API_KEY"}, name="t")
+
+
+async def test_a_computed_http_endpoint_is_refused_at_call_time() -> None:
+    """Item 12: an endpoint computed per invocation is checked before each call; an http://
+    one is refused and the tool does not run."""
+    from structlog.testing import capture_logs
+
+    from outlay import EgressAuditHook, ToolDispatcher, ToolInvocation
+
+    hook = EgressAuditHook(environ={"API_KEY": SECRET})
+    ran: list[str] = []
+
+    @hook.tool(endpoint=lambda inv: f"{inv.arguments['scheme']}://files.invalid/up",
+               secrets={"key": "API_KEY"})
+    def upload(scheme: str, key: object) -> str:
+        ran.append(scheme)
+        return "sent"
+
+    dispatcher = ToolDispatcher([upload], [hook])
+    with capture_logs() as events:
+        refused = await dispatcher.dispatch(ToolInvocation("c1", "upload", {"scheme": "http"}))
+        sent = await dispatcher.dispatch(ToolInvocation("c2", "upload", {"scheme": "https"}))
+    assert refused.skipped
+    assert "not https" in str(refused.output)
+    assert sent.output == "sent"
+    assert ran == ["https"]
+    assert [e["event"] for e in events if e["event"] == "outlay.egress.refused"] == [
+        "outlay.egress.refused"]
+
+
+def test_loopback_http_needs_an_explicit_logged_opt_in(caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """Item 12: ``allow_insecure_loopback=True`` admits http:// to loopback only, and says so
+    as a warning; a non-loopback http endpoint is still refused."""
+    import logging
+
+    from outlay import EgressAuditHook
+
+    with caplog.at_level(logging.WARNING, logger="outlay"):
+        hook = EgressAuditHook(environ={"API_KEY": SECRET}, allow_insecure_loopback=True)
+        hook.tool(lambda key: "ok", endpoint="http://127.0.0.1:8080/v1",
+                  secrets={"key": "API_KEY"}, name="local")
+        with pytest.raises(ValueError, match="https"):
+            hook.tool(lambda key: "ok", endpoint="http://api.invalid/v1",
+                      secrets={"key": "API_KEY"}, name="remote")
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "outlay.egress.insecure_loopback_allowed" in events
+    assert "outlay.egress.insecure_endpoint" in events
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/0?password=hunter2-pw&decimal_places=many",
+    "redis://127.0.0.1:6379/0?password=hunter2-pw&fail_open=perhaps",
+    "redis+tls://:hunter2-pw@cache.invalid:6380/0",
+    "sqlite://:hunter2-pw@host/x.db",
+])
+def test_a_password_in_a_store_url_is_never_echoed(url: str) -> None:
+    """Item 11: a password in a Redis URL's query (``?password=...``) or user info, in a URL
+    outlay refuses, appears neither in the ``ConfigurationError`` nor in the CLI's output."""
+    import io
+
+    from outlay.cli import main
+    from outlay.stores import store_from_url
+
+    with pytest.raises(ConfigurationError) as info:
+        store_from_url(url)
+    assert "hunter2" not in str(info.value)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["show", url], stdout=out, stderr=err) == 1
+    assert "hunter2" not in out.getvalue() + err.getvalue()
+    assert "***" in err.getvalue()
+
+
+async def test_a_fail_open_admission_is_a_warning_in_stdlib_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Item 13: with structlog not configured (``logging.basicConfig(level=DEBUG)``-style
+    applications), a Redis store with ``fail_open`` that admits while Redis is down logs a
+    WARNING through stdlib logging, and outlay's info events reach it too."""
+    import logging
+
+    from .redisserver import free_port
+
+    down = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true"
+                               "&socket_connect_timeout=0.5")
+    budget = Budget(down)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            reservation = await budget.reserve({"usd": Decimal("1000")})
+            await reservation.release()
+    finally:
+        await down.aclose()
+    warnings = [r for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "outlay"
+                and getattr(r, "event", None) == "outlay.store.failed_open"]
+    assert [getattr(r, "fields", {})["operation"] for r in warnings] == ["reserve", "release"]
+    assert "outlay.store.failed_open" in warnings[0].getMessage()
+    assert any(getattr(r, "event", None) == "outlay.reservation.reserved"
+               for r in caplog.records)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._exceptions import ConfigurationError
 from ._base import Admission, LimitUsage, Store
 from ._memory import MemoryStore
+from ._url import redact_url
 
 if TYPE_CHECKING:
     from ._redis import RedisStore as RedisStore
@@ -65,7 +66,8 @@ def store_from_url(url: str) -> Store:
     target = _SCHEMES.get(scheme) if sep else None
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
-        raise ConfigurationError(f"unknown store URL {url!r}; expected one of: {known}")
+        raise ConfigurationError(f"unknown store URL {redact_url(url)!r}; expected one of: "
+                                 f"{known}")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -53,6 +53,7 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, LimitUsage, Store
+from ._url import redact_url
 
 MAX_UNITS: Final = 2**53 - 1
 """The largest count (units, or money scaled by ``10**decimal_places``) a limit can hold."""
@@ -194,12 +195,12 @@ class RedisStore(Store):
             try:
                 own["decimal_places"] = int(own["decimal_places"])
             except ValueError as exc:
-                raise ConfigurationError(f"bad decimal_places in {_redact(url)!r}") from exc
+                raise ConfigurationError(f"bad decimal_places in {redact_url(url)!r}") from exc
         if "fail_open" in own:
             flag = own["fail_open"].lower()
             if flag not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigurationError(
-                    f"bad fail_open in {_redact(url)!r}: {own['fail_open']!r}")
+                    f"bad fail_open in {redact_url(url)!r}: {own['fail_open']!r}")
             own["fail_open"] = flag in ("true", "1", "yes")
         own.update(options)
         query = dict(rest)
@@ -219,7 +220,7 @@ class RedisStore(Store):
             pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
             client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis URL {_redact(url)!r}: {exc}") from exc
+            raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
         return cls(client, owns_client=True, **own)
 
     @property
@@ -641,15 +642,6 @@ class _Bridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
         self.loop.close()
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _lease_ms(lease: float) -> str:

@@ -62,6 +62,7 @@ from .._core._exceptions import (
 )
 from ._base import Admission, LimitUsage, Store
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
+from ._url import redact_url
 
 T = TypeVar("T")
 
@@ -193,10 +194,10 @@ class SQLiteStore(Store):
         scheme, sep, rest = url.partition("://")
         if scheme != "sqlite" or not sep or not rest.startswith("/") or len(rest) < 2:
             raise ConfigurationError(
-                f"bad SQLite URL {url!r}; expected sqlite:///relative.db or "
+                f"bad SQLite URL {redact_url(url)!r}; expected sqlite:///relative.db or "
                 "sqlite:////absolute/path.db")
         if "?" in rest or "#" in rest:
-            raise ConfigurationError(f"SQLite URL {url!r} takes no query or fragment; "
+            raise ConfigurationError(f"SQLite URL {redact_url(url)!r} takes no query or fragment; "
                                      "pass options to SQLiteStore(...) instead")
         return cls(unquote(rest[1:]), **options)
 
