@@ -477,3 +477,87 @@ async def test_a_fail_open_admission_is_a_warning_in_stdlib_logging(
     assert "outlay.store.failed_open" in warnings[0].getMessage()
     assert any(getattr(r, "event", None) == "outlay.reservation.reserved"
                for r in caplog.records)
+
+
+# -- 7-8: hangs and crashes on bad input -----------------------------------------------------
+
+HUGE = [Decimal("1E+99999999"), 10**4000, Decimal("1." + "1" * 100_000)]
+
+
+@pytest.mark.parametrize("huge", HUGE, ids=["exponent", "int", "digits"])
+async def test_an_unbounded_amount_or_cap_is_refused_at_once(store: Store, huge: object) -> None:
+    """Item 7: ``Decimal("1E+99999999")`` (or a 4000-digit int, or 100,000 decimal places) as
+    an amount or cap is refused at once with ``ValueError``, before a store expands it
+    (Redis spent seconds building the scaled integer; memory and SQLite raised a raw
+    ``decimal.Overflow``), and nothing is taken."""
+    money = isinstance(huge, Decimal)
+    await store.set_limit("cap", Decimal("10") if money else 10)
+    with pytest.raises(ValueError, match=r"too large|decimal places"):
+        await store.set_limit("huge", huge)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"too large|decimal places"):
+        await store.reserve("r1", {"cap": huge}, lease=60)  # type: ignore[dict-item]
+    assert (await store.reserve("r2", {"cap": 1}, lease=60)).admitted
+    with pytest.raises(ValueError, match=r"too large|decimal places"):
+        await store.commit("r2", {"cap": huge})  # type: ignore[dict-item]
+    usage = await store.usage("cap")
+    assert (usage.spent, usage.held) == (0, 1)
+
+
+@pytest.mark.parametrize("lease", [1e308, 1e12, float("inf")])
+async def test_an_unbounded_lease_is_a_clear_error(store: Store, lease: float) -> None:
+    """Item 8: a lease of ``1e308`` seconds gave the Redis store a raw ``OverflowError``; every
+    store, and ``Budget``, refuses it with ``ValueError``."""
+    await store.set_limit("calls", 5)
+    with pytest.raises(ValueError, match="lease"):
+        await store.reserve("r1", {"calls": 1}, lease=lease)
+    with pytest.raises(ValueError, match="lease"):
+        Budget(store, lease=lease)
+    assert (await store.usage("calls")).held == 0
+
+
+async def test_a_nul_in_a_key_is_listed_by_prefix(store: Store) -> None:
+    """Item 8: a NUL character in a limit key broke SQLite's prefix listing; every store lists
+    such keys exactly by prefix."""
+    for n, key in enumerate(["a\x00b", "a\x00c", "a", "ab", "b\x00"]):
+        await store.set_limit(key, n)
+    assert [u.key for u in await store.limits("a\x00")] == ["a\x00b", "a\x00c"]
+    assert [u.key for u in await store.limits("a")] == ["a", "a\x00b", "a\x00c", "ab"]
+    assert [u.key for u in await store.limits("b\x00")] == ["b\x00"]
+
+
+@pytest.mark.parametrize("amount", ["9" * 4000, "1e99999999", "1E+31", "1." + "1" * 30,
+                                    "9" * 5000])
+def test_set_cap_refuses_a_huge_amount_without_a_traceback(tmp_path: Path, amount: str) -> None:
+    """Item 8: ``outlay set-cap`` with a huge int or exponent printed a traceback (or hung on
+    Redis); it is refused as bad input, exit status 1, nothing stored."""
+    url = f"sqlite:///{tmp_path / 'caps.db'}"
+    code, err = _cli(["set-cap", url, "usd", amount, "--create"])
+    assert code == 1
+    assert err.startswith("outlay: error:")
+    assert "Traceback" not in err
+    code, err = _cli(["show", url])
+    assert code == 0
+
+
+def test_show_reports_a_stored_cap_outlay_cannot_count(tmp_path: Path) -> None:
+    """Item 8: a huge cap already stored in a SQLite file (written by an older outlay) made
+    every ``outlay show`` on that file crash with a traceback; it is a clear error naming the
+    limit."""
+    import asyncio as aio
+    import sqlite3
+
+    path = tmp_path / "old.db"
+
+    async def make() -> None:
+        store = SQLiteStore(path)
+        await store.set_limit("usd", Decimal("5"))
+        await store.aclose()
+
+    aio.run(make())
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE limits SET cap = '1E+99999999' WHERE key = 'usd'")
+    conn.close()
+    code, err = _cli(["show", f"sqlite:///{path}"])
+    assert code == 1
+    assert "'usd'" in err
+    assert "cannot count" in err

@@ -9,7 +9,6 @@ methods of the ``Store`` protocol wrap the synchronous ``*_nowait`` core, which 
 from __future__ import annotations
 
 import heapq
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -50,8 +49,8 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._limits: dict[str, LimitUsage] = {}
         self._holds: dict[str, _Hold] = {}
-        # (lease end, rid) of holds with a finite lease; entries of ended or extended holds
-        # are dropped lazily, and the heap is rebuilt once they outnumber the live ones.
+        # (lease end, rid) of every hold; entries of ended or extended holds are dropped
+        # lazily, and the heap is rebuilt once they outnumber the live ones.
         self._expiry: list[tuple[float, str]] = []
         # rid -> "committed" | "released" | the amounts of a hold whose lease expired
         self._ended: OrderedDict[str, str | dict[str, Amount]] = OrderedDict()
@@ -79,13 +78,11 @@ class MemoryStore(Store):
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         """Synchronous ``reserve``; see ``Store.reserve``. ``expire_at`` is not used: a
-        finished period's limit stays readable for the life of the process. ``lease`` may be
-        ``math.inf`` here (in-process holds that never expire by time)."""
+        finished period's limit stays readable for the life of the process."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         if defaults:
             defaults = {key: check_amount(cap, "cap") for key, cap in defaults.items()}
-        if lease != math.inf:
-            check_lease(lease)
+        check_lease(lease)
         with self._lock:
             now = self._clock()
             self._expire(now)
@@ -101,8 +98,7 @@ class MemoryStore(Store):
             limits.update(decision.after)
             expires_at = now + lease
             self._holds[rid] = _Hold(checked, expires_at)
-            if expires_at != math.inf:
-                self._queue(expires_at, rid)
+            self._queue(expires_at, rid)
             return decision.admission
 
     def commit_nowait(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
