@@ -561,3 +561,40 @@ def test_show_reports_a_stored_cap_outlay_cannot_count(tmp_path: Path) -> None:
     assert code == 1
     assert "'usd'" in err
     assert "cannot count" in err
+
+
+# -- 14-15: memory that grows forever --------------------------------------------------------
+
+
+async def test_token_budget_memory_follows_live_holds() -> None:
+    """Item 14: ``AtomicTokenBudget`` kept an expiry-queue entry per call forever (its holds
+    never expire by time, so nothing popped them): after many ended reserve+record cycles the
+    store holds entries only for the live holds."""
+    from outlay import AtomicTokenBudget
+
+    budget = AtomicTokenBudget(10**9)
+    live = [budget.try_reserve_tokens_nowait(1) for _ in range(10)]
+    for _ in range(3_000):
+        reservation = budget.try_reserve_tokens_nowait(5)
+        assert reservation is not None
+        await budget.record_usage(reservation, 2, 2)
+    store = budget._store  # white-box: the queue is what grew
+    assert len(store._holds) == 10
+    assert len(store._expiry) <= 2 * 10 + 64
+    for reservation in live:
+        assert reservation is not None
+        await reservation.release()
+
+
+async def test_memory_store_memory_follows_live_holds_not_call_rate() -> None:
+    """Item 15: the memory store kept every ended hold's expiry entry until its lease time
+    (300 s by default): 3,000 committed reservations leave entries for live holds only."""
+    store = MemoryStore()
+    budget = Budget(store)
+    await budget.set_limit("calls", 10**9)
+    for _ in range(3_000):
+        async with budget.reserve({"calls": 1}) as reservation:
+            await reservation.commit()
+    assert len(store._holds) == 0
+    assert len(store._expiry) <= 64
+    assert (await budget.usage("calls")).spent == 3_000
