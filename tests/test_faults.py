@@ -598,3 +598,40 @@ async def test_memory_store_memory_follows_live_holds_not_call_rate() -> None:
     assert len(store._holds) == 0
     assert len(store._expiry) <= 64
     assert (await budget.usage("calls")).spent == 3_000
+
+
+# -- the store contract (issue 12, issue 17 "Also wanted") ---------------------------------
+
+
+async def test_every_store_remembers_a_released_unknown_id(store: Store) -> None:
+    """Store contract: releasing an id the store never saw returns False and remembers it as
+    released, so a reserve of that id arriving later is refused instead of holding budget
+    nobody will end (Redis did this; memory and SQLite admitted it)."""
+    from outlay import ReservationError
+
+    await store.set_limit("calls", 5)
+    assert await store.release("late") is False
+    with pytest.raises(ReservationError, match="ended"):
+        await store.reserve("late", {"calls": 5}, lease=60)
+    assert (await store.usage("calls")).held == 0
+    with pytest.raises(ReservationError, match="unknown"):
+        await store.commit("never-seen")
+
+
+async def test_memory_store_remembers_ended_ids_for_the_retention_time() -> None:
+    """Store contract: an ended id is remembered for ``DEFAULT_RETAIN`` seconds (a retry is
+    answered as a retry), then forgotten, on the store's own clock."""
+    from outlay import ReservationError
+    from outlay.stores._base import DEFAULT_RETAIN
+
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    await store.set_limit("calls", 5)
+    assert (await store.reserve("r1", {"calls": 1}, lease=60)).admitted
+    assert await store.commit("r1") is True
+    now[0] = DEFAULT_RETAIN - 1
+    assert await store.commit("r1") is False  # a retry, counted once
+    now[0] = DEFAULT_RETAIN + 1
+    with pytest.raises(ReservationError, match="unknown"):
+        await store.commit("r1")
+    assert (await store.usage("calls")).spent == 1

@@ -18,11 +18,8 @@ from decimal import Decimal
 
 from .._core._amounts import Amount, check_amount, check_lease
 from .._core._exceptions import ReservationError, UnknownLimit
-from ._base import Admission, LimitUsage, Store
+from ._base import DEFAULT_RETAIN, ENDED_MEMORY, Admission, LimitUsage, Store
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
-
-#: How many ended reservation ids are remembered for idempotent retries.
-ENDED_MEMORY = 65_536
 
 _COMMITTED = "committed"
 _RELEASED = "released"
@@ -39,21 +36,26 @@ class MemoryStore(Store):
 
     ``clock`` returns seconds (monotonic by default) and can be replaced in tests to drive
     leases. Expired holds stop counting at the next operation; a commit that arrives after its
-    lease expired still records the spend. The last ``ENDED_MEMORY`` ended ids are remembered so
-    retried endings are answered idempotently (see ``Store``). Memory follows the live holds,
-    not the call rate: an ended hold leaves nothing behind but its remembered id.
+    lease expired still records the spend. Ended ids are remembered for ``retain`` seconds
+    (default one day), at most the latest ``ENDED_MEMORY`` of them, so retried endings are
+    answered idempotently (see the contract in ``Store``). Memory follows the live holds, not
+    the call rate: an ended hold leaves nothing behind but its remembered id.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 retain: float = DEFAULT_RETAIN) -> None:
         self._clock = clock
+        self._retain = check_lease(retain)
         self._lock = threading.Lock()
         self._limits: dict[str, LimitUsage] = {}
         self._holds: dict[str, _Hold] = {}
         # (lease end, rid) of every hold; entries of ended or extended holds are dropped
         # lazily, and the heap is rebuilt once they outnumber the live ones.
         self._expiry: list[tuple[float, str]] = []
-        # rid -> "committed" | "released" | the amounts of a hold whose lease expired
+        # rid -> "committed" | "released" | the amounts of a hold whose lease expired, in the
+        # order they ended; _ended_at holds when, in the same order.
         self._ended: OrderedDict[str, str | dict[str, Amount]] = OrderedDict()
+        self._ended_at: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -130,7 +132,8 @@ class MemoryStore(Store):
             self._expire(self._clock())
             hold = self._holds.get(rid)
             if hold is None:
-                if rid in self._ended and not isinstance(self._ended[rid], str):
+                ended = self._ended.get(rid)
+                if not isinstance(ended, str):  # never seen, or its lease expired: over now
                     self._remember(rid, _RELEASED)
                 return False
             self._limits.update(decide_release(self._current(hold.amounts), hold.amounts))
@@ -201,6 +204,13 @@ class MemoryStore(Store):
             heapq.heapify(self._expiry)
 
     def _expire(self, now: float) -> None:
+        ended_at = self._ended_at
+        while ended_at:
+            rid, at = next(iter(ended_at.items()))
+            if now - at < self._retain:
+                break
+            del ended_at[rid]
+            del self._ended[rid]
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             expires_at, rid = heapq.heappop(expiry)
@@ -212,11 +222,14 @@ class MemoryStore(Store):
             self._remember(rid, hold.amounts)
 
     def _remember(self, rid: str, outcome: str | dict[str, Amount]) -> None:
-        ended = self._ended
+        ended, ended_at = self._ended, self._ended_at
         ended[rid] = outcome
         ended.move_to_end(rid)
+        ended_at[rid] = self._clock()
+        ended_at.move_to_end(rid)
         if len(ended) > ENDED_MEMORY:
             ended.popitem(last=False)
+            ended_at.popitem(last=False)
 
     # -- the Store protocol ----------------------------------------------------------------
 

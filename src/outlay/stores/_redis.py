@@ -52,7 +52,7 @@ from .._core._exceptions import (
     StoreUnavailable,
     UnknownLimit,
 )
-from ._base import Admission, LimitUsage, Store
+from ._base import DEFAULT_RETAIN, Admission, LimitUsage, Store
 from ._url import redact_url
 
 MAX_UNITS: Final = 2**53 - 1
@@ -62,7 +62,6 @@ MAX_EXPIRE_AT: Final = 253_402_300_799
 """The latest ``expire_at`` a period may name (UNIX seconds: the end of year 9999)."""
 
 DEFAULT_DECIMAL_PLACES: Final = 9
-DEFAULT_RETAIN: Final = 86_400.0
 DEFAULT_PERIOD_GRACE: Final = 86_400.0
 OPENED_MEMORY: Final = 65_536
 """How many reservations admitted while failing open are remembered for their endings."""

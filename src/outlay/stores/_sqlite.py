@@ -436,8 +436,11 @@ class SQLiteStore(Store):
             found = conn.execute("SELECT amounts FROM holds WHERE rid = ?", (rid,)).fetchone()
             if found is None:
                 # An expired hold that is released is over: a later commit no longer counts.
+                # An id never seen is remembered as released: a late reserve of it is refused.
                 conn.execute("UPDATE endings SET outcome = 'released', ended_at = ? "
                              "WHERE rid = ? AND outcome = 'expired'", (now, rid))
+                conn.execute("INSERT OR IGNORE INTO endings VALUES (?, 'released', '{}', NULL, ?)",
+                             (rid, now))
                 conn.execute("COMMIT")
                 return False
             rows = _load(conn, json.loads(found[0]))
