@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from outlay import (
@@ -635,3 +636,35 @@ async def test_memory_store_remembers_ended_ids_for_the_retention_time() -> None
     with pytest.raises(ReservationError, match="unknown"):
         await store.commit("r1")
     assert (await store.usage("calls")).spent == 1
+
+
+# -- AtomicBudget.hold(): the generator-free context manager -------------------------------
+
+
+async def test_hold_checks_its_cost_and_waits_and_cancels_like_reserve() -> None:
+    """``hold()`` (no longer a generator context manager) refuses bad costs before taking
+    anything, waits FIFO when the units are taken, and a waiter cancelled before its grant
+    takes nothing."""
+    from outlay import BudgetExceeded
+
+    budget = AtomicBudget(2)
+    with pytest.raises(TypeError):
+        async with budget.hold(1.0):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(BudgetExceeded):
+        async with budget.hold(3):
+            pass
+    entered: list[str] = []
+    async with budget.hold(2), anyio.create_task_group() as tg:
+
+        async def waiter() -> None:
+            async with budget.hold(1):
+                entered.append("waiter")
+
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert budget.statistics().tasks_waiting == 1
+        tg.cancel_scope.cancel()
+    assert entered == []
+    assert budget.available == 2
+    assert budget.statistics().tasks_waiting == 0
