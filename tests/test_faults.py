@@ -460,10 +460,12 @@ async def test_a_fail_open_admission_is_a_warning_in_stdlib_logging(
     WARNING through stdlib logging, and outlay's info events reach it too."""
     import logging
 
+    from outlay.stores import store_from_url
+
     from .redisserver import free_port
 
-    down = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true"
-                               "&socket_connect_timeout=0.5")
+    down = store_from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true"
+                          "&socket_connect_timeout=0.5")
     budget = Budget(down)
     try:
         with caplog.at_level(logging.DEBUG):
@@ -668,3 +670,44 @@ async def test_hold_checks_its_cost_and_waits_and_cancels_like_reserve() -> None
     assert entered == []
     assert budget.available == 2
     assert budget.statistics().tasks_waiting == 0
+
+
+async def test_any_store_can_fail_open_and_every_admission_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Store contract (issue 12): ``FailOpenStore`` wraps any store (here SQLite, whose file
+    another process holds locked): a reserve it cannot make is admitted and logged as a
+    warning, and its commit once the store answers again records the spend."""
+    import logging
+    import sqlite3
+    from contextlib import closing
+
+    from outlay import FailOpenStore
+    from outlay.stores import store_from_url
+
+    path = tmp_path / "open.db"
+    inner = SQLiteStore(path, busy_timeout=0.05)
+    store = FailOpenStore(inner)
+    budget = Budget(store)
+    try:
+        await budget.set_limit("usd", Decimal("1"))
+        with closing(sqlite3.connect(path, isolation_level=None)) as other, \
+                caplog.at_level(logging.WARNING, logger="outlay"):
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            during = await budget.reserve({"usd": Decimal("0.40")})
+            other.execute("ROLLBACK")
+        warned = [r for r in caplog.records if getattr(r, "event", "") ==
+                  "outlay.store.failed_open"]
+        assert [r.fields["operation"] for r in warned] == ["reserve"]  # type: ignore[attr-defined]
+        assert warned[0].fields["store"] == "SQLiteStore"  # type: ignore[attr-defined]
+        assert (await budget.usage("usd")).held == 0  # admitted without being counted
+        await during.commit({"usd": Decimal("0.25")})
+        usage = await budget.usage("usd")
+        assert (usage.spent, usage.held) == (Decimal("0.25"), 0)
+        assert await store.commit(during.id) is False  # a retry counts once
+    finally:
+        await store.aclose()
+    wrapped = store_from_url(f"sqlite:///{tmp_path / 'url.db'}?fail_open=true")
+    assert isinstance(wrapped, FailOpenStore)
+    assert isinstance(wrapped.inner, SQLiteStore)
+    await wrapped.aclose()
