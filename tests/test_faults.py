@@ -711,3 +711,35 @@ async def test_any_store_can_fail_open_and_every_admission_is_a_warning(
     assert isinstance(wrapped, FailOpenStore)
     assert isinstance(wrapped.inner, SQLiteStore)
     await wrapped.aclose()
+
+
+# -- 16: the suite sees leaks ----------------------------------------------------------------
+
+
+def test_the_suite_fails_a_test_that_leaks_a_reservation(tmp_path: Path) -> None:
+    """Item 16: outlay's leaked-reservation ``ResourceWarning`` arrives from ``__del__`` as an
+    unraisable exception; under the project's warnings filter a test that leaks one fails
+    (the filter used to ignore ``PytestUnraisableExceptionWarning`` wholesale)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "test_leak.py").write_text(
+        "import gc\n"
+        "import anyio\n"
+        "from outlay import Budget\n\n"
+        "def test_leaks() -> None:\n"
+        "    async def main() -> None:\n"
+        "        budget = Budget()\n"
+        "        await budget.set_limit('calls', 1)\n"
+        "        await budget.reserve({'calls': 1})  # dropped without commit or release\n"
+        "    anyio.run(main)\n"
+        "    gc.collect()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-c",
+         str(root / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "ResourceWarning" in done.stdout
+    assert "1 failed" in done.stdout
