@@ -743,3 +743,72 @@ def test_the_suite_fails_a_test_that_leaks_a_reservation(tmp_path: Path) -> None
     assert done.returncode == 1, done.stdout
     assert "ResourceWarning" in done.stdout
     assert "1 failed" in done.stdout
+
+
+def _read_limits_as_another_user(path: Path) -> str:
+    """``limits()`` of the SQLite file at ``path`` by a process that may read it but write
+    neither it nor its directory: as root, a forked child that becomes ``nobody``; otherwise
+    this process, with the directory made read-only for the call."""
+    import os
+
+    import anyio._backends._asyncio
+
+    async def read() -> str:
+        store = SQLiteStore(path)
+        try:
+            return repr([(u.key, u.cap) for u in await store.limits()])
+        except Exception as exc:
+            return f"error: {type(exc).__name__}: {exc}"
+        finally:
+            await store.aclose()
+
+    if os.geteuid() != 0:
+        path.parent.chmod(0o555)
+        try:
+            return anyio.run(read)
+        finally:
+            path.parent.chmod(0o755)
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
+        os.close(readable)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = anyio.run(read)
+        except BaseException as exc:
+            answer = f"child failed: {exc!r}"
+        os.write(writable, answer.encode())
+        os._exit(0)
+    os.close(writable)
+    os.waitpid(pid, 0)
+    with os.fdopen(readable, "rb") as pipe:
+        return pipe.read().decode()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # the child only reads, exits
+def test_a_database_in_a_read_only_directory_can_still_be_read() -> None:
+    """Item 9: a read-only outlay database (a WAL file in a directory the reader cannot
+    write, so SQLite cannot make its shared-memory file) could not even be read; it is read
+    as a snapshot, and nothing is written next to it."""
+    import asyncio as aio
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="outlay-ro-"))  # in /tmp: any user may traverse it
+    try:
+        folder.chmod(0o755)
+        path = folder / "budgets.db"
+
+        async def make() -> None:
+            store = SQLiteStore(path)
+            await store.set_limit("usd", Decimal("5"))
+            await store.aclose()
+
+        aio.run(make())
+        path.chmod(0o644)
+        assert _read_limits_as_another_user(path) == "[('usd', Decimal('5'))]"
+        assert sorted(p.name for p in folder.iterdir()) == ["budgets.db"]
+    finally:
+        shutil.rmtree(folder)

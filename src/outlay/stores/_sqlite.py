@@ -107,6 +107,9 @@ APPLICATION_ID = 0x6F75746C
 
 _TABLES = frozenset({"limits", "holds", "endings"})
 
+#: SQLITE_READONLY_DIRECTORY: the file is readable, but its directory is not writable.
+_SQLITE_READONLY_DIRECTORY = 1544
+
 #: Primary SQLite result codes (``sqlite_errorcode & 0xff``) that mean "cannot be reached right
 #: now": busy or locked past the timeout, cannot open, I/O, read-only, disk full, protocol.
 _UNAVAILABLE_CODES = frozenset({
@@ -264,7 +267,18 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             # Nothing is written to the file before it is known to be ours (or empty and ours
             # to create): another application's database is left byte for byte as it was.
-            if self._inspect(conn) == "empty":
+            try:
+                state = self._inspect(conn)
+            except sqlite3.OperationalError as exc:
+                snapshot = self._read_only_snapshot(exc)
+                if snapshot is None:
+                    raise
+                conn.close()
+                conn = snapshot
+                self._inspect(conn)
+                self._conn = conn
+                return conn
+            if state == "empty":
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("BEGIN IMMEDIATE")
                 if self._inspect(conn) == "empty":  # still empty under the write lock
@@ -282,6 +296,21 @@ class SQLiteStore(Store):
             raise
         self._conn = conn
         return conn
+
+    def _read_only_snapshot(self, exc: sqlite3.OperationalError) -> sqlite3.Connection | None:
+        """A read-only connection to a WAL database in a directory this process cannot write
+        (SQLite cannot make the shared-memory file it needs), or None for any other error.
+
+        Opened ``immutable`` only while no ``-wal`` file exists, i.e. no process has the
+        database open for writing and every commit is in the main file: reads see that state;
+        writes raise ``StoreUnavailable`` (read-only)."""
+        if self._uri is None or getattr(exc, "sqlite_errorcode", None) not in (
+                _SQLITE_READONLY_DIRECTORY, sqlite3.SQLITE_CANTOPEN):
+            return None
+        if Path(self._path + "-wal").exists():
+            return None
+        return sqlite3.connect(f"{self._uri}?mode=ro&immutable=1", uri=True,
+                               isolation_level=None, check_same_thread=False)
 
     def _inspect(self, conn: sqlite3.Connection) -> str:
         """``"ours"`` or ``"empty"`` (a file with nothing in it, ours to create when
