@@ -169,6 +169,19 @@ async def test_admission_ignores_the_callers_decimal_context(store: Store) -> No
         await last.release()
 
 
+def test_money_policy_ignores_the_callers_decimal_context() -> None:
+    """Item 5 (money policy): ``admits`` adds in outlay's exact context, so under
+    ``prec=4`` 999.99 + 0.02 is not rounded to 1000 and admitted on a cap of 1000."""
+    from outlay import BudgetCap, WindowState, admits
+
+    cap = BudgetCap(month=Decimal("1000"))
+    with decimal.localcontext() as context:
+        context.prec = 4
+        decision = admits(Decimal("0.02"), {"month": WindowState(spent=Decimal("999.99"))}, cap)
+        assert not decision.admitted
+        assert "over the cap by 0.01" in decision.reason
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_native_cancel_right_after_an_uncontended_grant_gives_it_back() -> None:
     """Item 6: ``Task.cancel()`` landing on the shielded checkpoint right after an uncontended
