@@ -519,6 +519,23 @@ async def test_an_unbounded_amount_or_cap_is_refused_at_once(store: Store, huge:
     assert (usage.spent, usage.held) == (0, 1)
 
 
+async def test_spend_past_what_a_store_can_count_is_refused_and_the_limit_stays_readable(
+    store: Store,
+) -> None:
+    """Item 7: overshooting commits cannot push spend past what the store counts exactly (the
+    SQLite limit would then be unreadable); the commit is refused and changes nothing."""
+    top = 2**53 - 1 if isinstance(store, RedisStore) else 10**30
+    await store.set_limit("calls", top)
+    assert (await store.reserve("r1", {"calls": 1}, lease=60)).admitted
+    assert await store.commit("r1", {"calls": top}) is True
+    assert (await store.reserve("r2", {"calls": 0}, lease=60)).admitted
+    with pytest.raises(ValueError, match="cannot count"):
+        await store.commit("r2", {"calls": 1})
+    usage = await store.usage("calls")
+    assert (usage.spent, usage.held) == (top, 0)
+    assert [u.key for u in await store.limits()] == ["calls"]
+
+
 @pytest.mark.parametrize("lease", [1e308, 1e12, float("inf")])
 async def test_an_unbounded_lease_is_a_clear_error(store: Store, lease: float) -> None:
     """Item 8: a lease of ``1e308`` seconds gave the Redis store a raw ``OverflowError``; every

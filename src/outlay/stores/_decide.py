@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount, check_unit, minus, plus
+from .._core._amounts import MAX_AMOUNT, Amount, check_unit, minus, plus
 from .._core._exceptions import UnknownLimit
 from ._base import Admission, LimitUsage
 
@@ -122,7 +122,11 @@ def decide_commit(
     for key, amount in present.items():
         limit = current[key]
         remaining = minus(limit.held, amount) if live else limit.held
-        after[key] = LimitUsage(key, limit.cap, plus(limit.spent, spend[key]), remaining)
+        spent = plus(limit.spent, spend[key])
+        if spent > MAX_AMOUNT:
+            raise ValueError(f"limit {key!r} cannot count that much spend exactly (at most "
+                             "10**30); nothing was recorded")
+        after[key] = LimitUsage(key, limit.cap, spent, remaining)
     return after, spend
 
 
