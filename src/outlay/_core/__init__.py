@@ -7,10 +7,18 @@ and exceptions first, because the stores this package builds on import them from
 """
 
 # isort: off
+from . import _log as log  # noqa: F401 - the logging helpers, as a namespace
 from ._amounts import Amount as Amount
 from ._amounts import check_amount as check_amount
 from ._amounts import check_count as check_count
 from ._amounts import check_unit as check_unit
+from ._amounts import check_lease as check_lease
+from ._amounts import EXACT as EXACT
+from ._amounts import MAX_AMOUNT as MAX_AMOUNT
+from ._amounts import MAX_LEASE as MAX_LEASE
+from ._amounts import MAX_PLACES as MAX_PLACES
+from ._amounts import minus as minus
+from ._amounts import plus as plus
 from ._exceptions import ApprovalNotPending as ApprovalNotPending
 from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import CompositionError as CompositionError
@@ -46,10 +54,8 @@ from ._reservation import DEFAULT_LEASE as DEFAULT_LEASE
 from ._reservation import KeyedBudget as KeyedBudget
 from ._reservation import Reservation as Reservation
 from ._reservation import ReserveContext as ReserveContext
-from ._reservation import check_lease as check_lease
 from ._tokens import AtomicTokenBudget as AtomicTokenBudget
 from ._tokens import TokenReservation as TokenReservation
 from ._budget import Budget as Budget
 from ._budget import Principals as Principals
-from . import _log as log  # noqa: F401 - the logging helpers, as a namespace
 # isort: on

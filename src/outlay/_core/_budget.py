@@ -25,7 +25,7 @@ from .._ledger import UsageLedger
 from .._protocols import BudgetGuard, TokenBudget
 from ..stores import LimitUsage, Store
 from . import _log
-from ._amounts import Amount, check_amount, check_count
+from ._amounts import Amount, check_amount, check_count, check_lease
 from ._exceptions import BudgetExceeded, ConfigurationError, ReservationError, UnknownLimit
 from ._guards import GuardStore, TokenBudgetStore
 from ._limits import LimitSpec, check_principal, check_specs
@@ -34,7 +34,6 @@ from ._reservation import (
     DEFAULT_LEASE,
     Reservation,
     ReserveContext,
-    check_lease,
     open_store,
     refused,
     reserve_keys,

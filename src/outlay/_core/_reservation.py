@@ -12,7 +12,6 @@ included, shielded from the cancellation. A handle garbage-collected before it e
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -23,8 +22,8 @@ import anyio
 
 from ..stores import Admission, LimitUsage, Store, store_from_url
 from . import _log
-from ._amounts import Amount, check_amount
-from ._exceptions import BudgetExceeded, ReservationError
+from ._amounts import Amount, check_amount, check_lease
+from ._exceptions import BudgetExceeded, ReservationError, StoreError
 from ._limits import UNIT_NAME, parse_limit_key
 
 
@@ -37,15 +36,6 @@ H = TypeVar("H", bound=_Exits)
 
 DEFAULT_LEASE = 300.0
 """Seconds a hold lives unless committed, released or extended first."""
-
-
-def check_lease(lease: object) -> float:
-    """Return ``lease`` as positive finite seconds; raise ``TypeError``/``ValueError``."""
-    if isinstance(lease, bool) or not isinstance(lease, int | float):
-        raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
-    if not math.isfinite(lease) or lease <= 0:
-        raise ValueError(f"lease must be a positive, finite number of seconds, got {lease}")
-    return float(lease)
 
 
 def refused(admission: Admission, unit: str | None = None) -> BudgetExceeded:
@@ -74,10 +64,13 @@ class Reservation:
     ``keys`` the same by limit key (every window of every principal in the chain). Ending twice
     raises ``ReservationError`` and counts nothing twice. A failed ending (the store raised)
     leaves the reservation open, so it can be retried: endings are idempotent by ``id``.
+    A commit that failed with ``StoreError`` (the store did not answer: it may have counted the
+    spend) is never undone by a release: ``release()``, ``async with`` and garbage collection
+    then leave the hold alone, and only a retried ``commit`` or the lease ends it.
     """
 
     __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_keys", "_on_commit", "_state",
-                 "_store", "_units")
+                 "_store", "_units", "_unsettled")
 
     def __init__(
         self,
@@ -97,6 +90,7 @@ class Reservation:
         self._on_commit = on_commit
         self._state: str | None = None
         self._ending = False
+        self._unsettled = False  # a commit raised StoreError: its outcome is unknown
 
     @property
     def id(self) -> str:
@@ -154,6 +148,9 @@ class Reservation:
             if self._keys:  # a reservation of uncapped units only holds nothing in the store
                 with anyio.CancelScope(shield=True):
                     await self._store.commit(self._id, by_key)
+        except StoreError:
+            self._unsettled = True
+            raise
         finally:
             self._ending = False
         self._state = "committed"
@@ -165,7 +162,16 @@ class Reservation:
                       held=dict(self._amounts), actual=settled)
 
     async def release(self) -> None:
-        """Give the whole hold back. Runs shielded from cancellation."""
+        """Give the whole hold back. Runs shielded from cancellation.
+
+        After a commit whose outcome is unknown (it raised ``StoreError``) this does nothing
+        but log the warning ``outlay.reservation.release_skipped``: the spend may have been
+        counted, and a release must not undo it.
+        """
+        if self._unsettled and self._state is None:
+            _log.warn("outlay.reservation.release_skipped", reservation=self._id,
+                      reason="commit outcome unknown; retry commit or let the lease expire")
+            return
         self._begin_ending("released")
         try:
             if self._keys:
@@ -198,7 +204,7 @@ class Reservation:
             await self.release()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", "unset") is None and self._keys:
+        if getattr(self, "_state", "unset") is None and self._keys and not self._unsettled:
             # Release first: the warning may be turned into an error by a warnings filter.
             with contextlib.suppress(Exception):  # a finaliser must never raise
                 self._store.release_abandoned(self._id)
