@@ -86,6 +86,32 @@ async def test_commit_with_unknown_outcome_is_never_released(
     assert (usage.spent, usage.held) == (Decimal("2"), 0)
 
 
+async def test_a_commit_whose_reply_is_lost_is_retried_and_counted_once(
+    redis_server: RedisServer, redis_store: RedisStore
+) -> None:
+    """Item 1 (lost replies): the commit runs but every reply is lost, so it raises
+    ``StoreUnavailable``; retried once the network is back it answers as a retry, and the
+    spend is counted exactly once (nothing released, nothing doubled)."""
+    with Proxy(redis_server.host, redis_server.port) as proxy:
+        url = (f"redis://127.0.0.1:{proxy.port}/{REDIS_TEST_DB}?socket_timeout=0.3"
+               "&socket_connect_timeout=2")
+        lossy = RedisStore.from_url(url, namespace=redis_store.namespace)
+        try:
+            budget = Budget(lossy)
+            await budget.set_limit("usd", Decimal("10"))
+            async with budget.reserve({"usd": Decimal("1")}) as reservation:
+                proxy.drop_replies = True
+                with pytest.raises(StoreUnavailable):
+                    await reservation.commit({"usd": Decimal("3")})
+                proxy.drop_replies = False
+                await reservation.commit({"usd": Decimal("3")})
+            assert reservation.state == "committed"
+        finally:
+            await lossy.aclose()
+    usage = await redis_store.usage("usd")
+    assert (usage.spent, usage.held) == (Decimal("3"), 0)
+
+
 async def test_a_shorter_hold_does_not_cut_a_period_limits_expiry(
     redis_store: RedisStore,
 ) -> None:

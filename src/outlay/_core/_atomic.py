@@ -359,29 +359,23 @@ class _Hold:
     async def __aenter__(self) -> None:
         budget, cost = self._budget, self._cost
         with budget._lock:
-            # The same chained test as try_reserve_nowait: the uncontended fast path.
+            # The same chained test as try_reserve_nowait: the uncontended fast path; a cost
+            # that cannot be taken now but could fit later queues in the same critical section.
             if cost.__class__ is int and 0 <= cost <= budget._available and not budget._waiters:
                 budget._available -= cost
                 budget._reserved += 1
-                waiter = None
+                waiter: _Waiter | bool | None = None
+            elif cost.__class__ is int and 0 <= cost <= budget._capacity:
+                waiter = _Waiter(cost)
+                budget._waiters.append(waiter)
             else:
                 waiter = False
-        if waiter is None:
-            if _structlog.is_configured:
-                budget._log_reservation(cost, True)
+        if waiter is False:  # bad or oversized cost (or an int subclass): reserve says which
+            await budget.reserve(cost)
             return
-        if cost.__class__ is not int or cost < 0 or cost > budget._capacity:
-            budget._check_fits(cost)  # raises
-        with budget._lock:
-            if cost <= budget._available and not budget._waiters:  # freed meanwhile
-                budget._available -= cost
-                budget._reserved += 1
-                queued = None
-            else:
-                queued = _Waiter(cost)
-                budget._waiters.append(queued)
-        if queued is not None:
-            await budget._wait(queued)
+        if waiter is not None:
+            assert isinstance(waiter, _Waiter)
+            await budget._wait(waiter)
         if _structlog.is_configured:
             budget._log_reservation(cost, True)
 

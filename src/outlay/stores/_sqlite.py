@@ -137,8 +137,8 @@ def _unit(cap: Amount) -> str:
 class SQLiteStore(Store):
     """Limits, holds, spend and ending history in one SQLite file (see the module docstring).
 
-    ``path`` is a file path or ``":memory:"``
-    (private to this store, not durable). ``busy_timeout`` is how long an operation waits for
+    ``path`` is a file path or ``":memory:"`` (private to this store, not durable).
+    ``busy_timeout`` is how long an operation waits for
     another process's write lock before raising ``StoreUnavailable``. ``synchronous`` is
     SQLite's setting: ``"NORMAL"`` (default; in WAL mode every committed transaction survives a
     crash of the process, the last ones may be lost on power failure) or ``"FULL"`` (also
