@@ -97,7 +97,7 @@ async def test_a_commit_whose_reply_is_lost_is_retried_and_counted_once(
                "&socket_connect_timeout=2")
         lossy = RedisStore.from_url(url, namespace=redis_store.namespace)
         try:
-            budget = Budget(lossy)
+            budget = KeyedBudget(lossy)
             await budget.set_limit("usd", Decimal("10"))
             async with budget.reserve({"usd": Decimal("1")}) as reservation:
                 proxy.drop_replies = True
