@@ -70,7 +70,7 @@ class Principals:
         run_id: str | None = None,
         ledger_capacity: int | None = 10_000,
     ) -> None:
-        self._store = open_store(store)
+        # Every check runs before the store is opened: bad options leave no connection behind.
         self._lease = check_lease(lease)
         self._template = check_specs(template)
         self._templates = {kind: check_specs(specs) for kind, specs in (templates or {}).items()}
@@ -80,6 +80,7 @@ class Principals:
         self._ledgers: dict[str, UsageLedger] = {}
         if ledger_capacity is not None:
             UsageLedger(ledger_capacity)  # validate the capacity now, not at the first commit
+        self._store = open_store(store)
 
     @staticmethod
     def _check_run_id(run_id: str) -> str:
@@ -200,6 +201,7 @@ class Budget:
         lease: float = DEFAULT_LEASE,
         run_id: str | None = None,
     ) -> None:
+        name = check_principal(principal)  # every check before a store is opened
         windows = (window,) if isinstance(window, Window) else tuple(window)
         if not windows or not all(isinstance(w, Window) for w in windows):
             raise TypeError("window must be a Window or a non-empty iterable of Windows")
@@ -216,8 +218,7 @@ class Budget:
         # One principal: a ledger of spend by principal would say nothing remaining() does not.
         owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id,
                            ledger_capacity=None)
-        self._init(owner, None, check_principal(principal), owner._template,
-                   owned=isinstance(store, str))
+        self._init(owner, None, name, owner._template, owned=isinstance(store, str))
 
     @classmethod
     def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
