@@ -451,6 +451,10 @@ class PrincipalReservation:
         """Give the whole hold back."""
         await self._inner.release()
 
+    def detach(self) -> str:
+        """Hand the hold to whoever ends it by id at the store; see ``Reservation.detach``."""
+        return self._inner.detach()
+
     async def extend(self, lease: float) -> None:
         """Renew the lease; ``ReservationError`` if it is no longer held."""
         await self._inner.extend(lease)

@@ -93,12 +93,12 @@ class Reservation:
 
     @property
     def ended(self) -> bool:
-        """True once committed or released."""
+        """True once committed, released or detached."""
         return self._state is not None
 
     @property
     def state(self) -> str:
-        """``"held"``, ``"committed"`` or ``"released"``."""
+        """``"held"``, ``"committed"``, ``"released"`` or ``"detached"``."""
         return self._state or "held"
 
     def _begin_ending(self, verb: str) -> None:
@@ -141,6 +141,15 @@ class Reservation:
         if _log.enabled():
             _log.emit("outlay.reservation.released", reservation=self._id,
                       held=dict(self._amounts))
+
+    def detach(self) -> str:
+        """Hand the hold to whoever ends it by id at the store (a job record that a worker in
+        another process settles): this handle no longer ends it, and dropping it releases
+        nothing. Returns the id; ``ReservationError`` if it has already ended."""
+        self._begin_ending("detached")
+        self._ending = False
+        self._state = "detached"
+        return self._id
 
     async def extend(self, lease: float) -> None:
         """Renew the lease to ``lease`` seconds from now; ``ReservationError`` if not held."""
