@@ -83,8 +83,8 @@ from .hooks import Skip as Skip
 from .hooks import Terminate as Terminate
 from .hooks import ToolCallLimitHook as ToolCallLimitHook
 from .hooks import ToolDispatchAction as ToolDispatchAction
-from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolDispatcher as ToolDispatcher
+from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
 from .jobs import Artifact as Artifact

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._core._amounts import Amount, check_amount
 
@@ -186,7 +186,7 @@ class Job:
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
         spec = json.loads(row.spec)
-        state: JobState = row.state if row.state in STATES else "failed"  # type: ignore[assignment]
+        state = cast(JobState, row.state)
         return cls(
             id=row.id, lane=row.lane, state=state, payload=spec["payload"],
             cost=decode_amounts(spec["cost"]), hold=Hold.from_json(spec["hold"]),
