@@ -212,8 +212,9 @@ class Worker:
                 done += 1
         return done
 
-    async def execute(self, claim: Claim) -> None:
-        """Run a claimed job: heartbeat, deliver, then complete or fail it."""
+    async def execute(self, claim: Claim) -> bool:
+        """Run a claimed job: heartbeat, deliver, then complete or fail it. True if this
+        worker's completion or failure was applied; False if the lease was lost meanwhile."""
         lost = False
         outcome: JobOutcome | None = None
         error: str | None = None
@@ -244,9 +245,8 @@ class Worker:
             raise
         if lost:
             _log.warn("outlay.jobs.lease_lost", job=claim.job.id, attempt=claim.job.attempts)
-            return
+            return False
         if outcome is not None:
-            await claim.complete(outcome.result, outcome.actual)
-        else:
-            assert error is not None
-            await claim.fail(error, retry=retry)
+            return await claim.complete(outcome.result, outcome.actual)
+        assert error is not None
+        return await claim.fail(error, retry=retry)
