@@ -50,19 +50,22 @@ async def take_hold(budget: ByUnitBudget, cost: Mapping[str, Amount], *, lease: 
     the budget reserves in another store than ``store`` (the hold is given back first).
     """
     reservation: _ByUnitReservation = await budget.reserve(cost, lease=lease)
-    keys = dict(reservation.keys)
-    units: dict[str, str] = {}
-    for key in keys:
-        parsed = parse_limit_key(key)
-        if parsed is None or parsed.unit not in cost:
+    try:
+        keys = dict(reservation.keys)
+        units: dict[str, str] = {}
+        for key in keys:
+            parsed = parse_limit_key(key)
+            if parsed is None or parsed.unit not in cost:
+                raise ConfigurationError(f"cannot tell the unit of budget limit {key!r}")
+            units[key] = parsed.unit
+        # Proves the hold lives in the queue's store: it must be settled from there, by id.
+        if not await store.extend(reservation.id, lease):
+            raise ConfigurationError("the budget reserves in another store than the job "
+                                     "queue's; build both on the same store")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
             await reservation.release()
-            raise ConfigurationError(f"cannot tell the unit of budget limit {key!r}")
-        units[key] = parsed.unit
-    # Proves the hold lives in the queue's store: it must be settled from there, by id.
-    if not await store.extend(reservation.id, lease):
-        await reservation.release()
-        raise ConfigurationError("the budget reserves in another store than the job queue's; "
-                                 "build both on the same store")
+        raise
     return Hold(reservation.detach(), keys, units)
 
 

@@ -17,7 +17,7 @@ import anyio
 
 from .._core import _log
 from .._core._amounts import Amount
-from .._core._exceptions import JobRejected, UnknownJob
+from .._core._exceptions import JobRejected, StoreUnavailable, UnknownJob
 from .._core._reservation import check_lease
 from ..hooks import ApprovalRecord, Continue, ToolDispatchHook, ToolInvocation
 from ..stores import Store, store_from_url
@@ -206,12 +206,18 @@ class JobQueue:
                 await extend_hold(self._store, job.hold, self._grace)
                 if _log.enabled():
                     _log.emit("outlay.jobs.requeued", job=job.id, error=job.error)
-            elif row.state == "settling":
-                if row.outcome == "failed":
-                    failed += 1
-                else:
-                    settled += 1
+                continue
+            if row.outcome == "failed":
+                failed += 1
+            else:
+                settled += 1
+            try:
                 await self._settle(row)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # this job stays settling; the others are recovered
+                _log.warn("outlay.jobs.settle_failed", job=job.id, error=str(exc),
+                          error_type=type(exc).__name__)
         return RecoveryReport(requeued, failed, settled)
 
     async def _complete(self, job: Job, token: str, result: Any,

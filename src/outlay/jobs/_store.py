@@ -232,24 +232,27 @@ _BACKENDS: dict[str, str] = {
     "outlay.stores._redis.RedisStore": "outlay.jobs._redis:RedisJobStore",
 }
 
-_OPENED: weakref.WeakKeyDictionary[Store, JobStore] = weakref.WeakKeyDictionary()
-_OPENED_LOCK = threading.Lock()
+_SHARED: weakref.WeakKeyDictionary[Store, JobStore] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def job_store_for(store: Store) -> JobStore:
-    """The job store that lives beside ``store`` (one per store object, so every queue over
-    one store shares it); ``ConfigurationError`` for a store with no job backend."""
-    with _OPENED_LOCK:
-        found = _OPENED.get(store)
-        if found is not None:
-            return found
-        for cls in type(store).__mro__:
-            target = _BACKENDS.get(f"{cls.__module__}.{cls.__qualname__}")
-            if target is not None:
-                module_name, _, class_name = target.partition(":")
-                backend: JobStore = getattr(importlib.import_module(module_name),
-                                            class_name).for_store(store)
-                _OPENED[store] = backend
-                return backend
+    """The job store that lives beside ``store``; ``ConfigurationError`` for a store with no
+    job backend. In-process job state is shared by every queue over one store object (kept
+    only as long as the store lives); durable backends hold no state of their own."""
+    for cls in type(store).__mro__:
+        target = _BACKENDS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if target is None:
+            continue
+        module_name, _, class_name = target.partition(":")
+        backend_class = getattr(importlib.import_module(module_name), class_name)
+        if backend_class is not MemoryJobStore:
+            backend: JobStore = backend_class.for_store(store)
+            return backend
+        with _SHARED_LOCK:
+            shared = _SHARED.get(store)
+            if shared is None:
+                shared = _SHARED[store] = MemoryJobStore.for_store(store)
+            return shared
     raise ConfigurationError(f"{type(store).__name__} keeps no jobs; jobs run on the memory, "
                              "SQLite and Redis stores")
