@@ -64,7 +64,7 @@ class Jobs(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1000), fraction=st.integers(0, 100))
     def complete(self, pick: int, fraction: int) -> None:
         claim = self.claims[pick % len(self.claims)]
-        actual = claim.job.cost["usd"] * fraction / 100
+        actual = Decimal(claim.job.cost["usd"]) * fraction / 100
         expected = self.holds_lease(claim)
         applied = anyio.run(claim.complete, None, {"usd": actual})
         assert applied == expected  # a stale completion is refused, a live one applied
