@@ -235,11 +235,11 @@ async def test_heartbeat_extends_the_job_lease_and_the_hold_lease(store: Store) 
     """Without a heartbeat both leases would end inside the wait below: the job would be
     recovered and the hold would stop counting."""
     budget = budget_on(store)
-    queue = JobQueue(store, budget=budget, lease=0.4, hold_grace=0.4)
+    queue = JobQueue(store, budget=budget, lease=0.8, hold_grace=0.8)
     job = await queue.submit("x", cost={"usd": Decimal("4")})
     claim = await queue.claim(["default"])
     assert claim is not None
-    with anyio.move_on_after(1.5):  # well past lease + grace (0.8 s)
+    with anyio.move_on_after(2.0):  # past lease + grace (1.6 s)
         while True:
             assert await claim.heartbeat() is True
             assert (await queue.recover()).requeued == 0
@@ -360,3 +360,19 @@ async def test_a_budget_on_another_store_is_refused(store: Store) -> None:
         await queue.submit("x", cost={"usd": Decimal("1")})
     assert await queue.jobs() == []
     assert await usage(elsewhere) == {"usd": (0, 0), "gpu_seconds": (0, 0)}
+
+
+async def test_a_job_whose_hold_lapsed_while_queued_fails_instead_of_running(
+        store: Store) -> None:
+    budget = budget_on(store)
+    queue = JobQueue(store, budget=budget, hold_grace=0.05)
+    job = await queue.submit("x", cost={"usd": Decimal("4")})
+    with anyio.fail_after(10):
+        while True:  # until the hold's lease (0.05 s, store clock) has ended
+            if (await usage(budget))["usd"] == (0, 0):
+                break
+            await anyio.sleep(0.01)
+    assert await queue.claim(["default"]) is None  # never handed out to run unbudgeted
+    failed = await queue.get(job.id)
+    assert (failed.state, failed.error) == ("failed", "its budget hold lapsed before it ran")
+    assert await usage(budget) == {"usd": (0, 0), "gpu_seconds": (0, 0)}
