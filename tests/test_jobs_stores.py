@@ -1,0 +1,103 @@
+"""Where job state lives: in the budget's own SQLite file (own tables, own schema version) and
+under the Redis store's own hash tag, never anywhere else; a detached hold is left to its job."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from outlay import (
+    JobQueue,
+    LimitSpec,
+    MemoryStore,
+    Principals,
+    ReservationError,
+    StoreError,
+    Window,
+)
+from outlay.stores import SQLiteStore
+
+from .redisserver import RedisServer
+from .storekit import redis_store_at
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_sqlite_jobs_share_the_budget_file_with_their_own_schema_version(
+        tmp_path: Path) -> None:
+    path = tmp_path / "outlay.db"
+    store = SQLiteStore(path)
+    budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("5"))]
+                        ).get("team:a")
+    queue = JobQueue(store, budget=budget)
+    await queue.submit("x", cost={"usd": Decimal("1")})
+    await store.aclose()
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"limits", "holds", "endings", "jobs", "jobs_schema"} <= tables
+        assert conn.execute("SELECT version FROM jobs_schema").fetchall() == [(1,)]
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # the budget's, untouched
+        conn.execute("UPDATE jobs_schema SET version = 99")
+    newer = SQLiteStore(path)
+    try:
+        with pytest.raises(StoreError, match="job schema version 99"):
+            await JobQueue(newer).submit("y", cost={"usd": Decimal("1")}, budget=Principals(
+                newer, template=[LimitSpec("usd", Window.month(), Decimal("5"))]).get("team:a"))
+    finally:
+        await newer.aclose()
+
+
+async def test_redis_jobs_live_under_the_store_hash_tag_only(
+        redis_server: RedisServer) -> None:
+    async with redis_store_at(redis_server) as store:
+        neighbour = f"not-outlay-{uuid.uuid4().hex[:8]}"
+
+        async def setup() -> None:
+            await store.client.set(neighbour, "theirs")
+
+        await store._call(setup)
+        budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("5"))]
+                            ).get("team:a")
+        queue = JobQueue(store, budget=budget)
+        await queue.submit("x", cost={"usd": Decimal("1")}, lane="gpu")
+        claim = await queue.claim(["gpu"])
+        assert claim is not None
+        assert await claim.complete("ok", {"usd": Decimal("0.5")})
+        await queue.submit("y", cost={"usd": Decimal("1")}, lane="cpu")
+
+        async def keys() -> tuple[list[str], str | None]:
+            found = [k.decode() async for k in store.client.scan_iter(
+                match="{" + store.namespace + "}:*")]
+            other = await store.client.get(neighbour)
+            await store.client.delete(neighbour)
+            return found, None if other is None else other.decode()
+
+        found, other = await store._call(keys)
+        assert other == "theirs"
+        prefix = "{" + store.namespace + "}:"
+        kinds = {k[len(prefix):].split(":")[0] for k in found}
+        assert {"j", "jq", "jall", "jseq", "l", "r"} <= kinds  # jobs beside limits and holds
+
+
+async def test_a_detached_hold_is_not_released_when_its_handle_is_dropped() -> None:
+    store = MemoryStore()
+    budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("5"))]
+                        ).get("team:a")
+    held = await budget.reserve({"usd": Decimal("2")})
+    rid = held.detach()
+    assert held.state == "detached"
+    assert held.ended
+    with pytest.raises(ReservationError, match="already detached"):
+        await held.commit()
+    del held
+    gc.collect()  # no ResourceWarning (an error under this suite's filters), no release
+    assert store.held_reservations_nowait() == 1
+    assert await store.commit(rid, None)  # ended by id, from anywhere
+    [usd] = await budget.usage()
+    assert (usd.spent, usd.held) == (Decimal("2"), 0)
