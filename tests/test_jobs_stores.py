@@ -76,7 +76,7 @@ async def test_redis_jobs_live_under_the_store_hash_tag_only(
                 match="{" + store.namespace + "}:*")]
             other = await store.client.get(neighbour)
             await store.client.delete(neighbour)
-            return found, None if other is None else other.decode()
+            return found, None if other is None else bytes(other).decode()
 
         found, other = await store._call(keys)
         assert other == "theirs"
