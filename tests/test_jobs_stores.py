@@ -21,6 +21,7 @@ from outlay import (
     Window,
 )
 from outlay.stores import SQLiteStore
+from outlay.stores._redis import _text
 
 from .redisserver import RedisServer
 from .storekit import redis_store_at
@@ -72,11 +73,11 @@ async def test_redis_jobs_live_under_the_store_hash_tag_only(
         await queue.submit("y", cost={"usd": Decimal("1")}, lane="cpu")
 
         async def keys() -> tuple[list[str], str | None]:
-            found = [k.decode() async for k in store.client.scan_iter(
+            found = [_text(k) async for k in store.client.scan_iter(
                 match="{" + store.namespace + "}:*")]
             other = await store.client.get(neighbour)
             await store.client.delete(neighbour)
-            return found, None if other is None else bytes(other).decode()
+            return found, None if other is None else _text(other)
 
         found, other = await store._call(keys)
         assert other == "theirs"
