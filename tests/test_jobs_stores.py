@@ -21,7 +21,6 @@ from outlay import (
     Window,
 )
 from outlay.stores import SQLiteStore
-from outlay.stores._redis import _text
 
 from .redisserver import RedisServer
 from .storekit import redis_store_at
@@ -56,6 +55,8 @@ async def test_sqlite_jobs_share_the_budget_file_with_their_own_schema_version(
 
 async def test_redis_jobs_live_under_the_store_hash_tag_only(
         redis_server: RedisServer) -> None:
+    from outlay.stores._redis import _text
+
     async with redis_store_at(redis_server) as store:
         neighbour = f"not-outlay-{uuid.uuid4().hex[:8]}"
 
