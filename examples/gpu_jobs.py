@@ -98,8 +98,8 @@ async def submit_all(queue: JobQueue, approvals: ApprovalQueue) -> None:
                                cost={"usd": hours * PRICE_PER_GPU_HOUR}, job_id=name)
         except JobRejected as exc:
             print(f"rejected {name}: {exc.reason}")
-        except BudgetExceeded as exc:
-            print(f"refused {name}: {exc.reason}")
+        except BudgetExceeded:
+            print(f"refused {name}: the approvals before it already hold the monthly cap")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(reviewer)

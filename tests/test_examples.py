@@ -113,7 +113,7 @@ def test_gpu_jobs_recovers_the_killed_workers_job_and_the_spend_adds_up() -> Non
     out = run("gpu_jobs.py")
     assert "approved train-a ($9.60) by reviewer" in out
     assert "rejected sweep-d: job sweep-d was not approved: approval rejected by reviewer" in out
-    assert "refused train-f: team:research: window 'month:" in out  # the approvals filled it
+    assert "refused train-f: the approvals before it already hold the monthly cap" in out
     assert "held before anything ran: 38.40 of 40" in out
     killed = re.search(r"^killed a worker while it ran (\S+)$", out, re.M)
     assert killed, out

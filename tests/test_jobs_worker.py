@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import pytest
@@ -18,17 +19,24 @@ from outlay import (
     JobOutcome,
     JobQueue,
     LimitSpec,
+    LimitUsage,
     LocalTransport,
     MemoryStore,
-    PrincipalBudget,
     Principals,
     TcpTransport,
     Transport,
     Window,
     Worker,
 )
+from outlay.jobs import ByUnitBudget
 
 pytestmark = pytest.mark.anyio
+
+
+class UsageBudget(ByUnitBudget, Protocol):
+    """The by-unit budget object, as these tests use it."""
+
+    async def usage(self) -> list[LimitUsage]: ...
 
 
 class FakeClock:
@@ -39,7 +47,7 @@ class FakeClock:
         return self.now
 
 
-def queue_on(store: MemoryStore, **options: float) -> tuple[JobQueue, PrincipalBudget]:
+def queue_on(store: MemoryStore, **options: float) -> tuple[JobQueue, UsageBudget]:
     budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("10"))]
                         ).get("team:ml")
     return JobQueue(store, budget=budget, **options), budget  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ maximum fails and gives its hold back. Job records live beside the budget in the
 (memory, SQLite file, Redis namespace). Artifacts carry sha256 hashes checked before a job runs.
 """
 
+from ._hold import ByUnitBudget as ByUnitBudget
 from ._model import Artifact as Artifact
 from ._model import Hold as Hold
 from ._model import Job as Job
@@ -25,7 +26,7 @@ from ._worker import Worker as Worker
 from ._worker import verify_artifacts as verify_artifacts
 
 __all__ = (
-    "Artifact", "Claim", "Hold", "Job", "JobEndpoint", "JobOutcome", "JobQueue", "JobState",
-    "JobStore", "LocalTransport", "RecoveryReport", "TcpTransport", "Transport", "Worker",
-    "job_cost", "verify_artifacts",
+    "Artifact", "ByUnitBudget", "Claim", "Hold", "Job", "JobEndpoint", "JobOutcome", "JobQueue",
+    "JobState", "JobStore", "LocalTransport", "RecoveryReport", "TcpTransport", "Transport",
+    "Worker", "job_cost", "verify_artifacts",
 )

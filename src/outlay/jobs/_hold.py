@@ -36,7 +36,8 @@ class _ByUnitReservation(Protocol):
 
 class ByUnitBudget(Protocol):
     """What jobs need of a budget: ``reserve({unit: amount}, lease=...)``, awaitable, raising
-    ``BudgetExceeded`` when refused (``PrincipalBudget`` today)."""
+    ``BudgetExceeded`` when refused, handing back a reservation with ``id``, ``keys`` (amounts
+    by limit key), ``detach()`` and ``release()`` (``Principals(...).get(name)``)."""
 
     def reserve(self, amounts: Mapping[str, Amount], *, lease: float | None = None
                 ) -> Awaitable[Any]: ...
@@ -52,6 +53,8 @@ async def take_hold(budget: ByUnitBudget, cost: Mapping[str, Amount], *, lease: 
     reservation: _ByUnitReservation = await budget.reserve(cost, lease=lease)
     try:
         keys = dict(reservation.keys)
+        if not keys:  # nothing the budget caps: nothing held, nothing to settle
+            return Hold(reservation.detach(), {}, {})
         units: dict[str, str] = {}
         for key in keys:
             parsed = parse_limit_key(key)
@@ -72,6 +75,8 @@ async def take_hold(budget: ByUnitBudget, cost: Mapping[str, Amount], *, lease: 
 async def commit_hold(store: Store, hold: Hold, actual: Mapping[str, Amount] | None) -> None:
     """Settle ``hold`` at ``actual`` (by unit; units left out at their worst case). Shielded;
     a hold the store has already ended (a repeated settlement) counts nothing again."""
+    if not hold.keys:
+        return
     with anyio.CancelScope(shield=True):
         try:
             await store.commit(hold.rid, hold.by_key(actual or {}))
@@ -82,10 +87,12 @@ async def commit_hold(store: Store, hold: Hold, actual: Mapping[str, Amount] | N
 
 async def release_hold(store: Store, hold: Hold) -> None:
     """Give ``hold`` back (shielded); a hold already ended or expired is left alone."""
+    if not hold.keys:
+        return
     with anyio.CancelScope(shield=True):
         await store.release(hold.rid)
 
 
 async def extend_hold(store: Store, hold: Hold, lease: float) -> bool:
     """Renew ``hold``'s lease; False if it is no longer held."""
-    return await store.extend(hold.rid, lease)
+    return not hold.keys or await store.extend(hold.rid, lease)
