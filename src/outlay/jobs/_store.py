@@ -14,6 +14,7 @@ to its backend, loaded on first use, so ``import outlay`` imports no driver. Add
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import threading
 import time
@@ -148,32 +149,54 @@ class JobStore(ABC):
 
 class MemoryJobStore(JobStore):
     """Jobs in this process's memory, beside a ``MemoryStore`` (on its clock); one
-    ``threading.Lock`` critical section per step."""
+    ``threading.Lock`` critical section per step. A heap per lane finds the oldest queued job
+    and a set of live jobs bounds ``recover``, so neither scans finished jobs."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._rows: dict[str, JobRow] = {}  # in submission order
+        self._seq: dict[str, int] = {}
+        self._queues: dict[str, list[tuple[int, str]]] = {}  # lane -> heap of (seq, id)
+        self._live: dict[str, None] = {}  # leased or settling, oldest first
 
     @classmethod
     def for_store(cls, store: Store) -> MemoryJobStore:
         assert isinstance(store, MemoryStore)
         return cls(clock=store._clock)  # one clock for job leases and hold leases
 
+    def _index(self, row: JobRow) -> None:
+        """Keep the lane heaps and the live set in step with ``row``'s state (lock held)."""
+        if row.state == "queued":
+            heapq.heappush(self._queues.setdefault(row.lane, []), (self._seq[row.id], row.id))
+        if row.state in ("leased", "settling"):
+            self._live[row.id] = None
+        else:
+            self._live.pop(row.id, None)
+
     async def add(self, row: JobRow) -> None:
         with self._lock:
             if row.id in self._rows:
                 raise ValueError(f"job id {row.id!r} is taken")
             self._rows[row.id] = replace(row)
+            self._seq[row.id] = len(self._seq)
+            self._index(row)
 
     async def claim(self, lanes: Sequence[str], token: str, lease: float) -> JobRow | None:
-        wanted = set(lanes)
         with self._lock:
-            for row in self._rows.values():
-                if row.state == "queued" and row.lane in wanted:
-                    claim_row(row, token, self._clock(), lease)
-                    return replace(row)
-        return None
+            best: list[tuple[int, str]] | None = None
+            for lane in set(lanes):
+                heap = self._queues.get(lane)
+                while heap and self._rows[heap[0][1]].state != "queued":
+                    heapq.heappop(heap)  # claimed or ended since it was queued
+                if heap and (best is None or heap[0] < best[0]):
+                    best = heap
+            if best is None:
+                return None
+            row = self._rows[heapq.heappop(best)[1]]
+            claim_row(row, token, self._clock(), lease)
+            self._index(row)
+            return replace(row)
 
     async def heartbeat(self, job_id: str, token: str, lease: float) -> bool:
         with self._lock:
@@ -196,23 +219,29 @@ class MemoryJobStore(JobStore):
             row = self._rows.get(job_id)
             if row is None or not fail_row(row, token, error, retry, self._clock(), lease):
                 return None
+            self._index(row)
             return replace(row)
 
     async def recover(self, lease: float, limit: int = 100) -> list[JobRow]:
         changed: list[JobRow] = []
         with self._lock:
             now = self._clock()
-            for row in self._rows.values():
+            for job_id in list(self._live):
                 if len(changed) >= limit:
                     break
+                row = self._rows[job_id]
                 if recover_row(row, now, lease):
+                    self._index(row)
                     changed.append(replace(row))
         return changed
 
     async def settled(self, job_id: str) -> bool:
         with self._lock:
             row = self._rows.get(job_id)
-            return row is not None and settled_row(row)
+            if row is None or not settled_row(row):
+                return False
+            self._index(row)
+            return True
 
     async def get(self, job_id: str) -> JobRow | None:
         with self._lock:
