@@ -11,6 +11,7 @@ from typing import Protocol
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from outlay import (
     Artifact,
@@ -168,3 +169,16 @@ async def test_an_executor_must_return_a_job_outcome() -> None:
     failed = await queue.get(job.id)
     assert failed.state == "failed"
     assert failed.error == "TypeError: the executor returned 'done', not a JobOutcome"
+
+
+async def test_a_job_life_is_logged_as_events() -> None:
+    queue, _ = queue_on(MemoryStore(), max_attempts=2)
+    with capture_logs() as logs:
+        job = await queue.submit({"n": 1}, cost={"usd": Decimal("2")})
+        await Worker(queue, ["default"], LocalTransport(JobEndpoint(execute))).run(
+            until_idle=True)
+    events = [(e["event"], e.get("job")) for e in logs if e["event"].startswith("outlay.jobs")]
+    assert events == [("outlay.jobs.submitted", job.id), ("outlay.jobs.claimed", job.id),
+                      ("outlay.jobs.completed", job.id)]
+    completed = next(e for e in logs if e["event"] == "outlay.jobs.completed")
+    assert completed["actual"] == {"usd": Decimal("0.5")}
