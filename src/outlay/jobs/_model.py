@@ -77,6 +77,15 @@ def decode_amounts(data: Mapping[str, Any]) -> dict[str, Amount]:
     return {k: Decimal(v) if isinstance(v, str) else int(v) for k, v in data.items()}
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's content (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Artifact:
     """An input a job needs, named by content: ``sha256`` (64 lower-case hex digits) of the
@@ -100,11 +109,7 @@ class Artifact:
     def from_file(cls, path: str | Path, *, name: str | None = None) -> Artifact:
         """An artifact for the file at ``path``, hashed now."""
         file = Path(path)
-        digest = hashlib.sha256()
-        with file.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        return cls(name or file.name, digest.hexdigest(), str(file))
+        return cls(name or file.name, file_sha256(file), str(file))
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "sha256": self.sha256, "location": self.location}

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -36,6 +35,7 @@ from ._model import (
     decode_amounts,
     dump_json,
     encode_amounts,
+    file_sha256,
     job_from_wire,
     job_to_wire,
 )
@@ -51,21 +51,13 @@ MAX_MESSAGE = 16 * 1024 * 1024
 """The largest job or answer a ``TcpTransport`` carries, in bytes."""
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 async def verify_artifacts(artifacts: Iterable[Artifact], fetch: Fetch | None = None) -> None:
     """Check that every artifact's content hashes to its sha256; ``ArtifactMismatch`` for the
     first one that is missing or differs (its content is never put in the message)."""
     for artifact in artifacts:
         try:
             if fetch is None:
-                found = await anyio.to_thread.run_sync(_file_sha256, artifact.location)
+                found = await anyio.to_thread.run_sync(file_sha256, artifact.location)
             else:
                 found = hashlib.sha256(await fetch(artifact)).hexdigest()
         except OSError as exc:
