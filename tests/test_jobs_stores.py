@@ -21,6 +21,7 @@ from outlay import (
     Window,
 )
 from outlay.stores import SQLiteStore
+from outlay.stores._sqlite import SCHEMA_VERSION
 
 from .redisserver import RedisServer
 from .storekit import redis_store_at
@@ -42,7 +43,8 @@ async def test_sqlite_jobs_share_the_budget_file_with_their_own_schema_version(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"limits", "holds", "endings", "jobs", "jobs_schema"} <= tables
         assert conn.execute("SELECT version FROM jobs_schema").fetchall() == [(1,)]
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # the budget's, untouched
+        # the budget tables' own version is left alone
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         conn.execute("UPDATE jobs_schema SET version = 99")
     newer = SQLiteStore(path)
     try:
