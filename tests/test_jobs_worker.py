@@ -182,3 +182,27 @@ async def test_a_job_life_is_logged_as_events() -> None:
                       ("outlay.jobs.completed", job.id)]
     completed = next(e for e in logs if e["event"] == "outlay.jobs.completed")
     assert completed["actual"] == {"usd": Decimal("0.5")}
+
+
+async def test_a_push_delivery_that_never_answers_times_out_and_is_retried() -> None:
+    queue, budget = queue_on(MemoryStore(), max_attempts=2)
+    job = await queue.submit("x", cost={"usd": Decimal("2")})
+    calls = 0
+
+    async def hangs(job: Job) -> JobOutcome:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(JobEndpoint(hangs).serve, "127.0.0.1", 0)
+        transport = TcpTransport("127.0.0.1", port, timeout=0.2)
+        with anyio.fail_after(10):
+            await Worker(queue, ["default"], transport).run(until_idle=True)
+        tg.cancel_scope.cancel()
+    failed = await queue.get(job.id)
+    assert (failed.state, failed.attempts, failed.error) == ("failed", 2, "TimeoutError")
+    assert calls == 2
+    [usd] = await budget.usage()
+    assert (usd.spent, usd.held) == (0, 0)

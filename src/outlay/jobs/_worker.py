@@ -51,6 +51,13 @@ MAX_MESSAGE = 16 * 1024 * 1024
 """The largest job or answer a ``TcpTransport`` carries, in bytes."""
 
 
+def describe(exc: BaseException) -> str:
+    """How a job's error is recorded: ``"RuntimeError: out of memory"`` (the class alone if
+    the message is empty)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 async def verify_artifacts(artifacts: Iterable[Artifact], fetch: Fetch | None = None) -> None:
     """Check that every artifact's content hashes to its sha256; ``ArtifactMismatch`` for the
     first one that is missing or differs (its content is never put in the message)."""
@@ -100,7 +107,7 @@ class JobEndpoint:
             except ArtifactMismatch as exc:
                 reply = {"error": str(exc), "artifact": exc.artifact, "reason": exc.reason}
             except Exception as exc:
-                reply = {"error": f"{type(exc).__name__}: {exc}"[:MAX_ERROR]}
+                reply = {"error": describe(exc)[:MAX_ERROR]}
             await stream.send(dump_json(reply, "answer").encode() + b"\n")
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -135,17 +142,23 @@ class LocalTransport:
 
 class TcpTransport:
     """A push transport: each job goes to a ``JobEndpoint.serve`` at ``host:port`` as one JSON
-    line over its own TCP connection, and the answer comes back the same way."""
+    line over its own TCP connection, and the answer comes back the same way. ``timeout``
+    (seconds, default none) bounds one delivery; past it ``TimeoutError`` is raised and the
+    worker records it as the attempt's error (an endpoint that vanished without closing the
+    connection would otherwise be waited for, with heartbeats, forever)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float | None = None) -> None:
         self._host = host
         self._port = port
+        self._timeout = None if timeout is None else check_lease(timeout)
 
     async def deliver(self, job: Job) -> JobOutcome:
-        stream = await anyio.connect_tcp(self._host, self._port)
-        async with stream:
-            await stream.send(dump_json(job_to_wire(job), "job").encode() + b"\n")
-            line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_MESSAGE)
+        with anyio.fail_after(self._timeout):
+            stream = await anyio.connect_tcp(self._host, self._port)
+            async with stream:
+                await stream.send(dump_json(job_to_wire(job), "job").encode() + b"\n")
+                line = await BufferedByteReceiveStream(stream).receive_until(b"\n",
+                                                                             MAX_MESSAGE)
         reply = json.loads(line)
         if "artifact" in reply:
             raise ArtifactMismatch(reply["artifact"], reply["reason"])
@@ -229,7 +242,7 @@ class Worker:
                 except ArtifactMismatch as exc:
                     error, retry = str(exc), False
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = describe(exc)
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
