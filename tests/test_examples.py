@@ -108,3 +108,21 @@ def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     assert "stopped: tenant:acme/agent:researcher: cannot reserve $0.14 in this run" in out
     assert "cap $2, spent $1.9250" in out
     assert "tenant:acme/usd/month:" in out
+
+
+def test_gpu_jobs_recovers_the_killed_workers_job_and_the_spend_adds_up() -> None:
+    out = run("gpu_jobs.py")
+    assert "approved train-a ($9.60) by reviewer" in out
+    assert "rejected sweep-d: job sweep-d was not approved: approval rejected by reviewer" in out
+    assert "refused train-f: the approvals before it already hold the monthly cap" in out
+    assert "held before anything ran: 38.40 of 40" in out
+    killed = re.search(r"^killed a worker while it ran (\S+)$", out, re.M)
+    assert killed, out
+    assert re.search(rf"^{killed.group(1)}: completed on attempt 2, .*\(recovered from the "
+                     r"killed worker\)$", out, re.M), out
+    costs = [Decimal(c) for c in re.findall(r"^train-\w: completed .* cost \$(\S+)", out, re.M)]
+    assert len(costs) == 4
+    spend = re.search(r"^spend: jobs (\S+) = store spent (\S+), held (\S+)$", out, re.M)
+    assert spend, out
+    assert Decimal(spend.group(1)) == Decimal(spend.group(2)) == sum(costs) == Decimal("31.80")
+    assert Decimal(spend.group(3)) == 0

@@ -9,18 +9,22 @@ from ._core._atomic import BudgetStatistics as BudgetStatistics
 from ._core._budget import Budget as Budget
 from ._core._budget import Principals as Principals
 from ._core._exceptions import ApprovalNotPending as ApprovalNotPending
+from ._core._exceptions import ArtifactMismatch as ArtifactMismatch
 from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import CompositionError as CompositionError
 from ._core._exceptions import ConfigurationError as ConfigurationError
 from ._core._exceptions import DispatchTerminated as DispatchTerminated
 from ._core._exceptions import InvalidToolArguments as InvalidToolArguments
+from ._core._exceptions import JobRejected as JobRejected
 from ._core._exceptions import MissingSecret as MissingSecret
 from ._core._exceptions import OutlayError as OutlayError
+from ._core._exceptions import RemoteJobError as RemoteJobError
 from ._core._exceptions import ReservationError as ReservationError
 from ._core._exceptions import SecretLeak as SecretLeak
 from ._core._exceptions import StoreError as StoreError
 from ._core._exceptions import StoreUnavailable as StoreUnavailable
 from ._core._exceptions import ToolCallError as ToolCallError
+from ._core._exceptions import UnknownJob as UnknownJob
 from ._core._exceptions import UnknownLimit as UnknownLimit
 from ._core._exceptions import UnknownModelPrice as UnknownModelPrice
 from ._core._exceptions import UnknownTool as UnknownTool
@@ -82,6 +86,22 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .jobs import Artifact as Artifact
+from .jobs import Claim as Claim
+from .jobs import Hold as Hold
+from .jobs import Job as Job
+from .jobs import JobEndpoint as JobEndpoint
+from .jobs import JobOutcome as JobOutcome
+from .jobs import JobQueue as JobQueue
+from .jobs import JobState as JobState
+from .jobs import JobStore as JobStore
+from .jobs import LocalTransport as LocalTransport
+from .jobs import RecoveryReport as RecoveryReport
+from .jobs import TcpTransport as TcpTransport
+from .jobs import Transport as Transport
+from .jobs import Worker as Worker
+from .jobs import job_cost as job_cost
+from .jobs import verify_artifacts as verify_artifacts
 from .stores import FailOpenStore as FailOpenStore
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
@@ -100,6 +120,8 @@ __all__ = (
     "ApprovalRecord",
     "ApprovalRequest",
     "Approver",
+    "Artifact",
+    "ArtifactMismatch",
     "AtomicBudget",
     "AtomicTokenBudget",
     "Budget",
@@ -107,6 +129,7 @@ __all__ = (
     "BudgetExceeded",
     "BudgetGuard",
     "BudgetStatistics",
+    "Claim",
     "CompositionError",
     "ConfigurationError",
     "Continue",
@@ -116,13 +139,22 @@ __all__ = (
     "DispatchTerminated",
     "EgressAuditHook",
     "FailOpenStore",
+    "Hold",
     "InvalidToolArguments",
+    "Job",
+    "JobEndpoint",
+    "JobOutcome",
+    "JobQueue",
+    "JobRejected",
+    "JobState",
+    "JobStore",
     "KeyedBudget",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
     "LimitSpec",
     "LimitUsage",
+    "LocalTransport",
     "MemoryApprovalLog",
     "MemoryStore",
     "MissingSecret",
@@ -130,6 +162,8 @@ __all__ = (
     "Period",
     "PriceTable",
     "Principals",
+    "RecoveryReport",
+    "RemoteJobError",
     "Reservation",
     "ReservationError",
     "ReserveContext",
@@ -139,6 +173,7 @@ __all__ = (
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TcpTransport",
     "Terminate",
     "TokenBudget",
     "TokenPrices",
@@ -151,17 +186,21 @@ __all__ = (
     "ToolDispatcher",
     "ToolInvocation",
     "ToolInvocationResult",
+    "Transport",
+    "UnknownJob",
     "UnknownLimit",
     "UnknownModelPrice",
     "UnknownTool",
     "UsageLedger",
     "Window",
     "WindowState",
+    "Worker",
     "admits",
     "anthropic_tool_calls",
     "anthropic_tool_results",
     "anthropic_usage",
     "estimate_cost",
+    "job_cost",
     "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",
@@ -173,4 +212,5 @@ __all__ = (
     "record_token_usage",
     "store_from_url",
     "token_cost",
+    "verify_artifacts",
 )

@@ -8,6 +8,7 @@ Commands (``outlay COMMAND --help`` for each)::
     outlay top URL [--unit U] [--period ID] [-n N]   principals that spent most
     outlay set-cap URL KEY AMOUNT [--money] [--create]
     outlay reset URL KEY --zero-spend
+    outlay jobs URL [--state S]             jobs by state, with their budget holds
 
 ``--json`` (before the command) prints JSON instead of a table; money is printed as a string so
 it stays exact. Exit status: 0 done, 1 an error (bad URL, missing database, unknown limit,
@@ -21,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
@@ -123,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("key")
     reset.add_argument("--zero-spend", action="store_true",
                        help="yes, set the committed spend of KEY to zero")
+
+    jobs = sub.add_parser("jobs", help="jobs by state, with their budget holds")
+    jobs.add_argument("url")
+    jobs.add_argument("--state", choices=("queued", "leased", "settling", "completed",
+                                          "failed"), help="only jobs in this state")
     return parser
 
 
@@ -176,6 +182,8 @@ async def _dispatch(args: argparse.Namespace, factory: StoreFactory, out: TextIO
             await _set_cap(args, store, out)
         elif args.command == "reset":
             return await _reset(args, store, out)
+        elif args.command == "jobs":
+            await _jobs(args, store, out)
         return 0
     finally:
         await store.aclose()
@@ -361,6 +369,44 @@ async def _reset(args: argparse.Namespace, store: Store, out: TextIO) -> int:
               f"{after.held})", file=out)
     return 0
 
+
+async def _jobs(args: argparse.Namespace, store: Store, out: TextIO) -> None:
+    """Jobs grouped by state (queued, leased, settling, completed, failed), each with its hold:
+    held at its worst case while open, committed at its actual cost or released once ended."""
+    from .jobs import JobQueue
+
+    order = {"queued": 0, "leased": 1, "settling": 2, "completed": 3, "failed": 4}
+    jobs = sorted(await JobQueue(store).jobs(args.state), key=lambda job: order[job.state])
+
+    def amounts(by_unit: Mapping[str, Amount] | None) -> Any:
+        if by_unit is None:
+            return None if args.json else "-"
+        if args.json:
+            return {unit: _number(amount) for unit, amount in by_unit.items()}
+        return " ".join(f"{unit}={amount}" for unit, amount in by_unit.items())
+
+    rows = []
+    for job in jobs:
+        ended = "committed" if job.state == "completed" else "released"
+        rows.append({"state": job.state, "job": job.id, "lane": job.lane,
+                     "attempts": f"{job.attempts}/{job.max_attempts}",
+                     "hold": f"{job.hold.rid} {'held' if job.holding else ended}",
+                     "held": amounts(job.cost if job.holding else None),
+                     "actual": amounts(job.actual), "error": job.error or ("" if not args.json
+                                                                          else None)})
+    _emit(rows, ("state", "job", "lane", "attempts", "hold", "held", "actual", "error"),
+          args.json, out, "no jobs")
+    if not args.json and rows:
+        totals: dict[str, dict[str, Amount]] = {}
+        for job in jobs:
+            if job.holding:
+                held = totals.setdefault(job.state, {})
+                for unit, amount in job.cost.items():
+                    held[unit] = held.get(unit, 0) + amount
+        counts = {state: sum(1 for job in jobs if job.state == state) for state in order}
+        print("; ".join(f"{state} {count}" + (f" holding {amounts(totals[state])}"
+                                               if state in totals else "")
+                        for state, count in counts.items() if count), file=out)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -17,7 +17,11 @@ The hierarchy::
     │   └── InvalidToolArguments    arguments are not a JSON object or do not fit the tool
     ├── ApprovalNotPending          no pending approval request has that id (``ApprovalQueue``)
     ├── MissingSecret               a secret's environment variable is unset or empty (egress)
-    └── SecretLeak                  a tool's exception message contained a secret value (egress)
+    ├── SecretLeak                  a tool's exception message contained a secret value (egress)
+    ├── JobRejected                 the approval gate rejected a job at submit (``JobQueue``)
+    ├── UnknownJob                  no job has that id (``JobQueue``)
+    ├── ArtifactMismatch            a job's artifact does not match its sha256 (job endpoints)
+    └── RemoteJobError              a push endpoint reported that running a job failed
 
 Bad argument values raise the built-in ``TypeError`` / ``ValueError`` before anything is taken.
 """
@@ -263,3 +267,43 @@ class UnknownModelPrice(OutlayError, LookupError):
         message = f"no price is known for model {model!r}"
         super().__init__(f"{message}; {detail}" if detail else message)
         self.model = model
+
+
+class JobRejected(OutlayError):
+    """The approval gate refused a job at ``JobQueue.submit``: nothing was stored or held.
+    ``reason`` says who rejected it and why."""
+
+    def __init__(self, reason: str, *, job_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.job_id = job_id
+
+
+class UnknownJob(OutlayError, LookupError):
+    """No job has this id in the queue's store (``JobQueue.get``)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r} in this store")
+        self.job_id = job_id
+
+
+class ArtifactMismatch(OutlayError):
+    """A job's artifact is missing or its content does not hash to the recorded sha256.
+
+    Raised by ``JobEndpoint`` before the executor runs; the worker fails the job for good
+    (retrying cannot fix the content). ``artifact`` names it; no content is included."""
+
+    def __init__(self, artifact: str, reason: str) -> None:
+        super().__init__(f"artifact {artifact!r}: {reason}")
+        self.artifact = artifact
+        self.reason = reason
+
+
+class RemoteJobError(OutlayError):
+    """A job endpoint reached through a transport (``TcpTransport``) reported that running the
+    job raised; ``error`` is its message. The worker records it and retries while attempts are
+    left."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error

@@ -109,12 +109,12 @@ class Reservation:
 
     @property
     def ended(self) -> bool:
-        """True once committed or released."""
+        """True once committed, released or detached."""
         return self._state is not None
 
     @property
     def state(self) -> str:
-        """``"held"``, ``"committed"`` or ``"released"``."""
+        """``"held"``, ``"committed"``, ``"released"`` or ``"detached"``."""
         return self._state or "held"
 
     def _begin_ending(self, verb: str) -> None:
@@ -183,6 +183,19 @@ class Reservation:
         if _log.enabled():
             _log.emit("outlay.reservation.released", reservation=self._id,
                       held=dict(self._amounts))
+
+    def detach(self) -> str:
+        """Hand the hold to whoever ends it by id at the store (a job record that a worker in
+        another process settles): this handle no longer ends it, and dropping it releases
+        nothing. Returns the id; ``ReservationError`` if it has already ended, or if a commit
+        raised ``StoreError`` (the spend may be counted: only a retried commit may end it)."""
+        if self._unsettled and self._state is None:
+            raise ReservationError(f"reservation {self._id} has a commit of unknown outcome; "
+                                   "retry the commit instead of detaching it")
+        self._begin_ending("detached")
+        self._ending = False
+        self._state = "detached"
+        return self._id
 
     async def extend(self, lease: float) -> None:
         """Renew the lease to ``lease`` seconds from now; ``ReservationError`` if not held."""

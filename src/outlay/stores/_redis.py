@@ -293,9 +293,10 @@ class RedisStore(Store):
             return await self._bridge.call(work)
         return await work()
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script in one round trip; map driver errors to outlay errors."""
-        script = _SCRIPTS[name]
+    async def _run(self, name: str | _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run one script (by name, or one of another module: jobs) in one round trip; map
+        driver errors to outlay errors."""
+        script = _SCRIPTS[name] if isinstance(name, str) else name
         client = self._client
 
         async def run() -> Any:
