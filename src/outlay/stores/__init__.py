@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._core._exceptions import ConfigurationError
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store
 from ._memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
-    "Admission", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
+    "Admission", "HoldUsage", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
     "store_from_url",
 )
 

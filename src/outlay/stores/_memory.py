@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from .._core._amounts import Amount, check_amount, check_unit
 from .._core._exceptions import ReservationError, UnknownLimit
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 
 #: How many ended reservation ids are remembered for idempotent retries.
 ENDED_MEMORY = 65_536
@@ -32,12 +32,14 @@ class _Limit:
     cap: Amount
     spent: Amount
     held: Amount
+    changed_at: float  # the store clock at the last reserve, commit, cap or reset
 
 
 @dataclass(slots=True)
 class _Hold:
     amounts: dict[str, Amount]
     expires_at: float
+    created_at: float
 
 
 class MemoryStore(Store):
@@ -69,15 +71,17 @@ class MemoryStore(Store):
         """Create ``key`` with ``cap`` or change its cap; spend and holds are kept."""
         cap = check_amount(cap, "cap")
         with self._lock:
+            now = self._clock()
             limit = self._limits.get(key)
             if limit is None:
                 zero: Amount = Decimal(0) if isinstance(cap, Decimal) else 0
-                self._limits[key] = _Limit(cap, zero, zero)
+                self._limits[key] = _Limit(cap, zero, zero, now)
             else:
                 if isinstance(limit.cap, int) != isinstance(cap, int):
                     raise TypeError(f"limit {key!r} cannot change unit from "
                                     f"{type(limit.cap).__name__} to {type(cap).__name__}")
                 limit.cap = cap
+                limit.changed_at = now
 
     def reserve_nowait(
         self,
@@ -110,7 +114,7 @@ class MemoryStore(Store):
                         raise UnknownLimit(key)
                     cap = defaults[key]
                     zero: Amount = Decimal(0) if isinstance(cap, Decimal) else 0
-                    limit = created[key] = _Limit(cap, zero, zero)
+                    limit = created[key] = _Limit(cap, zero, zero, now)
                 check_unit(limit.cap, amount, key)
                 limits.append((limit, amount))
             for (key, amount), (limit, _) in zip(checked.items(), limits, strict=True):
@@ -120,8 +124,9 @@ class MemoryStore(Store):
             self._limits.update(created)
             for limit, amount in limits:
                 limit.held += amount
+                limit.changed_at = now
             expires_at = now + lease
-            self._holds[rid] = _Hold(checked, expires_at)
+            self._holds[rid] = _Hold(checked, expires_at, now)
             heapq.heappush(self._expiry, (expires_at, rid))
             return Admission(True)
 
@@ -129,7 +134,8 @@ class MemoryStore(Store):
         """Synchronous ``commit``; see ``Store.commit``."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
         with self._lock:
-            self._expire(self._clock())
+            now = self._clock()
+            self._expire(now)
             hold = self._holds.get(rid)
             if hold is None:
                 ended = self._ended.get(rid)
@@ -140,7 +146,10 @@ class MemoryStore(Store):
                 # The lease expired before the commit: the hold is gone, the spend still counts.
                 spend = self._settle(ended, checked)
                 for key, amount in spend.items():
-                    self._limits[key].spent += amount
+                    limit = self._limits.get(key)
+                    if limit is not None:  # a dropped limit takes no spend
+                        limit.spent += amount
+                        limit.changed_at = now
                 self._remember(rid, _COMMITTED)
                 return True
             spend = self._settle(hold.amounts, checked)
@@ -148,6 +157,7 @@ class MemoryStore(Store):
                 limit = self._limits[key]
                 limit.held -= held
                 limit.spent += spend[key]
+                limit.changed_at = now
             del self._holds[rid]
             self._remember(rid, _COMMITTED)
             return True
@@ -203,7 +213,33 @@ class MemoryStore(Store):
                 raise UnknownLimit(key)
             before = LimitUsage(key, limit.cap, limit.spent, limit.held)
             limit.spent = Decimal(0) if isinstance(limit.cap, Decimal) else 0
+            limit.changed_at = self._clock()
             return before
+
+    def holds_nowait(self, prefix: str = "") -> list[HoldUsage]:
+        """Synchronous ``holds``; see ``Store.holds``."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            found = [HoldUsage(rid, dict(hold.amounts), hold.expires_at - now,
+                               now - hold.created_at)
+                     for rid, hold in self._holds.items()
+                     if any(key.startswith(prefix) for key in hold.amounts)]
+        return oldest_first(found)
+
+    def drop_idle_limit_nowait(self, key: str, *, idle: float) -> bool:
+        """Synchronous ``drop_idle_limit``; see ``Store.drop_idle_limit``."""
+        idle = check_seconds(idle, "idle")
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            limit = self._limits.get(key)
+            if limit is None or limit.held or now - limit.changed_at < idle:
+                return False
+            if any(key in hold.amounts for hold in self._holds.values()):
+                return False  # a live hold of zero on it
+            del self._limits[key]
+            return True
 
     def held_reservations_nowait(self) -> int:
         """Synchronous ``held_reservations``: how many holds are live right now."""
@@ -221,7 +257,9 @@ class MemoryStore(Store):
             raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
         spend = {key: actual.get(key, amount) for key, amount in held.items()}
         for key, amount in spend.items():
-            check_unit(self._limits[key].cap, amount, key)
+            limit = self._limits.get(key)
+            if limit is not None:
+                check_unit(limit.cap, amount, key)
         return spend
 
     def _expire(self, now: float) -> None:
@@ -279,6 +317,12 @@ class MemoryStore(Store):
 
     async def held_reservations(self) -> int:
         return self.held_reservations_nowait()
+
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        return self.holds_nowait(prefix)
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        return self.drop_idle_limit_nowait(key, idle=idle)
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)

@@ -60,7 +60,7 @@ from .._core._exceptions import (
     StoreUnavailable,
     UnknownLimit,
 )
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
 
 T = TypeVar("T")
 
@@ -307,7 +307,9 @@ class SQLiteStore(Store):
             raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
         spend: dict[str, Amount] = {}
         for key, text in held.items():
-            row = rows[key]
+            row = rows.get(key)
+            if row is None:
+                continue  # a dropped limit (drop_idle_limit) takes no spend
             amount = actual[key] if key in actual else _parse(row.unit, text)
             check_unit(row.cap, amount, key)
             spend[key] = amount
@@ -411,6 +413,8 @@ class SQLiteStore(Store):
             rows = _load(conn, held)
             spend = self._settle(rows, held, checked)
             for key, text in held.items():
+                if key not in spend:
+                    continue
                 row = rows[key]
                 if live:
                     row.held -= _parse(row.unit, text)
@@ -523,6 +527,54 @@ class SQLiteStore(Store):
             count: int = conn.execute("SELECT count(*) FROM holds WHERE expires_at > ?",
                                       (now,)).fetchone()[0]
             return count
+
+        return await self._run(op)
+
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        """Every live hold on a limit whose key starts with ``prefix``, oldest first; one read
+        transaction (see ``Store.holds``)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+
+        def op(conn: sqlite3.Connection, now: float) -> list[HoldUsage]:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT rid, amounts, expires_at, created_at FROM holds "
+                    "WHERE expires_at > ? ORDER BY created_at, rid", (now,)).fetchall()
+                units = dict(conn.execute(
+                    "SELECT key, unit FROM limits WHERE key IN (SELECT j.key FROM holds h, "
+                    "json_each(h.amounts) j WHERE h.expires_at > ?)", (now,)).fetchall())
+            finally:
+                conn.execute("COMMIT")
+            found = []
+            for rid, amounts_json, expires_at, created_at in rows:
+                texts: dict[str, str] = json.loads(amounts_json)
+                if any(key.startswith(prefix) for key in texts):
+                    amounts = {key: _parse(units[key], text) for key, text in texts.items()}
+                    found.append(HoldUsage(rid, amounts, expires_at - now, now - created_at))
+            return found
+
+        return await self._run(op)
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        """Delete ``key`` if it has no live hold and has not changed for ``idle`` seconds (the
+        ``updated_at`` column); one write transaction (see ``Store.drop_idle_limit``)."""
+        idle = check_seconds(idle, "idle")
+
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            self._sweep(conn, now)
+            found = conn.execute("SELECT updated_at FROM limits WHERE key = ?",
+                                 (key,)).fetchone()
+            held = conn.execute("SELECT 1 FROM holds h JOIN json_each(h.amounts) j "
+                                "WHERE j.key = ? LIMIT 1", (key,)).fetchone()
+            if found is None or held is not None or now - found[0] < idle:
+                conn.execute("COMMIT")
+                return False
+            conn.execute("DELETE FROM limits WHERE key = ?", (key,))
+            conn.execute("COMMIT")
+            return True
 
         return await self._run(op)
 
