@@ -42,6 +42,7 @@ from ._core._tokens import AtomicTokenBudget as AtomicTokenBudget
 from ._core._tokens import TokenReservation as TokenReservation
 from ._core._windows import Period as Period
 from ._core._windows import Window as Window
+from ._ledger import HeldPeak as HeldPeak
 from ._ledger import LedgerEntry as LedgerEntry
 from ._ledger import LedgerStatistics as LedgerStatistics
 from ._ledger import UsageLedger as UsageLedger
@@ -116,6 +117,7 @@ __all__ = (
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
+    "HeldPeak",
     "HoldUsage",
     "InvalidToolArguments",
     "LedgerEntry",

@@ -368,6 +368,8 @@ class PrincipalBudget:
                           reason=refusal.reason)
             return None, refusal
         units = {key: unit for key, (unit, _, _) in limits.items()}
+        for unit, amount in checked.items():
+            self._owner.ledger(unit).hold(self._path, amount)  # its high-water mark
         return PrincipalReservation(self._owner, self._path, inner, checked, units), None
 
     def _refusal(self, exceeded: BudgetExceeded) -> BudgetExceeded:
@@ -394,7 +396,7 @@ class PrincipalReservation:
     ``ReservationError`` if it already ended. ``async with`` releases unless committed.
     """
 
-    __slots__ = ("_amounts", "_inner", "_owner", "_path", "_units")
+    __slots__ = ("_amounts", "_inner", "_owner", "_path", "_unheld", "_units")
 
     def __init__(
         self,
@@ -409,6 +411,7 @@ class PrincipalReservation:
         self._inner = inner
         self._amounts = MappingProxyType(dict(amounts))
         self._units = units
+        self._unheld = False
 
     @property
     def id(self) -> str:
@@ -443,13 +446,26 @@ class PrincipalReservation:
         if unknown:
             raise ValueError(f"actual names units the reservation does not hold: {unknown}")
         by_key = {key: by_unit[unit] for key, unit in self._units.items() if unit in by_unit}
-        await self._inner.commit(by_key)
+        try:
+            await self._inner.commit(by_key)
+        finally:
+            self._unhold()
         for unit, held in self._amounts.items():
             self._owner.ledger(unit).record(self._path, by_unit.get(unit, held))
 
     async def release(self) -> None:
         """Give the whole hold back."""
-        await self._inner.release()
+        try:
+            await self._inner.release()
+        finally:
+            self._unhold()
+
+    def _unhold(self) -> None:
+        """Once ended, take the hold off the ledgers' current levels (once)."""
+        if self._inner.ended and not self._unheld:
+            self._unheld = True
+            for unit, held in self._amounts.items():
+                self._owner.ledger(unit).unhold(self._path, held)
 
     async def extend(self, lease: float) -> None:
         """Renew the lease; ``ReservationError`` if it is no longer held."""
@@ -464,7 +480,10 @@ class PrincipalReservation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        finally:
+            self._unhold()
 
     def __repr__(self) -> str:
         return f"<PrincipalReservation {self.id} {self._path} {dict(self._amounts)} {self.state}>"
