@@ -84,9 +84,13 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .report import RecordingStore as RecordingStore
+from .report import SpendReport as SpendReport
+from .report import labels as labels
 from .stores import HoldUsage as HoldUsage
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
+from .stores import SpendEvent as SpendEvent
 from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
@@ -134,12 +138,15 @@ __all__ = (
     "PrincipalBudget",
     "PrincipalReservation",
     "Principals",
+    "RecordingStore",
     "Reservation",
     "ReservationError",
     "ReserveContext",
     "Secret",
     "SecretLeak",
     "Skip",
+    "SpendEvent",
+    "SpendReport",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -166,6 +173,7 @@ __all__ = (
     "anthropic_tool_results",
     "anthropic_usage",
     "estimate_cost",
+    "labels",
     "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",

@@ -9,7 +9,8 @@ Commands (``outlay COMMAND --help`` for each)::
     outlay set-cap [URL] KEY AMOUNT [--money] [--create]
     outlay reset [URL] KEY --zero-spend
     outlay prune [URL] --older-than AGE      drop run periods nothing touched for AGE
-    outlay watch [--interval S] VIEW ...     redraw show, holds, top or windows live
+    outlay report [URL] [--html FILE]        spend report: runs, principals, models, tools
+    outlay watch [--interval S] VIEW ...     redraw show, holds, top, windows or report live
 
 The store URL is the positional ``URL``, or ``--url URL``, or the ``OUTLAY_URL`` environment
 variable, in that order. ``--json``, ``--url`` and ``--color`` go anywhere on the line.
@@ -39,8 +40,9 @@ import anyio
 
 from ._core._amounts import Amount
 from ._core._exceptions import ConfigurationError, OutlayError, UnknownLimit
-from ._core._principals import parse_limit_key
 from ._core._windows import Window
+from ._format import Paint, duration, json_value, plain, table
+from .report import SpendReport, period_totals, rank_principals, split_key
 from .stores import HoldUsage, LimitUsage, Store, store_from_url
 
 __all__ = ("main",)
@@ -50,10 +52,8 @@ StoreFactory = Callable[[str], Store]
 #: The environment variable naming the store when no URL is on the command line.
 URL_VARIABLE = "OUTLAY_URL"
 
-#: Commands that read or change a store (``windows`` reads one only when given a URL).
-_STORE_COMMANDS = ("show", "holds", "top", "set-cap", "reset", "prune")
 #: Commands ``watch`` can redraw.
-_VIEWS = ("show", "holds", "top", "windows")
+_VIEWS = ("show", "holds", "top", "windows", "report")
 
 
 class CommandError(Exception):
@@ -87,7 +87,7 @@ def main(
         args = _parse(list(sys.argv[1:] if argv is None else argv), out, err)
     except _Exit as done:
         return done.status
-    ctx = _Context(out, err, env, store_factory or _open_store, _Paint.for_stream(
+    ctx = _Context(out, err, env, store_factory or _open_store, Paint.for_stream(
         out, getattr(args, "color", "auto"), env))
     try:
         result: int = anyio.run(_dispatch, args, ctx)
@@ -210,6 +210,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="idle time: 3600 or 3600s, 90m, 12h, 7d")
     prune.add_argument("--prefix", default="", help="only keys starting with this")
 
+    report = command(
+        "report", "a spend report: runs, principals, models, tools, refusals",
+        description="A spend report from the store's limits and, where outlay recorded one "
+                    "(outlay.RecordingStore), its event log: reserved vs actual by model and "
+                    "tool, refusals with reasons, spend over time against each cap.")
+    report.add_argument("url", nargs="?", help=url_help)
+    report.add_argument("--prefix", default="", help="only keys starting with this")
+    report.add_argument("--html", metavar="FILE",
+                        help="also write a self-contained HTML page with charts to FILE")
+    report.add_argument("-n", type=int, default=10, help="rows per table (default 10)")
+
     watch = command(
         "watch", "redraw a view (show, holds, top, windows) every few seconds",
         description="Redraw a view live: outlay watch show sqlite:///budgets.db. Ctrl-C stops "
@@ -288,104 +299,23 @@ def _where(store: Store) -> str | None:
 # -- output --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Paint:
-    """ANSI colour when writing to a terminal (or ``--color always``); plain text otherwise."""
-
-    enabled: bool
-
-    @classmethod
-    def for_stream(cls, out: TextIO, mode: str, env: Mapping[str, str]) -> _Paint:
-        if mode != "auto":
-            return cls(mode == "always")
-        tty = getattr(out, "isatty", None)
-        return cls(bool(tty and tty()) and "NO_COLOR" not in env and env.get("TERM") != "dumb")
-
-    def __call__(self, text: str, tone: str | None) -> str:
-        code = _TONES.get(tone or "")
-        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled and code else text
-
-
-_TONES = {"bold": "1", "red": "31", "yellow": "33", "green": "32", "dim": "2"}
-
-
 @dataclass(slots=True)
 class _Context:
     out: TextIO
     err: TextIO
     env: Mapping[str, str]
     factory: StoreFactory
-    paint: _Paint
-
-
-def _plain(value: Amount) -> str:
-    """An amount as written, the same on every store: ``1000`` (never ``1E+3``), ``13.75``,
-    ``0`` (trailing zeros dropped)."""
-    if isinstance(value, Decimal):
-        text = format(value.normalize(), "f")
-        return "0" if text in ("-0", "0") else text
-    return str(value)
-
-
-def _json_value(value: Any) -> Any:
-    """Money as an exact string in JSON; whole units as numbers."""
-    return _plain(value) if isinstance(value, Decimal) else value
-
-
-def _places(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def _cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
-    """Text of every cell. Money in a column is shown at the column's largest number of places,
-    and at least two once any has a fraction (``13.75`` and ``0.00``, ``7.50`` line up), so
-    the table reads the same on every store."""
-    places = {}
-    for c in columns:
-        most = max((_places(r[c]) for r in rows if isinstance(r[c], Decimal)), default=0)
-        places[c] = max(most, 2) if most else 0
-    return [[format(r[c].normalize(), f".{places[c]}f") if isinstance(r[c], Decimal)
-             else str(r[c]) for c in columns] for r in rows]
+    paint: Paint
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], ctx: _Context,
            out: TextIO, tones: Sequence[Mapping[str, str]] | None = None) -> None:
-    """A table: numbers right-aligned, the header bold and tones coloured on a terminal."""
-    cells = _cells(rows, columns)
-    numeric = [bool(rows) and all(isinstance(r[c], int | Decimal) or r[c] == "" for r in rows)
-               for c in columns]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-
-    def line(values: Sequence[str], row_tones: Mapping[str, str]) -> str:
-        parts = [ctx.paint(v.rjust(w) if num else v.ljust(w), row_tones.get(c))
-                 for v, w, num, c in zip(values, widths, numeric, columns, strict=True)]
-        return "  ".join(parts).rstrip()
-
-    header = [c.upper().replace("_", " ") for c in columns]
-    print(line(header, dict.fromkeys(columns, "bold")), file=out)
-    for i, row in enumerate(cells):
-        print(line(row, tones[i] if tones else {}), file=out)
+    out.write(table(rows, columns, ctx.paint, tones))
 
 
 def _json(value: Any, out: TextIO) -> None:
     json.dump(value, out, indent=2)
     print(file=out)
-
-
-def _duration(seconds: float) -> str:
-    """``45s``, ``12m05s``, ``3h04m``, ``2d03h``."""
-    whole = max(0, int(seconds))
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -445,6 +375,8 @@ async def _run(args: argparse.Namespace, store: Store, ctx: _Context, out: TextI
         return await _reset(args, store, ctx, out)
     elif args.command == "prune":
         await _prune(args, store, ctx, out)
+    elif args.command == "report":
+        await _report(args, store, ctx, out)
     return 0
 
 
@@ -460,7 +392,7 @@ def _print_limits(usages: list[LimitUsage], as_json: bool, ctx: _Context, out: T
     rows = [{"key": u.key, "cap": u.cap, "spent": u.spent, "held": u.held,
              "available": u.available} for u in usages]
     if as_json:
-        _json([{k: _json_value(v) for k, v in row.items()} for row in rows], out)
+        _json([{k: json_value(v) for k, v in row.items()} for row in rows], out)
     elif rows:
         _table(rows, ("key", "cap", "spent", "held", "available"), ctx, out,
                [_limit_tone(u) for u in usages])
@@ -470,7 +402,7 @@ def _print_limits(usages: list[LimitUsage], as_json: bool, ctx: _Context, out: T
 
 def _print_holds(holds: list[HoldUsage], as_json: bool, ctx: _Context, out: TextIO) -> None:
     if as_json:
-        _json([{"id": h.rid, "amounts": {k: _json_value(v) for k, v in h.amounts.items()},
+        _json([{"id": h.rid, "amounts": {k: json_value(v) for k, v in h.amounts.items()},
                 "lease_left": round(h.lease_left, 3),
                 "age": None if h.age is None else round(h.age, 3)} for h in holds], out)
         return
@@ -484,8 +416,8 @@ def _print_holds(holds: list[HoldUsage], as_json: bool, ctx: _Context, out: Text
             first = i == 0
             rows.append({"reservation": hold.rid if first else "", "key": key,
                          "amount": amount,
-                         "lease_left": _duration(hold.lease_left) if first else "",
-                         "age": ("?" if hold.age is None else _duration(hold.age))
+                         "lease_left": duration(hold.lease_left) if first else "",
+                         "age": ("?" if hold.age is None else duration(hold.age))
                          if first else ""})
             tones.append({"lease_left": "yellow"} if first and hold.lease_left < 10 else {})
     _table(rows, ("reservation", "key", "amount", "lease_left", "age"), ctx, out, tones)
@@ -517,25 +449,10 @@ def _windows(args: argparse.Namespace, usages: list[LimitUsage] | None, ctx: _Co
                      "end": datetime.fromtimestamp(period.end, window.tz).isoformat()})
     stored: list[dict[str, Any]] = []
     if usages is not None:
-        parsed_keys = [(parse_limit_key(u.key), u) for u in usages]
-        present = {(p.principal, p.unit, p.period) for p, _ in parsed_keys if p is not None}
-        totals: dict[tuple[str, str], list[Any]] = {}
-        for parsed, usage in parsed_keys:
-            if parsed is None:
-                continue
-            entry = totals.setdefault((parsed.period, parsed.unit), [0, 0, 0])
-            entry[0] += 1
-            # A child's spend is already in its ancestors' figures: add only the outermost.
-            parts = parsed.principal.split("/")
-            if any(("/".join(parts[:n]), parsed.unit, parsed.period) in present
-                   for n in range(1, len(parts))):
-                continue
-            entry[1] += usage.spent
-            entry[2] += usage.held
-        stored = [{"period": period, "unit": unit, "limits": n, "spent": spent, "held": held}
-                  for (period, unit), (n, spent, held) in sorted(totals.items())]
+        stored = [{"period": t.period, "unit": t.unit, "limits": t.limits, "spent": t.spent,
+                   "held": t.held} for t in period_totals(usages)]
     if getattr(args, "json", False):
-        plain = [{k: _json_value(v) for k, v in row.items()} for row in stored]
+        plain = [{k: json_value(v) for k, v in row.items()} for row in stored]
         _json({"current": rows, "stored": plain} if usages is not None else rows, out)
         return
     _table(rows, ("window", "period", "start", "end"), ctx, out)
@@ -547,49 +464,15 @@ def _windows(args: argparse.Namespace, usages: list[LimitUsage] | None, ctx: _Co
             print("no windowed limits in the store", file=out)
 
 
-def _split_key(key: str) -> tuple[str, str, str]:
-    """(principal, unit, period) of a limit key. A key ``Principals`` made is parsed exactly;
-    any other key is read as ``<name>/<unit>`` (``run/usd`` -> principal ``run``, unit
-    ``usd``), or as a bare unit (``usd``), with no period."""
-    parsed = parse_limit_key(key)
-    if parsed is not None:
-        return parsed.principal, parsed.unit, parsed.period
-    head, _, unit = key.rpartition("/")
-    return head or "-", unit, ""
-
-
-#: On a tie, ``top`` names the longer calendar window (a month holds its days and its runs).
-_SPAN = {"month": 5, "week": 4, "day": 3, "hour": 2, "run": 1}
-
-
 def _top(args: argparse.Namespace, usages: list[LimitUsage], ctx: _Context, out: TextIO) -> None:
     if args.n < 1:
         raise UsageError("-n must be at least 1")
-    # principal -> window name -> [spent, held, periods]. Periods of one window never overlap,
-    # so they add up; different windows count the same spend again, so a principal is ranked
-    # by its largest window, not by the sum.
-    figures: dict[str, dict[str, list[Any]]] = {}
-    units: set[str] = set()
-    for usage in usages:
-        principal, unit, period = _split_key(usage.key)
-        units.add(unit)
-        if unit != args.unit or (args.period is not None and period != args.period):
-            continue
-        window = period.partition(":")[0]
-        entry = figures.setdefault(principal, {}).setdefault(window, [0, 0, 0])
-        entry[0] += usage.spent
-        entry[1] += usage.held
-        entry[2] += 1
-    rows = []
-    for principal, windows in figures.items():
-        window, (spent, held, periods) = max(
-            windows.items(), key=lambda kv: (kv[1][0], kv[1][1], _SPAN.get(kv[0], 0), kv[0]))
-        rows.append({"principal": principal, "spent": spent, "held": held,
-                     "window": window or "-", "periods": periods})
-    rows.sort(key=lambda r: (-r["spent"], r["principal"]))
-    rows = rows[: args.n]
+    units = {split_key(u.key)[1] for u in usages}
+    rows = [{"principal": r.principal, "spent": r.spent, "held": r.held, "window": r.window,
+             "periods": r.periods}
+            for r in rank_principals(usages, args.unit, period=args.period)[: args.n]]
     if getattr(args, "json", False):
-        _json([{k: _json_value(v) for k, v in row.items()} for row in rows], out)
+        _json([{k: json_value(v) for k, v in row.items()} for row in rows], out)
     elif rows:
         _table(rows, ("principal", "spent", "held", "window", "periods"), ctx, out)
     else:
@@ -625,8 +508,8 @@ def _parse_amount(text: str, money: bool, current: Amount | None) -> Amount:
 def _usage_json(usage: LimitUsage | None) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {"key": usage.key, "cap": _json_value(usage.cap), "spent": _json_value(usage.spent),
-            "held": _json_value(usage.held), "available": _json_value(usage.available)}
+    return {"key": usage.key, "cap": json_value(usage.cap), "spent": json_value(usage.spent),
+            "held": json_value(usage.held), "available": json_value(usage.available)}
 
 
 async def _set_cap(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
@@ -640,9 +523,9 @@ async def _set_cap(args: argparse.Namespace, store: Store, ctx: _Context, out: T
     if getattr(args, "json", False):
         _json({"before": _usage_json(before), "after": _usage_json(after)}, out)
     else:
-        old = f"cap {_plain(before.cap)}" if before else "new limit"
-        print(f"{args.key}: {old} -> cap {_plain(after.cap)} (spent {_plain(after.spent)}, "
-              f"held {_plain(after.held)}, available {_plain(after.available)})", file=out)
+        old = f"cap {plain(before.cap)}" if before else "new limit"
+        print(f"{args.key}: {old} -> cap {plain(after.cap)} (spent {plain(after.spent)}, "
+              f"held {plain(after.held)}, available {plain(after.available)})", file=out)
 
 
 async def _reset(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> int:
@@ -657,25 +540,40 @@ async def _reset(args: argparse.Namespace, store: Store, ctx: _Context, out: Tex
     if getattr(args, "json", False):
         _json({"before": _usage_json(before), "after": _usage_json(after)}, out)
     else:
-        print(f"{args.key}: spent {_plain(before.spent)} -> {_plain(after.spent)} (cap "
-              f"{_plain(after.cap)}, held {_plain(after.held)})", file=out)
+        print(f"{args.key}: spent {plain(before.spent)} -> {plain(after.spent)} (cap "
+              f"{plain(after.cap)}, held {plain(after.held)})", file=out)
     return 0
 
 
 async def _prune(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
     idle = _parse_age(args.older_than)
     runs = [u.key for u in await store.limits(args.prefix)
-            if _split_key(u.key)[2].startswith("run:")]
+            if split_key(u.key)[2].startswith("run:")]
     dropped = [key for key in runs if await store.drop_idle_limit(key, idle=idle)]
-    periods = sorted({_split_key(key)[2] for key in dropped})
+    periods = sorted({split_key(key)[2] for key in dropped})
     if getattr(args, "json", False):
         _json({"dropped": dropped, "periods": periods, "kept": len(runs) - len(dropped)}, out)
         return
     for key in dropped:
         print(f"dropped {key}", file=out)
     print(f"pruned {len(dropped)} limits of {len(periods)} run periods idle for "
-          f"{_duration(idle)}; kept {len(runs) - len(dropped)} run limits (held or recent)",
+          f"{duration(idle)}; kept {len(runs) - len(dropped)} run limits (held or recent)",
           file=out)
+
+
+async def _report(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    report = await SpendReport.from_store(store, prefix=args.prefix)
+    if args.html:
+        try:
+            await anyio.Path(args.html).write_text(report.to_html(), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.html!r}: {exc.strerror}") from exc
+    if getattr(args, "json", False):
+        _json(report.to_json(), out)
+    else:
+        out.write(report.to_text(paint=ctx.paint, n=args.n))
 
 
 async def _watch(args: argparse.Namespace, ctx: _Context) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._exceptions import ConfigurationError
 from ._base import Admission, HoldUsage, LimitUsage, Store
+from ._events import SpendEvent
 from ._memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
-    "Admission", "HoldUsage", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
+    "Admission", "HoldUsage", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore",
+    "SpendEvent", "Store",
     "store_from_url",
 )
 

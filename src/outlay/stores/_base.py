@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from .._core._amounts import Amount
+
+if TYPE_CHECKING:
+    from ._events import SpendEvent
 
 
 def check_seconds(value: object, name: str) -> float:
@@ -174,6 +178,20 @@ class Store(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot drop limits "
                                   "(Store.drop_idle_limit is not implemented)")
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append ``events`` to the store's event log (in its own table or key), then drop
+        all but the newest ``keep``. Best effort for reports: not atomic with the reservation
+        operation it describes. A store without an event log raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no event log "
+                                  "(Store.append_events is not implemented)")
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The event log, oldest first (only the newest ``limit`` if given); ``[]`` if
+        nothing was recorded. A store without an event log raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event log "
+                                  "(Store.events is not implemented)")
 
     def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
         """Best-effort, synchronous release of a reservation handle that was garbage-collected.

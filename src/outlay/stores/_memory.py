@@ -12,13 +12,14 @@ import heapq
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_count, check_unit
 from .._core._exceptions import ReservationError, UnknownLimit
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
+from ._events import SpendEvent
 
 #: How many ended reservation ids are remembered for idempotent retries.
 ENDED_MEMORY = 65_536
@@ -59,6 +60,7 @@ class MemoryStore(Store):
         self._expiry: list[tuple[float, str]] = []
         # rid -> "committed" | "released" | the amounts of a hold whose lease expired
         self._ended: OrderedDict[str, str | dict[str, Amount]] = OrderedDict()
+        self._events: list[SpendEvent] = []
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -323,6 +325,18 @@ class MemoryStore(Store):
 
     async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
         return self.drop_idle_limit_nowait(key, idle=idle)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        keep = check_count(keep, "keep")
+        with self._lock:
+            self._events.extend(events)
+            if len(self._events) > keep:
+                del self._events[: len(self._events) - keep]
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        with self._lock:
+            found = list(self._events)
+        return found if limit is None else found[len(found) - check_count(limit, "limit"):]
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)

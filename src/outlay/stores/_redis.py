@@ -46,7 +46,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core import _log
-from .._core._amounts import Amount, check_amount
+from .._core._amounts import Amount, check_amount, check_count
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -55,6 +55,7 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
+from ._events import SpendEvent, decode_event, encode_event
 
 MAX_UNITS: Final = 2**53 - 1
 """The largest count (units, or money scaled by ``10**decimal_places``) a limit can hold."""
@@ -618,6 +619,46 @@ class RedisStore(Store):
         reply = await self._run("drop_idle", [self._key("l", key), self._key("z", key)],
                                 [str(math.ceil(idle * 1000))])
         return bool(reply)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append to the list ``{namespace}:e:log`` and trim it to the newest ``keep``, in
+        one ``MULTI`` transaction."""
+        keep = check_count(keep, "keep")
+        bodies = [encode_event(event) for event in events]
+        if not bodies:
+            return
+        key = self._key("e", "log")
+
+        async def push() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(key, *bodies)
+            if keep:
+                pipe.ltrim(key, -keep, -1)
+            else:
+                pipe.delete(key)
+            await pipe.execute()
+
+        try:
+            await self._call(push)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The list ``{namespace}:e:log``, oldest first."""
+        start = 0 if limit is None else -check_count(limit, "limit")
+        if start == 0 and limit == 0:
+            return []
+        key = self._key("e", "log")
+
+        async def read() -> list[Any]:
+            found: list[Any] = await self._client.lrange(key, start, -1)
+            return found
+
+        try:
+            bodies = await self._call(read)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
+        return [decode_event(body) for body in bodies]
 
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is

@@ -42,7 +42,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -52,7 +52,7 @@ from urllib.parse import unquote
 import anyio
 import anyio.lowlevel
 
-from .._core._amounts import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_count, check_unit
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -61,6 +61,7 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
+from ._events import SpendEvent, decode_event, encode_event
 
 T = TypeVar("T")
 
@@ -99,6 +100,11 @@ CREATE TABLE IF NOT EXISTS endings (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS endings_by_time ON endings (ended_at);
 """
+
+#: The event log (``Store.append_events``), made on first use: files that never record events
+#: keep schema version 1 as it was.
+_EVENTS_TABLE = ("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                 "body TEXT NOT NULL)")
 
 _BUSY_MESSAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
 
@@ -577,6 +583,36 @@ class SQLiteStore(Store):
             return True
 
         return await self._run(op)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append to the ``events`` table (made on first use, so a file without events never
+        gets one), keeping the newest ``keep`` rows; one write transaction."""
+        keep = check_count(keep, "keep")
+        bodies = [(encode_event(event),) for event in events]
+
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_EVENTS_TABLE)
+            conn.executemany("INSERT INTO events (body) VALUES (?)", bodies)
+            conn.execute("DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?",
+                         (keep,))
+            conn.execute("COMMIT")
+
+        await self._run(op)
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The ``events`` table, oldest first; one read transaction."""
+        count = -1 if limit is None else check_count(limit, "limit")
+
+        def op(conn: sqlite3.Connection, now: float) -> list[str]:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'events'").fetchone() is None:
+                return []
+            rows = conn.execute("SELECT body FROM (SELECT seq, body FROM events ORDER BY seq "
+                                "DESC LIMIT ?) ORDER BY seq", (count,)).fetchall()
+            return [body for (body,) in rows]
+
+        return [decode_event(body) for body in await self._run(op)]
 
     async def aclose(self) -> None:
         """Finish pending releases of abandoned reservations, then close the connection. Later

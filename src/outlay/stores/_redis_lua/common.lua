@@ -6,6 +6,7 @@
 --                u ("i" whole units, "d" money), p (decimal places), h:<rid> (amount held),
 --                t (server ms of the last reserve, commit, cap or reset)
 --   <P>z:<key>   sorted set of the limit's live holds: member rid, score lease expiry (ms)
+--   <P>e:log     list of spend events (JSON), the newest last, trimmed (Store.append_events)
 --   <P>r:<rid>   hash of a reservation: st (held|committed|released), exp (ms), at (ms when
 --                reserved), n, k<i>, a<i>, u<i>
 -- where <P> is "{namespace}:". Every count is an integer stored as a decimal string and changed
