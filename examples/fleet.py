@@ -21,14 +21,14 @@ from pathlib import Path
 
 import anyio
 
-from outlay import Budget, UnknownLimit
+from outlay import Budget, RecordingStore, SpendReport, UnknownLimit, store_from_url
 
 CAP = Decimal("1.00")
 HOLD = Decimal("0.07")
 
 
 async def work(url: str, key: str, tasks: int) -> tuple[int, Decimal]:
-    budget = Budget(url)
+    budget = Budget(RecordingStore(store_from_url(url)))  # events for the spend report
     calls = 0
     spent = Decimal(0)
 
@@ -65,6 +65,7 @@ async def set_up(url: str, key: str) -> None:
 async def usage_line(url: str, key: str) -> tuple[Decimal, Decimal]:
     budget = Budget(url)
     usage = await budget.usage(key)
+    print((await SpendReport.from_store(budget.store, prefix=key)).to_text())
     await budget.aclose()
     assert isinstance(usage.spent, Decimal)
     assert isinstance(usage.held, Decimal)

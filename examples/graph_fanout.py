@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import anyio
 
-from outlay import Budget, BudgetExceeded
+from outlay import Budget, BudgetExceeded, MemoryStore, RecordingStore, SpendReport
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -38,7 +38,7 @@ async def summarise(results: list[str]) -> Reported:
 
 
 async def main() -> None:
-    budget = Budget()
+    budget = Budget(RecordingStore(MemoryStore()))  # RecordingStore: events for the report
     await budget.set_limit("usd", Decimal("0.10"))
     await budget.set_limit("tokens", 10_000)
     executor = BudgetedExecutor(registry, budget)
@@ -53,6 +53,7 @@ async def main() -> None:
         await executor.run(wide, "more")
     except BudgetExceeded as exc:
         print("refused before any branch started:", exc.reason)
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":

@@ -87,7 +87,10 @@ def test_research_agent_on_an_openai_compatible_endpoint() -> None:
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_runs(script: str) -> None:
-    assert run(script)
+    out = run(script)
+    if script != "approval_console.py":  # it spends no budget: nothing to report
+        assert "Spend report, " in out  # every agent ends by printing the spend report
+        assert "Biggest spenders (usd)" in out
 
 
 def test_approval_console_audits_and_never_prints_the_key() -> None:
@@ -107,3 +110,6 @@ def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     assert "stopped: tenant:acme/agent:researcher: window 'run:" in out
     assert "cap 2, committed 1.9250" in out
     assert "tenant:acme/usd/month:" in out
+    by_model = out.split("By model\n", 1)[1].splitlines()
+    assert by_model[2].split() == ["large-model", "usd", "22", "3.08", "1.925", "1"]
+    assert "Refusals (1)" in out

@@ -243,3 +243,44 @@ def test_the_report_command(tmp_path: Path) -> None:
     models = {(r["value"], r["unit"]): r for r in json.loads(out.getvalue())["models"]}
     assert (models["m-large", "usd"]["reserved"], models["m-large", "usd"]["actual"]) == (
         "0.4", "0.25")
+
+
+async def test_clients_and_the_budget_hook_label_their_reservations(tmp_path: Path) -> None:
+    """The LLM clients label reservations with the model, the budget hook with the tool, so
+    a report groups spend by them with no code of the caller's."""
+    openai = pytest.importorskip("openai", reason="the OpenAI client needs outlay[openai]")
+    from outlay import Budget, DispatchBudgetHook, TokenPrices, ToolDispatcher, ToolInvocation
+    from outlay.clients import MoneyLimit
+    from outlay.clients.openai import BudgetedAsyncOpenAI
+
+    from .fakeprovider import FakeProvider, Script
+
+    store = RecordingStore(SQLiteStore(tmp_path / "labels.db"))
+    budget = Budget(store)
+    await budget.set_limit("run/usd", D("1"))
+    await budget.set_limit("run/tool-calls", 10)
+
+    async def search(query: str) -> str:
+        return f"results for {query}"
+
+    dispatcher = ToolDispatcher([search], [DispatchBudgetHook(budget, {"run/tool-calls": 1},
+                                                              mode="commit")])
+    try:
+        with FakeProvider() as fake:
+            sdk = openai.AsyncOpenAI(api_key="test", base_url=fake.openai_url, max_retries=0)
+            llm = BudgetedAsyncOpenAI(sdk, money=MoneyLimit(
+                budget, "run/usd", {"m-test": TokenPrices(D("1"), D("2"))}))
+            fake.script(Script(input_tokens=100, output_tokens=10))
+            await llm.chat.completions.create(model="m-test", max_completion_tokens=50,
+                                              messages=[{"role": "user", "content": "hi"}])
+            await sdk.close()
+        await dispatcher.dispatch(ToolInvocation("c1", "search", {"query": "q"}))
+        report = await SpendReport.from_store(store)
+    finally:
+        await store.aclose()
+    [model] = report.by_label("model")[1:]  # after the "-" row of the tool call
+    assert (model.value, model.unit, model.reservations) == ("m-test", "usd", 1)
+    assert model.actual == D("0.00012")  # 100 in at $1/M + 10 out at $2/M
+    assert model.reserved >= D("0.0001")  # the 50 output tokens at $2/M alone
+    tools = {r.value: r for r in report.by_label("tool")}
+    assert (tools["search"].unit, tools["search"].actual) == ("tool-calls", 1)

@@ -16,21 +16,19 @@ show as held; reservations not yet settled count as reserved only).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import html
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Any
 
 from ._core import _log
 from ._core._amounts import Amount, check_count
 from ._core._money import over_cap_reason
+from ._core._observe import current_labels, labels
 from ._core._principals import parse_limit_key
 from ._format import Paint, json_value, plain, table
 from ._ledger import UsageLedger
@@ -42,30 +40,6 @@ __all__ = (
     "SpendEvent", "SpendReport", "current_labels", "labels", "period_totals", "rank_principals",
     "split_key",
 )
-
-_LABELS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "outlay_labels", default=MappingProxyType({}))
-
-
-@contextlib.contextmanager
-def labels(**values: str) -> Iterator[None]:
-    """Label the reservations made inside the block (``model="gpt-4o"``, ``tool="search"``;
-    nested blocks add to the outer labels). ``RecordingStore`` writes them with each event;
-    the report groups by them. Task-local (a ``contextvars`` variable)."""
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise TypeError(f"label {name!r} must be a str, got {type(value).__name__}")
-    token = _LABELS.set(MappingProxyType({**_LABELS.get(), **values}))
-    try:
-        yield
-    finally:
-        _LABELS.reset(token)
-
-
-def current_labels() -> Mapping[str, str]:
-    """The labels set by the enclosing ``labels`` blocks."""
-    return _LABELS.get()
-
 
 # -- reading limit keys ----------------------------------------------------------------------
 
@@ -500,11 +474,11 @@ class SpendReport:
                       key=lambda u: (-(u.spent + u.held) / u.cap, u.key))[:n]
         if near:
             rows = [{"key": u.key, "cap": u.cap, "spent": u.spent, "held": u.held,
-                     "left": u.available, "used": f"{_percent(u.spent + u.held, u.cap)}%"}
+                     "left": u.available, "used_%": _percent(u.spent + u.held, u.cap)}
                     for u in near]
             tones = [{"left": "red"} if u.available == 0 else {} for u in near]
             section("Limits closest to their cap",
-                    table(rows, ("key", "cap", "spent", "held", "left", "used"), paint, tones))
+                    table(rows, ("key", "cap", "spent", "held", "left", "used_%"), paint, tones))
         runs = self.runs()
         if runs:
             section("Runs", table([{"run": r.period.removeprefix("run:"), "unit": r.unit,
@@ -563,8 +537,8 @@ def _as_written(value: Amount) -> Amount:
     return Decimal(plain(value)) if isinstance(value, Decimal) else value
 
 
-def _percent(part: Amount, whole: Amount) -> str:
-    return plain((Decimal(part) * 100 / Decimal(whole)).quantize(Decimal(1)))
+def _percent(part: Amount, whole: Amount) -> int:
+    return int((Decimal(part) * 100 / Decimal(whole)).to_integral_value())
 
 
 def _clock(at: float) -> str:

@@ -19,6 +19,7 @@ import anyio
 from .._core import _log
 from .._core._amounts import check_count
 from .._core._exceptions import BudgetExceeded
+from .._core._observe import labels, operation
 from .._core._reservation import Budget, Reservation
 from .._core._tokens import TokenReservation
 from .._pricing import PriceTable, TokenPrices, token_cost
@@ -446,24 +447,26 @@ class Call:
 
 async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[T]],
                     usage: Callable[[T], TokenUsage | None]) -> T:
-    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded)."""
-    call = await limits.open(spec)
-    try:
-        result = await send(call)
-    except BaseException:
-        await call.refund()
-        raise
-    try:
-        reported = usage(result)
-    except BaseException:  # an unexpected result shape: settle, then report it
-        await call.settle(None, None, final=False)
-        raise
-    if reported is None:
-        await call.settle(None, None, final=False)
-    else:
-        await call.settle(reported.input_tokens, reported.output_tokens, final=True,
-                          cached=reported.cached_input_tokens)
-    return result
+    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded). The
+    reservations are labelled with the model (and the call is a span, with telemetry on)."""
+    with operation("model", spec.model):
+        call = await limits.open(spec)
+        try:
+            result = await send(call)
+        except BaseException:
+            await call.refund()
+            raise
+        try:
+            reported = usage(result)
+        except BaseException:  # an unexpected result shape: settle, then report it
+            await call.settle(None, None, final=False)
+            raise
+        if reported is None:
+            await call.settle(None, None, final=False)
+        else:
+            await call.settle(reported.input_tokens, reported.output_tokens, final=True,
+                              cached=reported.cached_input_tokens)
+        return result
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -571,8 +574,10 @@ class BudgetedStream(Generic[T]):
 
 async def open_stream(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[Any]],
                       observe: Callable[[T, Tally], None]) -> BudgetedStream[T]:
-    """Reserve and start a stream; refund if starting it raises or is cancelled."""
-    call = await limits.open(spec)
+    """Reserve and start a stream; refund if starting it raises or is cancelled. The
+    reservation is labelled with the model."""
+    with labels(model=spec.model):
+        call = await limits.open(spec)
     try:
         stream = await send(call)
     except BaseException:

@@ -10,6 +10,7 @@ import anyio
 from .._core._amounts import Amount, check_count
 from .._core._atomic import AtomicBudget
 from .._core._exceptions import BudgetExceeded, DispatchTerminated
+from .._core._observe import labels
 from .._core._reservation import Budget, Reservation
 from .._protocols import BudgetGuard
 from ._types import (
@@ -111,7 +112,8 @@ class DispatchBudgetHook(ToolDispatchHook):
             if callable(defaults):
                 defaults = defaults(invocation)
             try:
-                reservation = await self._budget.reserve(cost, defaults=defaults)
+                with labels(tool=invocation.tool_name):
+                    reservation = await self._budget.reserve(cost, defaults=defaults)
             except BudgetExceeded as exc:
                 return refuse(invocation, exc.reason, terminate=self._terminate)
             return Continue(reservation)
