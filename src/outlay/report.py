@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,8 +33,9 @@ from ._core._observe import current_labels, labels
 from ._core._principals import parse_limit_key
 from ._format import Paint, json_value, plain, table
 from ._ledger import UsageLedger
-from .stores._base import Admission, HoldUsage, LimitUsage, Store
+from .stores._base import Admission, LimitUsage, Store
 from .stores._events import DEFAULT_EVENT_MEMORY, SpendEvent
+from .stores._wrapper import REMEMBERED, DelegatingStore
 
 __all__ = (
     "LabelSpend", "PeriodTotal", "PrincipalSpend", "RecordingStore", "RefusedReservation",
@@ -130,7 +132,7 @@ def period_totals(usages: Sequence[LimitUsage]) -> list[PeriodTotal]:
 # -- recording -------------------------------------------------------------------------------
 
 
-class RecordingStore(Store):
+class RecordingStore(DelegatingStore):
     """A store that does what ``inner`` does and also writes every reservation's events
     (reserved, committed, released, refused) to ``inner``'s event log, with the ``labels``
     in force, keeping the newest ``keep``.
@@ -138,28 +140,20 @@ class RecordingStore(Store):
     Use it where the store is made: ``Principals(RecordingStore(store_from_url(url)), ...)``.
     Recording is best effort: an event that cannot be written is logged
     (``outlay.report.record_failed``) and dropped; the reservation's outcome stands. Each
-    operation costs one more store call. Methods and attributes it does not wrap (``namespace``,
+    operation costs one more store call. Attributes it does not have (``namespace``,
     ``path``...) are ``inner``'s.
     """
 
     def __init__(self, inner: Store, *, keep: int = DEFAULT_EVENT_MEMORY,
                  clock: Callable[[], float] = time.time) -> None:
-        if not isinstance(inner, Store):
-            raise TypeError(f"inner must be a Store, got {type(inner).__name__}")
+        super().__init__(inner)
         if check_count(keep, "keep") < 1:
             raise ValueError("keep must be at least 1")
-        self._inner = inner
         self._keep = keep
         self._clock = clock
-        # What this process reserved, so a commit's event carries every key's settled amount.
-        self._held: dict[str, Mapping[str, Amount]] = {}
-
-    @property
-    def inner(self) -> Store:
-        return self._inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        # What this process reserved (the newest REMEMBERED), so a commit's event carries
+        # every key's settled amount.
+        self._held: OrderedDict[str, Mapping[str, Amount]] = OrderedDict()
 
     async def _record(self, kind: str, rid: str, amounts: Mapping[str, Amount],
                       limit: LimitUsage | None = None) -> None:
@@ -171,9 +165,6 @@ class RecordingStore(Store):
             _log.warn("outlay.report.record_failed", reservation=rid, kind=kind,
                       error=str(exc), error_type=type(exc).__name__)
 
-    async def set_limit(self, key: str, cap: Amount) -> None:
-        await self._inner.set_limit(key, cap)
-
     async def reserve(
         self,
         rid: str,
@@ -183,64 +174,35 @@ class RecordingStore(Store):
         defaults: Mapping[str, Amount] | None = None,
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
-        admission = await self._inner.reserve(rid, amounts, lease=lease, defaults=defaults,
-                                              expire_at=expire_at)
+        admission = await super().reserve(rid, amounts, lease=lease, defaults=defaults,
+                                          expire_at=expire_at)
         if admission.admitted:
             if rid not in self._held:
                 self._held[rid] = dict(amounts)
+                if len(self._held) > REMEMBERED:
+                    self._held.popitem(last=False)
                 await self._record("reserved", rid, amounts)
         else:
             await self._record("refused", rid, amounts, admission.refused)
         return admission
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        done = await self._inner.commit(rid, actual)
+        done = await super().commit(rid, actual)
         held = self._held.pop(rid, None)
         if done:
-            settled = {**(held or {}), **(actual or {})}
-            await self._record("committed", rid, settled)
+            await self._record("committed", rid, {**(held or {}), **(actual or {})})
         return done
 
     async def release(self, rid: str) -> bool:
-        done = await self._inner.release(rid)
+        done = await super().release(rid)
         self._held.pop(rid, None)
         if done:
             await self._record("released", rid, {})
         return done
 
-    async def extend(self, rid: str, lease: float) -> bool:
-        return await self._inner.extend(rid, lease)
-
-    async def usage(self, key: str) -> LimitUsage:
-        return await self._inner.usage(key)
-
-    async def limits(self, prefix: str = "") -> list[LimitUsage]:
-        return await self._inner.limits(prefix)
-
-    async def reset_spend(self, key: str) -> LimitUsage:
-        return await self._inner.reset_spend(key)
-
-    async def held_reservations(self) -> int:
-        return await self._inner.held_reservations()
-
-    async def holds(self, prefix: str = "") -> list[HoldUsage]:
-        return await self._inner.holds(prefix)
-
-    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
-        return await self._inner.drop_idle_limit(key, idle=idle)
-
-    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
-        await self._inner.append_events(events, keep=keep)
-
-    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
-        return await self._inner.events(limit=limit)
-
     def release_abandoned(self, rid: str) -> None:
         self._held.pop(rid, None)
-        self._inner.release_abandoned(rid)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        super().release_abandoned(rid)
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ _LABELS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 
 #: ``(kind, name, labels) -> context manager`` installed by ``outlay.telemetry``, or None.
 SpanFactory = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object]]
+#: ``attributes -> None``: puts attributes on the current span; installed with the factory.
+Annotator = Callable[[Mapping[str, object]], None]
 _tracer: SpanFactory | None = None
+_annotator: Annotator | None = None
 
 
 class labels(AbstractContextManager[None]):
@@ -81,7 +84,15 @@ class operation(AbstractContextManager[None]):
             self._labels.__exit__(exc_type, exc, tb)
 
 
-def set_tracer(tracer: SpanFactory | None) -> None:
-    """Install (or with ``None`` remove) the span factory ``operation`` uses."""
-    global _tracer
-    _tracer = tracer
+def set_tracer(tracer: SpanFactory | None, annotator: Annotator | None = None) -> None:
+    """Install (or with ``None`` remove) the span factory ``operation`` uses and the
+    ``annotate`` hook."""
+    global _tracer, _annotator
+    _tracer, _annotator = tracer, annotator
+
+
+def annotate(attributes: Mapping[str, object]) -> None:
+    """Put ``attributes`` on the current operation's span (nothing without telemetry)."""
+    annotator = _annotator
+    if annotator is not None:
+        annotator(attributes)

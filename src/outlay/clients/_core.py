@@ -19,7 +19,7 @@ import anyio
 from .._core import _log
 from .._core._amounts import check_count
 from .._core._exceptions import BudgetExceeded
-from .._core._observe import labels, operation
+from .._core._observe import annotate, labels, operation
 from .._core._reservation import Budget, Reservation
 from .._core._tokens import TokenReservation
 from .._pricing import PriceTable, TokenPrices, token_cost
@@ -462,10 +462,12 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
             await call.settle(None, None, final=False)
             raise
         if reported is None:
-            await call.settle(None, None, final=False)
+            charge = await call.settle(None, None, final=False)
         else:
-            await call.settle(reported.input_tokens, reported.output_tokens, final=True,
-                              cached=reported.cached_input_tokens)
+            charge = await call.settle(reported.input_tokens, reported.output_tokens,
+                                       final=True, cached=reported.cached_input_tokens)
+        annotate({"gen_ai.usage.input_tokens": charge.prompt_tokens,
+                  "gen_ai.usage.output_tokens": charge.completion_tokens})
         return result
 
 
