@@ -11,6 +11,7 @@ Commands (``outlay COMMAND --help`` for each)::
     outlay prune [URL] --older-than AGE      drop run periods nothing touched for AGE
     outlay report [URL] [--html FILE]        spend report: runs, principals, models, tools
     outlay watch [--interval S] VIEW ...     redraw show, holds, top, windows or report live
+    outlay dashboard [URL] [--port 8765]     a live read-only page (loopback unless told)
 
 The store URL is the positional ``URL``, or ``--url URL``, or the ``OUTLAY_URL`` environment
 variable, in that order. ``--json``, ``--url`` and ``--color`` go anywhere on the line.
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,7 +94,7 @@ def main(
     try:
         result: int = anyio.run(_dispatch, args, ctx)
     except KeyboardInterrupt:
-        return 0 if args.command == "watch" else 130
+        return 0 if args.command in ("watch", "dashboard") else 130
     except CommandError as exc:
         print(f"outlay: error: {exc}", file=err)
         return exc.status
@@ -221,6 +223,23 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write a self-contained HTML page with charts to FILE")
     report.add_argument("-n", type=int, default=10, help="rows per table (default 10)")
 
+    board = command(
+        "dashboard", "serve a live, read-only page of the store's limits, holds and refusals",
+        description="Serve a live, read-only page: every limit as a bar (cap, spent, held, "
+                    "left), live holds with their leases, the latest refusals. Binds to "
+                    "127.0.0.1; another address needs --allow-remote and a token. Ctrl-C stops "
+                    "it (exit 0).")
+    board.add_argument("url", nargs="?", help=url_help)
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    board.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
+    board.add_argument("--refresh", type=float, default=2.0,
+                       help="seconds between the page's reloads (default 2)")
+    board.add_argument("--prefix", default="", help="only keys starting with this")
+    board.add_argument("--allow-remote", action="store_true",
+                       help="allow a non-loopback --host (needs a token)")
+    board.add_argument("--token", help="a token every request must carry (?token= or "
+                                       "Authorization: Bearer); default $OUTLAY_DASHBOARD_TOKEN")
+
     watch = command(
         "watch", "redraw a view (show, holds, top, windows) every few seconds",
         description="Redraw a view live: outlay watch show sqlite:///budgets.db. Ctrl-C stops "
@@ -336,6 +355,8 @@ async def _dispatch(args: argparse.Namespace, ctx: _Context) -> int:
         _split_operands(args, ("key", "amount") if args.command == "set-cap" else ("key",))
     if args.command == "watch":
         return await _watch(args, ctx)
+    if args.command == "dashboard":
+        return await _dashboard(args, ctx)
     url = _resolve_url(args, ctx.env)
     if url is None:
         if args.command == "windows":
@@ -574,6 +595,45 @@ async def _report(args: argparse.Namespace, store: Store, ctx: _Context, out: Te
         _json(report.to_json(), out)
     else:
         out.write(report.to_text(paint=ctx.paint, n=args.n))
+
+
+async def _dashboard(args: argparse.Namespace, ctx: _Context) -> int:
+    from .dashboard import Dashboard  # the server is loaded only for this command
+
+    url = _resolve_url(args, ctx.env)
+    if url is None:
+        raise UsageError(f"no store URL: give URL, --url URL or set {URL_VARIABLE}")
+    token = args.token or ctx.env.get("OUTLAY_DASHBOARD_TOKEN") or None
+    board_store = ctx.factory(url)
+    try:
+        try:
+            board = Dashboard(board_store, host=args.host, port=args.port, token=token,
+                              allow_remote=args.allow_remote, refresh=args.refresh,
+                              prefix=args.prefix)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from exc
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            port = await tg.start(board.serve)
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            where = _where(board_store)
+            print(f"outlay dashboard: http://{host}:{port}/ (read-only"
+                  f"{', token required' if token else ''}; Ctrl-C stops it)"
+                  + (f"; {where}" if where else ""), file=ctx.out, flush=True)
+    finally:
+        await board_store.aclose()
+    return 0
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    """Stop a server on SIGTERM or SIGINT (a service manager's stop, Ctrl-C): exit 0."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                scope.cancel()
+                return
+    except (ValueError, NotImplementedError, RuntimeError):  # not the main thread: no signals
+        await anyio.sleep_forever()
 
 
 async def _watch(args: argparse.Namespace, ctx: _Context) -> int:
