@@ -140,8 +140,9 @@ class Cells(HTMLParser):
         if tag == "meta" and found.get("http-equiv") == "refresh":
             self.refresh = found.get("content")
         if tag == "tr" and found.get("data-key"):
-            self._row = found["data-key"]
-            self.rows[self._row] = {}
+            key = found["data-key"] or ""
+            self._row = key
+            self.rows[key] = {}
         elif tag == "tr" and found.get("data-rid"):
             self.holds.append(found["data-rid"] or "")
         elif tag == "td" and self._row and found.get("class"):
@@ -200,7 +201,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("outlay dashboard: http://127.0.0.1:"), (
-            line, process.stderr.read() if process.poll() is not None else "")
+            line, process.stderr.read() if process.stderr and process.poll() is not None
+            else "")
         yield line.split()[2], path
     finally:
         process.send_signal(signal.SIGTERM)
