@@ -98,3 +98,21 @@ async def test_idle_is_measured_on_the_store_clock(tmp_path: Path) -> None:
         assert await store.drop_idle_limit("k", idle=100) is True
         await store.aclose()
         now[0] = 1000.0
+
+
+async def test_the_new_optional_methods_default_to_a_clear_not_implemented() -> None:
+    class Minimal(MemoryStore):
+        holds = Store.holds
+        drop_idle_limit = Store.drop_idle_limit
+        append_events = Store.append_events
+        events = Store.events
+
+    store = Minimal()
+    with pytest.raises(NotImplementedError, match="Minimal cannot list its holds"):
+        await store.holds()
+    with pytest.raises(NotImplementedError, match="Minimal cannot drop limits"):
+        await store.drop_idle_limit("k", idle=0)
+    with pytest.raises(NotImplementedError, match="Minimal keeps no event log"):
+        await store.append_events([], keep=1)
+    with pytest.raises(NotImplementedError, match="Minimal keeps no event log"):
+        await store.events()

@@ -141,7 +141,8 @@ class SQLiteStore(Store):
     kept for idempotent retries. ``clock`` returns wall-clock UNIX seconds for leases.
 
     ``expire_at`` passed to ``reserve`` is recorded on the limit it creates, for inspection;
-    limits are never deleted, so the spend of a finished period stays readable.
+    limits are deleted only by ``drop_idle_limit`` (``outlay prune``), so the spend of a
+    finished period stays readable.
 
     The connection opens lazily in a worker thread on the first operation; every driver error
     is raised as ``StoreUnavailable`` (busy past the timeout, cannot open, I/O) or
