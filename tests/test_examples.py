@@ -110,6 +110,6 @@ def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     assert "stopped: tenant:acme/agent:researcher: window 'run:" in out
     assert "cap 2, committed 1.9250" in out
     assert "tenant:acme/usd/month:" in out
-    by_model = out.split("By model\n", 1)[1].splitlines()
+    by_model = out.split("Reserved vs actual by model\n", 1)[1].splitlines()
     assert by_model[2].split() == ["large-model", "usd", "22", "3.08", "1.925", "1"]
     assert "Refusals (1)" in out

@@ -95,13 +95,23 @@ async def test_a_recorded_run_reports_reserved_vs_actual(tmp_path: Path) -> None
     finally:
         await store.aclose()
     models = {(r.value, r.unit): (r.reservations, r.reserved, r.actual, r.refused)
-              for r in report.by_label("model")}
+              for r in report.reserved_vs_actual("model")}
     assert models[("m-large", "usd")] == (1, D("0.40"), D("0.25"), 0)
     assert models[("m-large", "tokens")] == (1, 1000, 600, 0)
     assert models[("m-small", "usd")] == (1, D("0.05"), D("0.05"), 1)
     tools = {(r.value, r.unit): (r.reservations, r.reserved, r.actual)
-             for r in report.by_label("tool")}
+             for r in report.reserved_vs_actual("tool")}
     assert tools[("search", "usd")] == (2, D("0.30"), D("0.10"))  # one released: no actual
+    runs = {(r.value, r.unit): (r.reservations, r.reserved, r.actual, r.refused)
+            for r in report.reserved_vs_actual("run")}
+    assert runs == {("r1", "usd"): (3, D("0.70"), D("0.35"), 0),
+                    ("r1", "tokens"): (1, 1000, 600, 0),
+                    ("r2", "usd"): (1, D("0.05"), D("0.05"), 1),
+                    ("r2", "tokens"): (1, 200, 200, 0)}
+    principals = {(r.value, r.unit): (r.reserved, r.actual)
+                  for r in report.reserved_vs_actual("principal")}
+    assert principals[("tenant:acme/agent:planner", "usd")] == (D("0.70"), D("0.35"))
+    assert principals[("tenant:acme/agent:writer", "usd")] == (D("0.05"), D("0.05"))
     [refusal] = report.refusals()
     assert refusal.principal == "tenant:acme/agent:writer"
     assert refusal.key == "tenant:acme/agent:writer/usd/run:r2"
@@ -117,8 +127,10 @@ async def test_a_recorded_run_reports_reserved_vs_actual(tmp_path: Path) -> None
     series = report.series()[month]
     assert [v for _, v in series] == [D(0), D("0.25"), D("0.35"), D("0.40"), D("0.40")]
     text = report.to_text()
-    assert "By model" in text
-    assert "By tool" in text
+    assert "Reserved vs actual by run" in text
+    assert "Reserved vs actual by principal" in text
+    assert "Reserved vs actual by model" in text
+    assert "Reserved vs actual by tool" in text
     assert "Refusals (1)" in text
     assert "over the cap by 1.05" in text
     assert "HELD PEAK" in text  # the ledger's high-water marks beside the spend
@@ -199,7 +211,7 @@ async def test_a_report_of_a_run_in_progress_on_redis(store: Store) -> None:
     assert report.runs()[0].held == D("2")
     await held.commit({"usd": D("1.5")})
     report = await SpendReport.from_store(recording)
-    assert [(r.value, r.reserved, r.actual) for r in report.by_label("model")] == [
+    assert [(r.value, r.reserved, r.actual) for r in report.reserved_vs_actual("model")] == [
         ("m", D("2"), D("1.5"))]
 
 
@@ -236,11 +248,12 @@ def test_the_report_command(tmp_path: Path) -> None:
     code = main(["report", url, "--html", str(page)], stdout=out, stderr=err, environ={})
     assert code == 0, err.getvalue()
     assert "Biggest spenders (usd)" in out.getvalue()
-    assert "By model" in out.getvalue()
+    assert "Reserved vs actual by model" in out.getvalue()
     assert page.read_text().startswith("<!DOCTYPE html>")
     out = io.StringIO()
     assert main(["report", "--json", "--url", url], stdout=out, environ={}) == 0
-    models = {(r["value"], r["unit"]): r for r in json.loads(out.getvalue())["models"]}
+    models = {(r["value"], r["unit"]): r
+              for r in json.loads(out.getvalue())["reserved_vs_actual"]["model"]}
     assert (models["m-large", "usd"]["reserved"], models["m-large", "usd"]["actual"]) == (
         "0.4", "0.25")
 
@@ -278,9 +291,9 @@ async def test_clients_and_the_budget_hook_label_their_reservations(tmp_path: Pa
         report = await SpendReport.from_store(store)
     finally:
         await store.aclose()
-    [model] = report.by_label("model")[1:]  # after the "-" row of the tool call
+    [model] = report.reserved_vs_actual("model")[1:]  # after the "-" row of the tool call
     assert (model.value, model.unit, model.reservations) == ("m-test", "usd", 1)
     assert model.actual == D("0.00012")  # 100 in at $1/M + 10 out at $2/M
     assert model.reserved >= D("0.0001")  # the 50 output tokens at $2/M alone
-    tools = {r.value: r for r in report.by_label("tool")}
+    tools = {r.value: r for r in report.reserved_vs_actual("tool")}
     assert (tools["search"].unit, tools["search"].actual) == ("tool-calls", 1)

@@ -38,7 +38,7 @@ from .stores._events import DEFAULT_EVENT_MEMORY, SpendEvent
 from .stores._wrapper import REMEMBERED, DelegatingStore
 
 __all__ = (
-    "LabelSpend", "PeriodTotal", "PrincipalSpend", "RecordingStore", "RefusedReservation",
+    "PeriodTotal", "PrincipalSpend", "RecordingStore", "RefusedReservation", "ReservedActual",
     "SpendEvent", "SpendReport", "current_labels", "labels", "period_totals", "rank_principals",
     "split_key",
 )
@@ -248,6 +248,7 @@ class RefusedReservation:
 
     at: float
     principal: str
+    run: str
     key: str
     requested: Amount
     cap: Amount
@@ -263,10 +264,12 @@ class RefusedReservation:
 
 
 @dataclass(frozen=True, slots=True)
-class LabelSpend:
-    """Reserved vs actual for one label value (a model, a tool) in one unit."""
+class ReservedActual:
+    """Reserved vs actual for one value of ``by`` (a run, a principal, a model, a tool) in
+    one unit: how many reservations, what they held, what committed ones spent (released
+    ones spent nothing), and how many were refused."""
 
-    label: str
+    by: str
     value: str
     unit: str
     reservations: int
@@ -338,28 +341,39 @@ class SpendReport:
             if event.kind != "refused" or event.limit is None:
                 continue
             limit = event.limit
-            principal, _ = _owner(list(event.amounts))
-            out.append(RefusedReservation(event.at, principal, limit.key, event.amounts[limit.key],
+            principal, run = _owner(list(event.amounts))
+            out.append(RefusedReservation(event.at, principal, run, limit.key,
+                                          event.amounts[limit.key],
                                limit.cap, limit.spent, limit.held, event.labels))
         return out
 
-    def by_label(self, label: str) -> list[LabelSpend]:
-        """Reserved vs actual (committed) by the value of ``label`` (``"model"``, ``"tool"``)
-        and unit; a reservation without the label counts under ``-``."""
+    def reserved_vs_actual(self, by: str) -> list[ReservedActual]:
+        """Reserved vs actual (committed), reservations and refusals, by unit and by ``by``:
+        ``"run"``, ``"principal"``, or a label (``"model"``, ``"tool"``; a reservation
+        without it counts under ``-``). Sorted by value, then unit."""
+
+        def value(principal: str, run: str, labels: Mapping[str, str]) -> str:
+            if by == "run":
+                return run
+            if by == "principal":
+                return principal
+            return labels.get(by, "-")
+
         rows: dict[tuple[str, str], list[Any]] = {}
         for res in self.reservations():
-            value = res.labels.get(label, "-")
             for unit, amount in res.reserved.items():
-                row = rows.setdefault((value, unit), [0, 0, 0, 0])
+                row = rows.setdefault((value(res.principal, res.run, res.labels), unit),
+                                      [0, 0, 0, 0])
                 row[0] += 1
                 row[1] += amount
                 if res.actual is not None:
                     row[2] += res.actual.get(unit, 0)
         for refusal in self.refusals():
             unit = split_key(refusal.key)[1]
-            rows.setdefault((refusal.labels.get(label, "-"), unit), [0, 0, 0, 0])[3] += 1
-        return [LabelSpend(label, value, unit, n, reserved, actual, refused)
-                for (value, unit), (n, reserved, actual, refused) in sorted(rows.items())]
+            key = (value(refusal.principal, refusal.run, refusal.labels), unit)
+            rows.setdefault(key, [0, 0, 0, 0])[3] += 1
+        return [ReservedActual(by, v, unit, n, reserved, actual, refused)
+                for (v, unit), (n, reserved, actual, refused) in sorted(rows.items())]
 
     def series(self) -> dict[str, list[tuple[float, Amount]]]:
         """Spend over time by limit key: (time, committed spend so far) at every commit. The
@@ -409,8 +423,8 @@ class SpendReport:
             "events_recorded": self.events is not None,
         }
         if self.events is not None:
-            body["models"] = rows(self.by_label("model"))
-            body["tools"] = rows(self.by_label("tool"))
+            body["reserved_vs_actual"] = {by: rows(self.reserved_vs_actual(by))
+                                          for by in ("run", "principal", "model", "tool")}
             body["refusals"] = [dict(r, reason=refusal.reason) for r, refusal in
                                 zip(rows(self.refusals()), self.refusals(), strict=True)]
         return body
@@ -460,14 +474,14 @@ class SpendReport:
                 columns += ("held_peak",)
             section(f"Biggest spenders ({unit})", table(rows, columns, paint))
         if self.events is not None:
-            for label in ("model", "tool"):
-                spend = [r for r in self.by_label(label) if r.value != "-"]
+            for by in ("run", "principal", "model", "tool"):
+                spend = [r for r in self.reserved_vs_actual(by) if r.value != "-"]
                 if spend:
-                    section(f"By {label}", table(
-                        [{label: r.value, "unit": r.unit, "calls": r.reservations,
+                    section(f"Reserved vs actual by {by}", table(
+                        [{by: r.value, "unit": r.unit, "calls": r.reservations,
                           "reserved": r.reserved, "actual": r.actual, "refused": r.refused}
-                         for r in spend], (label, "unit", "calls", "reserved", "actual",
-                                           "refused"), paint))
+                         for r in spend[-n:]], (by, "unit", "calls", "reserved", "actual",
+                                                "refused"), paint))
             refusals = self.refusals()
             if refusals:
                 lines = [paint(f"{_clock(r.at)}  {r.principal}: {r.reason}", "red")
