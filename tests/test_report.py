@@ -118,9 +118,9 @@ async def test_a_recorded_run_reports_reserved_vs_actual(tmp_path: Path) -> None
     assert refusal.labels == {"model": "m-small"}
     assert refusal.reason == ("window 'run:r2': cap 1, committed 0.05, reserved 0, estimate 2: "
                               "total 2.05 is over the cap by 1.05")
-    runs = {(r.period, r.unit): r.spent for r in report.runs()}
-    assert runs == {("run:r1", "usd"): D("0.35"), ("run:r1", "tokens"): 600,
-                    ("run:r2", "usd"): D("0.05"), ("run:r2", "tokens"): 200}
+    spent = {(r.period, r.unit): r.spent for r in report.runs()}
+    assert spent == {("run:r1", "usd"): D("0.35"), ("run:r1", "tokens"): 600,
+                     ("run:r2", "usd"): D("0.05"), ("run:r2", "tokens"): 200}
     [top, *_] = report.biggest_spenders("usd")
     assert (top.principal, top.spent, top.window) == ("tenant:acme", D("0.40"), "month")
     month = next(k for k in report.series() if k.startswith("tenant:acme/usd/month:"))
