@@ -443,9 +443,13 @@ class SpendReport:
             parts.append(paint(title, "bold") + "\n" + body)
 
         stamp = datetime.fromtimestamp(self.generated_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        parts.append(f"Spend report, {stamp}: {len(self.limits)} limits" + (
-            f", {len(self.events)} events" if self.events is not None else
-            " (no event log: record one with outlay.report.RecordingStore)") + "\n")
+        if self.events is None:
+            recorded = " (no event log: record one with outlay.report.RecordingStore)"
+        elif not self.events:
+            recorded = ", no events recorded (outlay.report.RecordingStore records them)"
+        else:
+            recorded = f", {len(self.events)} events"
+        parts.append(f"Spend report, {stamp}: {len(self.limits)} limits{recorded}\n")
         near = sorted((u for u in self.limits if u.cap > 0),
                       key=lambda u: (-(u.spent + u.held) / u.cap, u.key))[:n]
         if near:
