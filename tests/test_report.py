@@ -297,3 +297,14 @@ async def test_clients_and_the_budget_hook_label_their_reservations(tmp_path: Pa
     assert model.reserved >= D("0.0001")  # the 50 output tokens at $2/M alone
     tools = {r.value: r for r in report.reserved_vs_actual("tool")}
     assert (tools["search"].unit, tools["search"].actual) == ("tool-calls", 1)
+
+
+async def test_a_store_that_never_recorded_says_so(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "plain.db")
+    try:
+        await store.set_limit("team:a/usd", D("5"))
+        report = await SpendReport.from_store(store)
+    finally:
+        await store.aclose()
+    assert report.events == ()
+    assert "no events recorded (outlay.report.RecordingStore records them)" in report.to_text()
