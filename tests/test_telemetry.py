@@ -183,6 +183,22 @@ async def test_spans_around_model_and_tool_calls(tmp_path: Path, otel: Otel) -> 
     assert otel.by_limit("outlay.held")["run/calls"] == 0
 
 
+async def test_metrics_without_spans(tmp_path: Path, otel: Otel) -> None:
+    from outlay.stores import SQLiteStore
+
+    store = instrument(SQLiteStore(tmp_path / "quiet.db"), meter_provider=otel.meters,
+                       tracer_provider=otel.tracers, spans=False)
+    try:
+        await store.set_limit("k", 10)
+        assert (await store.reserve("r", {"k": 4}, lease=60)).admitted
+        await store.commit("r", {"k": 3})
+        assert otel.by_limit("outlay.spend") == {"k": 3}
+        assert (await store.usage("k")).spent == 3
+    finally:
+        await store.aclose()
+    assert [s.name for s in otel.spans.get_finished_spans()] == []
+
+
 def test_import_outlay_does_not_import_opentelemetry() -> None:
     code = "import sys, outlay, outlay.report; print('opentelemetry' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -34,10 +34,11 @@ significant digits otherwise). Spans follow the GenAI semantic conventions where
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal
 from typing import Any
 
@@ -61,11 +62,15 @@ def _number(amount: Amount) -> int | float:
     return float(amount) if isinstance(amount, Decimal) else amount
 
 
-def _attributes(key: str, labels: Mapping[str, str]) -> dict[str, str]:
+@functools.lru_cache(maxsize=4096)
+def _key_attributes(key: str) -> tuple[tuple[str, str], ...]:
     principal, unit, period = split_key(key)
-    attributes = {"outlay.unit": unit, "outlay.limit": key,
-                  "outlay.window": period.partition(":")[0] or "-",
-                  "outlay.principal": principal}
+    return (("outlay.unit", unit), ("outlay.limit", key),
+            ("outlay.window", period.partition(":")[0] or "-"), ("outlay.principal", principal))
+
+
+def _attributes(key: str, labels: Mapping[str, str]) -> dict[str, str]:
+    attributes = dict(_key_attributes(key))
     for label, value in labels.items():
         attributes[_LABEL_ATTRIBUTES.get(label, f"outlay.label.{label}")] = value
     return attributes
@@ -73,11 +78,14 @@ def _attributes(key: str, labels: Mapping[str, str]) -> dict[str, str]:
 
 class TelemetryStore(DelegatingStore):
     """A store that does what ``inner`` does and exports metrics and spans of it (see the
-    module). Build it with ``instrument(store)``."""
+    module). Build it with ``instrument(store)``. ``spans=False`` keeps the metrics and drops
+    the per-operation spans (they cost most: see ``benchmarks/bench_observe.py``)."""
 
     def __init__(self, inner: Store, *, meter_provider: metrics.MeterProvider | None = None,
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 tracer_provider: trace.TracerProvider | None = None,
+                 spans: bool = True) -> None:
         super().__init__(inner)
+        self._spans = spans
         meter = metrics.get_meter("outlay", meter_provider=meter_provider)
         self._tracer = trace.get_tracer("outlay", tracer_provider=tracer_provider)
         self._spend = meter.create_counter("outlay.spend", description="committed spend")
@@ -100,7 +108,7 @@ class TelemetryStore(DelegatingStore):
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         labels = dict(current_labels())
-        with self._tracer.start_as_current_span("outlay.reserve") as span:
+        with self._span("outlay.reserve") as span:
             span.set_attributes({"outlay.reservation.id": rid, "outlay.limits": len(amounts),
                                  **{_LABEL_ATTRIBUTES.get(k, f"outlay.label.{k}"): v
                                     for k, v in labels.items()}})
@@ -121,8 +129,7 @@ class TelemetryStore(DelegatingStore):
         return admission
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        with self._tracer.start_as_current_span("outlay.commit",
-                                                attributes={"outlay.reservation.id": rid}):
+        with self._span("outlay.commit", {"outlay.reservation.id": rid}):
             done = await super().commit(rid, actual)
             live = self._live.pop(rid, None)
             if done and live is not None:
@@ -134,8 +141,7 @@ class TelemetryStore(DelegatingStore):
         return done
 
     async def release(self, rid: str) -> bool:
-        with self._tracer.start_as_current_span("outlay.release",
-                                                attributes={"outlay.reservation.id": rid}):
+        with self._span("outlay.release", {"outlay.reservation.id": rid}):
             done = await super().release(rid)
             live = self._live.pop(rid, None)
             if done and live is not None:
@@ -144,6 +150,12 @@ class TelemetryStore(DelegatingStore):
                     self._held.add(-_number(amount), _attributes(key, labels))
         return done
 
+    def _span(self, name: str, attributes: Mapping[str, str] | None = None
+              ) -> AbstractContextManager[Span]:
+        if not self._spans:
+            return nullcontext(trace.INVALID_SPAN)
+        return self._tracer.start_as_current_span(name, attributes=attributes)
+
     def _remember(self, rid: str, amounts: dict[str, Amount], labels: dict[str, str]) -> None:
         self._live[rid] = (amounts, labels)
         if len(self._live) > REMEMBERED:
@@ -151,9 +163,11 @@ class TelemetryStore(DelegatingStore):
 
 
 def instrument(store: Store, *, meter_provider: metrics.MeterProvider | None = None,
-               tracer_provider: trace.TracerProvider | None = None) -> TelemetryStore:
-    """Wrap ``store`` to export its metrics and spans, and put a span around every LLM
-    client call (``chat {model}``) from now on (``uninstrument()`` stops that)."""
+               tracer_provider: trace.TracerProvider | None = None,
+               spans: bool = True) -> TelemetryStore:
+    """Wrap ``store`` to export its metrics (and, unless ``spans=False``, a span per store
+    operation), and put a span around every LLM client call (``chat {model}``) from now on
+    (``uninstrument()`` stops that)."""
     tracer = trace.get_tracer("outlay", tracer_provider=tracer_provider)
 
     @contextmanager
@@ -174,7 +188,8 @@ def instrument(store: Store, *, meter_provider: metrics.MeterProvider | None = N
 
     factory: Any = model_span
     set_tracer(factory, annotate)
-    return TelemetryStore(store, meter_provider=meter_provider, tracer_provider=tracer_provider)
+    return TelemetryStore(store, meter_provider=meter_provider, tracer_provider=tracer_provider,
+                          spans=spans)
 
 
 def uninstrument() -> None:
