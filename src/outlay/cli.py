@@ -142,7 +142,7 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of a table")
-    common.add_argument("--url", dest="url_flag", default=argparse.SUPPRESS,
+    common.add_argument("--url", dest="url_flag", metavar="URL", default=argparse.SUPPRESS,
                         help=f"the store URL (default: ${URL_VARIABLE})")
     common.add_argument("--color", choices=("auto", "always", "never"),
                         default=argparse.SUPPRESS,
@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "Authorization: Bearer); default $OUTLAY_DASHBOARD_TOKEN")
 
     watch = command(
-        "watch", "redraw a view (show, holds, top, windows) every few seconds",
+        "watch", "redraw a view (show, holds, top, windows, report) every few seconds",
         description="Redraw a view live: outlay watch show sqlite:///budgets.db. Ctrl-C stops "
                     "it (exit 0).")
     watch.add_argument("--interval", type=float, default=2.0,
