@@ -19,9 +19,14 @@ from outlay import (
     ApprovalHook,
     ApprovalQueue,
     ApprovalRequest,
+    Budget,
+    DispatchBudgetHook,
     EgressAuditHook,
     MemoryApprovalLog,
+    MemoryStore,
+    RecordingStore,
     Secret,
+    SpendReport,
     ToolDispatcher,
     ToolInvocation,
 )
@@ -29,7 +34,7 @@ from outlay import (
 PRICE_PER_GPU_HOUR = Decimal("2.50")
 
 
-def build(queue: ApprovalQueue, audit: MemoryApprovalLog) -> ToolDispatcher:
+def build(queue: ApprovalQueue, audit: MemoryApprovalLog, budget: Budget) -> ToolDispatcher:
     egress = EgressAuditHook()  # reads os.environ when a tool is called
 
     @egress.tool(endpoint="https://gpu.example.invalid/v1/jobs",
@@ -41,7 +46,10 @@ def build(queue: ApprovalQueue, audit: MemoryApprovalLog) -> ToolDispatcher:
     approval = ApprovalHook(
         queue, threshold=Decimal("10.00"), audit=audit, timeout=300,
         cost=lambda inv: PRICE_PER_GPU_HOUR * inv.arguments["hours"])
-    return ToolDispatcher([train], [approval, egress], errors="result")
+    # Approved jobs are charged to the trainer's GPU budget (events recorded for the report).
+    spend = DispatchBudgetHook(
+        budget, lambda inv: {"usd": PRICE_PER_GPU_HOUR * inv.arguments["hours"]})
+    return ToolDispatcher([train], [approval, spend, egress], errors="result")
 
 
 async def scripted(request: ApprovalRequest, queue: ApprovalQueue) -> None:
@@ -62,7 +70,9 @@ async def interactive(request: ApprovalRequest, queue: ApprovalQueue) -> None:
 
 async def main(is_interactive: bool) -> None:
     queue, audit = ApprovalQueue(), MemoryApprovalLog()
-    dispatcher = build(queue, audit)
+    budget = Budget(usd=Decimal("100.00"), store=RecordingStore(MemoryStore()),
+                    principal="agent:trainer")
+    dispatcher = build(queue, audit, budget)
     review = interactive if is_interactive else scripted
 
     async def reviewer() -> None:
@@ -83,6 +93,7 @@ async def main(is_interactive: bool) -> None:
         verdict = "approved" if record.approved else "rejected"
         print(f"  {record.call_id} ${record.cost} {verdict} by {record.who} at "
               f"{record.decided_at:%H:%M:%S%z}: {record.why}")
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":

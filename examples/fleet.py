@@ -21,19 +21,20 @@ from pathlib import Path
 
 import anyio
 
-from outlay import Budget
+from outlay import Budget, RecordingStore, SpendReport, Store, store_from_url
 
 CAP = Decimal("1.00")
 HOLD = Decimal("0.07")
 
 
-def fleet_budget(url: str, principal: str, run_id: str) -> Budget:
+def fleet_budget(store: Store | str, principal: str, run_id: str) -> Budget:
     """What every worker builds: the same principal and run id on the same store share it."""
-    return Budget(usd=CAP, store=url, principal=principal, run_id=run_id)
+    return Budget(usd=CAP, store=store, principal=principal, run_id=run_id)
 
 
 async def work(url: str, principal: str, run_id: str, tasks: int) -> tuple[int, Decimal]:
-    budget = fleet_budget(url, principal, run_id)
+    store = RecordingStore(store_from_url(url))  # events for the spend report
+    budget = fleet_budget(store, principal, run_id)
     calls = 0
     spent = Decimal(0)
 
@@ -49,7 +50,7 @@ async def work(url: str, principal: str, run_id: str, tasks: int) -> tuple[int, 
     async with anyio.create_task_group() as tg:
         for n in range(tasks):
             tg.start_soon(task, n)
-    await budget.aclose()
+    await store.aclose()  # the budget closes only a store it opened from a URL
     return calls, spent
 
 
@@ -62,6 +63,7 @@ def worker(url: str, principal: str, run_id: str, tasks: int,
 async def usage_line(url: str, principal: str, run_id: str) -> tuple[Decimal, Decimal]:
     budget = fleet_budget(url, principal, run_id)
     [usage] = await budget.usage()
+    print((await SpendReport.from_store(budget.store, prefix=principal)).to_text())
     await budget.aclose()
     assert isinstance(usage.spent, Decimal)
     assert isinstance(usage.held, Decimal)

@@ -42,6 +42,7 @@ from outlay import (
     LimitSpec,
     LocalTransport,
     Principals,
+    SpendReport,
     Window,
     Worker,
     job_cost,
@@ -173,6 +174,7 @@ async def main(url: str) -> None:
     if total != usd.spent or usd.held:
         raise SystemExit("the spend does not add up")
     print("the spend adds up")
+    print((await SpendReport.from_store(store)).to_text())  # like every example
     await store.aclose()
 
 

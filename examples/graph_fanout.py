@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import anyio
 
-from outlay import Budget, BudgetExceeded
+from outlay import Budget, BudgetExceeded, MemoryStore, RecordingStore, SpendReport
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -38,7 +38,8 @@ async def summarise(results: list[str]) -> Reported:
 
 
 async def main() -> None:
-    budget = Budget(usd=Decimal("0.10"), tokens=10_000)
+    # RecordingStore: events for the spend report printed at the end
+    budget = Budget(usd=Decimal("0.10"), tokens=10_000, store=RecordingStore(MemoryStore()))
     executor = BudgetedExecutor(registry, budget)
 
     agent = Merge([Stage("search", e) for e in ("web", "news", "papers")], Stage("summarise"))
@@ -51,6 +52,7 @@ async def main() -> None:
         await executor.run(wide, "more")
     except BudgetExceeded as exc:
         print("refused before any branch started:", exc.reason)
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":

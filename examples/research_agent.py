@@ -33,12 +33,16 @@ from outlay import (
     BudgetExceeded,
     DispatchBudgetHook,
     KeyedBudget,
+    MemoryStore,
+    RecordingStore,
+    SpendReport,
     TokenPrices,
     ToolCallLimitHook,
     ToolDispatcher,
     ToolDispatchHook,
     ToolInvocation,
     ToolInvocationResult,
+    labels,
     openai_chat_tool_calls,
     openai_chat_tool_messages,
     openai_chat_usage,
@@ -153,8 +157,10 @@ def scripted_model_call(tokens: AtomicTokenBudget, money: MoneyLimit,
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
         bound = money.cost(SCRIPTED_MODEL, input_tokens=estimate, output_tokens=MAX_OUTPUT_TOKENS)
+        with labels(model=SCRIPTED_MODEL):  # the real clients label their calls themselves
+            held = await money.budget.reserve({money.key: bound}, lease=money.lease)
         async with tokens.reserve_tokens(estimate + MAX_OUTPUT_TOKENS) as held_tokens, \
-                money.budget.reserve({money.key: bound}, lease=money.lease) as held_usd:
+                held as held_usd:
             reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
             usage = openai_chat_usage(reply)
             assert usage is not None
@@ -232,7 +238,9 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
                base_url: str | None, model: str, price: TokenPrices | None) -> None:
     ledger = Ledger()
     token_budget = AtomicTokenBudget(tokens, name="tokens")
-    money = KeyedBudget()  # in memory; KeyedBudget("sqlite:///budgets.db") would persist it
+    # The in-memory store (KeyedBudget("sqlite:///budgets.db") would persist it), recording
+    # events for the spend report printed at the end.
+    money = KeyedBudget(RecordingStore(MemoryStore()))
     await money.set_limit("run/usd", usd)
     money_limit = MoneyLimit(money, "run/usd", PRICES if price is None else {model: price})
     dispatcher = ToolDispatcher(TOOLS, [
@@ -265,6 +273,8 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
           f"{usage.spent:.6f} of {usage.cap} USD")
     for name in sorted(set(ledger.tools) | set(ledger.skipped)):
         print(f"tool {name}: {ledger.tools[name]} ran, {ledger.skipped[name]} skipped")
+    print("\n== spend report ==")
+    print((await SpendReport.from_store(money.store)).to_text())
 
 
 if __name__ == "__main__":

@@ -18,9 +18,13 @@ from outlay import (
     LimitSpec,
     PriceTable,
     Principals,
+    RecordingStore,
+    SpendReport,
     TokenPrices,
     Window,
+    labels,
     money_limits,
+    store_from_url,
 )
 
 PRICES = PriceTable({"small-model": TokenPrices(D("0.15"), D("0.60"), D("0.075")),
@@ -28,7 +32,8 @@ PRICES = PriceTable({"small-model": TokenPrices(D("0.15"), D("0.60"), D("0.075")
 
 
 async def main(url: str) -> None:
-    budgets = Principals(url, template=[
+    store = RecordingStore(store_from_url(url))  # also keeps an event log for the report
+    budgets = Principals(store, template=[
         *money_limits(BudgetCap(run=D("50"), month=D("500")),
                       [Window.run(), Window.month("Europe/Paris")]),
         LimitSpec("tokens", Window.day(), 5_000_000),
@@ -39,7 +44,9 @@ async def main(url: str) -> None:
     try:
         for step in range(100):
             estimate = PRICES.cost("large-model", input_tokens=40_000, output_tokens=4_000)
-            async with researcher.reserve({"usd": estimate, "tokens": 44_000}) as held:
+            with labels(model="large-model"):
+                held = await researcher.reserve({"usd": estimate, "tokens": 44_000})
+            async with held:
                 # A real agent calls the model here; say it used a bit less than the bound.
                 used = PRICES.cost("large-model", input_tokens=40_000, output_tokens=2_500,
                                    cached_input_tokens=30_000)
@@ -49,6 +56,8 @@ async def main(url: str) -> None:
         print(f"stopped: {exc.reason}")
     for usage in await tenant.usage():
         print(f"{usage.key}: spent {usage.spent} of {usage.cap}")
+    report = await SpendReport.from_store(store, ledgers={"usd": budgets.ledger("usd")})
+    print(report.to_text())
     await budgets.aclose()
 
 

@@ -88,7 +88,9 @@ def test_research_agent_on_an_openai_compatible_endpoint() -> None:
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_runs(script: str) -> None:
-    assert run(script)
+    out = run(script)
+    assert "Spend report, " in out  # every agent ends by printing the spend report
+    assert "Biggest spenders (usd)" in out
 
 
 def test_approval_console_audits_and_never_prints_the_key() -> None:
@@ -99,6 +101,9 @@ def test_approval_console_audits_and_never_prints_the_key() -> None:
     assert out.count('"event": "outlay.egress.sent"') == 2
     assert '"secrets": ["GPU_CLOUD_TOKEN"]' in out
     assert "demo-token-not-a-real-key" not in out
+    # the approved jobs (2 and 8 GPU-hours at $2.50) were charged to the trainer's budget
+    by_tool = out.split("Reserved vs actual by tool\n", 1)[1].splitlines()
+    assert by_tool[1].split() == ["train", "usd", "2", "25", "25", "0"]
 
 
 def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
@@ -108,6 +113,9 @@ def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     assert "stopped: tenant:acme/agent:researcher: cannot reserve $0.14 in this run" in out
     assert "cap $2, spent $1.9250" in out
     assert "tenant:acme/usd/month:" in out
+    by_model = out.split("Reserved vs actual by model\n", 1)[1].splitlines()
+    assert by_model[2].split() == ["large-model", "usd", "22", "3.08", "1.925", "1"]
+    assert "Refusals (1)" in out
 
 
 def test_gpu_jobs_recovers_the_killed_workers_job_and_the_spend_adds_up() -> None:

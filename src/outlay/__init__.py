@@ -45,6 +45,7 @@ from ._core._tokens import AtomicTokenBudget as AtomicTokenBudget
 from ._core._tokens import TokenReservation as TokenReservation
 from ._core._windows import Period as Period
 from ._core._windows import Window as Window
+from ._ledger import HeldPeak as HeldPeak
 from ._ledger import LedgerEntry as LedgerEntry
 from ._ledger import LedgerStatistics as LedgerStatistics
 from ._ledger import UsageLedger as UsageLedger
@@ -102,9 +103,14 @@ from .jobs import Transport as Transport
 from .jobs import Worker as Worker
 from .jobs import job_cost as job_cost
 from .jobs import verify_artifacts as verify_artifacts
+from .report import RecordingStore as RecordingStore
+from .report import SpendReport as SpendReport
+from .report import labels as labels
 from .stores import FailOpenStore as FailOpenStore
+from .stores import HoldUsage as HoldUsage
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
+from .stores import SpendEvent as SpendEvent
 from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
@@ -139,7 +145,9 @@ __all__ = (
     "DispatchTerminated",
     "EgressAuditHook",
     "FailOpenStore",
+    "HeldPeak",
     "Hold",
+    "HoldUsage",
     "InvalidToolArguments",
     "Job",
     "JobEndpoint",
@@ -162,6 +170,7 @@ __all__ = (
     "Period",
     "PriceTable",
     "Principals",
+    "RecordingStore",
     "RecoveryReport",
     "RemoteJobError",
     "Reservation",
@@ -170,6 +179,8 @@ __all__ = (
     "Secret",
     "SecretLeak",
     "Skip",
+    "SpendEvent",
+    "SpendReport",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -201,6 +212,7 @@ __all__ = (
     "anthropic_usage",
     "estimate_cost",
     "job_cost",
+    "labels",
     "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",

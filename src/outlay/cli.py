@@ -1,28 +1,39 @@
-"""The ``outlay`` command: look at the budgets in a store, set a cap, reset spend.
+"""The ``outlay`` command: look at the budgets in a store, set a cap, reset spend, prune runs.
 
 Commands (``outlay COMMAND --help`` for each)::
 
-    outlay show URL [--prefix P]            every limit: cap, spent, held, available
-    outlay holds URL [--prefix P]           limits with live holds
-    outlay windows [URL] [--tz ZONE]        current period ids; with URL, the periods stored
-    outlay top URL [--unit U] [--period ID] [-n N]   principals that spent most
-    outlay set-cap URL KEY AMOUNT [--money] [--create]
-    outlay reset URL KEY --zero-spend
-    outlay jobs URL [--state S]             jobs by state, with their budget holds
+    outlay show [URL] [--prefix P]           every limit: cap, spent, held, available
+    outlay holds [URL] [--prefix P]          live reservations: id, amounts, lease left, age
+    outlay windows [URL] [--tz ZONE]         current period ids; with URL, the periods stored
+    outlay top [URL] [--unit U] [--period ID] [-n N]   principals that spent most
+    outlay set-cap [URL] KEY AMOUNT [--money] [--create]
+    outlay reset [URL] KEY --zero-spend
+    outlay prune [URL] --older-than AGE      drop run periods nothing touched for AGE
+    outlay report [URL] [--html FILE]        spend report: runs, principals, models, tools
+    outlay watch [--interval S] VIEW ...     redraw show, holds, top, windows or report live
+    outlay dashboard [URL] [--port 8765]     a live read-only page (loopback unless told)
+    outlay jobs [URL] [--state S]            jobs by state, with their budget holds
 
-``--json`` (before the command) prints JSON instead of a table; money is printed as a string so
-it stays exact. Exit status: 0 done, 1 an error (bad URL, missing database, unknown limit,
-unsupported store), 2 bad usage. A read command never creates a database: a ``sqlite:///``
-path that does not exist is an error, and ``set-cap`` creates one only with ``--create``.
+The store URL is the positional ``URL``, or ``--url URL``, or the ``OUTLAY_URL`` environment
+variable, in that order. ``--json``, ``--url`` and ``--color`` go anywhere on the line.
+Exit status: 0 done; 1 the store could not be opened or the operation failed (bad or unknown
+URL, missing database, unknown limit, unsupported store); 2 bad usage (unknown command or
+option, missing or malformed argument, an AMOUNT that does not fit the limit). A read command
+never creates a database.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
@@ -30,16 +41,39 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._core import Amount, OutlayError, UnknownLimit, Window, check_amount, parse_limit_key
-from .stores import LimitUsage, Store, store_from_url
+from ._core import (
+    Amount,
+    ConfigurationError,
+    OutlayError,
+    UnknownLimit,
+    Window,
+    check_amount,
+)
+from ._format import Paint, duration, json_value, plain, table
+from .report import SpendReport, period_totals, rank_principals, split_key
+from .stores import HoldUsage, LimitUsage, Store, store_from_url
 
 __all__ = ("main",)
 
 StoreFactory = Callable[[str], Store]
 
+#: The environment variable naming the store when no URL is on the command line.
+URL_VARIABLE = "OUTLAY_URL"
+
+#: Commands ``watch`` can redraw.
+_VIEWS = ("show", "holds", "top", "windows", "report")
+
 
 class CommandError(Exception):
     """A failure to report on stderr with exit status 1."""
+
+    status = 1
+
+
+class UsageError(CommandError):
+    """Bad usage: reported on stderr with exit status 2."""
+
+    status = 2
 
 
 def main(
@@ -48,26 +82,28 @@ def main(
     store_factory: StoreFactory | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     """Run the ``outlay`` command with ``argv`` (default ``sys.argv[1:]``); return the exit
     status. ``store_factory`` (default ``store_from_url``) lets a program or test hand in a
-    store it already holds."""
+    store it already holds; ``environ`` (default ``os.environ``) is where ``OUTLAY_URL``,
+    ``NO_COLOR`` and ``TERM`` are read."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = _parser()
+    env = os.environ if environ is None else environ
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse prints its own message
-        return int(exc.code or 0)
-    if args.command is None:
-        parser.print_help(out)
-        return 2
-    factory = store_factory or _open_store
+        args = _parse(list(sys.argv[1:] if argv is None else argv), out, err)
+    except _Exit as done:
+        return done.status
+    ctx = _Context(out, err, env, store_factory or _open_store, Paint.for_stream(
+        out, getattr(args, "color", "auto"), env))
     try:
-        result: int = anyio.run(_dispatch, args, factory, out)
+        result: int = anyio.run(_dispatch, args, ctx)
+    except KeyboardInterrupt:
+        return 0 if args.command in ("watch", "dashboard") else 130
     except CommandError as exc:
         print(f"outlay: error: {exc}", file=err)
-        return 1
+        return exc.status
     except OutlayError as exc:
         print(f"outlay: error: {exc}", file=err)
         return 1
@@ -80,56 +116,185 @@ def main(
 # -- argument parsing ----------------------------------------------------------------------
 
 
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _parse(argv: list[str], out: TextIO, err: TextIO) -> argparse.Namespace:
+    """Parse ``argv``; argparse's own messages (usage errors, ``--help``, ``--version``) go to
+    ``out``/``err`` and become ``_Exit``."""
+    parser = _parser()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.error("a command is required (outlay --help lists them)")
+            if args.command == "watch":
+                if not args.view:
+                    parser.error(f"watch needs a view to redraw: one of {', '.join(_VIEWS)}")
+                args.inner = parser.parse_args(args.view)
+                if args.inner.command not in _VIEWS:
+                    parser.error(f"watch redraws one of {', '.join(_VIEWS)}, not "
+                                 f"{args.inner.command!r}")
+        except SystemExit as exc:
+            raise _Exit(int(exc.code or 0)) from None
+    return args
+
+
+def _common() -> argparse.ArgumentParser:
+    """The options every command takes anywhere on the line. Their defaults are suppressed so a
+    subcommand's parser does not overwrite a value given before the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of a table")
+    common.add_argument("--url", dest="url_flag", metavar="URL", default=argparse.SUPPRESS,
+                        help=f"the store URL (default: ${URL_VARIABLE})")
+    common.add_argument("--color", choices=("auto", "always", "never"),
+                        default=argparse.SUPPRESS,
+                        help="colour the tables: auto (on a terminal, unless NO_COLOR is set), "
+                             "always, never")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
+    common = _common()
     parser = argparse.ArgumentParser(
-        prog="outlay", description="Look at and manage outlay budgets in a store.")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        prog="outlay", parents=[common],
+        description="Look at and manage outlay budgets in a store. The store URL is the "
+                    f"positional URL, --url URL or ${URL_VARIABLE}.")
+    parser.add_argument("--version", action="version", version=f"outlay {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    show = sub.add_parser("show", help="every limit: cap, spent, held, available")
-    show.add_argument("url", help="store URL, e.g. sqlite:///budgets.db")
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common], **kwargs)
+
+    url_help = f"store URL, e.g. sqlite:///budgets.db (default: --url or ${URL_VARIABLE})"
+    show = command("show", "every limit: cap, spent, held, available")
+    show.add_argument("url", nargs="?", help=url_help)
     show.add_argument("--prefix", default="", help="only keys starting with this")
 
-    holds = sub.add_parser("holds", help="limits with live holds")
-    holds.add_argument("url")
-    holds.add_argument("--prefix", default="")
+    holds = command("holds", "live reservations: id, amounts, lease left, age")
+    holds.add_argument("url", nargs="?", help=url_help)
+    holds.add_argument("--prefix", default="", help="only holds on keys starting with this")
 
-    windows = sub.add_parser("windows", help="current period ids; with URL, periods stored")
+    windows = command("windows", "current period ids; with a URL, the periods stored")
     windows.add_argument("url", nargs="?", help="store URL (optional)")
     windows.add_argument("--tz", default="UTC", help="time zone of the calendar (default UTC)")
     windows.add_argument("--at", help="an ISO instant instead of now, e.g. 2026-11-30T23:00Z")
 
-    top = sub.add_parser("top", help="principals that spent most")
-    top.add_argument("url")
+    top = command("top", "principals that spent most")
+    top.add_argument("url", nargs="?", help=url_help)
     top.add_argument("--unit", default="usd", help="unit to rank by (default usd)")
     top.add_argument("--period", help="only this period id, e.g. month:2026-11")
     top.add_argument("-n", type=int, default=10, help="how many (default 10)")
 
-    cap = sub.add_parser("set-cap", help="create a limit or change its cap")
-    cap.add_argument("url")
-    cap.add_argument("key", help="limit key, e.g. tenant:acme/usd/month:2026-11")
-    cap.add_argument("amount", help="the cap: 500 (whole units) or 500.00 (money)")
+    cap = command("set-cap", "create a limit or change its cap")
+    cap.add_argument("operands", nargs="+", metavar="[URL] KEY AMOUNT",
+                     help="limit key, e.g. tenant:acme/usd/month:2026-11, and the cap: 500 "
+                          "(whole units) or 500.00 (money)")
     cap.add_argument("--money", action="store_true",
                      help="treat AMOUNT as Decimal money even without a decimal point")
     cap.add_argument("--create", action="store_true",
                      help="create the database file if it does not exist")
 
-    reset = sub.add_parser(
-        "reset", help="zero the committed spend of one limit (needs --zero-spend)",
+    reset = command(
+        "reset", "zero the committed spend of one limit (needs --zero-spend)",
         description="Zero the committed spend of one limit; its cap and live holds stay. "
                     "Periods start fresh by themselves (a new period is a new key) and a "
                     "program starts a new run with Principals.new_run(); this is for "
                     "correcting a figure by hand, so it needs --zero-spend.")
-    reset.add_argument("url")
-    reset.add_argument("key")
+    reset.add_argument("operands", nargs="+", metavar="[URL] KEY")
     reset.add_argument("--zero-spend", action="store_true",
                        help="yes, set the committed spend of KEY to zero")
 
-    jobs = sub.add_parser("jobs", help="jobs by state, with their budget holds")
-    jobs.add_argument("url")
+    jobs = command("jobs", "jobs by state, with their budget holds")
+    jobs.add_argument("url", nargs="?", help=url_help)
     jobs.add_argument("--state", choices=("queued", "leased", "settling", "completed",
                                           "failed"), help="only jobs in this state")
+
+    prune = command(
+        "prune", "drop the limits of run periods nothing touched for a while",
+        description="Drop every limit of a run period (run:<id>) that has no live hold and "
+                    "that no reserve, commit, cap or reset changed for --older-than. Calendar "
+                    "periods (hour, day, month, ...) are never pruned.")
+    prune.add_argument("url", nargs="?", help=url_help)
+    prune.add_argument("--older-than", required=True, metavar="AGE",
+                       help="idle time: 3600 or 3600s, 90m, 12h, 7d")
+    prune.add_argument("--prefix", default="", help="only keys starting with this")
+
+    report = command(
+        "report", "a spend report: runs, principals, models, tools, refusals",
+        description="A spend report from the store's limits and, where outlay recorded one "
+                    "(outlay.RecordingStore), its event log: reserved vs actual by model and "
+                    "tool, refusals with reasons, spend over time against each cap.")
+    report.add_argument("url", nargs="?", help=url_help)
+    report.add_argument("--prefix", default="", help="only keys starting with this")
+    report.add_argument("--html", metavar="FILE",
+                        help="also write a self-contained HTML page with charts to FILE")
+    report.add_argument("-n", type=int, default=10, help="rows per table (default 10)")
+
+    board = command(
+        "dashboard", "serve a live, read-only page of the store's limits, holds and refusals",
+        description="Serve a live, read-only page: every limit as a bar (cap, spent, held, "
+                    "left), live holds with their leases, the latest refusals. Binds to "
+                    "127.0.0.1; another address needs --allow-remote and a token. Ctrl-C stops "
+                    "it (exit 0).")
+    board.add_argument("url", nargs="?", help=url_help)
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    board.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
+    board.add_argument("--refresh", type=float, default=2.0,
+                       help="seconds between the page's reloads (default 2)")
+    board.add_argument("--prefix", default="", help="only keys starting with this")
+    board.add_argument("--allow-remote", action="store_true",
+                       help="allow a non-loopback --host (needs a token)")
+    board.add_argument("--token", help="a token every request must carry (?token= or "
+                                       "Authorization: Bearer); default $OUTLAY_DASHBOARD_TOKEN")
+
+    watch = command(
+        "watch", "redraw a view (show, holds, top, windows, report) every few seconds",
+        description="Redraw a view live: outlay watch show sqlite:///budgets.db. Ctrl-C stops "
+                    "it (exit 0).")
+    watch.add_argument("--interval", type=float, default=2.0,
+                       help="seconds between frames (default 2)")
+    watch.add_argument("--count", type=int, default=0,
+                       help="stop after this many frames (default: until interrupted)")
+    watch.add_argument("view", nargs=argparse.REMAINDER, metavar="VIEW ...",
+                       help="the command to redraw, with its arguments")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("outlay")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown"
+
+
+def _resolve_url(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The URL from the positional, ``--url`` or the environment, in that order. Two
+    different URLs on the line are a usage error."""
+    given = getattr(args, "url", None)
+    flag = getattr(args, "url_flag", None)
+    if given is not None and flag is not None and given != flag:
+        raise UsageError("two store URLs: the positional URL and --url differ")
+    return given or flag or env.get(URL_VARIABLE) or None
+
+
+def _split_operands(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """``set-cap``/``reset``: ``[URL] KEY ...``; the URL is there when one more operand than
+    ``names`` was given."""
+    operands: list[str] = args.operands
+    if len(operands) == len(names) + 1:
+        args.url, *rest = operands
+    elif len(operands) == len(names):
+        args.url, rest = None, operands
+    else:
+        raise UsageError(f"{args.command} takes [URL] {' '.join(n.upper() for n in names)}")
+    for name, value in zip(names, rest, strict=True):
+        setattr(args, name, value)
 
 
 # -- stores --------------------------------------------------------------------------------
@@ -158,85 +323,161 @@ def _open_store(url: str, *, create: bool = False) -> Store:
     return store_from_url(url)
 
 
+def _where(store: Store) -> str | None:
+    """A line naming the part of a shared server the store reads (a Redis namespace)."""
+    namespace = getattr(store, "namespace", None)
+    return f"Redis namespace {namespace!r}" if isinstance(namespace, str) else None
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Context:
+    out: TextIO
+    err: TextIO
+    env: Mapping[str, str]
+    factory: StoreFactory
+    paint: Paint
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], ctx: _Context,
+           out: TextIO, tones: Sequence[Mapping[str, str]] | None = None) -> None:
+    out.write(table(rows, columns, ctx.paint, tones))
+
+
+def _json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, indent=2)
+    print(file=out)
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def _parse_age(text: str) -> float:
+    match = _AGE.match(text.strip())
+    if match is None:
+        raise UsageError(f"--older-than {text!r} is not an age such as 3600, 90m, 12h or 7d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
-async def _dispatch(args: argparse.Namespace, factory: StoreFactory, out: TextIO) -> int:
-    if args.command == "windows" and args.url is None:
-        return _windows(args, None, out)
-    if args.command == "set-cap" and factory is _open_store:
-        store = _open_store(args.url, create=args.create)
+async def _dispatch(args: argparse.Namespace, ctx: _Context) -> int:
+    if args.command in ("set-cap", "reset"):
+        _split_operands(args, ("key", "amount") if args.command == "set-cap" else ("key",))
+    if args.command == "watch":
+        return await _watch(args, ctx)
+    if args.command == "dashboard":
+        return await _dashboard(args, ctx)
+    url = _resolve_url(args, ctx.env)
+    if url is None:
+        if args.command == "windows":
+            _windows(args, None, ctx, ctx.out)
+            return 0
+        raise UsageError(f"no store URL: give URL, --url URL or set {URL_VARIABLE}")
+    if args.command == "set-cap" and ctx.factory is _open_store:
+        store = _open_store(url, create=args.create)
     else:
-        store = factory(args.url)
+        store = ctx.factory(url)
     try:
-        if args.command == "show":
-            _print_limits(await store.limits(args.prefix), args.json, out)
-        elif args.command == "holds":
-            held = [u for u in await store.limits(args.prefix) if u.held > 0]
-            _print_limits(held, args.json, out)
-        elif args.command == "windows":
-            return _windows(args, await store.limits(), out)
-        elif args.command == "top":
-            _top(args, await store.limits(), out)
-        elif args.command == "set-cap":
-            await _set_cap(args, store, out)
-        elif args.command == "reset":
-            return await _reset(args, store, out)
-        elif args.command == "jobs":
-            await _jobs(args, store, out)
-        return 0
+        return await _run(args, store, ctx, ctx.out)
     finally:
         await store.aclose()
 
 
-def _number(value: Amount) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+async def _run(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> int:
+    """Run one command on an open store, printing to ``out``."""
+    as_json = getattr(args, "json", False)
+    where = _where(store)
+    if where is not None:
+        if as_json:
+            print(f"outlay: {where}", file=ctx.err)
+        else:
+            print(ctx.paint(where, "dim"), file=out)
+    if args.command == "show":
+        _print_limits(await store.limits(args.prefix), as_json, ctx, out)
+    elif args.command == "holds":
+        _print_holds(await store.holds(args.prefix), as_json, ctx, out)
+    elif args.command == "windows":
+        _windows(args, await store.limits(), ctx, out)
+    elif args.command == "top":
+        _top(args, await store.limits(), ctx, out)
+    elif args.command == "set-cap":
+        await _set_cap(args, store, ctx, out)
+    elif args.command == "reset":
+        return await _reset(args, store, ctx, out)
+    elif args.command == "prune":
+        await _prune(args, store, ctx, out)
+    elif args.command == "report":
+        await _report(args, store, ctx, out)
+    elif args.command == "jobs":
+        await _jobs(args, store, ctx, out)
+    return 0
 
 
-def _usage_row(usage: LimitUsage) -> dict[str, Any]:
-    return {"key": usage.key, "cap": _number(usage.cap), "spent": _number(usage.spent),
-            "held": _number(usage.held), "available": _number(usage.available)}
+def _limit_tone(usage: LimitUsage) -> dict[str, str]:
+    if usage.cap > 0 and usage.available == 0:
+        return {"available": "red"}
+    if usage.cap > 0 and usage.available * 10 < usage.cap:
+        return {"available": "yellow"}
+    return {}
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
-    cells = [[str(row[c]) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-          file=out)
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(),
-              file=out)
-
-
-def _emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool, out: TextIO,
-          empty: str) -> None:
+def _print_limits(usages: list[LimitUsage], as_json: bool, ctx: _Context, out: TextIO) -> None:
+    rows = [{"key": u.key, "cap": u.cap, "spent": u.spent, "held": u.held,
+             "available": u.available} for u in usages]
     if as_json:
-        json.dump(rows, out, indent=2)
-        print(file=out)
+        _json([{k: json_value(v) for k, v in row.items()} for row in rows], out)
     elif rows:
-        _table(rows, columns, out)
+        _table(rows, ("key", "cap", "spent", "held", "available"), ctx, out,
+               [_limit_tone(u) for u in usages])
     else:
-        print(empty, file=out)
+        print("no limits", file=out)
 
 
-def _print_limits(usages: list[LimitUsage], as_json: bool, out: TextIO) -> None:
-    _emit([_usage_row(u) for u in usages], ("key", "cap", "spent", "held", "available"),
-          as_json, out, "no limits")
+def _print_holds(holds: list[HoldUsage], as_json: bool, ctx: _Context, out: TextIO) -> None:
+    if as_json:
+        _json([{"id": h.rid, "amounts": {k: json_value(v) for k, v in h.amounts.items()},
+                "lease_left": round(h.lease_left, 3),
+                "age": None if h.age is None else round(h.age, 3)} for h in holds], out)
+        return
+    if not holds:
+        print("no live holds", file=out)
+        return
+    rows: list[dict[str, Any]] = []
+    tones: list[dict[str, str]] = []
+    for hold in holds:
+        for i, (key, amount) in enumerate(sorted(hold.amounts.items())):
+            first = i == 0
+            rows.append({"reservation": hold.rid if first else "", "key": key,
+                         "amount": amount,
+                         "lease_left": duration(hold.lease_left) if first else "",
+                         "age": ("?" if hold.age is None else duration(hold.age))
+                         if first else ""})
+            tones.append({"lease_left": "yellow"} if first and hold.lease_left < 10 else {})
+    _table(rows, ("reservation", "key", "amount", "lease_left", "age"), ctx, out, tones)
 
 
-def _windows(args: argparse.Namespace, usages: list[LimitUsage] | None, out: TextIO) -> int:
+def _windows(args: argparse.Namespace, usages: list[LimitUsage] | None, ctx: _Context,
+             out: TextIO) -> None:
     if args.at:
         try:
             at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise CommandError(f"--at {args.at!r} is not an ISO date-time") from exc
+            raise UsageError(f"--at {args.at!r} is not an ISO date-time") from exc
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
     else:
         at = datetime.now(UTC)
+    try:
+        calendar = (Window.hour(args.tz), Window.day(args.tz), Window.week(args.tz),
+                    Window.month(args.tz))
+    except ConfigurationError as exc:
+        raise UsageError(f"--tz: {exc}") from exc
     rows: list[dict[str, Any]] = []
-    for window in (Window.hour(args.tz), Window.day(args.tz), Window.week(args.tz),
-                   Window.month(args.tz)):
+    for window in calendar:
         period = window.period(at)
         assert period.start is not None
         assert period.end is not None
@@ -245,61 +486,37 @@ def _windows(args: argparse.Namespace, usages: list[LimitUsage] | None, out: Tex
                      "end": datetime.fromtimestamp(period.end, window.tz).isoformat()})
     stored: list[dict[str, Any]] = []
     if usages is not None:
-        parsed_keys = [(parse_limit_key(u.key), u) for u in usages]
-        present = {(p.principal, p.unit, p.period) for p, _ in parsed_keys if p is not None}
-        totals: dict[tuple[str, str], list[Any]] = {}
-        for parsed, usage in parsed_keys:
-            if parsed is None:
-                continue
-            entry = totals.setdefault((parsed.period, parsed.unit), [0, 0, 0])
-            entry[0] += 1
-            # A child's spend is already in its ancestors' figures: add only the outermost.
-            parts = parsed.principal.split("/")
-            if any(("/".join(parts[:n]), parsed.unit, parsed.period) in present
-                   for n in range(1, len(parts))):
-                continue
-            entry[1] += usage.spent
-            entry[2] += usage.held
-        stored = [{"period": period, "unit": unit, "limits": n, "spent": _number(spent),
-                   "held": _number(held)}
-                  for (period, unit), (n, spent, held) in sorted(totals.items())]
-    if args.json:
-        json.dump({"current": rows, "stored": stored} if usages is not None else rows, out,
-                  indent=2)
-        print(file=out)
-        return 0
-    _table(rows, ("window", "period", "start", "end"), out)
+        stored = [{"period": t.period, "unit": t.unit, "limits": t.limits, "spent": t.spent,
+                   "held": t.held} for t in period_totals(usages)]
+    if getattr(args, "json", False):
+        plain = [{k: json_value(v) for k, v in row.items()} for row in stored]
+        _json({"current": rows, "stored": plain} if usages is not None else rows, out)
+        return
+    _table(rows, ("window", "period", "start", "end"), ctx, out)
     if usages is not None:
         print(file=out)
         if stored:
-            _table(stored, ("period", "unit", "limits", "spent", "held"), out)
+            _table(stored, ("period", "unit", "limits", "spent", "held"), ctx, out)
         else:
             print("no windowed limits in the store", file=out)
-    return 0
 
 
-def _top(args: argparse.Namespace, usages: list[LimitUsage], out: TextIO) -> None:
+def _top(args: argparse.Namespace, usages: list[LimitUsage], ctx: _Context, out: TextIO) -> None:
     if args.n < 1:
-        raise CommandError("-n must be at least 1")
-    spent: dict[str, list[Any]] = {}
-    for usage in usages:
-        parsed = parse_limit_key(usage.key)
-        if parsed is None or parsed.unit != args.unit:
-            continue
-        if args.period is not None and parsed.period != args.period:
-            continue
-        row = spent.setdefault(parsed.principal, [usage.spent, usage.held, set()])
-        # A principal with several windows (run and month) counts each spend once per window;
-        # rank by the largest window so the same money is not summed twice.
-        row[0] = max(row[0], usage.spent)
-        row[1] = max(row[1], usage.held)
-        row[2].add(parsed.period)
-    ranked = sorted(spent.items(), key=lambda kv: (-kv[1][0], kv[0]))[: args.n]
-    rows = [{"principal": p, "spent": _number(s), "held": _number(h),
-             "periods": ",".join(sorted(periods))}
-            for p, (s, h, periods) in ranked]
-    _emit(rows, ("principal", "spent", "held", "periods"), args.json, out,
-          f"no spend in {args.unit!r}")
+        raise UsageError("-n must be at least 1")
+    units = {split_key(u.key)[1] for u in usages}
+    rows = [{"principal": r.principal, "spent": r.spent, "held": r.held, "window": r.window,
+             "periods": r.periods}
+            for r in rank_principals(usages, args.unit, period=args.period)[: args.n]]
+    if getattr(args, "json", False):
+        _json([{k: json_value(v) for k, v in row.items()} for row in rows], out)
+    elif rows:
+        _table(rows, ("principal", "spent", "held", "window", "periods"), ctx, out)
+    else:
+        others = sorted(units - {args.unit})
+        hint = f" (units in the store: {', '.join(others)})" if others else ""
+        scope = f" in period {args.period!r}" if args.period else ""
+        print(f"no spend in {args.unit!r}{scope}{hint}", file=out)
 
 
 def _parse_amount(text: str, money: bool, current: Amount | None) -> Amount:
@@ -317,24 +534,31 @@ def _parse_number(text: str, money: bool, current: Amount | None) -> Amount:
         try:
             value = Decimal(text)
         except InvalidOperation as exc:
-            raise CommandError(f"{text!r} is not a number") from exc
+            raise UsageError(f"{text!r} is not a number") from exc
         if not value.is_finite() or value < 0:
-            raise CommandError(f"a cap must be finite and >= 0, got {text!r}")
+            raise UsageError(f"a cap must be finite and >= 0, got {text!r}")
         if isinstance(current, int):
             if value != value.to_integral_value():
-                raise CommandError(f"this limit counts whole units; {text!r} is not whole")
+                raise UsageError(f"this limit counts whole units; {text!r} is not whole")
             return int(value)
         return value
     try:
         units = int(text)
     except ValueError as exc:
-        raise CommandError(f"{text!r} is not a whole number") from exc
+        raise UsageError(f"{text!r} is not a whole number") from exc
     if units < 0:
-        raise CommandError(f"a cap must be >= 0, got {text!r}")
+        raise UsageError(f"a cap must be >= 0, got {text!r}")
     return units
 
 
-async def _set_cap(args: argparse.Namespace, store: Store, out: TextIO) -> None:
+def _usage_json(usage: LimitUsage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {"key": usage.key, "cap": json_value(usage.cap), "spent": json_value(usage.spent),
+            "held": json_value(usage.held), "available": json_value(usage.available)}
+
+
+async def _set_cap(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
     try:
         before: LimitUsage | None = await store.usage(args.key)
     except UnknownLimit:
@@ -342,48 +566,46 @@ async def _set_cap(args: argparse.Namespace, store: Store, out: TextIO) -> None:
     cap = _parse_amount(args.amount, args.money, before.cap if before else None)
     await store.set_limit(args.key, cap)
     after = await store.usage(args.key)
-    if args.json:
-        json.dump({"before": _usage_row(before) if before else None,
-                   "after": _usage_row(after)}, out, indent=2)
-        print(file=out)
+    if getattr(args, "json", False):
+        _json({"before": _usage_json(before), "after": _usage_json(after)}, out)
     else:
-        old = f"cap {before.cap}" if before else "new limit"
-        print(f"{args.key}: {old} -> cap {after.cap} (spent {after.spent}, held {after.held}, "
-              f"available {after.available})", file=out)
+        old = f"cap {plain(before.cap)}" if before else "new limit"
+        print(f"{args.key}: {old} -> cap {plain(after.cap)} (spent {plain(after.spent)}, "
+              f"held {plain(after.held)}, available {plain(after.available)})", file=out)
 
 
-async def _reset(args: argparse.Namespace, store: Store, out: TextIO) -> int:
+async def _reset(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> int:
     if not args.zero_spend:
         print("outlay reset changes nothing without --zero-spend. Periods start fresh by "
               "themselves (month:2026-12 is a new key), and a program starts a new run with "
               "Principals.new_run(). --zero-spend sets the committed spend of KEY to zero.",
-              file=out)
+              file=ctx.err)
         return 2
     before = await store.reset_spend(args.key)
     after = await store.usage(args.key)
-    if args.json:
-        json.dump({"before": _usage_row(before), "after": _usage_row(after)}, out, indent=2)
-        print(file=out)
+    if getattr(args, "json", False):
+        _json({"before": _usage_json(before), "after": _usage_json(after)}, out)
     else:
-        print(f"{args.key}: spent {before.spent} -> {after.spent} (cap {after.cap}, held "
-              f"{after.held})", file=out)
+        print(f"{args.key}: spent {plain(before.spent)} -> {plain(after.spent)} (cap "
+              f"{plain(after.cap)}, held {plain(after.held)})", file=out)
     return 0
 
 
-async def _jobs(args: argparse.Namespace, store: Store, out: TextIO) -> None:
+async def _jobs(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
     """Jobs grouped by state (queued, leased, settling, completed, failed), each with its hold:
     held at its worst case while open, committed at its actual cost or released once ended."""
     from .jobs import JobQueue
 
+    as_json = getattr(args, "json", False)
     order = {"queued": 0, "leased": 1, "settling": 2, "completed": 3, "failed": 4}
     jobs = sorted(await JobQueue(store).jobs(args.state), key=lambda job: order[job.state])
 
     def amounts(by_unit: Mapping[str, Amount] | None) -> Any:
         if by_unit is None:
-            return None if args.json else "-"
-        if args.json:
-            return {unit: _number(amount) for unit, amount in by_unit.items()}
-        return " ".join(f"{unit}={amount}" for unit, amount in by_unit.items())
+            return None if as_json else "-"
+        if as_json:
+            return {unit: json_value(amount) for unit, amount in by_unit.items()}
+        return " ".join(f"{unit}={plain(amount)}" for unit, amount in by_unit.items())
 
     rows = []
     for job in jobs:
@@ -392,21 +614,139 @@ async def _jobs(args: argparse.Namespace, store: Store, out: TextIO) -> None:
                      "attempts": f"{job.attempts}/{job.max_attempts}",
                      "hold": f"{job.hold.rid} {'held' if job.holding else ended}",
                      "held": amounts(job.cost if job.holding else None),
-                     "actual": amounts(job.actual), "error": job.error or ("" if not args.json
+                     "actual": amounts(job.actual), "error": job.error or ("" if not as_json
                                                                           else None)})
-    _emit(rows, ("state", "job", "lane", "attempts", "hold", "held", "actual", "error"),
-          args.json, out, "no jobs")
-    if not args.json and rows:
-        totals: dict[str, dict[str, Amount]] = {}
-        for job in jobs:
-            if job.holding:
-                held = totals.setdefault(job.state, {})
-                for unit, amount in job.cost.items():
-                    held[unit] = held.get(unit, 0) + amount
-        counts = {state: sum(1 for job in jobs if job.state == state) for state in order}
-        print("; ".join(f"{state} {count}" + (f" holding {amounts(totals[state])}"
-                                               if state in totals else "")
-                        for state, count in counts.items() if count), file=out)
+    if as_json:
+        _json(rows, out)
+        return
+    if not rows:
+        print("no jobs", file=out)
+        return
+    _table(rows, ("state", "job", "lane", "attempts", "hold", "held", "actual", "error"), ctx,
+           out)
+    totals: dict[str, dict[str, Amount]] = {}
+    for job in jobs:
+        if job.holding:
+            held = totals.setdefault(job.state, {})
+            for unit, amount in job.cost.items():
+                held[unit] = held.get(unit, 0) + amount
+    counts = {state: sum(1 for job in jobs if job.state == state) for state in order}
+    print("; ".join(f"{state} {count}" + (f" holding {amounts(totals[state])}"
+                                           if state in totals else "")
+                    for state, count in counts.items() if count), file=out)
+
+
+async def _prune(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
+    idle = _parse_age(args.older_than)
+    runs = [u.key for u in await store.limits(args.prefix)
+            if split_key(u.key)[2].startswith("run:")]
+    dropped = [key for key in runs if await store.drop_idle_limit(key, idle=idle)]
+    periods = sorted({split_key(key)[2] for key in dropped})
+    if getattr(args, "json", False):
+        _json({"dropped": dropped, "periods": periods, "kept": len(runs) - len(dropped)}, out)
+        return
+    for key in dropped:
+        print(f"dropped {key}", file=out)
+    print(f"pruned {len(dropped)} limits of {len(periods)} run periods idle for "
+          f"{duration(idle)}; kept {len(runs) - len(dropped)} run limits (held or recent)",
+          file=out)
+
+
+async def _report(args: argparse.Namespace, store: Store, ctx: _Context, out: TextIO) -> None:
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    report = await SpendReport.from_store(store, prefix=args.prefix)
+    if args.html:
+        try:
+            await anyio.Path(args.html).write_text(report.to_html(), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.html!r}: {exc.strerror}") from exc
+    if getattr(args, "json", False):
+        _json(report.to_json(), out)
+    else:
+        out.write(report.to_text(paint=ctx.paint, n=args.n))
+
+
+async def _dashboard(args: argparse.Namespace, ctx: _Context) -> int:
+    from .dashboard import Dashboard  # the server is loaded only for this command
+
+    url = _resolve_url(args, ctx.env)
+    if url is None:
+        raise UsageError(f"no store URL: give URL, --url URL or set {URL_VARIABLE}")
+    token = args.token or ctx.env.get("OUTLAY_DASHBOARD_TOKEN") or None
+    board_store = ctx.factory(url)
+    try:
+        try:
+            board = Dashboard(board_store, host=args.host, port=args.port, token=token,
+                              allow_remote=args.allow_remote, refresh=args.refresh,
+                              prefix=args.prefix)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from exc
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            port = await tg.start(board.serve)
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            where = _where(board_store)
+            print(f"outlay dashboard: http://{host}:{port}/ (read-only"
+                  f"{', token required' if token else ''}; Ctrl-C stops it)"
+                  + (f"; {where}" if where else ""), file=ctx.out, flush=True)
+    finally:
+        await board_store.aclose()
+    return 0
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    """Stop a server on SIGTERM or SIGINT (a service manager's stop, Ctrl-C): exit 0."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                scope.cancel()
+                return
+    except (ValueError, NotImplementedError, RuntimeError):  # not the main thread: no signals
+        await anyio.sleep_forever()
+
+
+async def _watch(args: argparse.Namespace, ctx: _Context) -> int:
+    if not args.interval > 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    if args.count < 0:
+        raise UsageError("--count must be >= 0")
+    inner: argparse.Namespace = args.inner
+    for name in ("json", "color"):
+        if not hasattr(inner, name) and hasattr(args, name):
+            setattr(inner, name, getattr(args, name))
+    if not hasattr(inner, "url_flag") and hasattr(args, "url_flag"):
+        inner.url_flag = args.url_flag
+    url = _resolve_url(inner, ctx.env)
+    if url is None and inner.command != "windows":
+        raise UsageError(f"no store URL: give URL, --url URL or set {URL_VARIABLE}")
+    store = ctx.factory(url) if url is not None else None
+    tty = bool(getattr(ctx.out, "isatty", None) and ctx.out.isatty())
+    title = "outlay " + " ".join(args.view)
+    try:
+        frames = 0
+        while True:
+            frame = io.StringIO()
+            if store is None:
+                _windows(inner, None, ctx, frame)
+            else:
+                await _run(inner, store, ctx, frame)
+            stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+            if tty:
+                ctx.out.write("\x1b[H\x1b[2J")
+            elif frames:
+                print(file=ctx.out)
+            print(ctx.paint(f"every {args.interval:g}s: {title}  {stamp}", "dim"), file=ctx.out)
+            ctx.out.write(frame.getvalue())
+            ctx.out.flush()
+            frames += 1
+            if args.count and frames >= args.count:
+                return 0
+            await anyio.sleep(args.interval)
+    finally:
+        if store is not None:
+            await store.aclose()
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -46,6 +46,12 @@ from ._money import WindowState as WindowState
 from ._money import admits as admits
 from ._money import check_money as check_money
 from ._money import estimate_cost as estimate_cost
+from ._money import over_cap_reason as over_cap_reason
+from ._observe import annotate as annotate
+from ._observe import current_labels as current_labels
+from ._observe import labels as labels
+from ._observe import operation as operation
+from ._observe import set_tracer as set_tracer
 from ._windows import Period as Period
 from ._windows import Window as Window
 from ._limits import LimitKey as LimitKey

@@ -428,9 +428,10 @@ class Budget:
                 return None, self._denied(refusal)
         by_key = {key: checked[unit] for key, (unit, _, _) in limits.items()}
         units = {key: unit for key, (unit, _, _) in limits.items()}
-        on_commit = None if owner._ledger_capacity is None else self._record
+        on_end = None if owner._ledger_capacity is None else self._ended(checked)
         if not by_key:  # nothing is capped: nothing to hold, nothing to ask the store
-            return kind(owner.store, uuid.uuid4().hex, {}, units, checked, on_commit), None
+            self._hold(checked)
+            return kind(owner.store, uuid.uuid4().hex, {}, units, checked, on_end), None
         defaults = {key: spec.cap for key, (_, spec, _) in limits.items()}
         expire_at = {key: end for key, (_, _, end) in limits.items() if end is not None}
         admission, rid = await reserve_keys(owner.store, by_key, seconds, defaults, expire_at)
@@ -439,7 +440,8 @@ class Budget:
         if _log.enabled():
             _log.emit("outlay.reservation.reserved", reservation=rid, principal=self._path,
                       amounts=checked)
-        return kind(owner.store, rid, by_key, units, checked, on_commit), None
+        self._hold(checked)
+        return kind(owner.store, rid, by_key, units, checked, on_end), None
 
     def _denied(self, refusal: BudgetExceeded) -> BudgetExceeded:
         if _log.enabled():
@@ -447,9 +449,26 @@ class Budget:
                       unit=refusal.unit, reason=refusal.reason)
         return refusal
 
-    def _record(self, settled: Mapping[str, Amount]) -> None:
-        for unit, amount in settled.items():
-            self._owner.ledger(unit).record(self._path, amount)
+    def _hold(self, held: Mapping[str, Amount]) -> None:
+        """A reservation began: raise this principal's current level (and high-water mark)
+        in the ledgers, if kept."""
+        if self._owner._ledger_capacity is not None:
+            for unit, amount in held.items():
+                self._owner.ledger(unit).hold(self._path, amount)
+
+    def _ended(self, held: Mapping[str, Amount]
+               ) -> Callable[[Mapping[str, Amount] | None], None]:
+        """The ``on_end`` of a reservation holding ``held``: take the hold off the ledgers'
+        current levels and record what a commit settled."""
+
+        def ended(settled: Mapping[str, Amount] | None) -> None:
+            for unit, amount in held.items():
+                ledger = self._owner.ledger(unit)
+                ledger.unhold(self._path, amount)
+                if settled is not None:
+                    ledger.record(self._path, settled[unit])
+
+        return ended
 
     # -- TokenBudget ---------------------------------------------------------------------
 

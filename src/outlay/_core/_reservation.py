@@ -69,7 +69,7 @@ class Reservation:
     then leave the hold alone, and only a retried ``commit`` or the lease ends it.
     """
 
-    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_keys", "_on_commit", "_state",
+    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_keys", "_on_end", "_state",
                  "_store", "_units", "_unsettled")
 
     def __init__(
@@ -79,15 +79,17 @@ class Reservation:
         keys: Mapping[str, Amount],
         units: Mapping[str, str] | None = None,
         amounts: Mapping[str, Amount] | None = None,
-        on_commit: Callable[[Mapping[str, Amount]], None] | None = None,
+        on_end: Callable[[Mapping[str, Amount] | None], None] | None = None,
     ) -> None:
+        """``on_end`` is called once when the reservation ends: with the settled amounts by
+        unit on commit, with ``None`` on release or detach."""
         self._store = store
         self._id = rid
         self._keys: Mapping[str, Amount] = MappingProxyType(dict(keys))
         # key -> unit; None means every key is its own unit (the keyed primitive).
         self._units = units
         self._amounts = self._keys if amounts is None else MappingProxyType(dict(amounts))
-        self._on_commit = on_commit
+        self._on_end = on_end
         self._state: str | None = None
         self._ending = False
         self._unsettled = False  # a commit raised StoreError: its outcome is unknown
@@ -155,8 +157,8 @@ class Reservation:
             self._ending = False
         self._state = "committed"
         settled = {**self._amounts, **(actual or {})}
-        if self._on_commit is not None:
-            self._on_commit(settled)
+        if self._on_end is not None:
+            self._on_end(settled)
         if _log.enabled():
             _log.emit("outlay.reservation.committed", reservation=self._id,
                       held=dict(self._amounts), actual=settled)
@@ -180,6 +182,8 @@ class Reservation:
         finally:
             self._ending = False
         self._state = "released"
+        if self._on_end is not None:
+            self._on_end(None)
         if _log.enabled():
             _log.emit("outlay.reservation.released", reservation=self._id,
                       held=dict(self._amounts))
@@ -195,6 +199,8 @@ class Reservation:
         self._begin_ending("detached")
         self._ending = False
         self._state = "detached"
+        if self._on_end is not None:
+            self._on_end(None)
         return self._id
 
     async def extend(self, lease: float) -> None:

@@ -16,7 +16,17 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 import anyio
 
-from .._core import BudgetExceeded, KeyedBudget, Reservation, TokenReservation, check_count, log
+from .._core import (
+    BudgetExceeded,
+    KeyedBudget,
+    Reservation,
+    TokenReservation,
+    annotate,
+    check_count,
+    labels,
+    log,
+    operation,
+)
 from .._pricing import PriceTable, TokenPrices, token_cost
 from .._protocols import TokenBudget
 from ..adapters import TokenUsage
@@ -449,24 +459,28 @@ class Call:
 
 async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[T]],
                     usage: Callable[[T], TokenUsage | None]) -> T:
-    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded)."""
-    call = await limits.open(spec)
-    try:
-        result = await send(call)
-    except BaseException:
-        await call.refund()
-        raise
-    try:
-        reported = usage(result)
-    except BaseException:  # an unexpected result shape: settle, then report it
-        await call.settle(None, None, final=False)
-        raise
-    if reported is None:
-        await call.settle(None, None, final=False)
-    else:
-        await call.settle(reported.input_tokens, reported.output_tokens, final=True,
-                          cached=reported.cached_input_tokens)
-    return result
+    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded). The
+    reservations are labelled with the model (and the call is a span, with telemetry on)."""
+    with operation("model", spec.model):
+        call = await limits.open(spec)
+        try:
+            result = await send(call)
+        except BaseException:
+            await call.refund()
+            raise
+        try:
+            reported = usage(result)
+        except BaseException:  # an unexpected result shape: settle, then report it
+            await call.settle(None, None, final=False)
+            raise
+        if reported is None:
+            charge = await call.settle(None, None, final=False)
+        else:
+            charge = await call.settle(reported.input_tokens, reported.output_tokens,
+                                       final=True, cached=reported.cached_input_tokens)
+        annotate({"gen_ai.usage.input_tokens": charge.prompt_tokens,
+                  "gen_ai.usage.output_tokens": charge.completion_tokens})
+        return result
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -574,8 +588,10 @@ class BudgetedStream(Generic[T]):
 
 async def open_stream(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[Any]],
                       observe: Callable[[T, Tally], None]) -> BudgetedStream[T]:
-    """Reserve and start a stream; refund if starting it raises or is cancelled."""
-    call = await limits.open(spec)
+    """Reserve and start a stream; refund if starting it raises or is cancelled. The
+    reservation is labelled with the model."""
+    with labels(model=spec.model):
+        call = await limits.open(spec)
     try:
         stream = await send(call)
     except BaseException:

@@ -16,6 +16,7 @@ from .._core import (
     Principals,
     Reservation,
     check_count,
+    labels,
 )
 from .._protocols import BudgetGuard
 from ._types import (
@@ -123,7 +124,8 @@ class DispatchBudgetHook(ToolDispatchHook):
                                      "a Principals budget hook needs one")
                 budget = self._principals.get(invocation.principal)
             try:
-                reservation = await budget.reserve(cost)
+                with labels(tool=invocation.tool_name):
+                    reservation = await budget.reserve(cost)
             except BudgetExceeded as exc:
                 return refuse(invocation, exc.reason, terminate=self._terminate)
             return Continue(reservation)

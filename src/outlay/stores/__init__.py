@@ -22,7 +22,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._core import ConfigurationError
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store
+from ._events import SpendEvent
 from ._failopen import FailOpenStore
 from ._memory import MemoryStore
 from ._url import redact_url
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
-    "Admission", "FailOpenStore", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore",
-    "Store", "store_from_url",
+    "Admission", "FailOpenStore", "HoldUsage", "LimitUsage", "MemoryStore", "RedisStore",
+    "SQLiteStore", "SpendEvent", "Store", "store_from_url",
 )
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.

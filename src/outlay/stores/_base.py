@@ -33,10 +33,12 @@ run it against each one):
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from .._core import Amount, minus
 
@@ -45,6 +47,19 @@ DEFAULT_RETAIN = 86_400.0
 
 ENDED_MEMORY = 65_536
 """The most ended ids the in-process memory store keeps (it forgets the oldest first)."""
+
+if TYPE_CHECKING:
+    from ._events import SpendEvent
+
+
+def check_seconds(value: object, name: str) -> float:
+    """``value`` as seconds >= 0 (an int or a finite float); ``TypeError``/``ValueError``
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite seconds >= 0, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +77,23 @@ class LimitUsage:
         if room > 0:
             return room
         return Decimal(0) if isinstance(room, Decimal) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class HoldUsage:
+    """A snapshot of one live reservation: its id, what it holds by limit key, the seconds of
+    lease it has left, and its ``age`` in seconds since it was reserved (``None`` when the store
+    did not record when)."""
+
+    rid: str
+    amounts: Mapping[str, Amount]
+    lease_left: float
+    age: float | None
+
+
+def oldest_first(holds: list[HoldUsage]) -> list[HoldUsage]:
+    """``holds`` in the order ``Store.holds`` promises: oldest first, then by id."""
+    return sorted(holds, key=lambda h: (-(h.age or 0.0), h.rid))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +186,43 @@ class Store(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot count its holds "
                                   "(Store.held_reservations is not implemented)")
+
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        """Snapshot every live reservation holding a limit whose key starts with ``prefix``,
+        oldest first (then by id). Holds whose lease expired are not listed.
+
+        For inspection (``outlay holds``), not for admission. A store that cannot list its holds
+        raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its holds "
+                                  "(Store.holds is not implemented)")
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        """Delete the limit ``key`` if no live hold is on it and nothing changed it (a reserve,
+        commit, cap or reset) for at least ``idle`` seconds, in one atomic step; return whether
+        it was deleted (``False`` for a missing key, a held or a recently used limit).
+
+        For ``outlay prune``: a finished run's limits are never reused, so they may go. A limit
+        whose last change the store did not record is never dropped. Spend committed after the
+        limit was dropped does not count anywhere (as on a forgotten period). A store that
+        cannot drop limits raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot drop limits "
+                                  "(Store.drop_idle_limit is not implemented)")
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append ``events`` to the store's event log (in its own table or key), then drop
+        all but the newest ``keep``. Best effort for reports: not atomic with the reservation
+        operation it describes. A store without an event log raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no event log "
+                                  "(Store.append_events is not implemented)")
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The event log, oldest first (only the newest ``limit`` if given); ``[]`` if
+        nothing was recorded. A store without an event log raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event log "
+                                  "(Store.events is not implemented)")
 
     def release_abandoned(self, rid: str) -> None:  # noqa: B027 - optional, empty by default
         """Best-effort, synchronous release of a reservation handle that was garbage-collected.

@@ -12,13 +12,30 @@ import heapq
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core import Amount, ReservationError, UnknownLimit, check_amount, check_lease
-from ._base import DEFAULT_RETAIN, ENDED_MEMORY, Admission, LimitUsage, Store
+from .._core import (
+    Amount,
+    ReservationError,
+    UnknownLimit,
+    check_amount,
+    check_count,
+    check_lease,
+)
+from ._base import (
+    DEFAULT_RETAIN,
+    ENDED_MEMORY,
+    Admission,
+    HoldUsage,
+    LimitUsage,
+    Store,
+    check_seconds,
+    oldest_first,
+)
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
+from ._events import SpendEvent
 
 _COMMITTED = "committed"
 _RELEASED = "released"
@@ -28,6 +45,7 @@ _RELEASED = "released"
 class _Hold:
     amounts: dict[str, Amount]
     expires_at: float
+    created_at: float
 
 
 class MemoryStore(Store):
@@ -55,6 +73,10 @@ class MemoryStore(Store):
         # order they ended; _ended_at holds when, in the same order.
         self._ended: OrderedDict[str, str | dict[str, Amount]] = OrderedDict()
         self._ended_at: OrderedDict[str, float] = OrderedDict()
+        # key -> the store clock at its last reserve, commit, cap change or reset (for
+        # drop_idle_limit)
+        self._changed: dict[str, float] = {}
+        self._events: list[SpendEvent] = []
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -67,7 +89,7 @@ class MemoryStore(Store):
         """Create ``key`` with ``cap`` or change its cap; spend and holds are kept."""
         cap = check_amount(cap, "cap")
         with self._lock:
-            self._limits[key] = decide_set_limit(self._limits.get(key), key, cap)
+            self._write({key: decide_set_limit(self._limits.get(key), key, cap)}, self._clock())
 
     def reserve_nowait(
         self,
@@ -96,9 +118,9 @@ class MemoryStore(Store):
                                       defaults)
             if not decision.admission.admitted:
                 return decision.admission
-            limits.update(decision.after)
+            self._write(decision.after, now)
             expires_at = now + lease
-            self._holds[rid] = _Hold(checked, expires_at)
+            self._holds[rid] = _Hold(checked, expires_at, now)
             self._queue(expires_at, rid)
             return decision.admission
 
@@ -106,7 +128,8 @@ class MemoryStore(Store):
         """Synchronous ``commit``; see ``Store.commit``."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
         with self._lock:
-            self._expire(self._clock())
+            now = self._clock()
+            self._expire(now)
             hold = self._holds.get(rid)
             if hold is None:
                 ended = self._ended.get(rid)
@@ -119,7 +142,7 @@ class MemoryStore(Store):
             else:
                 held, live = hold.amounts, True
             after, _ = decide_commit(self._current(held), held, checked, live=live)
-            self._limits.update(after)
+            self._write(after, now)
             if live:
                 del self._holds[rid]
             self._remember(rid, _COMMITTED)
@@ -177,8 +200,34 @@ class MemoryStore(Store):
             if limit is None:
                 raise UnknownLimit(key)
             zero: Amount = Decimal(0) if isinstance(limit.cap, Decimal) else 0
-            self._limits[key] = LimitUsage(key, limit.cap, zero, limit.held)
+            self._write({key: LimitUsage(key, limit.cap, zero, limit.held)}, self._clock())
             return limit
+
+    def holds_nowait(self, prefix: str = "") -> list[HoldUsage]:
+        """Synchronous ``holds``; see ``Store.holds``."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            found = [HoldUsage(rid, dict(hold.amounts), hold.expires_at - now,
+                               now - hold.created_at)
+                     for rid, hold in self._holds.items()
+                     if any(key.startswith(prefix) for key in hold.amounts)]
+        return oldest_first(found)
+
+    def drop_idle_limit_nowait(self, key: str, *, idle: float) -> bool:
+        """Synchronous ``drop_idle_limit``; see ``Store.drop_idle_limit``."""
+        idle = check_seconds(idle, "idle")
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            limit = self._limits.get(key)
+            if limit is None or limit.held or now - self._changed[key] < idle:
+                return False
+            if any(key in hold.amounts for hold in self._holds.values()):
+                return False  # a live hold of zero on it
+            del self._limits[key]
+            del self._changed[key]
+            return True
 
     def held_reservations_nowait(self) -> int:
         """Synchronous ``held_reservations``: how many holds are live right now."""
@@ -190,7 +239,13 @@ class MemoryStore(Store):
 
     def _current(self, held: Mapping[str, Amount]) -> dict[str, LimitUsage]:
         limits = self._limits
-        return {key: limits[key] for key in held}
+        return {key: limits[key] for key in held if key in limits}  # a dropped limit: absent
+
+    def _write(self, after: Mapping[str, LimitUsage], now: float) -> None:
+        """Store the new figures of limits a reserve, commit, cap change or reset touched."""
+        self._limits.update(after)
+        for key in after:
+            self._changed[key] = now
 
     def _queue(self, expires_at: float, rid: str) -> None:
         expiry = self._expiry
@@ -266,6 +321,24 @@ class MemoryStore(Store):
 
     async def held_reservations(self) -> int:
         return self.held_reservations_nowait()
+
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        return self.holds_nowait(prefix)
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        return self.drop_idle_limit_nowait(key, idle=idle)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        keep = check_count(keep, "keep")
+        with self._lock:
+            self._events.extend(events)
+            if len(self._events) > keep:
+                del self._events[: len(self._events) - keep]
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        with self._lock:
+            found = list(self._events)
+        return found if limit is None else found[len(found) - check_count(limit, "limit"):]
 
     def release_abandoned(self, rid: str) -> None:
         self.release_nowait(rid)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import difflib
 import hashlib
+import inspect
 import math
 import re
 import threading
@@ -52,10 +54,20 @@ from .._core import (
     StoreUnavailable,
     UnknownLimit,
     check_amount,
+    check_count,
     check_lease,
     log,
 )
-from ._base import DEFAULT_RETAIN, Admission, LimitUsage, Store
+from ._base import (
+    DEFAULT_RETAIN,
+    Admission,
+    HoldUsage,
+    LimitUsage,
+    Store,
+    check_seconds,
+    oldest_first,
+)
+from ._events import SpendEvent, decode_event, encode_event
 from ._url import redact_url
 
 MAX_UNITS: Final = 2**53 - 1
@@ -87,7 +99,7 @@ def _load_scripts() -> dict[str, _Script]:
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
     scripts = {}
     for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
-                 "held"):
+                 "held", "holds", "drop_idle"):
         source = common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = _Script(name, source, sha)
@@ -215,9 +227,10 @@ class RedisStore(Store):
         kwargs["timeout"] = 20.0
         try:
             pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
-            client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
+        _check_query(url, [key for key, _ in rest], type(pool), pool.connection_class)
+        client = aioredis.Redis.from_pool(pool)
         return cls(client, owns_client=True, **own)
 
     @property
@@ -528,6 +541,102 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             raise _map_error(exc) from exc
 
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        """See ``Store.holds``: the live reservations of this namespace, oldest first.
+
+        Cost as ``held_reservations``: a ``SCAN`` of the whole database for ``{namespace}:r:*``
+        and one read-only script per 1000 matches in one pipelined round trip; lease and age
+        are on the server's clock. Not atomic across pages. Reservations made before outlay
+        recorded their time have ``age`` ``None``.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        head = self._key("r", "")
+        pattern = _glob_escape(head) + "*"
+        script = _SCRIPTS["holds"]
+
+        async def read() -> list[Any]:
+            found = sorted({_text(name) async for name in
+                            self._client.scan_iter(match=pattern, count=1000)})
+            if not found:
+                return []
+            pipe = self._client.pipeline(transaction=False)
+            pipe.script_load(script.source)
+            for start in range(0, len(found), 1000):
+                chunk = found[start:start + 1000]
+                pipe.evalsha(script.sha, len(chunk), *chunk)
+            replies: list[Any] = await pipe.execute()
+            return replies[1:]
+
+        try:
+            replies = await self._call(read)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
+        result = []
+        for reply in replies:
+            now = int(_text(reply[0]))
+            i = 1
+            while i < len(reply):
+                rid = _text(reply[i])[len(head):]
+                exp, at, n = int(_text(reply[i + 1])), _text(reply[i + 2]), int(_text(reply[i + 3]))
+                i += 4
+                amounts: dict[str, Amount] = {}
+                for _ in range(n):
+                    amounts[_text(reply[i])] = self._decode(_text(reply[i + 2]), reply[i + 1])
+                    i += 3
+                if any(key.startswith(prefix) for key in amounts):
+                    age = (now - int(at)) / 1000 if at else None
+                    result.append(HoldUsage(rid, amounts, (exp - now) / 1000, age))
+        return oldest_first(result)
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        """See ``Store.drop_idle_limit``. One script, on the server's clock; a limit made
+        before outlay recorded its last change (the ``t`` field) is never dropped."""
+        idle = check_seconds(idle, "idle")
+        reply = await self._run("drop_idle", [self._key("l", key), self._key("z", key)],
+                                [str(math.ceil(idle * 1000))])
+        return bool(reply)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append to the list ``{namespace}:e:log`` and trim it to the newest ``keep``, in
+        one ``MULTI`` transaction."""
+        keep = check_count(keep, "keep")
+        bodies = [encode_event(event) for event in events]
+        if not bodies:
+            return
+        key = self._key("e", "log")
+
+        async def push() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(key, *bodies)
+            if keep:
+                pipe.ltrim(key, -keep, -1)
+            else:
+                pipe.delete(key)
+            await pipe.execute()
+
+        try:
+            await self._call(push)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The list ``{namespace}:e:log``, oldest first."""
+        start = 0 if limit is None else -check_count(limit, "limit")
+        if start == 0 and limit == 0:
+            return []
+        key = self._key("e", "log")
+
+        async def read() -> list[Any]:
+            found: list[Any] = await self._client.lrange(key, start, -1)
+            return found
+
+        try:
+            bodies = await self._call(read)
+        except (RedisError, OSError) as exc:
+            raise _map_error(exc) from exc
+        return [decode_event(body) for body in bodies]
+
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
         one; else the lease reclaims the hold."""
@@ -597,6 +706,23 @@ class _Bridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
         self.loop.close()
+
+
+def _check_query(url: str, names: Sequence[str], *driver_classes: type) -> None:
+    """Refuse a query option neither outlay nor the driver's pool or connection takes (a
+    misspelled ``?namepsace=`` would otherwise fail deep in the driver on first use)."""
+    accepted = set(_OWN_QUERY)
+    for cls in (c for driver_class in driver_classes for c in driver_class.__mro__):
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            accepted.update(name for name, param in inspect.signature(init).parameters.items()
+                            if param.kind is not param.VAR_KEYWORD)
+    for name in names:
+        if name not in accepted:
+            close = difflib.get_close_matches(name, sorted(accepted), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(f"unknown option {name!r} in Redis URL "
+                                     f"{redact_url(url)!r}{hint}")
 
 
 def _lease_ms(lease: float) -> str:

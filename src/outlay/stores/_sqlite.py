@@ -43,7 +43,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,11 +60,13 @@ from .._core import (
     StoreUnavailable,
     UnknownLimit,
     check_amount,
+    check_count,
     check_lease,
     minus,
 )
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
+from ._events import SpendEvent, decode_event, encode_event
 from ._url import redact_url
 
 T = TypeVar("T")
@@ -120,6 +122,11 @@ _UNAVAILABLE_CODES = frozenset({
     sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL,
 })
 
+#: The event log (``Store.append_events``), made on first use: files that never record events
+#: keep schema version 1 as it was.
+_EVENTS_TABLE = ("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                 "body TEXT NOT NULL)")
+
 
 def _parse(unit: str, text: str, key: str = "") -> Amount:
     """A stored amount, refused (``StoreError``) if it is outside what outlay counts."""
@@ -151,7 +158,8 @@ class SQLiteStore(Store):
     first use, unless ``create=False`` (then it must already be one).
 
     ``expire_at`` passed to ``reserve`` is recorded on the limit it creates, for inspection;
-    limits are never deleted, so the spend of a finished period stays readable.
+    limits are deleted only by ``drop_idle_limit`` (``outlay prune``), so the spend of a
+    finished period stays readable.
 
     The connection opens lazily in a worker thread on the first operation; every driver error
     is raised as ``StoreUnavailable`` (busy past the timeout, cannot open, I/O) or
@@ -542,6 +550,84 @@ class SQLiteStore(Store):
             return count
 
         return await self._run(op)
+
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        """Every live hold on a limit whose key starts with ``prefix``, oldest first; one read
+        transaction (see ``Store.holds``)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+
+        def op(conn: sqlite3.Connection, now: float) -> list[HoldUsage]:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT rid, amounts, expires_at, created_at FROM holds "
+                    "WHERE expires_at > ? ORDER BY created_at, rid", (now,)).fetchall()
+                units = dict(conn.execute(
+                    "SELECT key, unit FROM limits WHERE key IN (SELECT j.key FROM holds h, "
+                    "json_each(h.amounts) j WHERE h.expires_at > ?)", (now,)).fetchall())
+            finally:
+                conn.execute("COMMIT")
+            found = []
+            for rid, amounts_json, expires_at, created_at in rows:
+                texts: dict[str, str] = json.loads(amounts_json)
+                if any(key.startswith(prefix) for key in texts):
+                    amounts = {key: _parse(units[key], text) for key, text in texts.items()}
+                    found.append(HoldUsage(rid, amounts, expires_at - now, now - created_at))
+            return found
+
+        return await self._run(op)
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        """Delete ``key`` if it has no live hold and has not changed for ``idle`` seconds (the
+        ``updated_at`` column); one write transaction (see ``Store.drop_idle_limit``)."""
+        idle = check_seconds(idle, "idle")
+
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            self._sweep(conn, now)
+            found = conn.execute("SELECT updated_at FROM limits WHERE key = ?",
+                                 (key,)).fetchone()
+            held = conn.execute("SELECT 1 FROM holds h JOIN json_each(h.amounts) j "
+                                "WHERE j.key = ? LIMIT 1", (key,)).fetchone()
+            if found is None or held is not None or now - found[0] < idle:
+                conn.execute("COMMIT")
+                return False
+            conn.execute("DELETE FROM limits WHERE key = ?", (key,))
+            conn.execute("COMMIT")
+            return True
+
+        return await self._run(op)
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append to the ``events`` table (made on first use, so a file without events never
+        gets one), keeping the newest ``keep`` rows; one write transaction."""
+        keep = check_count(keep, "keep")
+        bodies = [(encode_event(event),) for event in events]
+
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_EVENTS_TABLE)
+            conn.executemany("INSERT INTO events (body) VALUES (?)", bodies)
+            conn.execute("DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?",
+                         (keep,))
+            conn.execute("COMMIT")
+
+        await self._run(op)
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The ``events`` table, oldest first; one read transaction."""
+        count = -1 if limit is None else check_count(limit, "limit")
+
+        def op(conn: sqlite3.Connection, now: float) -> list[str]:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'events'").fetchone() is None:
+                return []
+            rows = conn.execute("SELECT body FROM (SELECT seq, body FROM events ORDER BY seq "
+                                "DESC LIMIT ?) ORDER BY seq", (count,)).fetchall()
+            return [body for (body,) in rows]
+
+        return [decode_event(body) for body in await self._run(op)]
 
     async def aclose(self) -> None:
         """Finish pending releases of abandoned reservations, then close the connection. Later

@@ -48,12 +48,16 @@ for i = 1, n do
     end
   end
 end
+local now = int_str(now_ms())
 for i = 1, n do
   local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
   unhold(lk, zk, rid)
-  -- A period limit that has already been forgotten takes no spend.
-  if spend[i] ~= '0' and redis.call('EXISTS', lk) == 1 then
-    redis.call('HINCRBY', lk, 'spent', spend[i])
+  -- A period limit that has already been forgotten (or dropped) takes no spend.
+  if redis.call('EXISTS', lk) == 1 then
+    if spend[i] ~= '0' then
+      redis.call('HINCRBY', lk, 'spent', spend[i])
+    end
+    redis.call('HSET', lk, 't', now)
   end
 end
 redis.call('HSET', rk, 'st', 'committed')

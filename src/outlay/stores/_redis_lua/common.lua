@@ -3,9 +3,12 @@
 -- Layout, every key under one hash tag per store namespace, so all of a namespace lives in one
 -- Redis Cluster slot and a reservation over any set of limits is one atomic script:
 --   <P>l:<key>   hash of a limit: cap, spent, held (integers, money scaled by 10^p),
---                u ("i" whole units, "d" money), p (decimal places), h:<rid> (amount held)
+--                u ("i" whole units, "d" money), p (decimal places), h:<rid> (amount held),
+--                t (server ms of the last reserve, commit, cap or reset)
 --   <P>z:<key>   sorted set of the limit's live holds: member rid, score lease expiry (ms)
---   <P>r:<rid>   hash of a reservation: st (held|committed|released), exp (ms), n, k<i>, a<i>
+--   <P>e:log     list of spend events (JSON), the newest last, trimmed (Store.append_events)
+--   <P>r:<rid>   hash of a reservation: st (held|committed|released), exp (ms), at (ms when
+--                reserved), n, k<i>, a<i>, u<i>
 -- where <P> is "{namespace}:". Every count is an integer stored as a decimal string and changed
 -- with HINCRBY (exact 64-bit arithmetic in the server); Lua numbers (doubles) are used only for
 -- comparisons, which are exact because the client refuses any amount or cap above 2^53 - 1.

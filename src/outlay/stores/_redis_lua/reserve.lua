@@ -78,7 +78,7 @@ end
 
 -- Admitted: take the holds and remember the reservation.
 local exp = now + lease_ms
-local record = {'st', 'held', 'exp', int_str(exp), 'n', tostring(n)}
+local record = {'st', 'held', 'exp', int_str(exp), 'at', int_str(now), 'n', tostring(n)}
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
@@ -87,7 +87,7 @@ for i = 1, n do
                'p', units[i] == 'd' and places or '0')
   end
   redis.call('HINCRBY', lk, 'held', amounts[i])
-  redis.call('HSET', lk, 'h:' .. rid, amounts[i])
+  redis.call('HSET', lk, 'h:' .. rid, amounts[i], 't', int_str(now))
   redis.call('ZADD', zk, exp, rid)
   if ends[i] then
     -- A period limit is forgotten a little after its period and every hold on it are over:

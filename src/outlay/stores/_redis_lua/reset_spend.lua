@@ -8,5 +8,5 @@ end
 prune(lk, zk, now_ms())
 local before = redis.call('HMGET', lk, 'cap', 'spent', 'held', 'u', 'p')
 -- HSET keeps the key's expiry: a period limit is still forgotten when its period is over.
-redis.call('HSET', lk, 'spent', '0')
+redis.call('HSET', lk, 'spent', '0', 't', int_str(now_ms()))
 return before

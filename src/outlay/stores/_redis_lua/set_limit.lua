@@ -4,7 +4,7 @@ local lk = KEYS[1]
 local u, p = unpack(redis.call('HMGET', lk, 'u', 'p'))
 if not u then
   redis.call('HSET', lk, 'cap', ARGV[2], 'spent', '0', 'held', '0', 'u', ARGV[1],
-             'p', ARGV[1] == 'd' and ARGV[3] or '0')
+             'p', ARGV[1] == 'd' and ARGV[3] or '0', 't', int_str(now_ms()))
   return {'ok'}
 end
 if u ~= ARGV[1] then
@@ -13,5 +13,5 @@ end
 if u == 'd' and p ~= ARGV[3] then
   return {'places', p}
 end
-redis.call('HSET', lk, 'cap', ARGV[2])
+redis.call('HSET', lk, 'cap', ARGV[2], 't', int_str(now_ms()))
 return {'ok'}
