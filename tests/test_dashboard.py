@@ -236,5 +236,5 @@ def test_the_page_in_a_browser_follows_the_spending(served: tuple[str, Path]) ->
                                         "left": "4.25"}
     assert after.holds == ["b"]
     [refusal] = after.refusals
-    assert "team:a: window 'team:a/usd': cap 10, committed 3.75, reserved 2, estimate 5" in (
+    assert "team:a/usd: cannot reserve $5: cap $10, spent $3.75, held $2 in flight" in (
         refusal)

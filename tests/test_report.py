@@ -116,8 +116,9 @@ async def test_a_recorded_run_reports_reserved_vs_actual(tmp_path: Path) -> None
     assert refusal.principal == "tenant:acme/agent:writer"
     assert refusal.key == "tenant:acme/agent:writer/usd/run:r2"
     assert refusal.labels == {"model": "m-small"}
-    assert refusal.reason == ("window 'run:r2': cap 1, committed 0.05, reserved 0, estimate 2: "
-                              "total 2.05 is over the cap by 1.05")
+    assert refusal.reason == ("tenant:acme/agent:writer: cannot reserve $2 in this run: cap $1, "
+                              "spent $0.05, held $0 in flight, available $0.95, short by $1.05. "
+                              "Raise the cap, reserve less")  # what BudgetExceeded says
     spent = {(r.period, r.unit): r.spent for r in report.runs()}
     assert spent == {("run:r1", "usd"): D("0.35"), ("run:r1", "tokens"): 600,
                      ("run:r2", "usd"): D("0.05"), ("run:r2", "tokens"): 200}
@@ -132,7 +133,7 @@ async def test_a_recorded_run_reports_reserved_vs_actual(tmp_path: Path) -> None
     assert "Reserved vs actual by model" in text
     assert "Reserved vs actual by tool" in text
     assert "Refusals (1)" in text
-    assert "over the cap by 1.05" in text
+    assert "short by $1.05" in text
     assert "HELD PEAK" in text  # the ledger's high-water marks beside the spend
     body = report.to_json()
     planner = next(r for r in body["principals"]["usd"]

@@ -66,7 +66,11 @@ async def test_drop_idle_limit_keeps_held_and_recent_limits(store: Store) -> Non
         await store.drop_idle_limit("x", idle="1")  # type: ignore[arg-type]
 
 
-async def test_a_commit_after_the_limit_was_dropped_counts_nowhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("actual", "kept"), [(None, D("1")),
+                                             ({"keep": D("2"), "gone": D("3")}, D("2"))])
+async def test_a_commit_after_the_limit_was_dropped_counts_nowhere(
+        tmp_path: Path, actual: dict[str, Decimal] | None, kept: Decimal) -> None:
+    """The dropped limit takes no spend, the others still do, with or without ``actual``."""
     now = [1000.0]
     stores: list[Store] = [MemoryStore(clock=lambda: now[0]),
                            SQLiteStore(tmp_path / "late.db", clock=lambda: now[0])]
@@ -77,8 +81,8 @@ async def test_a_commit_after_the_limit_was_dropped_counts_nowhere(tmp_path: Pat
         assert await store.drop_idle_limit("gone", idle=0) is False  # held
         now[0] += 6  # the lease expired: the hold no longer keeps the limit
         assert await store.drop_idle_limit("gone", idle=0) is True
-        assert await store.commit("r") is True  # a late commit still counts where it can
-        assert (await store.usage("keep")).spent == D("1")
+        assert await store.commit("r", actual) is True  # a late commit counts where it can
+        assert (await store.usage("keep")).spent == kept
         assert [u.key for u in await store.limits()] == ["keep"]
         await store.aclose()
         now[0] = 1000.0

@@ -203,7 +203,7 @@ class Dashboard:
             found = report.refusals()[-20:][::-1]
             refusals = ('<ol id="refusals">' + "".join(
                 f"<li><time>{time.strftime('%H:%M:%S', time.gmtime(r.at))}</time> "
-                f"{html.escape(r.principal)}: {html.escape(r.reason)}</li>" for r in found)
+                f"{html.escape(r.reason)}</li>" for r in found)
                 + "</ol>") if found else '<p id="no-refusals">no refusals</p>'
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snap.taken_at))
         return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -32,8 +32,8 @@ from ._core import (
     current_labels,
     labels,
     log,
-    over_cap_reason,
     parse_limit_key,
+    refused,
 )
 from ._format import Paint, json_value, plain, table
 from ._ledger import UsageLedger
@@ -262,9 +262,10 @@ class RefusedReservation:
 
     @property
     def reason(self) -> str:
-        _, _, period = split_key(self.key)
-        figures = [_as_written(v) for v in (self.cap, self.spent, self.held, self.requested)]
-        return over_cap_reason(period or self.key, *figures)
+        """What ``BudgetExceeded`` said (or would have said) for this refusal."""
+        cap, spent, held, requested = (_as_written(v) for v in
+                                       (self.cap, self.spent, self.held, self.requested))
+        return refused(Admission(False, LimitUsage(self.key, cap, spent, held), requested)).reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +493,7 @@ class SpendReport:
                                                 "refused"), paint))
             refusals = self.refusals()
             if refusals:
-                lines = [paint(f"{_clock(r.at)}  {r.principal}: {r.reason}", "red")
+                lines = [paint(f"{_clock(r.at)}  {r.reason}", "red")
                          + (f"  [{_label_text(r.labels)}]" if r.labels else "")
                          for r in refusals[-n:]]
                 section(f"Refusals ({len(refusals)})", "\n".join(lines) + "\n")

@@ -46,7 +46,6 @@ from ._money import WindowState as WindowState
 from ._money import admits as admits
 from ._money import check_money as check_money
 from ._money import estimate_cost as estimate_cost
-from ._money import over_cap_reason as over_cap_reason
 from ._observe import annotate as annotate
 from ._observe import current_labels as current_labels
 from ._observe import labels as labels
@@ -64,6 +63,7 @@ from ._reservation import DEFAULT_LEASE as DEFAULT_LEASE
 from ._reservation import KeyedBudget as KeyedBudget
 from ._reservation import Reservation as Reservation
 from ._reservation import ReserveContext as ReserveContext
+from ._reservation import refused as refused
 from ._tokens import AtomicTokenBudget as AtomicTokenBudget
 from ._tokens import TokenReservation as TokenReservation
 from ._budget import Budget as Budget

@@ -437,8 +437,11 @@ class SQLiteStore(Store):
                     conn.execute("COMMIT")
                     return False
                 # The lease expired before the commit: the hold is gone, the spend still counts.
-            rows = _load(conn, json.loads(found[0]))
-            held = _amounts(rows, found[0])
+            stored: dict[str, str] = json.loads(found[0])
+            rows = _load(conn, stored)
+            # A limit dropped since (drop_idle_limit) stays a held key, so an ``actual`` naming
+            # it is not refused as foreign; decide_commit gives it no spend (it is not in rows).
+            held: dict[str, Amount] = {**dict.fromkeys(stored, 0), **_amounts(rows, found[0])}
             after, spend = decide_commit(rows, held, checked, live=live)
             _write(conn, after, now)
             if live:
