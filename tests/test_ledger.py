@@ -202,3 +202,22 @@ async def test_principals_record_the_most_held_at_once(tmp_path: Path) -> None:
         assert (entry.total, entry.held_peak) == (Decimal("1.5"), Decimal("5"))
     finally:
         await budgets.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_detached_hold_leaves_the_principals_current_level() -> None:
+    """A hold handed to a job (``detach``) is no longer this handle's to end: the ledger's
+    current level drops back (its peak stays) instead of counting it held for ever."""
+    budgets = Principals("memory://", template=[LimitSpec("usd", Window.run(), Decimal("10"))])
+    try:
+        agent = budgets.get("agent:x")
+        held = await agent.reserve({"usd": Decimal("4")})
+        held.detach()
+        assert budgets.ledger("usd").held_peak("agent:x") == HeldPeak(
+            "agent:x", Decimal("4"), Decimal(0))
+        other = await agent.reserve({"usd": Decimal("1")})
+        assert budgets.ledger("usd").held_peak("agent:x") == HeldPeak(
+            "agent:x", Decimal("4"), Decimal("1"))
+        await other.release()
+    finally:
+        await budgets.aclose()
