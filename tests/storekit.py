@@ -1,7 +1,7 @@
 """Store factories for the behavioural suite (``test_store_behaviour.py``).
 
 Each factory opens a fresh, empty store on real infrastructure (a real SQLite file, a real Redis
-server) and closes it afterwards. A store that cannot run here calls ``pytest.skip`` with the
+server, a real PostgreSQL) and closes it afterwards. A store that cannot run here calls ``pytest.skip`` with the
 reason. Add a store by adding a factory to ``STORE_FACTORIES``.
 """
 
@@ -19,9 +19,11 @@ import pytest
 from outlay import MemoryStore, Store
 from outlay.stores import SQLiteStore
 
+from .pgserver import PostgresServer, drop_schema, fresh_schema
 from .redisserver import RedisServer
 
 if TYPE_CHECKING:
+    from outlay.stores._postgres import PostgresStore
     from outlay.stores._redis import RedisStore
 
 #: The Redis database the tests use; each test also gets its own key namespace.
@@ -79,10 +81,35 @@ async def sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
         await store.aclose()
 
 
+@asynccontextmanager
+async def postgres_store_at(server: PostgresServer, **options: object
+                            ) -> AsyncIterator[PostgresStore]:
+    """A ``PostgresStore`` on ``server`` in a fresh schema, dropped afterwards."""
+    from outlay.stores._postgres import PostgresStore
+
+    schema = fresh_schema()
+    store = PostgresStore.from_url(server.schema_url(schema), **options)
+    try:
+        yield store
+    finally:
+        try:
+            await store.aclose()
+        finally:
+            drop_schema(server.url, schema)
+
+
+@asynccontextmanager
+async def postgres_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    async with postgres_store_at(server) as store:
+        yield store
+
+
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "postgres": postgres_store,
     "redis": redis_store,
     "sqlite": sqlite_store,
 }

@@ -8,9 +8,11 @@ never imports a database driver:
   durable, shared by several processes on one host.
 - ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
   and machines (needs the ``redis`` extra).
+- ``postgresql://user@host:port/db?schema=outlay`` (``postgres://``) -> ``PostgresStore``, for
+  teams that run PostgreSQL (needs the ``postgresql`` extra).
 
-``SQLiteStore`` and ``RedisStore`` are importable from here, loaded (with their drivers) on
-first access.
+``SQLiteStore``, ``RedisStore`` and ``PostgresStore`` are importable from here, loaded (with
+their drivers) on first access.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ from ._base import Admission, LimitUsage, Store
 from ._memory import MemoryStore
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore
     from ._redis import RedisStore as RedisStore
     from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
-    "Admission", "LimitUsage", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
+    "Admission", "LimitUsage", "MemoryStore", "PostgresStore", "RedisStore", "SQLiteStore", "Store",
     "store_from_url",
 )
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
     "memory": "outlay.stores._memory:MemoryStore",
+    "postgres": "outlay.stores._postgres:PostgresStore",
+    "postgresql": "outlay.stores._postgres:PostgresStore",
     "redis": "outlay.stores._redis:RedisStore",
     "rediss": "outlay.stores._redis:RedisStore",
     "unix": "outlay.stores._redis:RedisStore",
@@ -41,10 +46,11 @@ _SCHEMES: dict[str, str] = {
 }
 
 #: URL scheme -> the optional extra that installs its driver.
-_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis"}
+_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis", "postgres": "postgresql"}
 
 #: Public names whose module imports an optional driver: loaded on first attribute access.
 _LAZY: dict[str, str] = {
+    "PostgresStore": "outlay.stores._postgres",
     "RedisStore": "outlay.stores._redis",
     "SQLiteStore": "outlay.stores._sqlite",
 }
