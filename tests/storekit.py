@@ -1,8 +1,8 @@
 """Store factories for the behavioural suite (``test_store_behaviour.py``).
 
 Each factory opens a fresh, empty store on real infrastructure (a real SQLite file, a real Redis
-server, a real PostgreSQL) and closes it afterwards. A store that cannot run here calls ``pytest.skip`` with the
-reason. Add a store by adding a factory to ``STORE_FACTORIES``.
+server, a real PostgreSQL schema) and closes it afterwards. A store that cannot run here calls
+``pytest.skip`` with the reason. Add a store by adding a factory to ``STORE_FACTORIES``.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, LiteralString, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -295,9 +295,7 @@ class PostgresStore(Store):
               locks: Sequence[int]) -> T:
         conn = None
         try:
-            conn = self._acquire()
-            self._prune(conn)
-            conn.execute("BEGIN")
+            conn = self._begin()
             try:
                 now = self._locked_now(conn, locks)
                 result = op(conn, now)
@@ -327,12 +325,31 @@ class PostgresStore(Store):
         assert row is not None
         return self._clock() if self._clock is not None else float(row[-1])
 
-    def _acquire(self) -> psycopg.Connection[Any]:
+    def _begin(self) -> psycopg.Connection[Any]:
+        """A connection in a fresh transaction. A pooled connection that turns out dead
+        (server restarted, backend terminated, network cut while idle) is dropped and the next
+        one tried: nothing had been sent on it, so nothing ran twice."""
+        while True:
+            conn, pooled = self._acquire()
+            try:
+                self._prune(conn)
+                conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError:
+                conn.close()
+                if not pooled:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+
+    def _acquire(self) -> tuple[psycopg.Connection[Any], bool]:
+        """An idle pooled connection (and True), or a new one (and False)."""
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         conn: psycopg.Connection[Any] = psycopg.connect(self._conninfo, autocommit=True)
         try:
             if not self._ready:
@@ -340,7 +357,7 @@ class PostgresStore(Store):
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, False
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
         healthy = not conn.closed and (
@@ -365,7 +382,7 @@ class PostgresStore(Store):
                 conn.execute(self._sql.create_schema)
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
-                        conn.execute(_q(statement.format(s=self._sql.schema)))
+                        conn.execute(statement.format(s=self._sql.schema))
                 conn.execute(self._sql.set_version, (_OWNER, SCHEMA_VERSION))
         self._ready = True
 
@@ -406,13 +423,14 @@ class PostgresStore(Store):
                           room)
                 for key, unit, cap, spent, held, room in rows}
 
-    def _hold(self, conn: psycopg.Connection[Any], rid: str) -> tuple[float, dict[str, Decimal]] | None:
+    def _hold(self, conn: psycopg.Connection[Any],
+              rid: str) -> tuple[float, dict[str, Decimal]] | None:
         """The reservation ``rid`` (row-locked): its expiry and amounts by key, or None."""
         found = conn.execute(self._sql.hold, (rid,)).fetchone()
         if found is None:
             return None
         items = conn.execute(self._sql.items, (rid,)).fetchall()
-        return float(found[0]), {key: amount for key, amount in items}
+        return float(found[0]), dict(items)
 
     async def _run_on_hold(
         self, rid: str, op: Callable[[psycopg.Connection[Any], float], T], *, ends: bool
@@ -431,14 +449,14 @@ class PostgresStore(Store):
         if keys is None:
             keys = await self._run(keys_of)
         while True:
-            locked = keys
 
-            def guarded(conn: psycopg.Connection[Any], now: float) -> tuple[bool, T | None]:
+            def guarded(conn: psycopg.Connection[Any], now: float,
+                        locked: frozenset[str] = keys) -> tuple[bool, T | None]:
                 if keys_of(conn, now) != locked:
                     return False, None
                 return True, op(conn, now)
 
-            done, result = await self._run(guarded, locked)
+            done, result = await self._run(guarded, keys)
             if done:
                 if ends:
                     self._touched.pop(rid, None)
@@ -660,82 +678,77 @@ class PostgresStore(Store):
             await anyio.to_thread.run_sync(close)
 
 
-def _q(text: str) -> LiteralString:
-    """``text`` as a query: only for SQL built here from literals and the validated schema."""
-    return cast(LiteralString, text)
-
-
 class _Statements:
     """Every statement the store runs, with the schema filled in once."""
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
         s = schema  # a validated name in double quotes: safe to put into SQL
-        self.create_schema = _q(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        self.version = _q(f"SELECT owner, version FROM {s}.meta")
-        self.set_version = _q(f"INSERT INTO {s}.meta (owner, version) VALUES (%s, %s) "
+        self.create_schema = (f"CREATE SCHEMA IF NOT EXISTS {s}")
+        self.version = (f"SELECT owner, version FROM {s}.meta")
+        self.set_version = (f"INSERT INTO {s}.meta (owner, version) VALUES (%s, %s) "
                               "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version")
-        self.now: LiteralString = "SELECT extract(epoch FROM clock_timestamp())::float8"
+        self.now = "SELECT extract(epoch FROM clock_timestamp())::float8"
         # The aggregate takes the locks row by row in the subquery's sorted order; the clock is
         # read when the aggregate is done, so after every lock is held.
-        self.lock: LiteralString = (
+        self.lock = (
             "SELECT count(pg_advisory_xact_lock(%s, k)), "
             "extract(epoch FROM clock_timestamp())::float8 "
             "FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS sorted")
         live = (f"SELECT sum(h.amount) FROM {s}.hold_items h "
                 "WHERE h.key = l.key AND h.expires_at > %s")
         # Parameters: now, keys. Room (cap - spent - held) is exact NUMERIC arithmetic.
-        self.load = _q(
+        self.load = (
             "SELECT key, unit, cap, spent, held, cap - spent - held FROM ("
             f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) AS held "
             f"FROM {s}.limits l WHERE l.key = ANY(%s)) AS t")
         # Parameters: now, len(prefix), prefix.
-        self.listing = _q(
+        self.listing = (
             f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
             f"FROM {s}.limits l WHERE left(l.key, %s) = %s ORDER BY l.key")
-        self.unit = _q(f"SELECT unit FROM {s}.limits WHERE key = %s")
+        self.unit = (f"SELECT unit FROM {s}.limits WHERE key = %s")
         # Parameters: keys, units, caps, expire_ats, now.
-        self.create = _q(
+        self.create = (
             f"INSERT INTO {s}.limits (key, unit, cap, spent, expire_at, updated_at) "
             "SELECT k, u, c::numeric, 0, e, n FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::float8[]) AS t(k, u, c, e), "
             "(SELECT %s::float8 AS n) AS at")
-        self.set_cap = _q(
+        self.set_cap = (
             f"UPDATE {s}.limits SET cap = %s::numeric, updated_at = %s WHERE key = %s")
-        self.reset = _q(f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
-        self.state = _q(
+        self.reset = (f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
+        self.state = (
             f"SELECT (SELECT expires_at FROM {s}.reservations WHERE rid = %s), "
             f"EXISTS (SELECT 1 FROM {s}.endings WHERE rid = %s)")
-        self.insert_hold = _q(
+        self.insert_hold = (
             f"INSERT INTO {s}.reservations (rid, expires_at, created_at) VALUES (%s, %s, %s)")
         # Parameters: rid, expires_at, keys, amounts.
-        self.insert_items = _q(
+        self.insert_items = (
             f"INSERT INTO {s}.hold_items (rid, key, amount, expires_at) "
             "SELECT r, k, a::numeric, e FROM (SELECT %s::text AS r, %s::float8 AS e) AS one, "
             "unnest(%s::text[], %s::text[]) AS t(k, a)")
-        self.item_keys = _q(f"SELECT key FROM {s}.hold_items WHERE rid = %s")
-        self.hold = _q(f"SELECT expires_at FROM {s}.reservations WHERE rid = %s FOR UPDATE")
-        self.items = _q(f"SELECT key, amount FROM {s}.hold_items WHERE rid = %s")
-        self.ended = _q(f"SELECT outcome FROM {s}.endings WHERE rid = %s")
+        self.item_keys = (f"SELECT key FROM {s}.hold_items WHERE rid = %s")
+        self.hold = (f"SELECT expires_at FROM {s}.reservations WHERE rid = %s FOR UPDATE")
+        self.items = (f"SELECT key, amount FROM {s}.hold_items WHERE rid = %s")
+        self.ended = (f"SELECT outcome FROM {s}.endings WHERE rid = %s")
         # Parameters: now, keys, amounts.
-        self.add_spend = _q(
+        self.add_spend = (
             f"UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, updated_at = n "
             "FROM (SELECT %s::float8 AS n) AS at, unnest(%s::text[], %s::text[]) AS t(k, a) "
             "WHERE l.key = t.k")
         # Parameters: rid, rid, rid, outcome, now.
-        self.end = _q(
+        self.end = (
             f"WITH items AS (DELETE FROM {s}.hold_items WHERE rid = %s), "
             f"hold AS (DELETE FROM {s}.reservations WHERE rid = %s) "
             f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, %s, %s) "
             "ON CONFLICT (rid) DO UPDATE SET outcome = EXCLUDED.outcome, "
             "ended_at = EXCLUDED.ended_at")
         # Parameters: expires_at, rid, expires_at, rid.
-        self.extend = _q(
+        self.extend = (
             f"WITH hold AS (UPDATE {s}.reservations SET expires_at = %s WHERE rid = %s) "
             f"UPDATE {s}.hold_items SET expires_at = %s WHERE rid = %s")
-        self.held_count = _q(f"SELECT count(*) FROM {s}.reservations WHERE expires_at > %s")
+        self.held_count = (f"SELECT count(*) FROM {s}.reservations WHERE expires_at > %s")
         # Parameters: before, before.
-        self.prune = _q(
+        self.prune = (
             f"WITH gone AS (DELETE FROM {s}.reservations WHERE expires_at < %s RETURNING rid), "
             f"items AS (DELETE FROM {s}.hold_items WHERE rid IN (SELECT rid FROM gone)) "
             f"DELETE FROM {s}.endings WHERE ended_at < %s")
