@@ -131,6 +131,10 @@ _TOUCHED_MEMORY: Final = 65_536
 _SETUP_LOCK: Final = 0x6F75746C  # "outl"
 
 
+class _NoSchema(Exception):
+    """A read found no schema yet (nothing was created): it answers as for an empty store."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     unit: str
@@ -271,14 +275,16 @@ class PostgresStore(Store):
     # -- the one boundary: threads, connections, the schema, error mapping ------------------
 
     async def _run(self, op: Callable[[psycopg.Connection[Any], float], T],
-                   keys: Iterable[str] = ()) -> T:
-        """Run ``op(conn, now)`` in one transaction in a worker thread (see ``_call``).
+                   keys: Iterable[str] = (), *, write: bool = True) -> T:
+        """Run ``op(conn, now)`` in one transaction in a worker thread, holding the locks of
+        ``keys``. ``write`` false: a read, which raises ``_NoSchema`` instead of creating the
+        schema.
 
         Cancelled while waiting for a thread: nothing happened. Cancelled once in the thread:
         the transaction finishes, one way or the other, and then the cancellation is raised.
         """
         locks = sorted({_lock_id(key) for key in keys})
-        result = await anyio.to_thread.run_sync(self._call, op, locks,
+        result = await anyio.to_thread.run_sync(self._call, op, locks, write,
                                                 limiter=self._limiter())
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
@@ -292,10 +298,10 @@ class PostgresStore(Store):
         return bound[1]
 
     def _call(self, op: Callable[[psycopg.Connection[Any], float], T],
-              locks: Sequence[int]) -> T:
+              locks: Sequence[int], write: bool) -> T:
         conn = None
         try:
-            conn = self._begin()
+            conn = self._begin(write)
             try:
                 now = self._locked_now(conn, locks)
                 result = op(conn, now)
@@ -325,13 +331,15 @@ class PostgresStore(Store):
         assert row is not None
         return self._clock() if self._clock is not None else float(row[-1])
 
-    def _begin(self) -> psycopg.Connection[Any]:
+    def _begin(self, write: bool) -> psycopg.Connection[Any]:
         """A connection in a fresh transaction. A pooled connection that turns out dead
         (server restarted, backend terminated, network cut while idle) is dropped and the next
         one tried: nothing had been sent on it, so nothing ran twice."""
         while True:
             conn, pooled = self._acquire()
             try:
+                if not self._ready:
+                    self._setup(conn, write)
                 self._prune(conn)
                 conn.execute("BEGIN")
                 return conn
@@ -339,6 +347,9 @@ class PostgresStore(Store):
                 conn.close()
                 if not pooled:
                     raise
+            except _NoSchema:
+                self._give_back(conn)
+                raise
             except BaseException:
                 conn.close()
                 raise
@@ -351,12 +362,6 @@ class PostgresStore(Store):
             if self._idle:
                 return self._idle.pop(), True
         conn: psycopg.Connection[Any] = psycopg.connect(self._conninfo, autocommit=True)
-        try:
-            if not self._ready:
-                self._setup(conn)
-        except BaseException:
-            conn.close()
-            raise
         return conn, False
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
@@ -368,9 +373,11 @@ class PostgresStore(Store):
                 return
         conn.close()
 
-    def _setup(self, conn: psycopg.Connection[Any]) -> None:
+    def _setup(self, conn: psycopg.Connection[Any], create: bool) -> None:
         """Check the schema is ours and current; create or migrate it, in one transaction
-        under a lock, so processes opening a fresh database at once do it once."""
+        under a lock, so processes opening a fresh database at once do it once. A read
+        (``create`` false) of a schema that does not exist yet creates nothing: it raises
+        ``_NoSchema`` and the read answers as for an empty store."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._schema_lock, _SETUP_LOCK))
             version = self._version(conn)
@@ -378,6 +385,8 @@ class PostgresStore(Store):
                 raise StoreError(
                     f"PostgreSQL schema {self._schema!r} has outlay schema version {version}; "
                     f"this outlay knows up to {SCHEMA_VERSION} (upgrade outlay)")
+            if version == 0 and not create:
+                raise _NoSchema
             if version < SCHEMA_VERSION:
                 conn.execute(self._sql.create_schema)
                 for step in range(version + 1, SCHEMA_VERSION + 1):
@@ -622,7 +631,10 @@ class PostgresStore(Store):
             row = rows[key]
             return LimitUsage(key, row.cap, row.spent, row.held)
 
-        return await self._run(op)
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            raise UnknownLimit(key) from None
 
     async def limits(self, prefix: str = "") -> list[LimitUsage]:
         """Snapshot every limit whose key starts with ``prefix``, sorted by key (one query)."""
@@ -634,7 +646,10 @@ class PostgresStore(Store):
             return [LimitUsage(key, _value(unit, cap), _value(unit, spent), _value(unit, held))
                     for key, unit, cap, spent, held in rows]
 
-        return await self._run(op)
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            return []
 
     async def reset_spend(self, key: str) -> LimitUsage:
         """See ``Store.reset_spend``: one transaction under the limit's lock. Returns the usage
@@ -658,7 +673,10 @@ class PostgresStore(Store):
             assert row is not None
             return int(row[0])
 
-        return await self._run(op)
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            return 0
 
     async def aclose(self) -> None:
         """Finish pending releases of abandoned reservations, then close the connections.
