@@ -678,6 +678,18 @@ class PostgresStore(Store):
         except _NoSchema:
             return 0
 
+    async def migrate(self) -> int:
+        """Create the schema, or bring an older one to this outlay's version, now (every
+        write does it on first use anyway); returns the version. For a deploy step that runs
+        before the new version serves traffic. Refuses a newer or a foreign schema untouched."""
+
+        def op(conn: psycopg.Connection[Any], now: float) -> int:
+            row = conn.execute(self._sql.version).fetchone()
+            assert row is not None
+            return int(row[1])
+
+        return await self._run(op)
+
     async def aclose(self) -> None:
         """Finish pending releases of abandoned reservations, then close the connections.
         Later operations raise ``StoreError``; closing twice is fine."""
