@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from . import pgserver
+from . import pgserver, rediscluster
 from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
 
 
@@ -65,3 +65,18 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserv
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rediscluster.RedisCluster]:
+    """A real Redis Cluster we start: three masters with a replica each on free loopback
+    ports, stopped at the end of the session. Skips when the binaries are missing."""
+    pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
+    if not rediscluster.binaries_present():
+        pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start a Redis Cluster "
+                    "(apt-get install redis-server)")
+    cluster = rediscluster.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

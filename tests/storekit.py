@@ -20,6 +20,7 @@ from outlay import MemoryStore, Store
 from outlay.stores import SQLiteStore
 
 from .pgserver import PostgresServer, drop_schema, fresh_schema
+from .rediscluster import RedisCluster
 from .redisserver import RedisServer
 
 if TYPE_CHECKING:
@@ -50,12 +51,14 @@ async def drop_namespace(store: RedisStore) -> None:
 
 
 @asynccontextmanager
-async def redis_store_at(server: RedisServer, **options: object) -> AsyncIterator[RedisStore]:
-    """A ``RedisStore`` on ``server`` in a fresh namespace, deleted afterwards."""
+async def redis_store_at(server: RedisServer | RedisCluster,
+                         **options: object) -> AsyncIterator[RedisStore]:
+    """A ``RedisStore`` on ``server`` (or a cluster) in a fresh namespace, deleted afterwards."""
     from outlay.stores._redis import RedisStore
 
     namespace = f"outlay-test-{uuid.uuid4().hex[:12]}"
-    store = RedisStore.from_url(server.url(REDIS_TEST_DB), namespace=namespace, **options)
+    url = server.url() if isinstance(server, RedisCluster) else server.url(REDIS_TEST_DB)
+    store = RedisStore.from_url(url, namespace=namespace, **options)
     try:
         yield store
     finally:
@@ -69,6 +72,14 @@ async def redis_store_at(server: RedisServer, **options: object) -> AsyncIterato
 async def redis_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     server: RedisServer = request.getfixturevalue("redis_server")
     async with redis_store_at(server) as store:
+        yield store
+
+
+@asynccontextmanager
+async def redis_cluster_store(tmp_path: Path,
+                              request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    async with redis_store_at(cluster) as store:
         yield store
 
 
@@ -111,5 +122,6 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "postgres": postgres_store,
     "redis": redis_store,
+    "redis-cluster": redis_cluster_store,
     "sqlite": sqlite_store,
 }

@@ -7,7 +7,8 @@ never imports a database driver:
 - ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> ``SQLiteStore``, embedded and
   durable, shared by several processes on one host.
 - ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
-  and machines (needs the ``redis`` extra).
+  and machines (needs the ``redis`` extra); ``redis+cluster://host:port`` (``rediss+cluster://``)
+  for a Redis or Valkey cluster.
 - ``postgresql://user@host:port/db?schema=outlay`` (``postgres://``) -> ``PostgresStore``, for
   teams that run PostgreSQL (needs the ``postgresql`` extra).
 
@@ -40,13 +41,16 @@ _SCHEMES: dict[str, str] = {
     "postgres": "outlay.stores._postgres:PostgresStore",
     "postgresql": "outlay.stores._postgres:PostgresStore",
     "redis": "outlay.stores._redis:RedisStore",
+    "redis+cluster": "outlay.stores._redis:RedisStore",
+    "rediss+cluster": "outlay.stores._redis:RedisStore",
     "rediss": "outlay.stores._redis:RedisStore",
     "unix": "outlay.stores._redis:RedisStore",
     "sqlite": "outlay.stores._sqlite:SQLiteStore",
 }
 
 #: URL scheme -> the optional extra that installs its driver.
-_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis", "postgres": "postgresql"}
+_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis", "redis+cluster": "redis",
+                           "rediss+cluster": "redis", "postgres": "postgresql"}
 
 #: Public names whose module imports an optional driver: loaded on first attribute access.
 _LAZY: dict[str, str] = {

@@ -39,8 +39,14 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core import _log
@@ -95,8 +101,16 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: What the driver raises: ``RedisError`` and its subclasses, socket errors, and the cluster
+#: client's own exceptions (no node reachable, a slot served by no node).
+_DRIVER_ERRORS: Final = (RedisError, OSError, RedisClusterException)
+
+
 def _map_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+    # A cluster mid-failover (CLUSTERDOWN, TRYAGAIN, MASTERDOWN, a slot nobody serves yet) is
+    # unreachable for now, like a server that is down: the operation did not run.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | ClusterError
+                  | TryAgainError | RedisClusterException):
         return StoreUnavailable(f"Redis is unreachable: {exc}")
     return StoreError(f"Redis failed: {exc}")
 
@@ -173,8 +187,11 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """``redis://[user:pass@]host:port/db`` (or ``rediss://``, ``unix://``) -> a store.
 
-        The query may carry ``namespace``, ``decimal_places`` and ``fail_open`` (true/false);
-        every other query option goes to the driver's connection pool (``max_connections``,
+        ``redis+cluster://[user:pass@]host:port`` (``rediss+cluster://`` for TLS) opens a Redis
+        Cluster (or a Valkey cluster) through any one of its nodes; the client discovers the
+        others and follows failovers. The query may carry ``namespace``, ``decimal_places``
+        and ``fail_open`` (true/false); every other query option goes to the driver's
+        connection pool (``max_connections``,
         default 64, ``socket_timeout``, ...). Keyword ``options`` win over the URL. Connections
         are made on first use; tasks beyond ``max_connections`` wait for one. The store owns the
         client and closes it in ``aclose``.
@@ -200,7 +217,9 @@ class RedisStore(Store):
             own["fail_open"] = flag in ("true", "1", "yes")
         own.update(options)
         query = dict(rest)
-        driver_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        cluster = parts.scheme.endswith("+cluster")
+        scheme = parts.scheme.removesuffix("+cluster")
+        driver_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest)))
         kwargs: dict[str, Any] = {}
         if "socket_connect_timeout" not in query:
             kwargs["socket_connect_timeout"] = 5.0
@@ -209,13 +228,19 @@ class RedisStore(Store):
         # Endings are idempotent by reservation id, so the driver may retry a dropped call;
         # a short budget of retries keeps an unreachable server failing fast.
         kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
-        # Tasks beyond max_connections wait (up to 20 s) for a connection instead of failing.
         kwargs["max_connections"] = 64
-        kwargs["timeout"] = 20.0
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
-            client = aioredis.Redis.from_pool(pool)
-        except (ValueError, TypeError) as exc:
+            client: aioredis.Redis | aioredis.RedisCluster
+            if cluster:
+                # Per node. After a connection error or MOVED the client re-reads the slot map
+                # and retries on the new master (its retry budget), then gives up.
+                client = aioredis.RedisCluster.from_url(driver_url, **kwargs)
+            else:
+                # Tasks beyond max_connections wait (up to 20 s) for a connection.
+                pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0,
+                                                                **kwargs)
+                client = aioredis.Redis.from_pool(pool)
+        except (ValueError, TypeError, RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis URL {_redact(url)!r}: {exc}") from exc
         return cls(client, owns_client=True, **own)
 
@@ -304,7 +329,7 @@ class RedisStore(Store):
 
         try:
             return await self._call(run)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
 
     def _failed_open(self, operation: str, exc: StoreError, **fields: Any) -> None:
@@ -502,21 +527,18 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not names:
                 return [], []
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for name in names:
-                pipe.evalsha(script.sha, 2, self._key("l", name), self._key("z", name))
-            replies: list[Any] = await pipe.execute()
+            replies = await self._eval_many(
+                script, [[self._key("l", name), self._key("z", name)] for name in names])
             return names, replies
 
         try:
             names, replies = await self._call(scan)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
         if not names:
             return []
         return [self._usage(name, reply)
-                for name, reply in zip(names, replies[1:], strict=True) if reply]
+                for name, reply in zip(names, replies, strict=True) if reply]
 
     async def reset_spend(self, key: str) -> LimitUsage:
         """See ``Store.reset_spend``. One script: drops the limit's expired holds, then sets
@@ -547,18 +569,31 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not found:
                 return 0
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for start in range(0, len(found), 1000):
-                chunk = found[start:start + 1000]
-                pipe.evalsha(script.sha, len(chunk), *chunk)
-            replies: list[Any] = await pipe.execute()
-            return sum(int(reply) for reply in replies[1:])
+            replies = await self._eval_many(
+                script, [found[start:start + 1000] for start in range(0, len(found), 1000)])
+            return sum(int(reply) for reply in replies)
 
         try:
             return await self._call(count)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
+
+    async def _eval_many(self, script: _Script, calls: list[list[str]]) -> list[Any]:
+        """Run ``script`` once per key list and return the replies in order. On one server:
+        one pipelined round trip whose first command loads the script (so no ``NOSCRIPT``).
+        A cluster client pipelines neither ``SCRIPT LOAD`` nor ``EVALSHA``: the script is
+        loaded on every master, then the calls run concurrently."""
+        if isinstance(self._client, aioredis.RedisCluster):
+            client = self._client
+            await client.script_load(script.source)
+            return list(await asyncio.gather(
+                *(client.evalsha(script.sha, len(keys), *keys) for keys in calls)))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.script_load(script.source)
+        for keys in calls:
+            pipe.evalsha(script.sha, len(keys), *keys)
+        replies: list[Any] = await pipe.execute()
+        return replies[1:]
 
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
