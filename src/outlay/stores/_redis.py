@@ -177,6 +177,7 @@ class RedisStore(Store):
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
+        self._cluster_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # Reservations admitted while failing open, so their endings can still be settled.
         self._opened: OrderedDict[str, dict[str, Amount]] = OrderedDict()
         # Limit keys of the reservations this store admitted, so endings declare every key
@@ -327,10 +328,43 @@ class RedisStore(Store):
                 # operation and caches the script again. NOSCRIPT means nothing ran.
                 return await client.eval(script.source, len(keys), *keys, *args)
 
+        work = self._detached(run) if isinstance(client, aioredis.RedisCluster) else run
         try:
-            return await self._call(run)
+            return await self._call(work)
         except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
+
+    async def _cluster_initialized(self) -> None:
+        """Let one task (re)read the cluster's slot map while the others wait. The cluster
+        client reads it lazily, in every task that finds it missing or stale (first use, after
+        a failover); several reads at once replace nodes whose connections other tasks are
+        using, which then fail (``Connection closed``, ``AttributeError``)."""
+        client = self._client
+        assert isinstance(client, aioredis.RedisCluster)
+        if not getattr(client, "_initialize", False):  # redis-py's "slot map is stale" flag
+            return
+        loop = asyncio.get_running_loop()
+        if self._cluster_lock is None or self._cluster_lock[0] is not loop:
+            self._cluster_lock = (loop, asyncio.Lock())
+        async with self._cluster_lock[1]:
+            if getattr(client, "_initialize", False):
+                await client.initialize()
+
+    def _detached(self, run: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``run`` as its own task that a cancelled caller does not cancel. The cluster client
+        can put a connection cancelled mid-connect back in its free list, broken (its next user
+        fails with ``AttributeError``); a script that is never cancelled runs to its end and
+        leaves every connection sound. The caller still sees its cancellation at once; the
+        script's outcome is the same as for a caller cancelled after sending it."""
+
+        async def detached() -> T:
+            await self._cluster_initialized()
+            task = asyncio.ensure_future(run())
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            return await asyncio.shield(task)
+
+        return detached
 
     def _failed_open(self, operation: str, exc: StoreError, **fields: Any) -> None:
         _log.warn("outlay.store.failed_open", store="redis", operation=operation,
@@ -664,6 +698,18 @@ class _Bridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
         self.loop.close()
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that drops a finished task from ``tasks`` and retrieves its exception
+    (nobody awaits a task whose caller was cancelled)."""
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 def _redact(url: str) -> str:
