@@ -139,7 +139,7 @@ def test_reset_needs_the_explicit_flag(store: MemoryStore) -> None:
 
 
 def test_bad_url_and_missing_database_are_clear_errors(tmp_path: Path) -> None:
-    code, _, err = run(["show", "postgres://nowhere"])
+    code, _, err = run(["show", "mysql://nowhere"])
     assert code == 1
     assert "unknown store URL" in err
     missing = tmp_path / "budgets.db"
