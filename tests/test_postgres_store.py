@@ -214,7 +214,7 @@ async def test_held_reservations_and_limits_stay_in_their_schema(
 async def test_money_is_numeric_and_exact_beyond_a_decimal_context(
     store: PostgresStore, postgres_server: PostgresServer
 ) -> None:
-    cap = Decimal("12345678901234567890123456789012345.000000001")  # 44 digits
+    cap = Decimal("123456789012345678901234567890.000000001")  # 39 digits, below 10**30
     await store.set_limit("usd", cap)
     assert (await store.reserve("all", {"usd": cap}, lease=60)).admitted
     refused = await store.reserve("more", {"usd": Decimal("0.000000001")}, lease=60)

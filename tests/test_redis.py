@@ -28,6 +28,7 @@ from outlay import (
     Amount,
     Budget,
     ConfigurationError,
+    FailOpenStore,
     Reservation,
     ReservationError,
     StoreError,
@@ -430,7 +431,9 @@ async def test_a_server_restart_between_operations_is_survived(
     await held.commit({"usd": Decimal("0.30")})  # data came back, scripts did not
     usage = await budget.usage("usd")
     assert (usage.spent, usage.held) == (Decimal("0.30"), 0)
-    assert await budget.try_reserve({"usd": Decimal("0.70")}) is not None
+    rest = await budget.try_reserve({"usd": Decimal("0.70")})
+    assert rest is not None
+    await rest.release()
 
 
 # -- cancellation ------------------------------------------------------------------------------
@@ -512,7 +515,9 @@ async def test_unreachable_redis_fails_closed() -> None:
 
 
 async def test_fail_open_admits_and_logs_loudly() -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true")
+    store = store_from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true")
+    assert isinstance(store, FailOpenStore)
+    assert isinstance(store.inner, RedisStore)
     budget = Budget(store)
     try:
         with capture_logs() as logs:
@@ -644,7 +649,7 @@ async def test_fail_open_admission_settles_once_redis_is_back(
     own_redis: RedisServer, own_store: RedisStore
 ) -> None:
     """Guards commit raising "unknown reservation" for work admitted during an outage."""
-    store = RedisStore(own_store.client, namespace=own_store.namespace, fail_open=True)
+    store = FailOpenStore(RedisStore(own_store.client, namespace=own_store.namespace))
     budget = Budget(store)
     await budget.set_limit("usd", Decimal("1.00"))
     await budget.set_limit("calls", 10)

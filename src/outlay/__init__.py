@@ -83,6 +83,7 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .stores import FailOpenStore as FailOpenStore
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
@@ -115,6 +116,7 @@ __all__ = (
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
+    "FailOpenStore",
     "InvalidToolArguments",
     "LedgerEntry",
     "LedgerStatistics",

@@ -13,10 +13,12 @@ How it stays exact and atomic:
   locks also cover limits that do not exist yet, so a reservation that creates a period limit
   from ``defaults`` and is then refused leaves nothing behind (the transaction rolls back).
 - A reservation is admitted only if ``spent + held + amount <= cap`` for **every** limit it
-  names; otherwise nothing is written (all-or-nothing). ``held`` is not a counter that could
-  drift: it is the sum of the live hold rows of the limit (an index on ``(key, expires_at)``).
-- Money is ``NUMERIC``: exact decimal arithmetic in the server, never floating point; room
-  (``cap - spent - held``) is computed by the server and compared exactly in Python. ``int``
+  names; otherwise nothing is written (all-or-nothing). The decision is the one every
+  Python-side store makes (``_decide``), on the figures read under the locks. ``held`` is
+  not a counter that could drift: it is the sum of the live hold rows of the limit (an index
+  on ``(key, expires_at)``).
+- Money is ``NUMERIC``: exact decimal arithmetic in the server, never floating point; sums
+  are the server's, and the decision adds in outlay's exact decimal context. ``int``
   limits count whole units in the same type, with the unit in its own column.
 - Leases run on the **server's clock** (``clock_timestamp()``, read after the locks are held),
   so processes on machines whose clocks disagree still agree on when a hold expires. An expired
@@ -59,7 +61,7 @@ import anyio
 import anyio.lowlevel
 import psycopg
 
-from .._core._amounts import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_lease
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -68,6 +70,8 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, LimitUsage, Store
+from ._decide import decide_commit, decide_reserve
+from ._url import redact_url
 
 T = TypeVar("T")
 
@@ -141,7 +145,6 @@ class _Row:
     cap: Amount
     spent: Amount
     held: Amount
-    room: Decimal  # cap - spent - held, computed exactly by the server
 
 
 def _unit(cap: Amount) -> str:
@@ -152,19 +155,22 @@ def _value(unit: str, number: Decimal) -> Amount:
     return int(number) if unit == "int" else number
 
 
+def _enc(key: str) -> str:
+    """``key`` as stored: PostgreSQL text holds no NUL, so ``\\`` and NUL are escaped. Escaping
+    character by character keeps prefixes: ``_enc(a + b) == _enc(a) + _enc(b)``."""
+    return key.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+def _dec(stored: str) -> str:
+    """The key ``_enc`` stored as ``stored``."""
+    return re.sub(r"\\(.)", lambda m: "\x00" if m.group(1) == "0" else m.group(1), stored,
+                  flags=re.DOTALL)
+
+
 def _lock_id(text: str) -> int:
     """A stable signed 32-bit id for ``text`` (an advisory-lock key)."""
     digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages and ``repr``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _seconds(value: object, name: str) -> float:
@@ -243,7 +249,7 @@ class PostgresStore(Store):
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres") or not url.startswith(
                 f"{parts.scheme}://"):
-            raise ConfigurationError(f"bad PostgreSQL URL {_redact(url)!r}; expected "
+            raise ConfigurationError(f"bad PostgreSQL URL {redact_url(url)!r}; expected "
                                      "postgresql://user@host:port/database?schema=...")
         own: dict[str, Any] = {}
         rest = []
@@ -257,7 +263,7 @@ class PostgresStore(Store):
                 try:
                     own[name] = kind(own[name])
                 except ValueError as exc:
-                    raise ConfigurationError(f"bad {name} in {_redact(url)!r}") from exc
+                    raise ConfigurationError(f"bad {name} in {redact_url(url)!r}") from exc
         own.update(options)
         if not any(key == "connect_timeout" for key, _ in rest):
             rest.append(("connect_timeout", "10"))
@@ -270,7 +276,7 @@ class PostgresStore(Store):
         return self._schema
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {_redact(self._conninfo)!r} schema={self._schema!r}>"
+        return f"<{type(self).__name__} {redact_url(self._conninfo)!r} schema={self._schema!r}>"
 
     # -- the one boundary: threads, connections, the schema, error mapping ------------------
 
@@ -427,10 +433,9 @@ class PostgresStore(Store):
 
     def _load(self, conn: psycopg.Connection[Any], keys: Iterable[str],
               now: float) -> dict[str, _Row]:
-        rows = conn.execute(self._sql.load, (now, list(keys)))
-        return {key: _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held),
-                          room)
-                for key, unit, cap, spent, held, room in rows}
+        rows = conn.execute(self._sql.load, (now, [_enc(key) for key in keys]))
+        return {_dec(key): _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held))
+                for key, unit, cap, spent, held in rows}
 
     def _hold(self, conn: psycopg.Connection[Any],
               rid: str) -> tuple[float, dict[str, Decimal]] | None:
@@ -439,7 +444,7 @@ class PostgresStore(Store):
         if found is None:
             return None
         items = conn.execute(self._sql.items, (rid,)).fetchall()
-        return float(found[0]), dict(items)
+        return float(found[0]), {_dec(key): amount for key, amount in items}
 
     async def _run_on_hold(
         self, rid: str, op: Callable[[psycopg.Connection[Any], float], T], *, ends: bool
@@ -452,7 +457,7 @@ class PostgresStore(Store):
         operation changes. ``ends``: the reservation is over afterwards (commit, release)."""
 
         def keys_of(conn: psycopg.Connection[Any], now: float) -> frozenset[str]:
-            return frozenset(key for (key,) in conn.execute(self._sql.item_keys, (rid,)))
+            return frozenset(_dec(key) for (key,) in conn.execute(self._sql.item_keys, (rid,)))
 
         keys = self._touched.get(rid)
         if keys is None:
@@ -479,14 +484,14 @@ class PostgresStore(Store):
         unit = _unit(cap)
 
         def op(conn: psycopg.Connection[Any], now: float) -> None:
-            found = conn.execute(self._sql.unit, (key,)).fetchone()
+            found = conn.execute(self._sql.unit, (_enc(key),)).fetchone()
             if found is None:
-                conn.execute(self._sql.create, ([key], [unit], [str(cap)], [None], now))
+                conn.execute(self._sql.create, ([_enc(key)], [unit], [str(cap)], [None], now))
             elif found[0] != unit:
                 raise TypeError(f"limit {key!r} cannot change unit from {found[0]} "
                                 f"to {type(cap).__name__}")
             else:
-                conn.execute(self._sql.set_cap, (str(cap), now, key))
+                conn.execute(self._sql.set_cap, (str(cap), now, _enc(key)))
 
         await self._run(op, [key])
 
@@ -502,7 +507,7 @@ class PostgresStore(Store):
         """See ``Store.reserve``. One transaction; all or nothing; a refusal writes nothing."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
-        seconds = _seconds(lease, "lease")
+        seconds = check_lease(lease)
         ends: dict[str, float] = {}
         for key, end in (expire_at or {}).items():
             if isinstance(end, bool) or not isinstance(end, int | float):
@@ -519,32 +524,24 @@ class PostgresStore(Store):
                 return Admission(True)  # a retried reserve
             if expires_at is not None or ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
-            rows = self._load(conn, checked, now)
-            created: list[str] = []
-            for key, amount in checked.items():
-                row = rows.get(key)
-                if row is None:
-                    if key not in caps:
-                        raise UnknownLimit(key)
-                    cap = caps[key]
-                    zero: Amount = Decimal(0) if isinstance(cap, Decimal) else 0
-                    row = rows[key] = _Row(_unit(cap), cap, zero, zero, Decimal(cap))
-                    created.append(key)
-                check_unit(row.cap, amount, key)
-            for key, amount in checked.items():
-                row = rows[key]
-                if amount > row.room:
-                    conn.execute("ROLLBACK")  # nothing was written; nothing is kept
-                    return Admission(False, LimitUsage(key, row.cap, row.spent, row.held),
-                                     amount)
+            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
+                       for key, row in self._load(conn, checked, now).items()}
+            decision = decide_reserve(current, checked, caps)
+            if not decision.admission.admitted:
+                conn.execute("ROLLBACK")  # nothing was written; nothing is kept
+                return decision.admission
+            created = sorted(decision.created)
             if created:
+                units = [_unit(decision.after[k].cap) for k in created]
                 conn.execute(self._sql.create, (
-                    created, [rows[k].unit for k in created], [str(rows[k].cap) for k in created],
+                    [_enc(k) for k in created], units,
+                    [str(decision.after[k].cap) for k in created],
                     [ends.get(k) for k in created], now))
             conn.execute(self._sql.insert_hold, (rid, now + seconds, now))
             if checked:
                 conn.execute(self._sql.insert_items, (
-                    rid, now + seconds, list(checked), [str(a) for a in checked.values()]))
+                    rid, now + seconds, [_enc(k) for k in checked],
+                    [str(a) for a in checked.values()]))
             return Admission(True)
 
         admission = await self._run(op, checked)
@@ -566,17 +563,14 @@ class PostgresStore(Store):
                     raise ReservationError(f"unknown reservation {rid!r} (never reserved, or "
                                            "ended longer ago than this store remembers)")
                 return False
-            _, held = hold
-            unknown = sorted(checked.keys() - held.keys())
-            if unknown:
-                raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
-            rows = self._load(conn, held, now)
-            spend: dict[str, Amount] = {}
-            for key, amount in held.items():
-                row = rows[key]
-                spend[key] = checked[key] if key in checked else _value(row.unit, amount)
-                check_unit(row.cap, spend[key], key)
-            conn.execute(self._sql.add_spend, (now, list(spend), [str(a) for a in spend.values()]))
+            expires_at, stored = hold
+            rows = self._load(conn, stored, now)
+            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
+                       for key, row in rows.items()}
+            held = {key: _value(rows[key].unit, amount) for key, amount in stored.items()}
+            _, spend = decide_commit(current, held, checked, live=expires_at > now)
+            conn.execute(self._sql.add_spend, (now, [_enc(k) for k in spend],
+                                               [str(a) for a in spend.values()]))
             conn.execute(self._sql.end, (rid, rid, rid, "committed", now))
             return True
 
@@ -589,6 +583,9 @@ class PostgresStore(Store):
         def op(conn: psycopg.Connection[Any], now: float) -> bool:
             hold = self._hold(conn, rid)
             if hold is None:
+                # Remembered as released (unless it ended already): a reserve of this id that
+                # arrives later, overtaken by its own release, is refused instead of holding.
+                conn.execute(self._sql.remember_release, (rid, now))
                 return False
             # An expired hold that is released is over: a later commit no longer counts.
             conn.execute(self._sql.end, (rid, rid, rid, "released", now))
@@ -612,7 +609,7 @@ class PostgresStore(Store):
         self._abandoned.append(thread)
 
     async def extend(self, rid: str, lease: float) -> bool:
-        seconds = _seconds(lease, "lease")
+        seconds = check_lease(lease)
 
         def op(conn: psycopg.Connection[Any], now: float) -> bool:
             hold = self._hold(conn, rid)
@@ -642,9 +639,10 @@ class PostgresStore(Store):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
 
         def op(conn: psycopg.Connection[Any], now: float) -> list[LimitUsage]:
-            rows = conn.execute(self._sql.listing, (now, len(prefix), prefix))
-            return [LimitUsage(key, _value(unit, cap), _value(unit, spent), _value(unit, held))
-                    for key, unit, cap, spent, held in rows]
+            rows = conn.execute(self._sql.listing, (now, _enc(prefix)))
+            return sorted((LimitUsage(_dec(key), _value(unit, cap), _value(unit, spent),
+                                      _value(unit, held)) for key, unit, cap, spent, held in rows),
+                          key=lambda usage: usage.key)  # by code point, not by collation
 
         try:
             return await self._run(op, write=False)
@@ -659,7 +657,7 @@ class PostgresStore(Store):
             rows = self._load(conn, [key], now)
             if key not in rows:
                 raise UnknownLimit(key)
-            conn.execute(self._sql.reset, (now, key))
+            conn.execute(self._sql.reset, (now, _enc(key)))
             row = rows[key]
             return LimitUsage(key, row.cap, row.spent, row.held)
 
@@ -727,15 +725,14 @@ class _Statements:
             "FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS sorted")
         live = (f"SELECT sum(h.amount) FROM {s}.hold_items h "
                 "WHERE h.key = l.key AND h.expires_at > %s")
-        # Parameters: now, keys. Room (cap - spent - held) is exact NUMERIC arithmetic.
+        # Parameters: now, keys. The held sum is exact NUMERIC arithmetic.
         self.load = (
-            "SELECT key, unit, cap, spent, held, cap - spent - held FROM ("
-            f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) AS held "
-            f"FROM {s}.limits l WHERE l.key = ANY(%s)) AS t")
-        # Parameters: now, len(prefix), prefix.
+            f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
+            f"FROM {s}.limits l WHERE l.key = ANY(%s)")
+        # Parameters: now, prefix.
         self.listing = (
             f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
-            f"FROM {s}.limits l WHERE left(l.key, %s) = %s ORDER BY l.key")
+            f"FROM {s}.limits l WHERE starts_with(l.key, %s)")
         self.unit = (f"SELECT unit FROM {s}.limits WHERE key = %s")
         # Parameters: keys, units, caps, expire_ats, now.
         self.create = (
@@ -776,6 +773,9 @@ class _Statements:
         self.extend = (
             f"WITH hold AS (UPDATE {s}.reservations SET expires_at = %s WHERE rid = %s) "
             f"UPDATE {s}.hold_items SET expires_at = %s WHERE rid = %s")
+        self.remember_release = (
+            f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, 'released', %s) "
+            "ON CONFLICT (rid) DO NOTHING")
         self.held_count = (f"SELECT count(*) FROM {s}.reservations WHERE expires_at > %s")
         # Parameters: before, before.
         self.prune = (
