@@ -155,6 +155,16 @@ def _value(unit: str, number: Decimal) -> Amount:
     return int(number) if unit == "int" else number
 
 
+#: A reservation as ``_hold`` reads it: its expiry and its amounts by limit key.
+_Hold = tuple[float, dict[str, Decimal]]
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> dict[str, _Row]:
+    """The limits a ``load`` statement returned, by key."""
+    return {_dec(key): _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held))
+            for key, unit, cap, spent, held in cursor}
+
+
 def _enc(key: str) -> str:
     """``key`` as stored: PostgreSQL text holds no NUL, so ``\\`` and NUL are escaped. Escaping
     character by character keeps prefixes: ``_enc(a + b) == _enc(a) + _enc(b)``."""
@@ -307,9 +317,8 @@ class PostgresStore(Store):
               locks: Sequence[int], write: bool) -> T:
         conn = None
         try:
-            conn = self._begin(write)
+            conn, now = self._begin(write, locks)
             try:
-                now = self._locked_now(conn, locks)
                 result = op(conn, now)
             except BaseException:
                 with contextlib.suppress(psycopg.Error):  # a broken connection is dropped below
@@ -328,27 +337,27 @@ class PostgresStore(Store):
             if conn is not None:
                 self._give_back(conn)
 
-    def _locked_now(self, conn: psycopg.Connection[Any], locks: Sequence[int]) -> float:
-        """Take the advisory locks in sorted order (one statement), then read the clock."""
-        if locks:
-            row = conn.execute(self._sql.lock, (self._schema_lock, list(locks))).fetchone()
-        else:
-            row = conn.execute(self._sql.now).fetchone()
-        assert row is not None
-        return self._clock() if self._clock is not None else float(row[-1])
-
-    def _begin(self, write: bool) -> psycopg.Connection[Any]:
-        """A connection in a fresh transaction. A pooled connection that turns out dead
-        (server restarted, backend terminated, network cut while idle) is dropped and the next
-        one tried: nothing had been sent on it, so nothing ran twice."""
+    def _begin(self, write: bool, locks: Sequence[int]) -> tuple[psycopg.Connection[Any], float]:
+        """A connection in a fresh transaction holding the advisory locks ``locks`` (sorted),
+        and the time after they are held: ``BEGIN`` and the locking statement go in one round
+        trip (pipeline mode). A pooled connection that turns out dead (server restarted,
+        backend terminated, network cut while idle) is dropped and the next one tried: nothing
+        ran on it, so nothing ran twice."""
         while True:
             conn, pooled = self._acquire()
             try:
                 if not self._ready:
                     self._setup(conn, write)
                 self._prune(conn)
-                conn.execute("BEGIN")
-                return conn
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    if locks:
+                        cursor = conn.execute(self._sql.lock, (self._schema_lock, list(locks)))
+                    else:
+                        cursor = conn.execute(self._sql.now)
+                row = cursor.fetchone()
+                assert row is not None
+                return conn, self._clock() if self._clock is not None else float(row[-1])
             except psycopg.OperationalError:
                 conn.close()
                 if not pooled:
@@ -433,49 +442,43 @@ class PostgresStore(Store):
 
     def _load(self, conn: psycopg.Connection[Any], keys: Iterable[str],
               now: float) -> dict[str, _Row]:
-        rows = conn.execute(self._sql.load, (now, [_enc(key) for key in keys]))
-        return {_dec(key): _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held))
-                for key, unit, cap, spent, held in rows}
+        return _rows(conn.execute(self._sql.load, (now, [_enc(key) for key in keys])))
 
-    def _hold(self, conn: psycopg.Connection[Any],
-              rid: str) -> tuple[float, dict[str, Decimal]] | None:
+    def _hold(self, conn: psycopg.Connection[Any], rid: str) -> _Hold | None:
         """The reservation ``rid`` (row-locked): its expiry and amounts by key, or None."""
-        found = conn.execute(self._sql.hold, (rid,)).fetchone()
-        if found is None:
+        rows = conn.execute(self._sql.hold, (rid,)).fetchall()
+        if not rows:
             return None
-        items = conn.execute(self._sql.items, (rid,)).fetchall()
-        return float(found[0]), {_dec(key): amount for key, amount in items}
+        return float(rows[0][0]), {_dec(key): amount for _, key, amount in rows
+                                   if key is not None}
 
-    async def _run_on_hold(
-        self, rid: str, op: Callable[[psycopg.Connection[Any], float], T], *, ends: bool
-    ) -> T:
-        """Run ``op`` on the reservation ``rid`` under the locks of the limits it holds.
+    async def _run_on_hold(self, rid: str, op: Callable[[psycopg.Connection[Any], float,
+                                                          _Hold | None], T], *, ends: bool) -> T:
+        """Run ``op(conn, now, hold)`` on the reservation ``rid`` (row-locked, or None) under
+        the locks of the limits it holds.
 
-        The keys are known for a reservation this store admitted; otherwise they are read
-        first, without locks. If they changed before the locks were held (the reserve landed
-        meanwhile), it runs again with the new set, so the locks always cover every limit the
-        operation changes. ``ends``: the reservation is over afterwards (commit, release)."""
-
-        def keys_of(conn: psycopg.Connection[Any], now: float) -> frozenset[str]:
-            return frozenset(_dec(key) for (key,) in conn.execute(self._sql.item_keys, (rid,)))
-
-        keys = self._touched.get(rid)
-        if keys is None:
-            keys = await self._run(keys_of)
+        The keys are known for a reservation this store admitted; otherwise the first try
+        takes no locks. If the reservation holds other keys than were locked (another process
+        made it, or the reserve landed meanwhile), nothing is done and it runs again with
+        those keys, so the locks always cover every limit the operation changes. ``ends``: the
+        reservation is over afterwards (commit, release)."""
+        keys = self._touched.get(rid, frozenset())
         while True:
 
-            def guarded(conn: psycopg.Connection[Any], now: float,
-                        locked: frozenset[str] = keys) -> tuple[bool, T | None]:
-                if keys_of(conn, now) != locked:
-                    return False, None
-                return True, op(conn, now)
+            def guarded(conn: psycopg.Connection[Any], now: float, locked: frozenset[str] = keys
+                        ) -> tuple[frozenset[str] | None, T | None]:
+                hold = self._hold(conn, rid)
+                held = frozenset(hold[1]) if hold is not None else frozenset()
+                if held != locked:
+                    return held, None
+                return None, op(conn, now, hold)
 
-            done, result = await self._run(guarded, keys)
-            if done:
+            other, result = await self._run(guarded, keys)
+            if other is None:
                 if ends:
                     self._touched.pop(rid, None)
                 return cast(T, result)
-            keys = await self._run(keys_of)
+            keys = other
 
     # -- the Store protocol -----------------------------------------------------------------
 
@@ -517,7 +520,10 @@ class PostgresStore(Store):
             ends[key] = float(end)
 
         def op(conn: psycopg.Connection[Any], now: float) -> Admission:
-            found = conn.execute(self._sql.state, (rid, rid)).fetchone()
+            with conn.pipeline():  # one round trip: the id's state and the limits
+                state = conn.execute(self._sql.state, (rid, rid))
+                loaded = conn.execute(self._sql.load, (now, [_enc(key) for key in checked]))
+            found = state.fetchone()
             assert found is not None
             expires_at, ended = found
             if expires_at is not None and expires_at > now:
@@ -525,7 +531,7 @@ class PostgresStore(Store):
             if expires_at is not None or ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
             current = {key: LimitUsage(key, row.cap, row.spent, row.held)
-                       for key, row in self._load(conn, checked, now).items()}
+                       for key, row in _rows(loaded).items()}
             decision = decide_reserve(current, checked, caps)
             if not decision.admission.admitted:
                 conn.execute("ROLLBACK")  # nothing was written; nothing is kept
@@ -537,11 +543,9 @@ class PostgresStore(Store):
                     [_enc(k) for k in created], units,
                     [str(decision.after[k].cap) for k in created],
                     [ends.get(k) for k in created], now))
-            conn.execute(self._sql.insert_hold, (rid, now + seconds, now))
-            if checked:
-                conn.execute(self._sql.insert_items, (
-                    rid, now + seconds, [_enc(k) for k in checked],
-                    [str(a) for a in checked.values()]))
+            conn.execute(self._sql.insert_hold, (
+                rid, now + seconds, now, rid, now + seconds, [_enc(k) for k in checked],
+                [str(a) for a in checked.values()]))
             return Admission(True)
 
         admission = await self._run(op, checked)
@@ -556,8 +560,7 @@ class PostgresStore(Store):
         expired (within ``history``)."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
 
-        def op(conn: psycopg.Connection[Any], now: float) -> bool:
-            hold = self._hold(conn, rid)
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
             if hold is None:
                 if conn.execute(self._sql.ended, (rid,)).fetchone() is None:
                     raise ReservationError(f"unknown reservation {rid!r} (never reserved, or "
@@ -569,9 +572,10 @@ class PostgresStore(Store):
                        for key, row in rows.items()}
             held = {key: _value(rows[key].unit, amount) for key, amount in stored.items()}
             _, spend = decide_commit(current, held, checked, live=expires_at > now)
-            conn.execute(self._sql.add_spend, (now, [_enc(k) for k in spend],
-                                               [str(a) for a in spend.values()]))
-            conn.execute(self._sql.end, (rid, rid, rid, "committed", now))
+            with conn.pipeline():  # one round trip
+                conn.execute(self._sql.add_spend, (now, [_enc(k) for k in spend],
+                                                   [str(a) for a in spend.values()]))
+                conn.execute(self._sql.end, (rid, rid, rid, "committed", now))
             return True
 
         return await self._run_on_hold(rid, op, ends=True)
@@ -579,9 +583,10 @@ class PostgresStore(Store):
     async def release(self, rid: str) -> bool:
         return await self._run_on_hold(rid, self._release_op(rid), ends=True)
 
-    def _release_op(self, rid: str) -> Callable[[psycopg.Connection[Any], float], bool]:
-        def op(conn: psycopg.Connection[Any], now: float) -> bool:
-            hold = self._hold(conn, rid)
+    def _release_op(
+        self, rid: str
+    ) -> Callable[[psycopg.Connection[Any], float, _Hold | None], bool]:
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
             if hold is None:
                 # Remembered as released (unless it ended already): a reserve of this id that
                 # arrives later, overtaken by its own release, is refused instead of holding.
@@ -611,8 +616,7 @@ class PostgresStore(Store):
     async def extend(self, rid: str, lease: float) -> bool:
         seconds = check_lease(lease)
 
-        def op(conn: psycopg.Connection[Any], now: float) -> bool:
-            hold = self._hold(conn, rid)
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
             if hold is None or hold[0] <= now:
                 return False  # an expired hold is not revived
             conn.execute(self._sql.extend, (now + seconds, rid, now + seconds, rid))
@@ -746,16 +750,16 @@ class _Statements:
         self.state = (
             f"SELECT (SELECT expires_at FROM {s}.reservations WHERE rid = %s), "
             f"EXISTS (SELECT 1 FROM {s}.endings WHERE rid = %s)")
+        # Parameters: rid, expires_at, now, rid, expires_at, keys, amounts.
         self.insert_hold = (
-            f"INSERT INTO {s}.reservations (rid, expires_at, created_at) VALUES (%s, %s, %s)")
-        # Parameters: rid, expires_at, keys, amounts.
-        self.insert_items = (
+            f"WITH hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
+            "VALUES (%s, %s, %s)) "
             f"INSERT INTO {s}.hold_items (rid, key, amount, expires_at) "
             "SELECT r, k, a::numeric, e FROM (SELECT %s::text AS r, %s::float8 AS e) AS one, "
             "unnest(%s::text[], %s::text[]) AS t(k, a)")
-        self.item_keys = (f"SELECT key FROM {s}.hold_items WHERE rid = %s")
-        self.hold = (f"SELECT expires_at FROM {s}.reservations WHERE rid = %s FOR UPDATE")
-        self.items = (f"SELECT key, amount FROM {s}.hold_items WHERE rid = %s")
+        self.hold = (f"SELECT r.expires_at, h.key, h.amount FROM {s}.reservations r "
+                     f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid WHERE r.rid = %s "
+                     "FOR UPDATE OF r")
         self.ended = (f"SELECT outcome FROM {s}.endings WHERE rid = %s")
         # Parameters: now, keys, amounts.
         self.add_spend = (
