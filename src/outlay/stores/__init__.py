@@ -7,13 +7,16 @@ never imports a database driver:
 - ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> ``SQLiteStore``, embedded and
   durable, shared by several processes on one host.
 - ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
-  and machines (needs the ``redis`` extra).
+  and machines (needs the ``redis`` extra); ``redis+cluster://host:port`` (``rediss+cluster://``)
+  for a Redis or Valkey cluster.
+- ``postgresql://user@host:port/db?schema=outlay`` (``postgres://``) -> ``PostgresStore``, for
+  teams that run PostgreSQL (needs the ``postgresql`` extra).
 
 Any URL may end in ``?fail_open=true`` (or ``&fail_open=true``): the store comes wrapped in
 ``FailOpenStore``, which admits (loudly) instead of failing when the store cannot answer.
 
-``SQLiteStore`` and ``RedisStore`` are importable from here, loaded (with their drivers) on
-first access.
+``SQLiteStore``, ``RedisStore`` and ``PostgresStore`` are importable from here, loaded (with
+their drivers) on first access.
 """
 
 from __future__ import annotations
@@ -29,28 +32,35 @@ from ._memory import MemoryStore
 from ._url import redact_url
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore
     from ._redis import RedisStore as RedisStore
     from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
-    "Admission", "FailOpenStore", "HoldUsage", "LimitUsage", "MemoryStore", "RedisStore",
-    "SQLiteStore", "SpendEvent", "Store", "store_from_url",
+    "Admission", "FailOpenStore", "HoldUsage", "LimitUsage", "MemoryStore", "PostgresStore",
+    "RedisStore", "SQLiteStore", "SpendEvent", "Store", "store_from_url",
 )
 
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
     "memory": "outlay.stores._memory:MemoryStore",
+    "postgres": "outlay.stores._postgres:PostgresStore",
+    "postgresql": "outlay.stores._postgres:PostgresStore",
     "redis": "outlay.stores._redis:RedisStore",
+    "redis+cluster": "outlay.stores._redis:RedisStore",
+    "rediss+cluster": "outlay.stores._redis:RedisStore",
     "rediss": "outlay.stores._redis:RedisStore",
     "unix": "outlay.stores._redis:RedisStore",
     "sqlite": "outlay.stores._sqlite:SQLiteStore",
 }
 
 #: URL scheme -> the optional extra that installs its driver.
-_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis"}
+_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis", "redis+cluster": "redis",
+                           "rediss+cluster": "redis", "postgres": "postgresql"}
 
 #: Public names whose module imports an optional driver: loaded on first attribute access.
 _LAZY: dict[str, str] = {
+    "PostgresStore": "outlay.stores._postgres",
     "RedisStore": "outlay.stores._redis",
     "SQLiteStore": "outlay.stores._sqlite",
 }

@@ -41,8 +41,14 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core import (
@@ -113,8 +119,16 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: What the driver raises: ``RedisError`` and its subclasses, socket errors, and the cluster
+#: client's own exceptions (no node reachable, a slot served by no node).
+_DRIVER_ERRORS: Final = (RedisError, OSError, RedisClusterException)
+
+
 def _map_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+    # A cluster mid-failover (CLUSTERDOWN, TRYAGAIN, MASTERDOWN, a slot nobody serves yet) is
+    # unreachable for now, like a server that is down: the operation did not run.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | ClusterError
+                  | TryAgainError | RedisClusterException):
         return StoreUnavailable(f"Redis is unreachable: {exc}")
     return StoreError(f"Redis failed: {exc}")
 
@@ -178,6 +192,7 @@ class RedisStore(Store):
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
+        self._cluster_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # Limit keys of the reservations this store admitted, so endings declare every key
         # they touch (strict cluster proxies want that; Redis itself only needs one slot).
         self._touched: OrderedDict[str, list[str]] = OrderedDict()
@@ -186,10 +201,12 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """``redis://[user:pass@]host:port/db`` (or ``rediss://``, ``unix://``) -> a store.
 
-        The query may carry ``namespace`` and ``decimal_places``
-        (``fail_open`` belongs to ``store_from_url``, which wraps the store in
-        ``FailOpenStore``);
-        every other query option goes to the driver's connection pool (``max_connections``,
+        ``redis+cluster://[user:pass@]host:port`` (``rediss+cluster://`` for TLS) opens a Redis
+        Cluster (or a Valkey cluster) through any one of its nodes; the client discovers the
+        others and follows failovers. The query may carry ``namespace`` and
+        ``decimal_places`` (``fail_open`` belongs to ``store_from_url``, which wraps the store
+        in ``FailOpenStore``); every other query option goes to the driver's connection pool
+        (``max_connections``,
         default 64, ``socket_timeout``, ...). Keyword ``options`` win over the URL. Connections
         are made on first use; tasks beyond ``max_connections`` wait for one. The store owns the
         client and closes it in ``aclose``.
@@ -213,7 +230,9 @@ class RedisStore(Store):
                 "use store_from_url(url) or FailOpenStore(store)")
         own.update(options)
         query = dict(rest)
-        driver_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        cluster = parts.scheme.endswith("+cluster")
+        scheme = parts.scheme.removesuffix("+cluster")
+        driver_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest)))
         kwargs: dict[str, Any] = {}
         if "socket_connect_timeout" not in query:
             kwargs["socket_connect_timeout"] = 5.0
@@ -222,12 +241,19 @@ class RedisStore(Store):
         # Endings are idempotent by reservation id, so the driver may retry a dropped call;
         # a short budget of retries keeps an unreachable server failing fast.
         kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
-        # Tasks beyond max_connections wait (up to 20 s) for a connection instead of failing.
         kwargs["max_connections"] = 64
-        kwargs["timeout"] = 20.0
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
-        except (ValueError, TypeError) as exc:
+            client: aioredis.Redis | aioredis.RedisCluster
+            if cluster:
+                # Per node. After a connection error or MOVED the client re-reads the slot map
+                # and retries on the new master (its retry budget), then gives up.
+                client = aioredis.RedisCluster.from_url(driver_url, **kwargs)
+            else:
+                # Tasks beyond max_connections wait (up to 20 s) for a connection.
+                pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0,
+                                                                **kwargs)
+                client = aioredis.Redis.from_pool(pool)
+        except (ValueError, TypeError, RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
         _check_query(url, [key for key, _ in rest], type(pool), pool.connection_class)
         client = aioredis.Redis.from_pool(pool)
@@ -320,10 +346,43 @@ class RedisStore(Store):
                 # operation and caches the script again. NOSCRIPT means nothing ran.
                 return await client.eval(script.source, len(keys), *keys, *args)
 
+        work = self._detached(run) if isinstance(client, aioredis.RedisCluster) else run
         try:
-            return await self._call(run)
-        except (RedisError, OSError) as exc:
+            return await self._call(work)
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
+
+    async def _cluster_initialized(self) -> None:
+        """Let one task (re)read the cluster's slot map while the others wait. The cluster
+        client reads it lazily, in every task that finds it missing or stale (first use, after
+        a failover); several reads at once replace nodes whose connections other tasks are
+        using, which then fail (``Connection closed``, ``AttributeError``)."""
+        client = self._client
+        assert isinstance(client, aioredis.RedisCluster)
+        if not getattr(client, "_initialize", False):  # redis-py's "slot map is stale" flag
+            return
+        loop = asyncio.get_running_loop()
+        if self._cluster_lock is None or self._cluster_lock[0] is not loop:
+            self._cluster_lock = (loop, asyncio.Lock())
+        async with self._cluster_lock[1]:
+            if getattr(client, "_initialize", False):
+                await client.initialize()
+
+    def _detached(self, run: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``run`` as its own task that a cancelled caller does not cancel. The cluster client
+        can put a connection cancelled mid-connect back in its free list, broken (its next user
+        fails with ``AttributeError``); a script that is never cancelled runs to its end and
+        leaves every connection sound. The caller still sees its cancellation at once; the
+        script's outcome is the same as for a caller cancelled after sending it."""
+
+        async def detached() -> T:
+            await self._cluster_initialized()
+            task = asyncio.ensure_future(run())
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            return await asyncio.shield(task)
+
+        return detached
 
     def _raise_code(self, reply: Sequence[Any], amounts: Mapping[str, Amount]) -> None:
         code = _text(reply[0])
@@ -483,21 +542,18 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not names:
                 return [], []
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for name in names:
-                pipe.evalsha(script.sha, 2, self._key("l", name), self._key("z", name))
-            replies: list[Any] = await pipe.execute()
+            replies = await self._eval_many(
+                script, [[self._key("l", name), self._key("z", name)] for name in names])
             return names, replies
 
         try:
             names, replies = await self._call(scan)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
         if not names:
             return []
         return [self._usage(name, reply)
-                for name, reply in zip(names, replies[1:], strict=True) if reply]
+                for name, reply in zip(names, replies, strict=True) if reply]
 
     async def reset_spend(self, key: str) -> LimitUsage:
         """See ``Store.reset_spend``. One script: drops the limit's expired holds, then sets
@@ -528,17 +584,13 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not found:
                 return 0
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for start in range(0, len(found), 1000):
-                chunk = found[start:start + 1000]
-                pipe.evalsha(script.sha, len(chunk), *chunk)
-            replies: list[Any] = await pipe.execute()
-            return sum(int(reply) for reply in replies[1:])
+            replies = await self._eval_many(
+                script, [found[start:start + 1000] for start in range(0, len(found), 1000)])
+            return sum(int(reply) for reply in replies)
 
         try:
             return await self._call(count)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
 
     async def holds(self, prefix: str = "") -> list[HoldUsage]:
@@ -560,13 +612,8 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not found:
                 return []
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for start in range(0, len(found), 1000):
-                chunk = found[start:start + 1000]
-                pipe.evalsha(script.sha, len(chunk), *chunk)
-            replies: list[Any] = await pipe.execute()
-            return replies[1:]
+            return await self._eval_many(script, [found[start:start + 1000]
+                                                  for start in range(0, len(found), 1000)])
 
         try:
             replies = await self._call(read)
@@ -636,6 +683,22 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             raise _map_error(exc) from exc
         return [decode_event(body) for body in bodies]
+    async def _eval_many(self, script: _Script, calls: list[list[str]]) -> list[Any]:
+        """Run ``script`` once per key list and return the replies in order. On one server:
+        one pipelined round trip whose first command loads the script (so no ``NOSCRIPT``).
+        A cluster client pipelines neither ``SCRIPT LOAD`` nor ``EVALSHA``: the script is
+        loaded on every master, then the calls run concurrently."""
+        if isinstance(self._client, aioredis.RedisCluster):
+            client = self._client
+            await client.script_load(script.source)
+            return list(await asyncio.gather(
+                *(client.evalsha(script.sha, len(keys), *keys) for keys in calls)))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.script_load(script.source)
+        for keys in calls:
+            pipe.evalsha(script.sha, len(keys), *keys)
+        replies: list[Any] = await pipe.execute()
+        return replies[1:]
 
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
@@ -723,6 +786,16 @@ def _check_query(url: str, names: Sequence[str], *driver_classes: type) -> None:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigurationError(f"unknown option {name!r} in Redis URL "
                                      f"{redact_url(url)!r}{hint}")
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that drops a finished task from ``tasks`` and retrieves its exception
+    (nobody awaits a task whose caller was cancelled)."""
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 def _lease_ms(lease: float) -> str:

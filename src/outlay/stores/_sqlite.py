@@ -33,20 +33,29 @@ the caller is cancelled then, the thread finishes (commits or rolls back) the tr
 the caller sees the cancellation afterwards. The operation may therefore have taken effect;
 every operation is idempotent by reservation id, so a retry is safe, and ``Budget`` releases a
 reservation whose ``reserve`` was cancelled.
+
+Group commit: operations of one store that queue while another is in the worker thread go into
+the next hop together and run in **one** ``BEGIN IMMEDIATE`` transaction, each inside its own
+savepoint (its own ``BEGIN``/``COMMIT`` become ``SAVEPOINT``/``RELEASE``). Each is still
+all-or-nothing and idempotent: one that fails is rolled back to its savepoint and raises its
+own error, the others go on; if the shared transaction cannot start or commit, every operation
+in it fails and none took effect. A lone operation runs as before, in a transaction of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import anyio
@@ -198,6 +207,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._pruned_at = float("-inf")
         self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
+        self._bound_batch: tuple[object, _Batch] | None = None
         self._abandoned: list[threading.Thread] = []
 
     @classmethod
@@ -228,12 +238,61 @@ class SQLiteStore(Store):
     async def _run(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run ``op(conn, now)`` in a worker thread under the lock, mapping driver errors.
 
-        Cancelled while queued for the thread: nothing happened. Cancelled once in the thread:
-        the transaction finishes, one way or the other, and then the cancellation is raised.
+        Group commit: operations of this store that arrive while one is in the worker thread
+        queue in the event loop; the next hop takes all of them and runs them in **one**
+        ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint (``_call_batch``). A lone
+        operation runs exactly as before (one transaction, no savepoint).
+
+        Cancelled while queued: nothing happened. Cancelled once taken into a hop: the
+        transaction finishes, one way or the other, and then the cancellation is raised.
         """
-        result = await anyio.to_thread.run_sync(self._call, op, limiter=self._limiter())
+        batch = self._batch()
+        item = _Queued(op)
+        batch.queue.append(item)
+        if batch.running:
+            try:
+                await item.lead.wait()  # our turn to lead the next hop, or our outcome is in
+            except BaseException:
+                if item in batch.queue:  # never taken into a hop: nothing happened
+                    batch.queue.remove(item)
+                    if item.lead.is_set():  # it was to lead the next hop: hand that on
+                        self._hand_on(batch)
+                    raise
+                with anyio.CancelScope(shield=True):  # taken: wait for its transaction
+                    await item.done.wait()
+                raise
+            if item.done.is_set():
+                return cast(T, item.outcome())
+        batch.running = True
+        try:
+            taken, batch.queue[:] = list(batch.queue), []
+            call = (functools.partial(self._call_one, taken[0]) if len(taken) == 1
+                    else functools.partial(self._call_batch, taken))
+            with anyio.CancelScope(shield=True):  # every operation taken runs, once
+                await anyio.to_thread.run_sync(call, limiter=self._limiter())
+            for queued in taken:
+                queued.done.set()
+                queued.lead.set()
+        finally:
+            self._hand_on(batch)
         await anyio.lowlevel.checkpoint_if_cancelled()
-        return result
+        return cast(T, item.outcome())
+
+    @staticmethod
+    def _hand_on(batch: _Batch) -> None:
+        """The first queued operation leads the next hop; with none, no hop is running."""
+        if batch.queue:
+            batch.queue[0].lead.set()
+        else:
+            batch.running = False
+
+    def _batch(self) -> _Batch:
+        """This store's queue of operations in the running event loop."""
+        loop = anyio.lowlevel.current_token().native_token
+        bound = self._bound_batch
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_batch = (loop, _Batch())
+        return bound[1]
 
     def _limiter(self) -> anyio.CapacityLimiter:
         """This store's one worker-thread slot in the running event loop."""
@@ -242,6 +301,12 @@ class SQLiteStore(Store):
         if bound is None or bound[0] is not loop:
             bound = self._bound_limiter = (loop, anyio.CapacityLimiter(1))
         return bound[1]
+
+    def _call_one(self, item: _Queued) -> None:
+        try:
+            item.result = self._call(item.op)
+        except BaseException as exc:
+            item.error = exc
 
     def _call(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         with self._lock:
@@ -257,6 +322,61 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 self._discard_if_broken()
                 raise _map_error(exc, self._path) from exc
+
+    def _call_batch(self, items: list[_Queued]) -> None:
+        """Run several operations in one write transaction, each in a savepoint: one that
+        fails is rolled back to its savepoint alone and raises its own error; the commit is
+        one write to the file for all. If the transaction cannot start or commit, every
+        operation in it fails (none took effect). A read-only snapshot runs them one by one."""
+        with self._lock:
+            together = self._batch_locked(items)
+        if not together:
+            for item in items:
+                self._call_one(item)
+
+    def _batch_locked(self, items: list[_Queued]) -> bool:
+        """``_call_batch`` under the lock; False if the connection cannot write (run the
+        operations one by one instead)."""
+        try:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY:
+                    return False
+                self._discard_if_broken()
+                raise _map_error(exc, self._path) from exc
+        except BaseException as exc:
+            for item in items:
+                item.error = exc
+            return True
+        ran: list[_Queued] = []
+        for item in items:
+            view = _Savepoint(conn)
+            try:
+                item.result = item.op(cast(sqlite3.Connection, view), self._clock())
+                ran.append(item)
+            except sqlite3.Error as exc:
+                item.error = _map_error(exc, self._path)
+                item.error.__cause__ = exc
+            except BaseException as exc:
+                item.error = exc
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    view.close()
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = _map_error(exc, self._path)
+            error.__cause__ = exc
+            for item in ran:
+                item.error = error
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            self._discard_if_broken()
+        return True
 
     def _discard_if_broken(self) -> None:
         conn = self._conn
@@ -656,6 +776,61 @@ def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
     if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
         return StoreUnavailable(f"SQLite store {path!r}: {exc}")
     return StoreError(f"SQLite store {path!r}: {exc}")
+
+
+class _Queued:
+    """One operation waiting for (or taken into) a worker-thread hop, and its outcome."""
+
+    def __init__(self, op: Callable[[sqlite3.Connection, float], Any]) -> None:
+        self.op = op
+        self.lead = anyio.Event()  # set: run the queue now, or the outcome is in
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The operations of one store queued in one event loop, and whether a hop is running."""
+
+    queue: list[_Queued] = field(default_factory=list)
+    running: bool = False
+
+
+class _Savepoint:
+    """The connection as one operation of a group commit sees it: the operation's own
+    ``BEGIN``/``COMMIT`` become a savepoint and its release, a rollback rolls back to it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.in_transaction = False
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if sql in ("BEGIN IMMEDIATE", "BEGIN"):
+            self.in_transaction = True
+            return self._conn.execute("SAVEPOINT outlay_op")
+        if sql == "COMMIT":
+            self.in_transaction = False
+            return self._conn.execute("RELEASE outlay_op")
+        return self._conn.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, parameters)
+
+    def rollback(self) -> None:
+        self._conn.execute("ROLLBACK TO outlay_op")
+        self._conn.execute("RELEASE outlay_op")
+        self.in_transaction = False
+
+    def close(self) -> None:
+        """End the operation: roll back whatever it left open."""
+        if self.in_transaction:
+            self.rollback()
 
 
 def _dump(amounts: Mapping[str, Amount]) -> str:
