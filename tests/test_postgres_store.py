@@ -27,6 +27,7 @@ import outlay
 from outlay import (
     Budget,
     ConfigurationError,
+    KeyedBudget,
     ReservationError,
     StoreError,
     StoreUnavailable,
@@ -96,12 +97,12 @@ async def test_urls_and_budget_open_a_postgres_store(
     store = store_from_url(f"{url}&pool_size=3&application_name=outlay-url-test")
     assert isinstance(store, PostgresStore)
     assert (store.schema, store._pool_size) == (schema, 3)
-    budget = Budget(postgres_server.schema_url(schema))
+    budget = Budget(requests=2, store=postgres_server.schema_url(schema), principal="agent:a")
     try:
-        await budget.set_limit("calls", 2)
-        async with budget.reserve({"calls": 2}) as held:
+        async with budget.reserve({"requests": 2}) as held:
             await held.commit()
-        assert (await store.usage("calls")).spent == 2  # the same schema through both
+        [key] = held.keys
+        assert (await store.usage(key)).spent == 2  # the same schema through both
         seen = rows(postgres_server, "SELECT count(*) FROM pg_stat_activity "
                     "WHERE application_name = 'outlay-url-test'")
         assert seen == [(1,)]  # libpq options pass through
@@ -388,7 +389,7 @@ async def test_cancelled_while_waiting_for_a_connection_does_nothing(
 async def test_cancelled_budget_reserve_leaves_nothing_held(
     store: PostgresStore, postgres_server: PostgresServer
 ) -> None:
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 5)
     scope = anyio.CancelScope()
 
@@ -433,7 +434,7 @@ async def test_unreachable_server_fails_closed() -> None:
             await store.reserve("r", {"calls": 1}, lease=60)
         assert isinstance(info.value.__cause__, psycopg.OperationalError)
         with pytest.raises(StoreUnavailable):  # a budget on it admits nothing
-            await Budget(store).reserve({"calls": 1})
+            await KeyedBudget(store).reserve({"calls": 1})
     finally:
         await store.aclose()
 
@@ -463,7 +464,7 @@ async def test_an_abandoned_reservation_is_released_without_blocking(
     postgres_server: PostgresServer, schema: str
 ) -> None:
     store = PostgresStore(postgres_server.url, schema=schema)
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 5)
     reservation = await budget.reserve({"calls": 5})
     with pytest.warns(ResourceWarning, match="garbage-collected"):

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from outlay import (
-    Budget,
     ConfigurationError,
+    KeyedBudget,
     Reservation,
     ReservationError,
     StoreUnavailable,
@@ -114,7 +114,7 @@ async def test_a_master_killed_mid_run_fails_over_to_its_replica(
     on the same store, with no restart. What was replicated before the crash is kept: spend,
     live holds and the memory of ended ids."""
     async with redis_store_at(doomed_cluster) as store:
-        budget = Budget(store)
+        budget = KeyedBudget(store)
         await budget.set_limit("usd", Decimal("10"))
         await budget.set_limit("stream", 1_000_000)
         for _ in range(3):

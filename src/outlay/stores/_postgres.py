@@ -61,7 +61,7 @@ import anyio
 import anyio.lowlevel
 import psycopg
 
-from .._core._amounts import Amount, check_amount, check_lease
+from .._core._amounts import Amount, check_amount, check_count, check_lease
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -69,8 +69,9 @@ from .._core._exceptions import (
     StoreUnavailable,
     UnknownLimit,
 )
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import decide_commit, decide_reserve
+from ._events import SpendEvent, decode_event, encode_event
 from ._url import redact_url
 
 T = TypeVar("T")
@@ -680,6 +681,70 @@ class PostgresStore(Store):
         except _NoSchema:
             return 0
 
+    async def holds(self, prefix: str = "") -> list[HoldUsage]:
+        """See ``Store.holds``: every live reservation with a limit starting with ``prefix``,
+        oldest first; lease and age on the server's clock (one query)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+
+        def op(conn: psycopg.Connection[Any], now: float) -> list[HoldUsage]:
+            found: dict[str, tuple[float, float, dict[str, Amount]]] = {}
+            for rid, expires_at, created_at, key, unit, amount in conn.execute(
+                    self._sql.holds, (now,)):
+                entry = found.setdefault(rid, (expires_at, created_at, {}))
+                entry[2][_dec(key)] = _value(unit, amount)
+            return [HoldUsage(rid, amounts, expires_at - now, now - created_at)
+                    for rid, (expires_at, created_at, amounts) in found.items()
+                    if any(key.startswith(prefix) for key in amounts)]
+
+        try:
+            return oldest_first(await self._run(op, write=False))
+        except _NoSchema:
+            return []
+
+    async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
+        """See ``Store.drop_idle_limit``: delete ``key`` if it has no live hold and has not
+        changed for ``idle`` seconds (its ``updated_at``), in one transaction under its lock."""
+        idle = check_seconds(idle, "idle")
+
+        def op(conn: psycopg.Connection[Any], now: float) -> bool:
+            row = conn.execute(self._sql.drop_idle, (_enc(key), now - idle, _enc(key), now))
+            return row.rowcount == 1
+
+        try:
+            return await self._run(op, [key])
+        except _NoSchema:  # pragma: no cover - a write creates the schema
+            return False
+
+    async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
+        """Append to the ``events`` table (made on first use, like SQLite's, so a schema with
+        no events has none), keeping the newest ``keep`` rows; one transaction."""
+        keep = check_count(keep, "keep")
+        bodies = [encode_event(event) for event in events]
+        if not bodies:
+            return
+
+        def op(conn: psycopg.Connection[Any], now: float) -> None:
+            conn.execute(self._sql.events_table)
+            conn.execute(self._sql.add_events, (bodies,))
+            conn.execute(self._sql.trim_events, (keep,))
+
+        await self._run(op, ["\0events"])
+
+    async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
+        """The ``events`` table, oldest first (the newest ``limit``); ``[]`` before any."""
+        count = None if limit is None else check_count(limit, "limit")
+
+        def op(conn: psycopg.Connection[Any], now: float) -> list[str]:
+            if conn.execute(self._sql.events_exist, (self.schema,)).fetchone() is None:
+                return []
+            return [body for (body,) in conn.execute(self._sql.read_events, (count,))]
+
+        try:
+            return [decode_event(body) for body in await self._run(op, write=False)]
+        except _NoSchema:
+            return []
+
     async def migrate(self) -> int:
         """Create the schema, or bring an older one to this outlay's version, now (every
         write does it on first use anyway); returns the version. For a deploy step that runs
@@ -780,6 +845,29 @@ class _Statements:
         self.remember_release = (
             f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, 'released', %s) "
             "ON CONFLICT (rid) DO NOTHING")
+        # Parameters: now.
+        self.holds = (
+            f"SELECT r.rid, r.expires_at, r.created_at, h.key, l.unit, h.amount "
+            f"FROM {s}.reservations r JOIN {s}.hold_items h ON h.rid = r.rid "
+            f"JOIN {s}.limits l ON l.key = h.key WHERE r.expires_at > %s ORDER BY r.rid, h.key")
+        # Parameters: key, changed before, key, now.
+        self.drop_idle = (
+            f"DELETE FROM {s}.limits l WHERE l.key = %s AND l.updated_at <= %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.hold_items h WHERE h.key = %s "
+            "AND h.expires_at > %s)")
+        self.events_table = (f"CREATE TABLE IF NOT EXISTS {s}.events ("
+                             "seq bigserial PRIMARY KEY, body text NOT NULL)")
+        self.events_exist = ("SELECT 1 FROM pg_tables WHERE schemaname = %s "
+                             "AND tablename = 'events'")
+        self.add_events = (f"INSERT INTO {s}.events (body) SELECT unnest(%s::text[])")
+        # Parameters: keep.
+        self.trim_events = (
+            f"DELETE FROM {s}.events WHERE seq <= "
+            f"(SELECT seq FROM {s}.events ORDER BY seq DESC OFFSET %s LIMIT 1)")
+        # Parameters: limit (NULL: all).
+        self.read_events = (
+            f"SELECT body FROM (SELECT seq, body FROM {s}.events ORDER BY seq DESC "
+            "LIMIT %s) AS newest ORDER BY seq")
         self.held_count = (f"SELECT count(*) FROM {s}.reservations WHERE expires_at > %s")
         # Parameters: before, before.
         self.prune = (

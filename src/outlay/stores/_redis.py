@@ -255,8 +255,10 @@ class RedisStore(Store):
                 client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError, RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
-        _check_query(url, [key for key, _ in rest], type(pool), pool.connection_class)
-        client = aioredis.Redis.from_pool(pool)
+        if cluster:
+            _check_query(url, [key for key, _ in rest], aioredis.RedisCluster, aioredis.Connection)
+        else:
+            _check_query(url, [key for key, _ in rest], type(pool), pool.connection_class)
         return cls(client, owns_client=True, **own)
 
     @property
