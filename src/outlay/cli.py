@@ -367,6 +367,10 @@ def _parse_age(text: str) -> float:
 async def _dispatch(args: argparse.Namespace, ctx: _Context) -> int:
     if args.command in ("set-cap", "reset"):
         _split_operands(args, ("key", "amount") if args.command == "set-cap" else ("key",))
+    if args.command == "set-cap":
+        # What is bad for any limit is refused before the store is opened (or created);
+        # whether the amount fits the limit's unit is checked once its current cap is known.
+        _parse_amount(args.amount, args.money, None)
     if args.command == "watch":
         return await _watch(args, ctx)
     if args.command == "dashboard":
@@ -523,12 +527,12 @@ def _parse_amount(text: str, money: bool, current: Amount | None) -> Amount:
     try:
         return check_amount(_parse_number(text, money, current), "a cap")
     except (TypeError, ValueError) as exc:  # the bounds every store keeps (check_amount)
-        raise CommandError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
 
 
 def _parse_number(text: str, money: bool, current: Amount | None) -> Amount:
     if len(text) > 100:
-        raise CommandError(f"a cap is at most 10**30; {text[:20]}... is too long")
+        raise UsageError(f"a cap is at most 10**30; {text[:20]}... is too long")
     as_money = money or isinstance(current, Decimal) or any(c in text for c in ".eE")
     if as_money:
         try:
