@@ -63,3 +63,20 @@ def test_unconfigured_structlog_prints_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == ""
     assert out.stderr == ""
+
+
+async def test_a_guard_denial_reaches_stdlib_logging_without_structlog(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17 item 13: with structlog unconfigured, an ``AtomicBudget`` denial reaches the
+    stdlib logger ``outlay`` (grants, on the hot path, are logged to structlog only)."""
+    import logging
+
+    budget = AtomicBudget(1, name="calls")
+    with caplog.at_level(logging.INFO, logger="outlay"):
+        assert await budget.try_reserve(1)
+        assert not await budget.try_reserve(1)
+        assert not budget.try_reserve_nowait(1)
+    denials = [r for r in caplog.records if r.name == "outlay"
+               and getattr(r, "event", None) == "outlay.budget.denied"]
+    assert [getattr(r, "fields", {})["budget"] for r in denials] == ["calls", "calls"]
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "outlay.budget.reserved"]

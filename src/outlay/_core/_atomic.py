@@ -151,8 +151,8 @@ class AtomicBudget:
                 admitted = False
         if not admitted:
             self._deny(cost)
-        if _structlog.is_configured:
-            self._log_reservation(cost, admitted)
+        elif _structlog.is_configured:  # a grant is logged to structlog only: the hot path
+            self._log_reservation(cost, True)
         return admitted
 
     async def try_reserve(self, cost: int) -> bool:
@@ -170,8 +170,8 @@ class AtomicBudget:
                 admitted = False
         if not admitted:
             self._deny(cost)
-        if _structlog.is_configured:
-            self._log_reservation(cost, admitted)
+        elif _structlog.is_configured:  # a grant is logged to structlog only: the hot path
+            self._log_reservation(cost, True)
         return admitted
 
     async def reserve(self, cost: int) -> None:
@@ -312,10 +312,13 @@ class AtomicBudget:
             )
 
     def _deny(self, cost: object) -> None:
-        """Raise for a bad ``cost``, else count a denial."""
+        """Raise for a bad ``cost``, else count a denial and log it (to structlog, or else to
+        stdlib logging: a denial is off the hot path)."""
         check_count(cost, "cost")
         with self._lock:
             self._denied += 1
+        if _log.enabled():
+            self._log_reservation(cost, False)  # type: ignore[arg-type]  # checked above
 
     def _ungrant(self, cost: int) -> None:
         """Take back a grant whose task was cancelled, and hand it on to queued waiters."""
