@@ -6,7 +6,8 @@ Every row runs against the same database file in the same run:
 
 - ``SQLiteStore``: ``reserve`` then ``commit`` through the store (a worker thread per call, one
   ``BEGIN IMMEDIATE`` transaction each, holds with leases, ending history, exact TEXT amounts);
-  one task in a process, and 16 concurrent tasks in a process.
+  one task in a process, and 16 and 50 concurrent tasks in a process (concurrent operations
+  share one transaction: group commit).
 - ``raw UPDATE..RETURNING``: the floor, two autocommit statements on an integer counter with
   no holds table, no lease, no idempotency and no thread hop:
   ``UPDATE raw SET held = held + 1 WHERE key = ? AND spent + held + 1 <= cap RETURNING held``,
@@ -194,7 +195,7 @@ def main() -> None:
         "memory": "MemoryStore reserve+commit",
     }
     plan: list[tuple[str, int, int]] = [
-        ("store", 1, 1), ("store", 1, 16), ("store", 4, 1), ("store", 4, 16),
+        ("store", 1, 1), ("store", 1, 16), ("store", 1, 50), ("store", 4, 1), ("store", 4, 16),
         ("raw", 1, 1), ("raw", 4, 1), ("raw_thread", 1, 1), ("raw_thread", 4, 1),
         ("memory", 1, 1),
     ]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from . import pgserver, rediscluster
 from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
 
 
@@ -43,3 +44,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
+    """A real PostgreSQL: 127.0.0.1:5432 if it answers (database ``test``), else one we start
+    from the ``postgres`` binaries and stop. Skips only when neither exists. Tests isolate
+    themselves in a schema of their own (``pgserver.fresh_schema``), dropped afterwards."""
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed "
+                                           "(outlay[postgresql])")
+    url = pgserver.default_url()
+    if url is not None:
+        yield pgserver.PostgresServer(url)
+        return
+    if pgserver.binaries() is None:
+        pytest.skip("no PostgreSQL: nothing answers on 127.0.0.1:5432 and no initdb/pg_ctl "
+                    "binaries are installed (apt-get install postgresql)")
+    server = pgserver.start_server(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rediscluster.RedisCluster]:
+    """A real Redis Cluster we start: three masters with a replica each on free loopback
+    ports, stopped at the end of the session. Skips when the binaries are missing."""
+    pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
+    if not rediscluster.binaries_present():
+        pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start a Redis Cluster "
+                    "(apt-get install redis-server)")
+    cluster = rediscluster.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,8 +1,8 @@
 """Store factories for the behavioural suite (``test_store_behaviour.py``).
 
 Each factory opens a fresh, empty store on real infrastructure (a real SQLite file, a real Redis
-server) and closes it afterwards. A store that cannot run here calls ``pytest.skip`` with the
-reason. Add a store by adding a factory to ``STORE_FACTORIES``.
+server, a real PostgreSQL schema) and closes it afterwards. A store that cannot run here calls
+``pytest.skip`` with the reason. Add a store by adding a factory to ``STORE_FACTORIES``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import pytest
 from outlay import MemoryStore, Store
 from outlay.stores import SQLiteStore
 
+from .pgserver import PostgresServer, drop_schema, fresh_schema
+from .rediscluster import RedisCluster
 from .redisserver import RedisServer
 
 if TYPE_CHECKING:
+    from outlay.stores._postgres import PostgresStore
     from outlay.stores._redis import RedisStore
 
 #: The Redis database the tests use; each test also gets its own key namespace.
@@ -48,12 +51,14 @@ async def drop_namespace(store: RedisStore) -> None:
 
 
 @asynccontextmanager
-async def redis_store_at(server: RedisServer, **options: object) -> AsyncIterator[RedisStore]:
-    """A ``RedisStore`` on ``server`` in a fresh namespace, deleted afterwards."""
+async def redis_store_at(server: RedisServer | RedisCluster,
+                         **options: object) -> AsyncIterator[RedisStore]:
+    """A ``RedisStore`` on ``server`` (or a cluster) in a fresh namespace, deleted afterwards."""
     from outlay.stores._redis import RedisStore
 
     namespace = f"outlay-test-{uuid.uuid4().hex[:12]}"
-    store = RedisStore.from_url(server.url(REDIS_TEST_DB), namespace=namespace, **options)
+    url = server.url() if isinstance(server, RedisCluster) else server.url(REDIS_TEST_DB)
+    store = RedisStore.from_url(url, namespace=namespace, **options)
     try:
         yield store
     finally:
@@ -71,6 +76,14 @@ async def redis_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
 
 
 @asynccontextmanager
+async def redis_cluster_store(tmp_path: Path,
+                              request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    async with redis_store_at(cluster) as store:
+        yield store
+
+
+@asynccontextmanager
 async def sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     store = SQLiteStore(tmp_path / "outlay.db")
     try:
@@ -79,10 +92,36 @@ async def sqlite_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
         await store.aclose()
 
 
+@asynccontextmanager
+async def postgres_store_at(server: PostgresServer, **options: object
+                            ) -> AsyncIterator[PostgresStore]:
+    """A ``PostgresStore`` on ``server`` in a fresh schema, dropped afterwards."""
+    from outlay.stores._postgres import PostgresStore
+
+    schema = fresh_schema()
+    store = PostgresStore.from_url(server.schema_url(schema), **options)
+    try:
+        yield store
+    finally:
+        try:
+            await store.aclose()
+        finally:
+            drop_schema(server.url, schema)
+
+
+@asynccontextmanager
+async def postgres_store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    async with postgres_store_at(server) as store:
+        yield store
+
+
 StoreFactory = Callable[[Path, pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "postgres": postgres_store,
     "redis": redis_store,
+    "redis-cluster": redis_cluster_store,
     "sqlite": sqlite_store,
 }

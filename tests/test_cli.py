@@ -14,9 +14,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from outlay import LimitSpec, MemoryStore, Principals, Store, Window
+from outlay import LimitSpec, MemoryStore, Principals, Store, Window, store_from_url
 from outlay.cli import main
 
+from .pgserver import PostgresServer, drop_schema, fresh_schema
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, drop_namespace
 
@@ -138,7 +139,7 @@ def test_reset_needs_the_explicit_flag(store: MemoryStore) -> None:
 
 
 def test_bad_url_and_missing_database_are_clear_errors(tmp_path: Path) -> None:
-    code, _, err = run(["show", "postgres://nowhere"])
+    code, _, err = run(["show", "mysql://nowhere"])
     assert code == 1
     assert "unknown store URL" in err
     missing = tmp_path / "budgets.db"
@@ -279,3 +280,59 @@ def test_cli_against_a_real_redis(redis_server: RedisServer) -> None:
         assert "no/such/key" in err
     finally:
         anyio.run(drop)
+
+
+def test_cli_against_a_real_postgres(postgres_server: PostgresServer) -> None:
+    schema = fresh_schema()
+    url = postgres_server.schema_url(schema)
+
+    async def fill() -> None:
+        when = datetime(2030, 3, 10, tzinfo=UTC).timestamp()
+        budgets = Principals(url, clock=lambda: when, run_id="r1",
+                             template=[LimitSpec("usd", Window.month(), D("20"))])
+        try:
+            acme = budgets.get("tenant:acme")
+            await (await acme.reserve({"usd": D("4.25")})).commit()
+            await (await acme.child("agent:x").reserve({"usd": D("1")})).commit()
+        finally:
+            await budgets.aclose()
+        store = store_from_url(url)  # a hold left live, as a working process would leave it
+        try:
+            await store.reserve("live", {"tenant:acme/usd/month:2030-03": D("0.50")},
+                                lease=3600)
+        finally:
+            await store.aclose()
+
+    try:
+        code, out, err = run(["--json", "show", url])  # a read creates nothing
+        assert (code, json.loads(out)) == (0, []), err
+        assert not schema_exists(postgres_server, schema)
+        anyio.run(fill)
+        code, out, err = run(["--json", "show", url])
+        assert code == 0, err
+        assert [(r["key"], r["spent"], r["held"]) for r in json.loads(out)] == [
+            ("tenant:acme/agent:x/usd/month:2030-03", "1", "0"),
+            ("tenant:acme/usd/month:2030-03", "5.25", "0.50")]
+        code, out, _ = run(["--json", "holds", url])
+        assert [r["key"] for r in json.loads(out)] == ["tenant:acme/usd/month:2030-03"]
+        code, out, _ = run(["--json", "top", url, "-n", "1"])
+        assert [r["principal"] for r in json.loads(out)] == ["tenant:acme"]
+        code, out, err = run(["set-cap", url, "tenant:acme/usd/month:2030-03", "30"])
+        assert code == 0, err
+        assert "cap 20 -> cap 30" in out
+        code, out, err = run(["reset", url, "tenant:acme/usd/month:2030-03", "--zero-spend"])
+        assert code == 0, err
+        assert "spent 5.25 -> 0 (cap 30, held 0.50)" in out
+        code, _, err = run(["reset", url, "no/such/key", "--zero-spend"])
+        assert code == 1
+        assert "no/such/key" in err
+    finally:
+        drop_schema(postgres_server.url, schema)
+
+
+def schema_exists(server: PostgresServer, schema: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(server.url) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return found.fetchone() is not None

@@ -19,7 +19,7 @@ def test_all_matches_public_names() -> None:
 def test_import_outlay_loads_no_optional_driver() -> None:
     code = (
         "import sys, outlay; "
-        "bad = [m for m in ('redis', 'sqlite3', 'openai', 'anthropic', 'aiolimiter') "
+        "bad = [m for m in ('redis', 'sqlite3', 'psycopg', 'openai', 'anthropic', 'aiolimiter') "
         "if m in sys.modules]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -28,6 +28,7 @@ from outlay import (
     Amount,
     Budget,
     ConfigurationError,
+    FailOpenStore,
     Reservation,
     ReservationError,
     StoreError,
@@ -430,7 +431,9 @@ async def test_a_server_restart_between_operations_is_survived(
     await held.commit({"usd": Decimal("0.30")})  # data came back, scripts did not
     usage = await budget.usage("usd")
     assert (usage.spent, usage.held) == (Decimal("0.30"), 0)
-    assert await budget.try_reserve({"usd": Decimal("0.70")}) is not None
+    rest = await budget.try_reserve({"usd": Decimal("0.70")})
+    assert rest is not None
+    await rest.release()
 
 
 # -- cancellation ------------------------------------------------------------------------------
@@ -512,7 +515,9 @@ async def test_unreachable_redis_fails_closed() -> None:
 
 
 async def test_fail_open_admits_and_logs_loudly() -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true")
+    store = store_from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true")
+    assert isinstance(store, FailOpenStore)
+    assert isinstance(store.inner, RedisStore)
     budget = Budget(store)
     try:
         with capture_logs() as logs:
@@ -561,51 +566,56 @@ async def test_many_processes_one_budget_with_cancellation_and_a_killed_worker(
     redis_server: RedisServer,
 ) -> None:
     async with redis_store_at(redis_server) as store:
-        budget = Budget(store)
-        calls_cap, usd_cap = 100, Decimal("10.00")
-        await budget.set_limit("calls", calls_cap)
-        await budget.set_limit("usd", usd_cap)
-        url = redis_server.url(REDIS_TEST_DB)
+        await check_fleet(store, redis_server.url(REDIS_TEST_DB))
 
-        hog = spawn([url, store.namespace, "hog"])
-        assert hog.stdout is not None
-        line = await anyio.to_thread.run_sync(hog.stdout.readline)
-        assert line.startswith("HELD"), hog.stderr.read() if hog.stderr else line
-        os.kill(hog.pid, signal.SIGKILL)  # dies holding 5 calls and 1.00 USD
-        hog.communicate(timeout=10)
-        assert (await budget.usage("calls")).held == 5
 
-        workers = [spawn([url, store.namespace, str(n), "10", "12", str(n)]) for n in range(3)]
-        running = True
+async def check_fleet(store: RedisStore, url: str) -> None:
+    """Three worker processes (cancelling some callers) and one SIGKILLed holder share the
+    budget of ``store``'s namespace at ``url``: never over the caps, nothing lost."""
+    budget = Budget(store)
+    calls_cap, usd_cap = 100, Decimal("10.00")
+    await budget.set_limit("calls", calls_cap)
+    await budget.set_limit("usd", usd_cap)
 
-        async def watch() -> None:  # spent + held <= cap at every snapshot
-            while running:
-                for key, cap in (("calls", calls_cap), ("usd", usd_cap)):
-                    usage = await store.usage(key)
-                    assert usage.spent + usage.held <= cap, usage
-                await anyio.sleep(0.002)
+    hog = spawn([url, store.namespace, "hog"])
+    assert hog.stdout is not None
+    line = await anyio.to_thread.run_sync(hog.stdout.readline)
+    assert line.startswith("HELD"), hog.stderr.read() if hog.stderr else line
+    os.kill(hog.pid, signal.SIGKILL)  # dies holding 5 calls and 1.00 USD
+    hog.communicate(timeout=10)
+    assert (await budget.usage("calls")).held == 5
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
-            outputs = [await anyio.to_thread.run_sync(w.communicate) for w in workers]
-            running = False
-        for worker, (_, err) in zip(workers, outputs, strict=True):
-            assert worker.returncode == 0, err
-        tallies = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-        assert sum(int(t["refused"]) for t in tallies) > 0  # the budget really ran out
-        assert sum(int(t["cancelled"]) for t in tallies) > 0  # and callers were cancelled
+    workers = [spawn([url, store.namespace, str(n), "10", "12", str(n)]) for n in range(3)]
+    running = True
 
-        with anyio.fail_after(10):  # the killed worker's lease (1 s, server clock) ends
-            while (await store.usage("calls")).held:  # noqa: ASYNC110 - polls the server
-                await anyio.sleep(0.05)
-        calls, usd = await store.usage("calls"), await store.usage("usd")
-        assert calls.spent == sum(int(t["calls"]) for t in tallies)
-        assert usd.spent == sum(Decimal(t["usd"]) for t in tallies)
-        assert (calls.held, usd.held) == (0, 0)
-        assert calls.available == calls_cap - calls.spent  # nothing is lost
-        assert usd.available == usd_cap - usd.spent
-        for n, tally in enumerate(tallies):
-            assert (await store.usage(f"worker/{n}")).spent == int(tally["worker"])
+    async def watch() -> None:  # spent + held <= cap at every snapshot
+        while running:
+            for key, cap in (("calls", calls_cap), ("usd", usd_cap)):
+                usage = await store.usage(key)
+                assert usage.spent + usage.held <= cap, usage
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        outputs = [await anyio.to_thread.run_sync(w.communicate) for w in workers]
+        running = False
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+    tallies = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert sum(int(t["refused"]) for t in tallies) > 0  # the budget really ran out
+    assert sum(int(t["cancelled"]) for t in tallies) > 0  # and callers were cancelled
+
+    with anyio.fail_after(10):  # the killed worker's lease (1 s, server clock) ends
+        while (await store.usage("calls")).held:  # noqa: ASYNC110 - polls the server
+            await anyio.sleep(0.05)
+    calls, usd = await store.usage("calls"), await store.usage("usd")
+    assert calls.spent == sum(int(t["calls"]) for t in tallies)
+    assert usd.spent == sum(Decimal(t["usd"]) for t in tallies)
+    assert (calls.held, usd.held) == (0, 0)
+    assert calls.available == calls_cap - calls.spent  # nothing is lost
+    assert usd.available == usd_cap - usd.spent
+    for n, tally in enumerate(tallies):
+        assert (await store.usage(f"worker/{n}")).spent == int(tally["worker"])
 
 
 # -- the docs page runs ------------------------------------------------------------------------
@@ -639,7 +649,7 @@ async def test_fail_open_admission_settles_once_redis_is_back(
     own_redis: RedisServer, own_store: RedisStore
 ) -> None:
     """Guards commit raising "unknown reservation" for work admitted during an outage."""
-    store = RedisStore(own_store.client, namespace=own_store.namespace, fail_open=True)
+    store = FailOpenStore(RedisStore(own_store.client, namespace=own_store.namespace))
     budget = Budget(store)
     await budget.set_limit("usd", Decimal("1.00"))
     await budget.set_limit("calls", 10)

@@ -226,7 +226,7 @@ async def test_ended_ids_are_remembered_boundedly(monkeypatch: pytest.MonkeyPatc
 async def test_store_from_url() -> None:
     assert isinstance(store_from_url("memory://"), MemoryStore)
     with pytest.raises(ConfigurationError, match="memory://"):
-        store_from_url("postgres://db")
+        store_from_url("mysql://db")
     with pytest.raises(ConfigurationError):
         store_from_url("memory")
     with pytest.raises(TypeError):

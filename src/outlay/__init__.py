@@ -103,6 +103,7 @@ from .jobs import Transport as Transport
 from .jobs import Worker as Worker
 from .jobs import job_cost as job_cost
 from .jobs import verify_artifacts as verify_artifacts
+from .stores import FailOpenStore as FailOpenStore
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
@@ -138,6 +139,7 @@ __all__ = (
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
+    "FailOpenStore",
     "Hold",
     "InvalidToolArguments",
     "Job",

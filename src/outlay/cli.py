@@ -30,7 +30,7 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._core._amounts import Amount
+from ._core._amounts import Amount, check_amount
 from ._core._exceptions import OutlayError, UnknownLimit
 from ._core._principals import parse_limit_key
 from ._core._windows import Window
@@ -155,6 +155,9 @@ def _open_store(url: str, *, create: bool = False) -> Store:
         if path is not None and not os.path.exists(path):
             raise CommandError(f"no database at {path!r} ({url}); a read command never "
                                "creates one (set-cap --create does)")
+        from .stores._sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, create=False)  # never turns a file into a database
     return store_from_url(url)
 
 
@@ -303,6 +306,15 @@ def _top(args: argparse.Namespace, usages: list[LimitUsage], out: TextIO) -> Non
 
 
 def _parse_amount(text: str, money: bool, current: Amount | None) -> Amount:
+    try:
+        return check_amount(_parse_number(text, money, current), "a cap")
+    except (TypeError, ValueError) as exc:  # the bounds every store keeps (check_amount)
+        raise CommandError(str(exc)) from exc
+
+
+def _parse_number(text: str, money: bool, current: Amount | None) -> Amount:
+    if len(text) > 100:
+        raise CommandError(f"a cap is at most 10**30; {text[:20]}... is too long")
     as_money = money or isinstance(current, Decimal) or any(c in text for c in ".eE")
     if as_money:
         try:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 
 import anyio
 import anyio.lowlevel
@@ -57,9 +57,8 @@ class _Waiter:
         self.thread = threading.get_ident()
         self._future: asyncio.Future[None] | None = None
         self._event: anyio.Event | None = None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio: trio, through anyio
+        loop = asyncio._get_running_loop()  # None instead of an exception: cheaper
+        if loop is None:  # not asyncio: trio, through anyio
             self._event = anyio.Event()
             native = anyio.lowlevel.current_token().native_token
             self._schedule: Callable[[Callable[[], object]], object] = native.run_sync_soon  # type: ignore[attr-defined]
@@ -75,10 +74,15 @@ class _Waiter:
             await self._event.wait()
 
     def wake(self) -> None:
-        if threading.get_ident() == self.thread:
-            self._set()
-        else:
+        if threading.get_ident() != self.thread:
             self._schedule(self._set)
+            return
+        future = self._future  # inlined _set: the common same-thread wake-up
+        if future is None:
+            assert self._event is not None
+            self._event.set()
+        elif not future.done():
+            future.set_result(None)
 
     def _set(self) -> None:
         if self._future is not None:
@@ -172,17 +176,11 @@ class AtomicBudget:
         """Take ``cost``, waiting in FIFO order until it fits.
 
         Raises ``BudgetExceeded`` at once if ``cost`` exceeds ``capacity`` (it could never fit).
-        Cancellation while waiting takes nothing; a cancellation that lands after the grant
-        hands the grant to the next waiter.
+        A checkpoint: cancellation is seen even when the units are free. Cancellation while
+        waiting takes nothing; a cancellation that lands after the grant (native asyncio
+        ``Task.cancel()`` included) gives the grant back, to the next waiter.
         """
-        check_count(cost, "cost")
-        if cost > self._capacity:
-            with self._lock:
-                self._denied += 1
-            raise BudgetExceeded(
-                f"cost {cost} exceeds the budget's capacity {self._capacity}; it can never fit",
-                key=self._name, requested=cost, available=self._available,
-            )
+        self._check_fits(cost)
         await anyio.lowlevel.checkpoint_if_cancelled()
         with self._lock:
             if cost <= self._available and not self._waiters:
@@ -195,25 +193,43 @@ class AtomicBudget:
         if waiter is None:
             try:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
-            finally:
-                if _structlog.is_configured:
-                    self._log_reservation(cost, True)
-            return
+            except BaseException:
+                # A native asyncio ``Task.cancel()`` passes the shielded checkpoint (anyio
+                # #398): the grant was taken, so give it back before the cancellation goes on.
+                self._ungrant(cost)
+                raise
+        else:
+            await self._wait(waiter)
+        if _structlog.is_configured:
+            self._log_reservation(cost, True)
+
+    async def _wait(self, waiter: _Waiter) -> None:
+        """Wait until ``waiter`` (queued) is granted; on cancellation leave the queue, or give
+        a grant that arrived meanwhile back to the next waiter."""
         try:
             await waiter.wait()
         except BaseException:
             with self._lock:
-                if waiter.granted:
-                    self._available = min(self._capacity, self._available + cost)
-                    self._reserved -= 1
-                else:
+                if not waiter.granted:
                     self._waiters.remove(waiter)
-                woken = self._grant()
-            for other in woken:
-                other.wake()
+                    woken = self._grant()
+            if waiter.granted:
+                self._ungrant(waiter.cost)
+            else:
+                for other in woken:
+                    other.wake()
             raise
-        if _structlog.is_configured:
-            self._log_reservation(cost, True)
+
+    def _check_fits(self, cost: int) -> None:
+        """Raise for a bad ``cost``, or ``BudgetExceeded`` if it exceeds ``capacity``."""
+        check_count(cost, "cost")
+        if cost > self._capacity:
+            with self._lock:
+                self._denied += 1
+            raise BudgetExceeded(
+                f"cost {cost} exceeds the budget's capacity {self._capacity}; it can never fit",
+                key=self._name, requested=cost, available=self._available,
+            )
 
     def release_nowait(self, cost: int) -> None:
         """Give ``cost`` back (capped at ``capacity``) and grant queued waiters that now fit."""
@@ -258,14 +274,15 @@ class AtomicBudget:
         if _structlog.is_configured:
             _log.emit("outlay.budget.refilled", budget=self._name, available=self._capacity)
 
-    @asynccontextmanager
-    async def hold(self, cost: int) -> AsyncIterator[None]:
-        """``async with budget.hold(cost):`` reserve (waiting) on entry, release on every exit."""
-        await self.reserve(cost)
-        try:
-            yield
-        finally:
-            self.release_nowait(cost)
+    def hold(self, cost: int) -> _Hold:
+        """``async with budget.hold(cost):`` reserve on entry (waiting in FIFO order), release
+        on every exit.
+
+        When ``cost`` fits and nobody waits, entry takes it without yielding to the event loop
+        (as ``asyncio.Semaphore`` does), so a cancellation is seen at the body's first
+        checkpoint; otherwise entry waits exactly like ``reserve``.
+        """
+        return _Hold(self, cost)
 
     def statistics(self) -> BudgetStatistics:
         """Return a frozen, self-consistent snapshot."""
@@ -286,6 +303,15 @@ class AtomicBudget:
         with self._lock:
             self._denied += 1
 
+    def _ungrant(self, cost: int) -> None:
+        """Take back a grant whose task was cancelled, and hand it on to queued waiters."""
+        with self._lock:
+            self._available = min(self._capacity, self._available + cost)
+            self._reserved -= 1
+            woken = self._grant()
+        for waiter in woken:
+            waiter.wake()
+
     def _grant(self) -> list[_Waiter]:
         """Move units to queued waiters, head first, while the head fits. Lock held."""
         woken: list[_Waiter] = []
@@ -305,3 +331,40 @@ class AtomicBudget:
     def __repr__(self) -> str:
         return (f"<AtomicBudget {self._name or ''} available={self._available}"
                 f"/{self._capacity} waiting={len(self._waiters)}>")
+
+
+class _Hold:
+    """What ``AtomicBudget.hold`` returns: an async context manager without a generator."""
+
+    __slots__ = ("_budget", "_cost")
+
+    def __init__(self, budget: AtomicBudget, cost: int) -> None:
+        self._budget = budget
+        self._cost = cost
+
+    async def __aenter__(self) -> None:
+        budget, cost = self._budget, self._cost
+        with budget._lock:
+            # The same chained test as try_reserve_nowait: the uncontended fast path; a cost
+            # that cannot be taken now but could fit later queues in the same critical section.
+            if cost.__class__ is int and 0 <= cost <= budget._available and not budget._waiters:
+                budget._available -= cost
+                budget._reserved += 1
+                waiter: _Waiter | bool | None = None
+            elif cost.__class__ is int and 0 <= cost <= budget._capacity:
+                waiter = _Waiter(cost)
+                budget._waiters.append(waiter)
+            else:
+                waiter = False
+        if waiter is False:  # bad or oversized cost (or an int subclass): reserve says which
+            await budget.reserve(cost)
+            return
+        if waiter is not None:
+            assert isinstance(waiter, _Waiter)
+            await budget._wait(waiter)
+        if _structlog.is_configured:
+            budget._log_reservation(cost, True)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._budget.release_nowait(self._cost)

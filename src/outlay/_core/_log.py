@@ -1,20 +1,28 @@
-"""structlog events, emitted only when the application has configured structlog.
+"""outlay's events: through structlog when the application configured it, else stdlib logging.
 
 outlay never configures logging. An unconfigured structlog prints every event to stdout, which
-is the wrong default for a library on a hot path, so events are emitted only once
-``structlog.is_configured()`` is true. Event names are namespaced (``outlay.budget.reserved``)
-and fields are flat.
+is the wrong default for a library, so until ``structlog.is_configured()`` is true every event
+goes to the stdlib logger ``outlay`` instead (info events at INFO, warnings at WARNING), where
+the application's ``logging`` setup decides what is shown; a warning (a fail-open admission, a
+redacted secret) is shown even with no setup at all, by logging's last-resort handler. Event
+names are namespaced (``outlay.budget.reserved``) and fields are flat; a stdlib record carries
+them as ``record.event`` and ``record.fields``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
 
 _logger = structlog.get_logger("outlay")
+_stdlib = logging.getLogger("outlay")
 
-enabled = structlog.is_configured
+
+def enabled() -> bool:
+    """True if an info event would be shown (structlog configured, or ``outlay`` at INFO)."""
+    return structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO)
 
 try:
     # The flag ``structlog.is_configured()`` returns, read as an attribute: hot paths (a budget
@@ -36,12 +44,22 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on structlog
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Emit ``event`` at info level if the application configured structlog."""
+    """Emit ``event`` at info level."""
     if structlog.is_configured():
         _logger.info(event, **fields)
+    elif _stdlib.isEnabledFor(logging.INFO):
+        _to_stdlib(logging.INFO, event, fields)
 
 
 def warn(event: str, **fields: Any) -> None:
-    """Emit ``event`` at warning level if the application configured structlog."""
+    """Emit ``event`` at warning level; always reaches some log."""
     if structlog.is_configured():
         _logger.warning(event, **fields)
+    elif _stdlib.isEnabledFor(logging.WARNING):
+        _to_stdlib(logging.WARNING, event, fields)
+
+
+def _to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
+    text = " ".join(f"{key}={value!r}" for key, value in fields.items())
+    _stdlib.log(level, "%s %s", event, text, extra={"event": event, "fields": fields},
+                stacklevel=3)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-from ._amounts import Amount
+from ._amounts import Amount, minus, plus
 
 __all__ = (
     "AdmissionDecision",
@@ -130,9 +130,9 @@ def over_cap_reason(
     window: str, cap: Amount, spent: Amount, reserved: Amount, estimate: Amount
 ) -> str:
     """Say in words why ``estimate`` does not fit ``window`` (shared by every refusal)."""
-    total = spent + reserved + estimate
+    total = plus(plus(spent, reserved), estimate)
     return (f"window {window!r}: cap {cap}, committed {spent}, reserved {reserved}, "
-            f"estimate {estimate}: total {total} is over the cap by {total - cap}")
+            f"estimate {estimate}: total {total} is over the cap by {minus(total, cap)}")
 
 
 def admits(
@@ -162,7 +162,7 @@ def admits(
             raise TypeError(f"states[{window!r}] must be a WindowState, "
                             f"got {type(state).__name__}")
         limit = cap[window]
-        total = state.spent + state.reserved + estimate
+        total = plus(plus(state.spent, state.reserved), estimate)  # exact, any caller context
         if total > limit:
             reason = over_cap_reason(window, limit, state.spent, state.reserved, estimate)
             if window not in cap:

@@ -10,7 +10,6 @@ included, shielded from the cancellation. A handle garbage-collected before it e
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -22,8 +21,8 @@ import anyio
 
 from ..stores import Admission, LimitUsage, Store, store_from_url
 from . import _log
-from ._amounts import Amount, check_amount
-from ._exceptions import BudgetExceeded, ReservationError
+from ._amounts import Amount, check_amount, check_lease
+from ._exceptions import BudgetExceeded, ReservationError, StoreError
 
 R = TypeVar("R", bound="Reservation")
 
@@ -37,15 +36,6 @@ H = TypeVar("H", bound=_Exits)
 
 DEFAULT_LEASE = 300.0
 """Seconds a hold lives unless committed, released or extended first."""
-
-
-def check_lease(lease: object) -> float:
-    """Return ``lease`` as positive finite seconds; raise ``TypeError``/``ValueError``."""
-    if isinstance(lease, bool) or not isinstance(lease, int | float):
-        raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
-    if not math.isfinite(lease) or lease <= 0:
-        raise ValueError(f"lease must be a positive, finite number of seconds, got {lease}")
-    return float(lease)
 
 
 def refusal_reason(admission: Admission) -> str:
@@ -70,9 +60,12 @@ class Reservation:
 
     Ending twice raises ``ReservationError`` and counts nothing twice. A failed ending (the store
     raised) leaves the reservation open, so it can be retried: endings are idempotent by ``id``.
+    A commit that failed with ``StoreError`` (the store did not answer: it may have counted the
+    spend) is never undone by a release: ``release()``, ``async with`` and garbage collection
+    then leave the hold alone, and only a retried ``commit`` or the lease ends it.
     """
 
-    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_state", "_store")
+    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_state", "_store", "_unsettled")
 
     def __init__(self, store: Store, rid: str, amounts: Mapping[str, Amount]) -> None:
         self._store = store
@@ -80,6 +73,7 @@ class Reservation:
         self._amounts: Mapping[str, Amount] = MappingProxyType(dict(amounts))
         self._state: str | None = None
         self._ending = False
+        self._unsettled = False  # a commit raised StoreError: its outcome is unknown
 
     @property
     def id(self) -> str:
@@ -122,6 +116,9 @@ class Reservation:
         try:
             with anyio.CancelScope(shield=True):
                 await self._store.commit(self._id, actual)
+        except StoreError:
+            self._unsettled = True
+            raise
         finally:
             self._ending = False
         self._state = "committed"
@@ -130,7 +127,16 @@ class Reservation:
                       held=dict(self._amounts), actual=dict(actual or self._amounts))
 
     async def release(self) -> None:
-        """Give the whole hold back. Runs shielded from cancellation."""
+        """Give the whole hold back. Runs shielded from cancellation.
+
+        After a commit whose outcome is unknown (it raised ``StoreError``) this does nothing
+        but log the warning ``outlay.reservation.release_skipped``: the spend may have been
+        counted, and a release must not undo it.
+        """
+        if self._unsettled and self._state is None:
+            _log.warn("outlay.reservation.release_skipped", reservation=self._id,
+                      reason="commit outcome unknown; retry commit or let the lease expire")
+            return
         self._begin_ending("released")
         try:
             with anyio.CancelScope(shield=True):
@@ -170,7 +176,7 @@ class Reservation:
             await self.release()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", "unset") is None:
+        if getattr(self, "_state", "unset") is None and not self._unsettled:
             # Release first: the warning may be turned into an error by a warnings filter.
             with contextlib.suppress(Exception):  # a finaliser must never raise
                 self._store.release_abandoned(self._id)

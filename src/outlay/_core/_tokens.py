@@ -6,12 +6,11 @@ model call and reconciled against the provider's reported usage after it.
 
 from __future__ import annotations
 
-import math
 import uuid
 
 from ..stores import MemoryStore
 from . import _log
-from ._amounts import check_count
+from ._amounts import MAX_LEASE, check_count
 from ._exceptions import BudgetExceeded, ReservationError
 from ._reservation import Reservation, ReserveContext
 
@@ -42,8 +41,9 @@ class AtomicTokenBudget:
     Implements ``TokenBudget``. ``record_usage`` reconciles a reservation against
     ``prompt + completion``: an over-estimate is refunded, an overage is taken from what is
     available (``available`` never goes below zero) and the whole actual counts in
-    ``tokens_consumed()``. Holds do not expire by time; a handle garbage-collected before it was
-    recorded refunds its estimate with a ``ResourceWarning``.
+    ``tokens_consumed()``. Holds do not expire by time (their lease is ``MAX_LEASE``); a
+    handle garbage-collected before it was recorded refunds its estimate with a
+    ``ResourceWarning``.
     """
 
     def __init__(self, capacity: int, *, name: str | None = None) -> None:
@@ -82,7 +82,7 @@ class AtomicTokenBudget:
         """Hold ``estimate`` tokens if they fit now; ``None`` otherwise. Never waits."""
         estimate = check_count(estimate, "estimate")
         rid = uuid.uuid4().hex
-        admission = self._store.reserve_nowait(rid, {_TOKENS: estimate}, lease=math.inf)
+        admission = self._store.reserve_nowait(rid, {_TOKENS: estimate}, lease=MAX_LEASE)
         if _log.enabled():
             event = "outlay.tokens.reserved" if admission.admitted else "outlay.tokens.denied"
             _log.emit(event, budget=self._name, reservation=rid, estimate=estimate,

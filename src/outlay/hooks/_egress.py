@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, overload
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -88,6 +90,12 @@ class EgressAuditHook(ToolDispatchHook):
     wrapper with the ``ToolDispatcher``; put this hook last in the chain, so a call it lets
     through is not skipped afterwards. Undeclared tools pass untouched.
 
+    Egress is TLS-only, failing closed: an endpoint must be an ``https://`` URL. A string
+    endpoint that is not is refused at declaration (``ValueError``); one computed per call is
+    refused in ``before`` (skipped or terminated, as for a missing secret). For development,
+    ``allow_insecure_loopback=True`` admits ``http://`` to ``localhost``/loopback addresses,
+    logged as a warning when the hook is made and on every such call.
+
     ``before``: every secret variable of the tool must be set and non-empty in ``environ``
     (default ``os.environ``, read at call time). If one is missing the tool does not run:
     ``on_missing="skip"`` (default) skips it with a reason naming the variable(s),
@@ -98,13 +106,18 @@ class EgressAuditHook(ToolDispatchHook):
     admitted the call (the tool may have sent data; ``error_type``, no message).
     """
 
-    __slots__ = ("_environ", "_terminate", "_tools")
+    __slots__ = ("_environ", "_insecure_loopback", "_terminate", "_tools")
 
     def __init__(self, *, on_missing: OnMissing = "skip",
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 allow_insecure_loopback: bool = False) -> None:
         if on_missing not in ("skip", "terminate"):
             raise ValueError(f"on_missing must be 'skip' or 'terminate', got {on_missing!r}")
         self._terminate = on_missing == "terminate"
+        self._insecure_loopback = allow_insecure_loopback is True
+        if self._insecure_loopback:
+            _log.warn("outlay.egress.insecure_loopback_allowed",
+                      reason="http:// endpoints on loopback hosts are allowed (development)")
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._tools: dict[str, _Egress] = {}
 
@@ -152,6 +165,10 @@ class EgressAuditHook(ToolDispatchHook):
             raise ValueError(f"tool {tool!r} is already declared")
         if not callable(endpoint) and (not isinstance(endpoint, str) or not endpoint):
             raise TypeError(f"endpoint must be a non-empty str or a function, got {endpoint!r}")
+        if isinstance(endpoint, str):
+            problem = self._insecure(endpoint)
+            if problem:
+                raise ValueError(f"tool {tool!r}: {problem}")
         if not isinstance(secrets, Mapping):
             raise TypeError(f"secrets must map parameter names to variable names, got "
                             f"{secrets!r}")
@@ -221,6 +238,11 @@ class EgressAuditHook(ToolDispatchHook):
         if egress is None:
             return CONTINUE
         endpoint = egress.endpoint(invocation) if callable(egress.endpoint) else egress.endpoint
+        problem = self._insecure(endpoint) if callable(egress.endpoint) else None
+        if problem:
+            _log.warn("outlay.egress.refused", **_fields(invocation, _shown(endpoint), egress),
+                      reason=problem)
+            return refuse(invocation, problem, terminate=self._terminate)
         missing = [env for env in egress.envs if not self._environ.get(env)]
         if missing:
             _log.emit("outlay.egress.refused", **_fields(invocation, endpoint, egress),
@@ -252,8 +274,48 @@ class EgressAuditHook(ToolDispatchHook):
                   error_type=type(error).__name__,
                   terminated=isinstance(error, DispatchTerminated), cancelled=cancelled)
 
+    def _insecure(self, endpoint: object) -> str | None:
+        """Why ``endpoint`` may not receive data (None if it may): only ``https://`` URLs with
+        a host, or ``http://`` to a loopback host with ``allow_insecure_loopback``."""
+        if not isinstance(endpoint, str):
+            return f"endpoint must be a str, got {type(endpoint).__name__}"
+        try:
+            parts = urlsplit(endpoint)
+            host = parts.hostname
+        except ValueError:
+            return f"endpoint {_shown(endpoint)!r} is not a URL"
+        if parts.scheme == "https" and host:
+            return None
+        if parts.scheme == "http" and host and self._insecure_loopback and _loopback(host):
+            _log.warn("outlay.egress.insecure_endpoint", endpoint=_shown(endpoint))
+            return None
+        return (f"endpoint {_shown(endpoint)!r} is not https://; egress is TLS-only "
+                "(http:// to a loopback host needs allow_insecure_loopback=True)")
+
     def __repr__(self) -> str:
         return f"<EgressAuditHook tools={list(self._tools)}>"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _shown(endpoint: object) -> str:
+    """An endpoint for messages and logs: no user info (a password in the URL stays out)."""
+    text = str(endpoint)
+    try:
+        parts = urlsplit(text)
+        if parts.username is not None or parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    except ValueError:
+        return "<unparseable endpoint>"
+    return text
 
 
 def _fields(invocation: ToolInvocation, endpoint: str, egress: _Egress) -> dict[str, Any]:
@@ -263,14 +325,29 @@ def _fields(invocation: ToolInvocation, endpoint: str, egress: _Egress) -> dict[
 
 def _leak(exc: BaseException, secrets: Mapping[str, Secret]
           ) -> tuple[str, tuple[str, ...]] | None:
-    """``(error type, variables)`` if ``exc``'s message contains a secret value, else None.
+    """``(error type, variables)`` if a secret value appears anywhere a traceback shows of
+    ``exc``: its message, its notes, and the same of every exception chained to it
+    (``__cause__``, ``__context__``, the members of an exception group). Else None.
 
     Only names are kept, so no frame local of the wrapper holds the leaking exception once
     its ``except`` block ends (tracebacks rendered with locals cannot show it)."""
-    try:
-        text = f"{exc}\n{exc!r}"
-    except Exception:  # an exception whose str() fails cannot be shown anywhere either
-        return None
+    texts = []
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            texts.append(f"{current}\n{current!r}")
+            texts.extend(str(note) for note in getattr(current, "__notes__", None) or ())
+        except Exception:  # a str() that fails: treat as showing everything (refuse it)
+            texts.extend(s.reveal() for s in secrets.values())
+        todo.extend(c for c in (current.__cause__, current.__context__) if c is not None)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+    text = "\n".join(texts)
     envs = tuple(s.env for s in secrets.values() if s.reveal() in text)
     return (type(exc).__name__, envs) if envs else None
 

@@ -1,10 +1,34 @@
-"""The store protocol: where limits, holds and spend live.
+"""The store protocol and its contract: where limits, holds and spend live.
 
 A store keeps *limits* (a key with a cap), *holds* (amounts a reservation has taken against one
 or more limits, with a lease) and *spend* (what committed reservations used). Every method is one
 atomic step at the store; every ending is idempotent by reservation id, so a retried call after a
 timeout counts once. Invariant at every instant: a reservation is admitted only if
 ``spent + held + amount <= cap`` for each of its limits.
+
+The contract every store follows (``tests/test_store_behaviour.py`` and ``tests/test_faults.py``
+run it against each one):
+
+- **Validation first.** Amounts, caps and leases are checked (``check_amount``,
+  ``check_lease``) and every decision is made before the first write; a refused or invalid
+  call changes nothing. Arithmetic is exact in outlay's own decimal context, whatever the
+  caller's. Stores that decide in Python share ``stores/_decide.py``.
+- **Unknown ids.** ``commit`` of an id the store never saw (or has forgotten) raises
+  ``ReservationError``. ``release`` and ``extend`` of one return False, and a released unknown
+  id is remembered as released, so a ``reserve`` of it that arrives later (a cancelled
+  caller's request still in flight) is refused with ``ReservationError`` instead of holding
+  budget nobody will end.
+- **Ended ids** are remembered for at least ``DEFAULT_RETAIN`` seconds (one day) after they
+  end, so a retried ending within that time is answered as a retry: ``commit`` returns False,
+  ``release`` returns False, ``reserve`` raises ``ReservationError``. Stores may keep them
+  longer (SQLite: ``history``, 30 days); the in-process memory store also keeps at most the
+  latest ``ENDED_MEMORY`` (65,536) ids.
+- **Expiry.** A hold whose lease has passed stops counting at once (for admissions and
+  ``usage``). A ``commit`` after that, while the id is remembered, still records its spend
+  (spend is never lost); a ``release`` after it ends the reservation, and a later commit then
+  returns False. ``extend`` never revives an expired hold. ``expire_at`` marks when a period
+  limit is over; a store may forget such a limit some time after that and after every hold on
+  it has ended (Redis), never while a hold on it is live.
 """
 
 from __future__ import annotations
@@ -14,7 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount
+from .._core._amounts import Amount, minus
+
+DEFAULT_RETAIN = 86_400.0
+"""Seconds every store remembers an ended reservation id, at least (see the contract above)."""
+
+ENDED_MEMORY = 65_536
+"""The most ended ids the in-process memory store keeps (it forgets the oldest first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +58,7 @@ class LimitUsage:
 
     @property
     def available(self) -> Amount:
-        room = self.cap - self.spent - self.held
+        room = minus(minus(self.cap, self.spent), self.held)
         if room > 0:
             return room
         return Decimal(0) if isinstance(room, Decimal) else 0
@@ -84,7 +114,8 @@ class Store(ABC):
 
     @abstractmethod
     async def release(self, rid: str) -> bool:
-        """Give the hold back. Returns False if there was nothing held under ``rid``."""
+        """Give the hold back. Returns False if there was nothing held under ``rid``; an id the
+        store never saw is then remembered as released (see the contract)."""
 
     @abstractmethod
     async def extend(self, rid: str, lease: float) -> bool:

@@ -16,22 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_lease
 from .._core._exceptions import ReservationError, UnknownLimit
-from ._base import Admission, LimitUsage, Store
-
-#: How many ended reservation ids are remembered for idempotent retries.
-ENDED_MEMORY = 65_536
+from ._base import DEFAULT_RETAIN, ENDED_MEMORY, Admission, LimitUsage, Store
+from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
 
 _COMMITTED = "committed"
 _RELEASED = "released"
-
-
-@dataclass(slots=True)
-class _Limit:
-    cap: Amount
-    spent: Amount
-    held: Amount
 
 
 @dataclass(slots=True)
@@ -45,18 +36,26 @@ class MemoryStore(Store):
 
     ``clock`` returns seconds (monotonic by default) and can be replaced in tests to drive
     leases. Expired holds stop counting at the next operation; a commit that arrives after its
-    lease expired still records the spend. The last ``ENDED_MEMORY`` ended ids are remembered so
-    retried endings are answered idempotently.
+    lease expired still records the spend. Ended ids are remembered for ``retain`` seconds
+    (default one day), at most the latest ``ENDED_MEMORY`` of them, so retried endings are
+    answered idempotently (see the contract in ``Store``). Memory follows the live holds, not
+    the call rate: an ended hold leaves nothing behind but its remembered id.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 retain: float = DEFAULT_RETAIN) -> None:
         self._clock = clock
+        self._retain = check_lease(retain)
         self._lock = threading.Lock()
-        self._limits: dict[str, _Limit] = {}
+        self._limits: dict[str, LimitUsage] = {}
         self._holds: dict[str, _Hold] = {}
+        # (lease end, rid) of every hold; entries of ended or extended holds are dropped
+        # lazily, and the heap is rebuilt once they outnumber the live ones.
         self._expiry: list[tuple[float, str]] = []
-        # rid -> "committed" | "released" | the amounts of a hold whose lease expired
+        # rid -> "committed" | "released" | the amounts of a hold whose lease expired, in the
+        # order they ended; _ended_at holds when, in the same order.
         self._ended: OrderedDict[str, str | dict[str, Amount]] = OrderedDict()
+        self._ended_at: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -69,15 +68,7 @@ class MemoryStore(Store):
         """Create ``key`` with ``cap`` or change its cap; spend and holds are kept."""
         cap = check_amount(cap, "cap")
         with self._lock:
-            limit = self._limits.get(key)
-            if limit is None:
-                zero: Amount = Decimal(0) if isinstance(cap, Decimal) else 0
-                self._limits[key] = _Limit(cap, zero, zero)
-            else:
-                if isinstance(limit.cap, int) != isinstance(cap, int):
-                    raise TypeError(f"limit {key!r} cannot change unit from "
-                                    f"{type(limit.cap).__name__} to {type(cap).__name__}")
-                limit.cap = cap
+            self._limits[key] = decide_set_limit(self._limits.get(key), key, cap)
 
     def reserve_nowait(
         self,
@@ -92,8 +83,8 @@ class MemoryStore(Store):
         finished period's limit stays readable for the life of the process."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         if defaults:
-            for cap in defaults.values():
-                check_amount(cap, "cap")
+            defaults = {key: check_amount(cap, "cap") for key, cap in defaults.items()}
+        check_lease(lease)
         with self._lock:
             now = self._clock()
             self._expire(now)
@@ -101,29 +92,16 @@ class MemoryStore(Store):
                 return Admission(True)
             if rid in self._ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
-            limits: list[tuple[_Limit, Amount]] = []
-            created: dict[str, _Limit] = {}
-            for key, amount in checked.items():
-                limit = self._limits.get(key)
-                if limit is None:
-                    if not defaults or key not in defaults:
-                        raise UnknownLimit(key)
-                    cap = defaults[key]
-                    zero: Amount = Decimal(0) if isinstance(cap, Decimal) else 0
-                    limit = created[key] = _Limit(cap, zero, zero)
-                check_unit(limit.cap, amount, key)
-                limits.append((limit, amount))
-            for (key, amount), (limit, _) in zip(checked.items(), limits, strict=True):
-                if limit.spent + limit.held + amount > limit.cap:
-                    usage = LimitUsage(key, limit.cap, limit.spent, limit.held)
-                    return Admission(False, usage, amount)
-            self._limits.update(created)
-            for limit, amount in limits:
-                limit.held += amount
+            limits = self._limits
+            decision = decide_reserve({k: limits[k] for k in checked if k in limits}, checked,
+                                      defaults)
+            if not decision.admission.admitted:
+                return decision.admission
+            limits.update(decision.after)
             expires_at = now + lease
             self._holds[rid] = _Hold(checked, expires_at)
-            heapq.heappush(self._expiry, (expires_at, rid))
-            return Admission(True)
+            self._queue(expires_at, rid)
+            return decision.admission
 
     def commit_nowait(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """Synchronous ``commit``; see ``Store.commit``."""
@@ -138,17 +116,13 @@ class MemoryStore(Store):
                 if isinstance(ended, str):
                     return False
                 # The lease expired before the commit: the hold is gone, the spend still counts.
-                spend = self._settle(ended, checked)
-                for key, amount in spend.items():
-                    self._limits[key].spent += amount
-                self._remember(rid, _COMMITTED)
-                return True
-            spend = self._settle(hold.amounts, checked)
-            for key, held in hold.amounts.items():
-                limit = self._limits[key]
-                limit.held -= held
-                limit.spent += spend[key]
-            del self._holds[rid]
+                held, live = ended, False
+            else:
+                held, live = hold.amounts, True
+            after, _ = decide_commit(self._current(held), held, checked, live=live)
+            self._limits.update(after)
+            if live:
+                del self._holds[rid]
             self._remember(rid, _COMMITTED)
             return True
 
@@ -156,18 +130,20 @@ class MemoryStore(Store):
         """Synchronous ``release``; see ``Store.release``."""
         with self._lock:
             self._expire(self._clock())
-            hold = self._holds.pop(rid, None)
+            hold = self._holds.get(rid)
             if hold is None:
-                if rid in self._ended and not isinstance(self._ended[rid], str):
+                ended = self._ended.get(rid)
+                if not isinstance(ended, str):  # never seen, or its lease expired: over now
                     self._remember(rid, _RELEASED)
                 return False
-            for key, held in hold.amounts.items():
-                self._limits[key].held -= held
+            self._limits.update(decide_release(self._current(hold.amounts), hold.amounts))
+            del self._holds[rid]
             self._remember(rid, _RELEASED)
             return True
 
     def extend_nowait(self, rid: str, lease: float) -> bool:
         """Synchronous ``extend``; see ``Store.extend``."""
+        check_lease(lease)
         with self._lock:
             now = self._clock()
             self._expire(now)
@@ -175,7 +151,7 @@ class MemoryStore(Store):
             if hold is None:
                 return False
             hold.expires_at = now + lease
-            heapq.heappush(self._expiry, (hold.expires_at, rid))
+            self._queue(hold.expires_at, rid)
             return True
 
     def usage_nowait(self, key: str) -> LimitUsage:
@@ -185,14 +161,14 @@ class MemoryStore(Store):
             limit = self._limits.get(key)
             if limit is None:
                 raise UnknownLimit(key)
-            return LimitUsage(key, limit.cap, limit.spent, limit.held)
+            return limit
 
     def limits_nowait(self, prefix: str = "") -> list[LimitUsage]:
         """Synchronous ``limits``; see ``Store.limits``."""
         with self._lock:
             self._expire(self._clock())
-            return [LimitUsage(key, limit.cap, limit.spent, limit.held)
-                    for key, limit in sorted(self._limits.items()) if key.startswith(prefix)]
+            return [limit for key, limit in sorted(self._limits.items())
+                    if key.startswith(prefix)]
 
     def reset_spend_nowait(self, key: str) -> LimitUsage:
         """Synchronous ``reset_spend``; see ``Store.reset_spend``."""
@@ -201,9 +177,9 @@ class MemoryStore(Store):
             limit = self._limits.get(key)
             if limit is None:
                 raise UnknownLimit(key)
-            before = LimitUsage(key, limit.cap, limit.spent, limit.held)
-            limit.spent = Decimal(0) if isinstance(limit.cap, Decimal) else 0
-            return before
+            zero: Amount = Decimal(0) if isinstance(limit.cap, Decimal) else 0
+            self._limits[key] = LimitUsage(key, limit.cap, zero, limit.held)
+            return limit
 
     def held_reservations_nowait(self) -> int:
         """Synchronous ``held_reservations``: how many holds are live right now."""
@@ -213,35 +189,47 @@ class MemoryStore(Store):
 
     # -- helpers (call with the lock held) -------------------------------------------------
 
-    def _settle(
-        self, held: Mapping[str, Amount], actual: Mapping[str, Amount]
-    ) -> dict[str, Amount]:
-        unknown = sorted(actual.keys() - held.keys())
-        if unknown:
-            raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
-        spend = {key: actual.get(key, amount) for key, amount in held.items()}
-        for key, amount in spend.items():
-            check_unit(self._limits[key].cap, amount, key)
-        return spend
+    def _current(self, held: Mapping[str, Amount]) -> dict[str, LimitUsage]:
+        limits = self._limits
+        return {key: limits[key] for key in held}
+
+    def _queue(self, expires_at: float, rid: str) -> None:
+        expiry = self._expiry
+        heapq.heappush(expiry, (expires_at, rid))
+        if len(expiry) > 2 * len(self._holds) + 64:
+            # Most entries belong to holds that ended or were extended: keep only live ones.
+            holds = self._holds
+            self._expiry = [(at, r) for at, r in expiry
+                            if (h := holds.get(r)) is not None and h.expires_at == at]
+            heapq.heapify(self._expiry)
 
     def _expire(self, now: float) -> None:
+        ended_at = self._ended_at
+        while ended_at:
+            rid, at = next(iter(ended_at.items()))
+            if now - at < self._retain:
+                break
+            del ended_at[rid]
+            del self._ended[rid]
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             expires_at, rid = heapq.heappop(expiry)
             hold = self._holds.get(rid)
             if hold is None or hold.expires_at != expires_at:
                 continue  # ended already, or extended (a newer heap entry exists)
+            self._limits.update(decide_release(self._current(hold.amounts), hold.amounts))
             del self._holds[rid]
-            for key, held in hold.amounts.items():
-                self._limits[key].held -= held
             self._remember(rid, hold.amounts)
 
     def _remember(self, rid: str, outcome: str | dict[str, Amount]) -> None:
-        ended = self._ended
+        ended, ended_at = self._ended, self._ended_at
         ended[rid] = outcome
         ended.move_to_end(rid)
+        ended_at[rid] = self._clock()
+        ended_at.move_to_end(rid)
         if len(ended) > ENDED_MEMORY:
             ended.popitem(last=False)
+            ended_at.popitem(last=False)
 
     # -- the Store protocol ----------------------------------------------------------------
 

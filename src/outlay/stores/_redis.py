@@ -39,12 +39,18 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core import _log
-from .._core._amounts import Amount, check_amount
+from .._core._amounts import EXACT, Amount, check_amount, check_lease
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -52,16 +58,19 @@ from .._core._exceptions import (
     StoreUnavailable,
     UnknownLimit,
 )
-from ._base import Admission, LimitUsage, Store
+from ._base import DEFAULT_RETAIN, Admission, LimitUsage, Store
+from ._url import redact_url
 
 MAX_UNITS: Final = 2**53 - 1
 """The largest count (units, or money scaled by ``10**decimal_places``) a limit can hold."""
 
+MAX_EXPIRE_AT: Final = 253_402_300_799
+"""The latest ``expire_at`` a period may name (UNIX seconds: the end of year 9999)."""
+
 DEFAULT_DECIMAL_PLACES: Final = 9
-DEFAULT_RETAIN: Final = 86_400.0
 DEFAULT_PERIOD_GRACE: Final = 86_400.0
-OPENED_MEMORY: Final = 65_536
-"""How many reservations admitted while failing open are remembered for their endings."""
+TOUCHED_MEMORY: Final = 65_536
+"""How many reservations' limit keys are remembered, so their endings can declare them."""
 
 T = TypeVar("T")
 
@@ -95,8 +104,16 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: What the driver raises: ``RedisError`` and its subclasses, socket errors, and the cluster
+#: client's own exceptions (no node reachable, a slot served by no node).
+_DRIVER_ERRORS: Final = (RedisError, OSError, RedisClusterException)
+
+
 def _map_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+    # A cluster mid-failover (CLUSTERDOWN, TRYAGAIN, MASTERDOWN, a slot nobody serves yet) is
+    # unreachable for now, like a server that is down: the operation did not run.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | ClusterError
+                  | TryAgainError | RedisClusterException):
         return StoreUnavailable(f"Redis is unreachable: {exc}")
     return StoreError(f"Redis failed: {exc}")
 
@@ -117,11 +134,10 @@ class RedisStore(Store):
     ``period_grace`` seconds after its period (or the last hold on it) ends.
 
     Failures: Redis unreachable raises ``StoreUnavailable``, any other Redis failure
-    ``StoreError`` (fail closed). With ``fail_open=True`` a failed ``reserve`` is admitted
-    without counting and failed endings are dropped, each logged as the warning event
-    ``outlay.store.failed_open``; a reservation admitted that way and committed once Redis is
-    back records its spend then. A caller cancelled mid-operation leaves the store consistent:
-    the script ran entirely or not at all, and the driver drops the connection it was using.
+    ``StoreError`` (fail closed); to admit instead, wrap it in ``FailOpenStore`` (as
+    ``store_from_url`` does for ``?fail_open=true``). A caller cancelled mid-operation
+    leaves the store consistent: the script ran entirely or not at all, and the driver drops
+    the connection it was using.
     Releasing an id the server has not seen remembers it as released, so a reserve that reaches
     the server after its own release is refused instead of left holding.
     """
@@ -132,7 +148,6 @@ class RedisStore(Store):
         *,
         namespace: str = "outlay",
         decimal_places: int = DEFAULT_DECIMAL_PLACES,
-        fail_open: bool = False,
         retain: float = DEFAULT_RETAIN,
         period_grace: float = DEFAULT_PERIOD_GRACE,
         owns_client: bool = False,
@@ -158,13 +173,11 @@ class RedisStore(Store):
         self._places = decimal_places
         self._places_arg = str(decimal_places)
         self._scale = 10**decimal_places
-        self._fail_open = bool(fail_open)
         self._retain_ms = str(math.ceil(retain * 1000))
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
-        # Reservations admitted while failing open, so their endings can still be settled.
-        self._opened: OrderedDict[str, dict[str, Amount]] = OrderedDict()
+        self._cluster_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # Limit keys of the reservations this store admitted, so endings declare every key
         # they touch (strict cluster proxies want that; Redis itself only needs one slot).
         self._touched: OrderedDict[str, list[str]] = OrderedDict()
@@ -173,8 +186,12 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """``redis://[user:pass@]host:port/db`` (or ``rediss://``, ``unix://``) -> a store.
 
-        The query may carry ``namespace``, ``decimal_places`` and ``fail_open`` (true/false);
-        every other query option goes to the driver's connection pool (``max_connections``,
+        ``redis+cluster://[user:pass@]host:port`` (``rediss+cluster://`` for TLS) opens a Redis
+        Cluster (or a Valkey cluster) through any one of its nodes; the client discovers the
+        others and follows failovers. The query may carry ``namespace`` and
+        ``decimal_places`` (``fail_open`` belongs to ``store_from_url``, which wraps the store
+        in ``FailOpenStore``); every other query option goes to the driver's connection pool
+        (``max_connections``,
         default 64, ``socket_timeout``, ...). Keyword ``options`` win over the URL. Connections
         are made on first use; tasks beyond ``max_connections`` wait for one. The store owns the
         client and closes it in ``aclose``.
@@ -191,16 +208,16 @@ class RedisStore(Store):
             try:
                 own["decimal_places"] = int(own["decimal_places"])
             except ValueError as exc:
-                raise ConfigurationError(f"bad decimal_places in {_redact(url)!r}") from exc
-        if "fail_open" in own:
-            flag = own["fail_open"].lower()
-            if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigurationError(
-                    f"bad fail_open in {_redact(url)!r}: {own['fail_open']!r}")
-            own["fail_open"] = flag in ("true", "1", "yes")
+                raise ConfigurationError(f"bad decimal_places in {redact_url(url)!r}") from exc
+        if "fail_open" in own or "fail_open" in options:
+            raise ConfigurationError(
+                f"fail_open in {redact_url(url)!r}: RedisStore.from_url does not fail open; "
+                "use store_from_url(url) or FailOpenStore(store)")
         own.update(options)
         query = dict(rest)
-        driver_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        cluster = parts.scheme.endswith("+cluster")
+        scheme = parts.scheme.removesuffix("+cluster")
+        driver_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest)))
         kwargs: dict[str, Any] = {}
         if "socket_connect_timeout" not in query:
             kwargs["socket_connect_timeout"] = 5.0
@@ -209,14 +226,20 @@ class RedisStore(Store):
         # Endings are idempotent by reservation id, so the driver may retry a dropped call;
         # a short budget of retries keeps an unreachable server failing fast.
         kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
-        # Tasks beyond max_connections wait (up to 20 s) for a connection instead of failing.
         kwargs["max_connections"] = 64
-        kwargs["timeout"] = 20.0
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(driver_url, **kwargs)
-            client = aioredis.Redis.from_pool(pool)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis URL {_redact(url)!r}: {exc}") from exc
+            client: aioredis.Redis | aioredis.RedisCluster
+            if cluster:
+                # Per node. After a connection error or MOVED the client re-reads the slot map
+                # and retries on the new master (its retry budget), then gives up.
+                client = aioredis.RedisCluster.from_url(driver_url, **kwargs)
+            else:
+                # Tasks beyond max_connections wait (up to 20 s) for a connection.
+                pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0,
+                                                                **kwargs)
+                client = aioredis.Redis.from_pool(pool)
+        except (ValueError, TypeError, RedisClusterException) as exc:
+            raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
         return cls(client, owns_client=True, **own)
 
     @property
@@ -266,9 +289,12 @@ class RedisStore(Store):
         return "i", str(amount), str(scaled) if scaled <= MAX_UNITS else ""
 
     def _unscale(self, scaled: int) -> Decimal:
-        value = Decimal(scaled).scaleb(-self._places).normalize()
+        # In outlay's exact context, whatever the caller's is (a prec=4 context rounds 999.99).
+        value = EXACT.scaleb(Decimal(scaled), -self._places).normalize(EXACT)
         exponent = value.as_tuple().exponent
-        return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value
+        if isinstance(exponent, int) and exponent > 0:
+            return value.quantize(Decimal(1), context=EXACT)
+        return value
 
     def _decode(self, unit: str, value: object) -> Amount:
         count = int(_text(value))
@@ -303,14 +329,43 @@ class RedisStore(Store):
                 # operation and caches the script again. NOSCRIPT means nothing ran.
                 return await client.eval(script.source, len(keys), *keys, *args)
 
+        work = self._detached(run) if isinstance(client, aioredis.RedisCluster) else run
         try:
-            return await self._call(run)
-        except (RedisError, OSError) as exc:
+            return await self._call(work)
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
 
-    def _failed_open(self, operation: str, exc: StoreError, **fields: Any) -> None:
-        _log.warn("outlay.store.failed_open", store="redis", operation=operation,
-                  error=str(exc), error_type=type(exc).__name__, **fields)
+    async def _cluster_initialized(self) -> None:
+        """Let one task (re)read the cluster's slot map while the others wait. The cluster
+        client reads it lazily, in every task that finds it missing or stale (first use, after
+        a failover); several reads at once replace nodes whose connections other tasks are
+        using, which then fail (``Connection closed``, ``AttributeError``)."""
+        client = self._client
+        assert isinstance(client, aioredis.RedisCluster)
+        if not getattr(client, "_initialize", False):  # redis-py's "slot map is stale" flag
+            return
+        loop = asyncio.get_running_loop()
+        if self._cluster_lock is None or self._cluster_lock[0] is not loop:
+            self._cluster_lock = (loop, asyncio.Lock())
+        async with self._cluster_lock[1]:
+            if getattr(client, "_initialize", False):
+                await client.initialize()
+
+    def _detached(self, run: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``run`` as its own task that a cancelled caller does not cancel. The cluster client
+        can put a connection cancelled mid-connect back in its free list, broken (its next user
+        fails with ``AttributeError``); a script that is never cancelled runs to its end and
+        leaves every connection sound. The caller still sees its cancellation at once; the
+        script's outcome is the same as for a caller cancelled after sending it."""
+
+        async def detached() -> T:
+            await self._cluster_initialized()
+            task = asyncio.ensure_future(run())
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            return await asyncio.shield(task)
+
+        return detached
 
     def _raise_code(self, reply: Sequence[Any], amounts: Mapping[str, Amount]) -> None:
         code = _text(reply[0])
@@ -326,6 +381,11 @@ class RedisStore(Store):
             raise ConfigurationError(
                 f"limit {name!r} was created with {_text(reply[2])} decimal places; this "
                 f"RedisStore uses {self._places} (decimal_places must match across clients)")
+        if code == "overflow":
+            raise ValueError(f"limit {name!r} cannot count that much spend exactly (at most "
+                             f"{MAX_UNITS} units once scaled); nothing was recorded")
+        if code == "expire":
+            raise ValueError(f"expire_at for limit {name!r} is out of range")
         if code == "foreign":
             raise ValueError(f"actual names limits the reservation does not hold: [{name!r}]")
         raise StoreError(f"unexpected reply from Redis script: {reply!r}")
@@ -372,25 +432,17 @@ class RedisStore(Store):
                 seconds = expire_at[key]
                 if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                     raise TypeError(f"expire_at[{key!r}] must be UNIX seconds, got {seconds!r}")
-                if not math.isfinite(seconds):
-                    raise ValueError(f"expire_at[{key!r}] must be finite, got {seconds!r}")
+                if not math.isfinite(seconds) or not 0 <= seconds <= MAX_EXPIRE_AT:
+                    raise ValueError(f"expire_at[{key!r}] must be UNIX seconds in 0.."
+                                     f"{MAX_EXPIRE_AT}, got {seconds!r}")
                 end = str(math.ceil(seconds * 1000))
             keys += [self._key("l", key), self._key("z", key)]
             args += [key, kind, ival, dval, dkind, dcap, end]
-        try:
-            reply = await self._run("reserve", keys, args)
-        except StoreError as exc:
-            if not self._fail_open:
-                raise
-            self._failed_open("reserve", exc, reservation=rid, amounts=checked)
-            self._opened[rid] = checked
-            if len(self._opened) > OPENED_MEMORY:
-                self._opened.popitem(last=False)
-            return Admission(True)
+        reply = await self._run("reserve", keys, args)
         code = _text(reply[0])
         if code == "ok":
             self._touched[rid] = keys[1:]
-            if len(self._touched) > OPENED_MEMORY:
+            if len(self._touched) > TOUCHED_MEMORY:
                 self._touched.popitem(last=False)
             return Admission(True)
         if code == "refused":
@@ -407,27 +459,10 @@ class RedisStore(Store):
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One script; the spend counts even after the lease expired."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
-        opened = self._opened.get(rid)
-        if opened is not None and not checked.keys() <= opened.keys():
-            unknown = sorted(checked.keys() - opened.keys())
-            raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
         args = [self._prefix, rid, self._retain_ms, self._places_arg, str(len(checked))]
         for key, amount in checked.items():
             args += [key, *self._encode(amount, f"actual[{key!r}]")]
-        if opened is not None:
-            # Admitted while failing open: if Redis is back, the spend is recorded now.
-            args.append(str(len(opened)))
-            for key, amount in opened.items():
-                args += [key, *self._encode(amount, f"amount[{key!r}]")]
-        try:
-            reply = await self._run("commit", self._ending_keys(rid), args)
-        except StoreError as exc:
-            if not self._fail_open:
-                raise
-            self._opened.pop(rid, None)
-            self._failed_open("commit", exc, reservation=rid, actual=checked)
-            return True
-        self._opened.pop(rid, None)
+        reply = await self._run("commit", self._ending_keys(rid), args)
         self._touched.pop(rid, None)
         code = _text(reply[0])
         if code == "ok":
@@ -442,30 +477,17 @@ class RedisStore(Store):
 
     async def release(self, rid: str) -> bool:
         """See ``Store.release``. One script."""
-        opened = self._opened.pop(rid, None) is not None
-        try:
-            reply = await self._run("release", self._ending_keys(rid),
-                                    [self._prefix, rid, self._retain_ms])
-        except StoreError as exc:
-            if not self._fail_open:
-                raise
-            self._failed_open("release", exc, reservation=rid)
-            return opened
+        reply = await self._run("release", self._ending_keys(rid),
+                                [self._prefix, rid, self._retain_ms])
         self._touched.pop(rid, None)
-        return bool(reply) or opened
+        return bool(reply)
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
-        try:
-            reply = await self._run("extend", self._ending_keys(rid),
-                                    [self._prefix, rid, _lease_ms(lease),
-                                     self._retain_ms, self._grace_ms])
-        except StoreError as exc:
-            if not self._fail_open:
-                raise
-            self._failed_open("extend", exc, reservation=rid)
-            return True
-        return bool(reply) or rid in self._opened
+        reply = await self._run("extend", self._ending_keys(rid),
+                                [self._prefix, rid, _lease_ms(lease),
+                                 self._retain_ms, self._grace_ms])
+        return bool(reply)
 
     def _ending_keys(self, rid: str) -> list[str]:
         """The reservation's key, then the limit keys it holds if this store admitted it (from
@@ -503,21 +525,18 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not names:
                 return [], []
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for name in names:
-                pipe.evalsha(script.sha, 2, self._key("l", name), self._key("z", name))
-            replies: list[Any] = await pipe.execute()
+            replies = await self._eval_many(
+                script, [[self._key("l", name), self._key("z", name)] for name in names])
             return names, replies
 
         try:
             names, replies = await self._call(scan)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
         if not names:
             return []
         return [self._usage(name, reply)
-                for name, reply in zip(names, replies[1:], strict=True) if reply]
+                for name, reply in zip(names, replies, strict=True) if reply]
 
     async def reset_spend(self, key: str) -> LimitUsage:
         """See ``Store.reset_spend``. One script: drops the limit's expired holds, then sets
@@ -548,18 +567,31 @@ class RedisStore(Store):
                             self._client.scan_iter(match=pattern, count=1000)})
             if not found:
                 return 0
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(script.source)
-            for start in range(0, len(found), 1000):
-                chunk = found[start:start + 1000]
-                pipe.evalsha(script.sha, len(chunk), *chunk)
-            replies: list[Any] = await pipe.execute()
-            return sum(int(reply) for reply in replies[1:])
+            replies = await self._eval_many(
+                script, [found[start:start + 1000] for start in range(0, len(found), 1000)])
+            return sum(int(reply) for reply in replies)
 
         try:
             return await self._call(count)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
+
+    async def _eval_many(self, script: _Script, calls: list[list[str]]) -> list[Any]:
+        """Run ``script`` once per key list and return the replies in order. On one server:
+        one pipelined round trip whose first command loads the script (so no ``NOSCRIPT``).
+        A cluster client pipelines neither ``SCRIPT LOAD`` nor ``EVALSHA``: the script is
+        loaded on every master, then the calls run concurrently."""
+        if isinstance(self._client, aioredis.RedisCluster):
+            client = self._client
+            await client.script_load(script.source)
+            return list(await asyncio.gather(
+                *(client.evalsha(script.sha, len(keys), *keys) for keys in calls)))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.script_load(script.source)
+        for keys in calls:
+            pipe.evalsha(script.sha, len(keys), *keys)
+        replies: list[Any] = await pipe.execute()
+        return replies[1:]
 
     def release_abandoned(self, rid: str) -> None:
         """Schedule a release on the running asyncio loop (or the trio bridge's) if there is
@@ -632,21 +664,20 @@ class _Bridge:
         self.loop.close()
 
 
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that drops a finished task from ``tasks`` and retrieves its exception
+    (nobody awaits a task whose caller was cancelled)."""
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 def _lease_ms(lease: float) -> str:
-    if isinstance(lease, bool) or not isinstance(lease, int | float):
-        raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
-    if not math.isfinite(lease) or lease <= 0:
-        raise ValueError(f"lease must be a positive, finite number of seconds, got {lease}")
-    return str(max(1, math.ceil(lease * 1000)))
+    return str(max(1, math.ceil(check_lease(lease) * 1000)))
 
 
 def _glob_escape(text: str) -> str:

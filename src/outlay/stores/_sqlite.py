@@ -33,26 +33,35 @@ the caller is cancelled then, the thread finishes (commits or rolls back) the tr
 the caller sees the cancellation afterwards. The operation may therefore have taken effect;
 every operation is idempotent by reservation id, so a retry is safe, and ``Budget`` releases a
 reservation whose ``reserve`` was cancelled.
+
+Group commit: operations of one store that queue while another is in the worker thread go into
+the next hop together and run in **one** ``BEGIN IMMEDIATE`` transaction, each inside its own
+savepoint (its own ``BEGIN``/``COMMIT`` become ``SAVEPOINT``/``RELEASE``). Each is still
+all-or-nothing and idempotent: one that fails is rolled back to its savepoint and raises its
+own error, the others go on; if the shared transaction cannot start or commit, every operation
+in it fails and none took effect. A lone operation runs as before, in a transaction of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import anyio
 import anyio.lowlevel
 
-from .._core._amounts import Amount, check_amount, check_unit
+from .._core._amounts import Amount, check_amount, check_lease, minus
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -61,6 +70,8 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, LimitUsage, Store
+from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
+from ._url import redact_url
 
 T = TypeVar("T")
 
@@ -100,39 +111,50 @@ CREATE TABLE IF NOT EXISTS endings (
 CREATE INDEX IF NOT EXISTS endings_by_time ON endings (ended_at);
 """
 
-_BUSY_MESSAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
+#: ``PRAGMA application_id`` of an outlay database ("outl"): how a file is known to be ours.
+APPLICATION_ID = 0x6F75746C
+
+_TABLES = frozenset({"limits", "holds", "endings"})
+
+#: SQLITE_READONLY_DIRECTORY: the file is readable, but its directory is not writable.
+_SQLITE_READONLY_DIRECTORY = 1544
+
+#: Primary SQLite result codes (``sqlite_errorcode & 0xff``) that mean "cannot be reached right
+#: now": busy or locked past the timeout, cannot open, I/O, read-only, disk full, protocol.
+_UNAVAILABLE_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL,
+})
 
 
-@dataclass(slots=True)
-class _Row:
-    unit: str
-    cap: Amount
-    spent: Amount
-    held: Amount
-
-
-def _parse(unit: str, text: str) -> Amount:
-    return int(text) if unit == "int" else Decimal(text)
+def _parse(unit: str, text: str, key: str = "") -> Amount:
+    """A stored amount, refused (``StoreError``) if it is outside what outlay counts."""
+    try:
+        return check_amount(int(text) if unit == "int" else Decimal(text))
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise StoreError(f"limit {key!r} holds a value outlay cannot count exactly "
+                         f"({unit} {text[:40]!r})") from exc
 
 
 def _unit(cap: Amount) -> str:
     return "decimal" if isinstance(cap, Decimal) else "int"
 
 
-def _zero(unit: str) -> Amount:
-    return 0 if unit == "int" else Decimal(0)
-
-
 class SQLiteStore(Store):
     """Limits, holds, spend and ending history in one SQLite file (see the module docstring).
 
-    ``path`` is a file path (created on first use unless ``create=False``) or ``":memory:"``
-    (private to this store, not durable). ``busy_timeout`` is how long an operation waits for
+    ``path`` is a file path or ``":memory:"`` (private to this store, not durable).
+    ``busy_timeout`` is how long an operation waits for
     another process's write lock before raising ``StoreUnavailable``. ``synchronous`` is
     SQLite's setting: ``"NORMAL"`` (default; in WAL mode every committed transaction survives a
     crash of the process, the last ones may be lost on power failure) or ``"FULL"`` (also
     survives power failure, slower). ``history`` is how many seconds ended reservation ids are
     kept for idempotent retries. ``clock`` returns wall-clock UNIX seconds for leases.
+
+    The file is opened only if it is outlay's (its ``application_id``) or empty; another
+    application's database, or one of a newer schema, is refused with ``ConfigurationError``
+    before anything is written to it. An empty or missing file becomes an outlay database on
+    first use, unless ``create=False`` (then it must already be one).
 
     ``expire_at`` passed to ``reserve`` is recorded on the limit it creates, for inspection;
     limits are never deleted, so the spend of a finished period stays readable.
@@ -174,21 +196,23 @@ class SQLiteStore(Store):
         self._closed = False
         self._pruned_at = float("-inf")
         self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
+        self._bound_batch: tuple[object, _Batch] | None = None
         self._abandoned: list[threading.Thread] = []
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
         """``sqlite:///relative.db`` (relative to the working directory) or
-        ``sqlite:////absolute/path.db``; raises ``ConfigurationError`` for anything else."""
+        ``sqlite:////absolute/path.db``; raises ``ConfigurationError`` for anything else.
+        Keyword ``options`` go to the constructor (``create=False``, ...)."""
         scheme, sep, rest = url.partition("://")
         if scheme != "sqlite" or not sep or not rest.startswith("/") or len(rest) < 2:
             raise ConfigurationError(
-                f"bad SQLite URL {url!r}; expected sqlite:///relative.db or "
+                f"bad SQLite URL {redact_url(url)!r}; expected sqlite:///relative.db or "
                 "sqlite:////absolute/path.db")
         if "?" in rest or "#" in rest:
-            raise ConfigurationError(f"SQLite URL {url!r} takes no query or fragment; "
+            raise ConfigurationError(f"SQLite URL {redact_url(url)!r} takes no query or fragment; "
                                      "pass options to SQLiteStore(...) instead")
-        return cls(unquote(rest[1:]))
+        return cls(unquote(rest[1:]), **options)
 
     @property
     def path(self) -> str:
@@ -203,12 +227,61 @@ class SQLiteStore(Store):
     async def _run(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run ``op(conn, now)`` in a worker thread under the lock, mapping driver errors.
 
-        Cancelled while queued for the thread: nothing happened. Cancelled once in the thread:
-        the transaction finishes, one way or the other, and then the cancellation is raised.
+        Group commit: operations of this store that arrive while one is in the worker thread
+        queue in the event loop; the next hop takes all of them and runs them in **one**
+        ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint (``_call_batch``). A lone
+        operation runs exactly as before (one transaction, no savepoint).
+
+        Cancelled while queued: nothing happened. Cancelled once taken into a hop: the
+        transaction finishes, one way or the other, and then the cancellation is raised.
         """
-        result = await anyio.to_thread.run_sync(self._call, op, limiter=self._limiter())
+        batch = self._batch()
+        item = _Queued(op)
+        batch.queue.append(item)
+        if batch.running:
+            try:
+                await item.lead.wait()  # our turn to lead the next hop, or our outcome is in
+            except BaseException:
+                if item in batch.queue:  # never taken into a hop: nothing happened
+                    batch.queue.remove(item)
+                    if item.lead.is_set():  # it was to lead the next hop: hand that on
+                        self._hand_on(batch)
+                    raise
+                with anyio.CancelScope(shield=True):  # taken: wait for its transaction
+                    await item.done.wait()
+                raise
+            if item.done.is_set():
+                return cast(T, item.outcome())
+        batch.running = True
+        try:
+            taken, batch.queue[:] = list(batch.queue), []
+            call = (functools.partial(self._call_one, taken[0]) if len(taken) == 1
+                    else functools.partial(self._call_batch, taken))
+            with anyio.CancelScope(shield=True):  # every operation taken runs, once
+                await anyio.to_thread.run_sync(call, limiter=self._limiter())
+            for queued in taken:
+                queued.done.set()
+                queued.lead.set()
+        finally:
+            self._hand_on(batch)
         await anyio.lowlevel.checkpoint_if_cancelled()
-        return result
+        return cast(T, item.outcome())
+
+    @staticmethod
+    def _hand_on(batch: _Batch) -> None:
+        """The first queued operation leads the next hop; with none, no hop is running."""
+        if batch.queue:
+            batch.queue[0].lead.set()
+        else:
+            batch.running = False
+
+    def _batch(self) -> _Batch:
+        """This store's queue of operations in the running event loop."""
+        loop = anyio.lowlevel.current_token().native_token
+        bound = self._bound_batch
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_batch = (loop, _Batch())
+        return bound[1]
 
     def _limiter(self) -> anyio.CapacityLimiter:
         """This store's one worker-thread slot in the running event loop."""
@@ -217,6 +290,12 @@ class SQLiteStore(Store):
         if bound is None or bound[0] is not loop:
             bound = self._bound_limiter = (loop, anyio.CapacityLimiter(1))
         return bound[1]
+
+    def _call_one(self, item: _Queued) -> None:
+        try:
+            item.result = self._call(item.op)
+        except BaseException as exc:
+            item.error = exc
 
     def _call(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         with self._lock:
@@ -231,11 +310,62 @@ class SQLiteStore(Store):
                         conn.rollback()
             except sqlite3.Error as exc:
                 self._discard_if_broken()
-                message = str(exc).lower()
-                if isinstance(exc, sqlite3.OperationalError) and any(
-                        m in message for m in _BUSY_MESSAGES):
-                    raise StoreUnavailable(f"SQLite store {self._path!r}: {exc}") from exc
-                raise StoreError(f"SQLite store {self._path!r}: {exc}") from exc
+                raise _map_error(exc, self._path) from exc
+
+    def _call_batch(self, items: list[_Queued]) -> None:
+        """Run several operations in one write transaction, each in a savepoint: one that
+        fails is rolled back to its savepoint alone and raises its own error; the commit is
+        one write to the file for all. If the transaction cannot start or commit, every
+        operation in it fails (none took effect). A read-only snapshot runs them one by one."""
+        with self._lock:
+            together = self._batch_locked(items)
+        if not together:
+            for item in items:
+                self._call_one(item)
+
+    def _batch_locked(self, items: list[_Queued]) -> bool:
+        """``_call_batch`` under the lock; False if the connection cannot write (run the
+        operations one by one instead)."""
+        try:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY:
+                    return False
+                self._discard_if_broken()
+                raise _map_error(exc, self._path) from exc
+        except BaseException as exc:
+            for item in items:
+                item.error = exc
+            return True
+        ran: list[_Queued] = []
+        for item in items:
+            view = _Savepoint(conn)
+            try:
+                item.result = item.op(cast(sqlite3.Connection, view), self._clock())
+                ran.append(item)
+            except sqlite3.Error as exc:
+                item.error = _map_error(exc, self._path)
+                item.error.__cause__ = exc
+            except BaseException as exc:
+                item.error = exc
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    view.close()
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = _map_error(exc, self._path)
+            error.__cause__ = exc
+            for item in ran:
+                item.error = error
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            self._discard_if_broken()
+        return True
 
     def _discard_if_broken(self) -> None:
         conn = self._conn
@@ -255,24 +385,74 @@ class SQLiteStore(Store):
                                    check_same_thread=False, timeout=self._busy_timeout)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Nothing is written to the file before it is known to be ours (or empty and ours
+            # to create): another application's database is left byte for byte as it was.
+            try:
+                state = self._inspect(conn)
+            except sqlite3.OperationalError as exc:
+                snapshot = self._read_only_snapshot(exc)
+                if snapshot is None:
+                    raise
+                conn.close()
+                conn = snapshot
+                self._inspect(conn)
+                self._conn = conn
+                return conn
+            if state == "empty":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                if self._inspect(conn) == "empty":  # still empty under the write lock
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"SQLite store {self._path!r} has schema version {version}; "
-                                 f"this outlay knows up to {SCHEMA_VERSION}")
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return conn
+
+    def _read_only_snapshot(self, exc: sqlite3.OperationalError) -> sqlite3.Connection | None:
+        """A read-only connection to a WAL database in a directory this process cannot write
+        (SQLite cannot make the shared-memory file it needs), or None for any other error.
+
+        Opened ``immutable`` only while no ``-wal`` file exists, i.e. no process has the
+        database open for writing and every commit is in the main file: reads see that state;
+        writes raise ``StoreUnavailable`` (read-only)."""
+        if self._uri is None or getattr(exc, "sqlite_errorcode", None) not in (
+                _SQLITE_READONLY_DIRECTORY, sqlite3.SQLITE_CANTOPEN):
+            return None
+        if Path(self._path + "-wal").exists():
+            return None
+        return sqlite3.connect(f"{self._uri}?mode=ro&immutable=1", uri=True,
+                               isolation_level=None, check_same_thread=False)
+
+    def _inspect(self, conn: sqlite3.Connection) -> str:
+        """``"ours"`` or ``"empty"`` (a file with nothing in it, ours to create when
+        ``create``); raises ``ConfigurationError`` for anything else. Reads only."""
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application_id == 0 and version == 0 and not tables:
+            if not self._create:
+                raise ConfigurationError(f"SQLite file {self._path!r} is empty, not an outlay "
+                                         "database (create=False never creates one)")
+            return "empty"
+        # Files made before outlay stamped its application_id: version 1, exactly our tables.
+        legacy = application_id == 0 and version == 1 and tables == _TABLES
+        if application_id != APPLICATION_ID and not legacy:
+            raise ConfigurationError(f"SQLite file {self._path!r} is not an outlay database; "
+                                     "outlay leaves it untouched")
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(f"SQLite store {self._path!r} has schema version "
+                                     f"{version}; this outlay knows up to {SCHEMA_VERSION}")
+        return "ours"
 
     # -- helpers (run in the worker thread, inside a transaction) -----------------------------
 
@@ -282,36 +462,15 @@ class SQLiteStore(Store):
             "SELECT rid, amounts FROM holds WHERE expires_at <= ?", (now,)).fetchall()
         if expired:
             for rid, amounts_json in expired:
-                amounts: dict[str, str] = json.loads(amounts_json)
-                rows = _load(conn, amounts)
-                for key, text in amounts.items():
-                    row = rows[key]
-                    row.held -= _parse(row.unit, text)
-                    conn.execute("UPDATE limits SET held = ?, updated_at = ? WHERE key = ?",
-                                 (str(row.held), now, key))
+                rows = _load(conn, json.loads(amounts_json))
+                held = _amounts(rows, amounts_json)
+                _write(conn, decide_release(rows, held), now)
                 conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'expired', ?, NULL, ?)",
                              (rid, amounts_json, now))
             conn.executemany("DELETE FROM holds WHERE rid = ?", [(r,) for r, _ in expired])
         if now - self._pruned_at >= _PRUNE_EVERY:
             conn.execute("DELETE FROM endings WHERE ended_at < ?", (now - self._history,))
             self._pruned_at = now
-
-    def _settle(
-        self,
-        rows: Mapping[str, _Row],
-        held: Mapping[str, str],
-        actual: Mapping[str, Amount],
-    ) -> dict[str, Amount]:
-        unknown = sorted(actual.keys() - held.keys())
-        if unknown:
-            raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
-        spend: dict[str, Amount] = {}
-        for key, text in held.items():
-            row = rows[key]
-            amount = actual[key] if key in actual else _parse(row.unit, text)
-            check_unit(row.cap, amount, key)
-            spend[key] = amount
-        return spend
 
     # -- the Store protocol ------------------------------------------------------------------
 
@@ -320,15 +479,12 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection, now: float) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            found = conn.execute("SELECT unit FROM limits WHERE key = ?", (key,)).fetchone()
-            if found is None:
-                zero = str(_zero(_unit(cap)))
+            current = _load(conn, [key]).get(key)
+            after = decide_set_limit(current, key, cap)
+            if current is None:
                 conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                             (key, _unit(cap), str(cap), zero, zero, now))
+                             (key, _unit(cap), str(cap), str(after.spent), str(after.held), now))
             else:
-                if found[0] != _unit(cap):
-                    raise TypeError(f"limit {key!r} cannot change unit from {found[0]} "
-                                    f"to {type(cap).__name__}")
                 conn.execute("UPDATE limits SET cap = ?, updated_at = ? WHERE key = ?",
                              (str(cap), now, key))
             conn.execute("COMMIT")
@@ -347,6 +503,7 @@ class SQLiteStore(Store):
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
         ends = dict(expire_at or {})
+        check_lease(lease)
 
         def op(conn: sqlite3.Connection, now: float) -> Admission:
             conn.execute("BEGIN IMMEDIATE")
@@ -356,37 +513,19 @@ class SQLiteStore(Store):
                 return Admission(True)
             if conn.execute("SELECT 1 FROM endings WHERE rid = ?", (rid,)).fetchone():
                 raise ReservationError(f"reservation {rid!r} has already ended")
-            rows = _load(conn, checked)
-            created: set[str] = set()
-            for key, amount in checked.items():
-                row = rows.get(key)
-                if row is None:
-                    if key not in caps:
-                        raise UnknownLimit(key)
-                    unit = _unit(caps[key])
-                    row = rows[key] = _Row(unit, caps[key], _zero(unit), _zero(unit))
-                    created.add(key)
-                check_unit(row.cap, amount, key)
-            for key, amount in checked.items():
-                row = rows[key]
-                if row.spent + row.held + amount > row.cap:
-                    conn.execute("COMMIT")  # keep the sweep; nothing else was written
-                    return Admission(False, LimitUsage(key, row.cap, row.spent, row.held),
-                                     amount)
-            for key, amount in checked.items():
-                row = rows[key]
-                row.held += amount
-                if key in created:
-                    conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (key, row.unit, str(row.cap), str(row.spent), str(row.held),
-                                  ends.get(key), now))
-                else:
-                    conn.execute("UPDATE limits SET held = ?, updated_at = ? WHERE key = ?",
-                                 (str(row.held), now, key))
-            conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)",
-                         (rid, _dump(checked), now + lease, now))
-            conn.execute("COMMIT")
-            return Admission(True)
+            decision = decide_reserve(_load(conn, checked), checked, caps)
+            if decision.admission.admitted:
+                for key, limit in decision.after.items():
+                    if key in decision.created:
+                        conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
+                                      str(limit.held), ends.get(key), now))
+                _write(conn, {k: v for k, v in decision.after.items()
+                              if k not in decision.created}, now)
+                conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)",
+                             (rid, _dump(checked), now + lease, now))
+            conn.execute("COMMIT")  # a refusal keeps the sweep; nothing else was written
+            return decision.admission
 
         return await self._run(op)
 
@@ -407,16 +546,10 @@ class SQLiteStore(Store):
                     conn.execute("COMMIT")
                     return False
                 # The lease expired before the commit: the hold is gone, the spend still counts.
-            held: dict[str, str] = json.loads(found[0])
-            rows = _load(conn, held)
-            spend = self._settle(rows, held, checked)
-            for key, text in held.items():
-                row = rows[key]
-                if live:
-                    row.held -= _parse(row.unit, text)
-                row.spent += spend[key]
-                conn.execute("UPDATE limits SET spent = ?, held = ?, updated_at = ? "
-                             "WHERE key = ?", (str(row.spent), str(row.held), now, key))
+            rows = _load(conn, json.loads(found[0]))
+            held = _amounts(rows, found[0])
+            after, spend = decide_commit(rows, held, checked, live=live)
+            _write(conn, after, now)
             if live:
                 conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'committed', ?, ?, ?)",
@@ -452,17 +585,15 @@ class SQLiteStore(Store):
             found = conn.execute("SELECT amounts FROM holds WHERE rid = ?", (rid,)).fetchone()
             if found is None:
                 # An expired hold that is released is over: a later commit no longer counts.
+                # An id never seen is remembered as released: a late reserve of it is refused.
                 conn.execute("UPDATE endings SET outcome = 'released', ended_at = ? "
                              "WHERE rid = ? AND outcome = 'expired'", (now, rid))
+                conn.execute("INSERT OR IGNORE INTO endings VALUES (?, 'released', '{}', NULL, ?)",
+                             (rid, now))
                 conn.execute("COMMIT")
                 return False
-            held: dict[str, str] = json.loads(found[0])
-            rows = _load(conn, held)
-            for key, text in held.items():
-                row = rows[key]
-                row.held -= _parse(row.unit, text)
-                conn.execute("UPDATE limits SET held = ?, updated_at = ? WHERE key = ?",
-                             (str(row.held), now, key))
+            rows = _load(conn, json.loads(found[0]))
+            _write(conn, decide_release(rows, _amounts(rows, found[0])), now)
             conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'released', ?, NULL, ?)",
                          (rid, found[0], now))
@@ -472,6 +603,8 @@ class SQLiteStore(Store):
         return op
 
     async def extend(self, rid: str, lease: float) -> bool:
+        check_lease(lease)
+
         def op(conn: sqlite3.Connection, now: float) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             self._sweep(conn, now)
@@ -510,9 +643,10 @@ class SQLiteStore(Store):
                 raise UnknownLimit(key)
             unit, cap, spent, held = row
             conn.execute("UPDATE limits SET spent = ?, updated_at = ? WHERE key = ?",
-                         (str(_zero(unit)), now, key))
+                         ("0", now, key))
             conn.execute("COMMIT")
-            return LimitUsage(key, _parse(unit, cap), _parse(unit, spent), _parse(unit, held))
+            return LimitUsage(key, _parse(unit, cap, key), _parse(unit, spent, key),
+                              _parse(unit, held, key))
 
         return await self._run(op)
 
@@ -544,17 +678,98 @@ class SQLiteStore(Store):
             await anyio.to_thread.run_sync(close)
 
 
+def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
+    """The one table from driver errors to ours, by SQLite's result code, never by message."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+        return StoreUnavailable(f"SQLite store {path!r}: {exc}")
+    return StoreError(f"SQLite store {path!r}: {exc}")
+
+
+class _Queued:
+    """One operation waiting for (or taken into) a worker-thread hop, and its outcome."""
+
+    def __init__(self, op: Callable[[sqlite3.Connection, float], Any]) -> None:
+        self.op = op
+        self.lead = anyio.Event()  # set: run the queue now, or the outcome is in
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The operations of one store queued in one event loop, and whether a hop is running."""
+
+    queue: list[_Queued] = field(default_factory=list)
+    running: bool = False
+
+
+class _Savepoint:
+    """The connection as one operation of a group commit sees it: the operation's own
+    ``BEGIN``/``COMMIT`` become a savepoint and its release, a rollback rolls back to it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.in_transaction = False
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if sql in ("BEGIN IMMEDIATE", "BEGIN"):
+            self.in_transaction = True
+            return self._conn.execute("SAVEPOINT outlay_op")
+        if sql == "COMMIT":
+            self.in_transaction = False
+            return self._conn.execute("RELEASE outlay_op")
+        return self._conn.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, parameters)
+
+    def rollback(self) -> None:
+        self._conn.execute("ROLLBACK TO outlay_op")
+        self._conn.execute("RELEASE outlay_op")
+        self.in_transaction = False
+
+    def close(self) -> None:
+        """End the operation: roll back whatever it left open."""
+        if self.in_transaction:
+            self.rollback()
+
+
 def _dump(amounts: Mapping[str, Amount]) -> str:
     return json.dumps({key: str(amount) for key, amount in amounts.items()}, sort_keys=True)
 
 
-def _load(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, _Row]:
+def _load(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, LimitUsage]:
+    """The named limits that exist, as ``LimitUsage``."""
     wanted = list(keys)
     marks = ",".join("?" * len(wanted))
     rows = conn.execute(
         f"SELECT key, unit, cap, spent, held FROM limits WHERE key IN ({marks})", wanted)
-    return {key: _Row(unit, _parse(unit, cap), _parse(unit, spent), _parse(unit, held))
-            for key, unit, cap, spent, held in rows}
+    return {key: _usage(key, unit, cap, spent, held) for key, unit, cap, spent, held in rows}
+
+
+def _usage(key: str, unit: str, cap: str, spent: str, held: str) -> LimitUsage:
+    return LimitUsage(key, _parse(unit, cap, key), _parse(unit, spent, key),
+                      _parse(unit, held, key))
+
+
+def _amounts(rows: Mapping[str, LimitUsage], amounts_json: str) -> dict[str, Amount]:
+    """A hold's stored amounts, in the unit of each limit that still exists."""
+    stored: dict[str, str] = json.loads(amounts_json)
+    return {key: _parse("decimal" if isinstance(rows[key].cap, Decimal) else "int", text, key)
+            for key, text in stored.items() if key in rows}
+
+
+def _write(conn: sqlite3.Connection, after: Mapping[str, LimitUsage], now: float) -> None:
+    """Write the spent and held figures the decision module computed."""
+    conn.executemany("UPDATE limits SET spent = ?, held = ?, updated_at = ? WHERE key = ?",
+                     [(str(u.spent), str(u.held), now, key) for key, u in after.items()])
 
 
 def _snapshot(
@@ -565,9 +780,12 @@ def _snapshot(
     conn.execute("BEGIN")
     try:
         if prefix:
-            rows = conn.execute(
-                "SELECT key, unit, cap, spent, held FROM limits "
-                "WHERE substr(key, 1, ?) = ? ORDER BY key", (len(key), key)).fetchall()
+            # Keys sort by their UTF-8 bytes (as str sorts by code point): the keys starting
+            # with ``key`` are the run from ``key`` on; compared in Python, so any character
+            # (NUL included) is matched exactly.
+            found = conn.execute("SELECT key, unit, cap, spent, held FROM limits "
+                                 "WHERE key >= ? ORDER BY key", (key,))
+            rows = list(itertools.takewhile(lambda row: row[0].startswith(key), found))
         else:
             rows = conn.execute("SELECT key, unit, cap, spent, held FROM limits WHERE key = ?",
                                 (key,)).fetchall()
@@ -581,8 +799,9 @@ def _snapshot(
         conn.execute("COMMIT")
     result = []
     for k, unit, cap, spent, held in rows:
-        held_now = _parse(unit, held)
+        usage = _usage(k, unit, cap, spent, held)
+        held_now = usage.held
         for text in stale.get(k, ()):
-            held_now -= _parse(unit, text)
-        result.append(LimitUsage(k, _parse(unit, cap), _parse(unit, spent), held_now))
+            held_now = minus(held_now, _parse(unit, text, k))
+        result.append(LimitUsage(k, usage.cap, usage.spent, held_now))
     return result

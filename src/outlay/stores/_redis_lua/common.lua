@@ -64,3 +64,12 @@ local function pick(u, kind, ival, dval)
   end
   return dval
 end
+
+-- Make key k expire at at_ms (UNIX ms) unless it already expires later; a key without an
+-- expiry gets this one.
+local function later(k, at_ms, now)
+  local ttl = redis.call('PTTL', k)
+  if ttl == -1 or (ttl >= 0 and now + ttl < at_ms) then
+    redis.call('PEXPIREAT', k, int_str(at_ms))
+  end
+end

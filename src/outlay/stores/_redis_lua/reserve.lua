@@ -23,6 +23,9 @@ end
 local amounts = {}
 local units = {}
 local fresh = {}
+local ends = {}
+-- Every check runs before the first write: Redis does not roll back a script that fails.
+local max_ms = 2 ^ 52
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local name = ARGV[b + 1]
@@ -45,6 +48,14 @@ for i = 1, n do
   end
   amounts[i] = a
   units[i] = u
+  local period_end = ARGV[b + 7]
+  if period_end ~= '' then
+    local at = tonumber(period_end)
+    if not at or at < 0 or at > max_ms then
+      return {'expire', name}
+    end
+    ends[i] = math.max(at, now + lease_ms) + grace_ms
+  end
   if not fresh[i] then
     prune(lk, zk, now)
   end
@@ -78,12 +89,11 @@ for i = 1, n do
   redis.call('HINCRBY', lk, 'held', amounts[i])
   redis.call('HSET', lk, 'h:' .. rid, amounts[i])
   redis.call('ZADD', zk, exp, rid)
-  local period_end = ARGV[b + 7]
-  if period_end ~= '' then
-    -- A period limit is forgotten a little after its period (and this hold) is over.
-    local at = int_str(math.max(tonumber(period_end), exp) + grace_ms)
-    redis.call('PEXPIREAT', lk, at)
-    redis.call('PEXPIREAT', zk, at)
+  if ends[i] then
+    -- A period limit is forgotten a little after its period and every hold on it are over:
+    -- its expiry only ever moves later (a shorter hold never cuts a longer one short).
+    later(lk, ends[i], now)
+    later(zk, ends[i], now)
   else
     local ttl = redis.call('PTTL', lk)
     if ttl > 0 and ttl < lease_ms + grace_ms then

@@ -1,0 +1,168 @@
+"""PostgreSQL store throughput: reservations per second (reserve + commit) from one process.
+
+    python benchmarks/bench_postgres.py [--quick] [--url postgresql://user@host:port/db]
+
+Every row runs against the same server and database in the same run, on one limit (the case
+near the limit: every operation contends for the same counter):
+
+- ``PostgresStore``: ``reserve`` then ``commit`` through the store (one transaction each,
+  sorted advisory locks, hold rows with leases on the server's clock, ending history, NUMERIC),
+  with 1 task and with 50 concurrent tasks (``pool_size`` connections, default 8).
+- ``raw conditional UPDATE``: the engine's floor through the same driver (psycopg 3), two
+  autocommit statements on a NUMERIC counter with no holds, lease or idempotency:
+  ``UPDATE raw SET held = held + 1 WHERE key = %s AND spent + held + 1 <= cap RETURNING held``,
+  then ``UPDATE raw SET held = held - 1, spent = spent + 1 WHERE key = %s RETURNING spent``;
+  from one connection in a loop, and from 50 tasks over the same number of connections and
+  worker threads as the store.
+
+Every row checks its final spend is exact. The schema it creates is dropped afterwards.
+Prints a table and writes ``benchmarks/results/postgres.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psycopg
+
+from outlay.stores import PostgresStore
+
+RESULTS = Path(__file__).with_name("results") / "postgres.json"
+DEFAULT_URL = os.environ.get("OUTLAY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+CAP = 10**12
+KEY = "bench/calls"
+POOL = 8
+
+RAW_RESERVE = ("UPDATE {s}.raw SET held = held + 1 WHERE key = %s AND spent + held + 1 <= cap "
+               "RETURNING held")
+RAW_COMMIT = "UPDATE {s}.raw SET held = held - 1, spent = spent + 1 WHERE key = %s RETURNING spent"
+
+
+async def store_case(url: str, schema: str, ops: int, tasks: int) -> float:
+    store = PostgresStore(url, schema=schema, pool_size=POOL)
+    try:
+        await store.set_limit(KEY, CAP)
+        before = (await store.usage(KEY)).spent
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                rid = uuid.uuid4().hex
+                if not (await store.reserve(rid, {KEY: 1}, lease=60)).admitted:
+                    raise RuntimeError("refused")
+                await store.commit(rid)
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for n in range(tasks):
+                tg.start_soon(worker, ops // tasks + (1 if n < ops % tasks else 0))
+        elapsed = time.perf_counter() - start
+        usage = await store.usage(KEY)
+        assert (usage.spent - before, usage.held) == (ops, 0), usage
+        return ops / elapsed
+    finally:
+        await store.aclose()
+
+
+def raw_setup(url: str, schema: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".raw (key text PRIMARY KEY, '
+                     "cap numeric, spent numeric, held numeric)")
+        conn.execute(f'INSERT INTO "{schema}".raw VALUES (%s, %s, 0, 0) ON CONFLICT (key) '
+                     "DO UPDATE SET spent = 0, held = 0", (KEY, CAP))
+
+
+def raw_spent(url: str, schema: str) -> Any:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f'SELECT spent, held FROM "{schema}".raw').fetchone()
+
+
+def raw_round(conn: psycopg.Connection[Any], schema: str) -> None:
+    s = f'"{schema}"'
+    if conn.execute(RAW_RESERVE.format(s=s), (KEY,)).fetchone() is None:
+        raise RuntimeError("refused")
+    conn.execute(RAW_COMMIT.format(s=s), (KEY,)).fetchone()
+
+
+def raw_loop(url: str, schema: str, ops: int) -> float:
+    raw_setup(url, schema)
+    with psycopg.connect(url, autocommit=True) as conn:
+        start = time.perf_counter()
+        for _ in range(ops):
+            raw_round(conn, schema)
+        elapsed = time.perf_counter() - start
+    assert raw_spent(url, schema) == (ops, 0)
+    return ops / elapsed
+
+
+async def raw_tasks(url: str, schema: str, ops: int, tasks: int) -> float:
+    raw_setup(url, schema)
+    idle = [psycopg.connect(url, autocommit=True) for _ in range(POOL)]
+    limiter = anyio.CapacityLimiter(POOL)
+
+    def one() -> None:
+        conn = idle.pop()
+        try:
+            raw_round(conn, schema)
+        finally:
+            idle.append(conn)
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await anyio.to_thread.run_sync(one, limiter=limiter)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for n in range(tasks):
+            tg.start_soon(worker, ops // tasks + (1 if n < ops % tasks else 0))
+    elapsed = time.perf_counter() - start
+    for conn in idle:
+        conn.close()
+    assert raw_spent(url, schema) == (ops, 0)
+    return ops / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few hundred operations a row")
+    parser.add_argument("--url", default=DEFAULT_URL)
+    args = parser.parse_args()
+    ops = 300 if args.quick else 3000
+    schema = f"outlay_bench_{uuid.uuid4().hex[:12]}"
+    rows: list[dict[str, Any]] = []
+    cases: list[tuple[str, int, Callable[[], float]]] = [
+        ("PostgresStore", 1, lambda: anyio.run(store_case, args.url, schema, ops, 1)),
+        ("PostgresStore", 50, lambda: anyio.run(store_case, args.url, schema, ops, 50)),
+        ("raw conditional UPDATE, 1 connection", 1, lambda: raw_loop(args.url, schema, ops)),
+        ("raw conditional UPDATE, threads", 50,
+         lambda: anyio.run(raw_tasks, args.url, schema, ops, 50)),
+    ]
+    try:
+        for name, tasks, run in cases:
+            rate = run()
+            rows.append({"case": name, "tasks": tasks, "ops": ops, "per_second": round(rate)})
+    finally:
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    raw_best = max(r["per_second"] for r in rows if r["case"].startswith("raw"))
+    print(f"{'case':<40} {'tasks':>5} {'reserve+commit/s':>17} {'share of raw':>13}")
+    for row in rows:
+        share = row["per_second"] / raw_best
+        print(f"{row['case']:<40} {row['tasks']:>5} {row['per_second']:>17,} {share:>12.0%}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "psycopg": psycopg.__version__, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,788 @@
+"""The PostgreSQL store: one budget for a team or fleet that already runs PostgreSQL.
+
+Limits, holds, spend and a history of endings live in tables of one schema of their own
+(``outlay`` unless ``schema=`` says otherwise), so every process and machine that opens the same
+database and schema shares one budget, and it survives restarts of everything.
+
+How it stays exact and atomic:
+
+- Every operation is **one transaction** (``READ COMMITTED``). Before it reads anything, a
+  writing operation takes one transaction-scoped advisory lock per limit it touches, **in one
+  fixed order** (sorted lock ids, one ``SELECT`` over a sorted list). Two processes therefore
+  never wait on each other in a cycle: no deadlock, whatever keys their reservations share. The
+  locks also cover limits that do not exist yet, so a reservation that creates a period limit
+  from ``defaults`` and is then refused leaves nothing behind (the transaction rolls back).
+- A reservation is admitted only if ``spent + held + amount <= cap`` for **every** limit it
+  names; otherwise nothing is written (all-or-nothing). The decision is the one every
+  Python-side store makes (``_decide``), on the figures read under the locks. ``held`` is
+  not a counter that could drift: it is the sum of the live hold rows of the limit (an index
+  on ``(key, expires_at)``).
+- Money is ``NUMERIC``: exact decimal arithmetic in the server, never floating point; sums
+  are the server's, and the decision adds in outlay's exact decimal context. ``int``
+  limits count whole units in the same type, with the unit in its own column.
+- Leases run on the **server's clock** (``clock_timestamp()``, read after the locks are held),
+  so processes on machines whose clocks disagree still agree on when a hold expires. An expired
+  hold stops counting at once (reads filter it out); its row is kept, so a late commit still
+  records the spend, until ``history`` seconds have passed.
+- Endings are idempotent by reservation id: a retried commit or release after a timeout counts
+  once (``endings`` remembers every ended id for ``history`` seconds).
+- Its own schema, versioned (``meta`` table). A schema that holds tables outlay did not create,
+  or one from a newer outlay, is refused untouched. An older one is migrated on first use, in
+  one transaction, under a lock (see ``docs/postgresql.md``).
+
+The driver is psycopg 3 (``outlay[postgresql]``), used synchronously in worker threads through
+``anyio.to_thread.run_sync``: psycopg's and asyncpg's async APIs run on asyncio only, while a
+thread works the same from asyncio and trio. Each store keeps a small pool of connections, one
+per worker thread in use (``pool_size``, default 8). Once an operation has its thread it is
+never abandoned: a caller cancelled then sees the cancellation after the transaction finished
+(committed or rolled back), so the operation may have taken effect; every operation is
+idempotent by reservation id, and ``Budget`` releases a reservation whose ``reserve`` was
+cancelled. Cancelled while waiting for a thread, nothing happened.
+
+This module imports ``psycopg``; ``import outlay`` never does (``store_from_url`` loads it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import anyio.lowlevel
+import psycopg
+
+from .._core._amounts import Amount, check_amount, check_lease
+from .._core._exceptions import (
+    ConfigurationError,
+    ReservationError,
+    StoreError,
+    StoreUnavailable,
+    UnknownLimit,
+)
+from ._base import Admission, LimitUsage, Store
+from ._decide import decide_commit, decide_reserve
+from ._url import redact_url
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+"""The version of the tables this outlay creates and reads (``meta.version``)."""
+
+DEFAULT_SCHEMA: Final = "outlay"
+DEFAULT_POOL_SIZE: Final = 8
+
+#: How long ended reservation ids (and expired holds) are kept, in seconds. A retried ending
+#: older than this is answered as unknown (``commit`` raises, ``release`` returns False).
+DEFAULT_HISTORY: Final = 30 * 24 * 3600.0
+
+#: How often (seconds, per store) old history is pruned.
+_PRUNE_EVERY: Final = 3600.0
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_OWN_QUERY = ("schema", "pool_size", "history")
+_OWNER = "outlay"
+
+#: version -> the statements that bring a schema at ``version - 1`` to ``version``; ``{s}`` is
+#: the quoted schema. Version 1 creates the tables. A new version appends an entry here.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE {s}.meta (
+            one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+            owner   text    NOT NULL CHECK (owner = 'outlay'),
+            version integer NOT NULL)""",
+        """CREATE TABLE {s}.limits (
+            key        text PRIMARY KEY,
+            unit       text NOT NULL CHECK (unit IN ('int', 'decimal')),
+            cap        numeric NOT NULL CHECK (cap >= 0),
+            spent      numeric NOT NULL,
+            expire_at  double precision,
+            updated_at double precision NOT NULL)""",
+        """CREATE TABLE {s}.reservations (
+            rid        text PRIMARY KEY,
+            expires_at double precision NOT NULL,
+            created_at double precision NOT NULL)""",
+        "CREATE INDEX reservations_by_expiry ON {s}.reservations (expires_at)",
+        """CREATE TABLE {s}.hold_items (
+            rid        text NOT NULL,
+            key        text NOT NULL,
+            amount     numeric NOT NULL CHECK (amount >= 0),
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (rid, key))""",
+        "CREATE INDEX hold_items_live ON {s}.hold_items (key, expires_at) INCLUDE (amount)",
+        """CREATE TABLE {s}.endings (
+            rid      text PRIMARY KEY,
+            outcome  text NOT NULL CHECK (outcome IN ('committed', 'released')),
+            ended_at double precision NOT NULL)""",
+        "CREATE INDEX endings_by_time ON {s}.endings (ended_at)",
+    ),
+}
+
+#: How many admitted reservations' limit keys a store remembers, so an ending takes its locks
+#: in one transaction (others first read the keys).
+_TOUCHED_MEMORY: Final = 65_536
+
+#: Taken (transaction-scoped) while a schema is created or migrated.
+_SETUP_LOCK: Final = 0x6F75746C  # "outl"
+
+
+class _NoSchema(Exception):
+    """A read found no schema yet (nothing was created): it answers as for an empty store."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    unit: str
+    cap: Amount
+    spent: Amount
+    held: Amount
+
+
+def _unit(cap: Amount) -> str:
+    return "decimal" if isinstance(cap, Decimal) else "int"
+
+
+def _value(unit: str, number: Decimal) -> Amount:
+    return int(number) if unit == "int" else number
+
+
+#: A reservation as ``_hold`` reads it: its expiry and its amounts by limit key.
+_Hold = tuple[float, dict[str, Decimal]]
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> dict[str, _Row]:
+    """The limits a ``load`` statement returned, by key."""
+    return {_dec(key): _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held))
+            for key, unit, cap, spent, held in cursor}
+
+
+def _enc(key: str) -> str:
+    """``key`` as stored: PostgreSQL text holds no NUL, so ``\\`` and NUL are escaped. Escaping
+    character by character keeps prefixes: ``_enc(a + b) == _enc(a) + _enc(b)``."""
+    return key.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+def _dec(stored: str) -> str:
+    """The key ``_enc`` stored as ``stored``."""
+    return re.sub(r"\\(.)", lambda m: "\x00" if m.group(1) == "0" else m.group(1), stored,
+                  flags=re.DOTALL)
+
+
+def _lock_id(text: str) -> int:
+    """A stable signed 32-bit id for ``text`` (an advisory-lock key)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value}")
+    return float(value)
+
+
+class PostgresStore(Store):
+    """Limits, holds, spend and ending history in one PostgreSQL schema (see the module
+    docstring for how it stays exact).
+
+    ``conninfo`` is a libpq connection string or URL (``postgresql://user@host:5432/db``);
+    ``PostgresStore.from_url`` (and ``store_from_url``) also read ``schema``, ``pool_size`` and
+    ``history`` from the URL's query. ``schema`` is created on first use if missing; one that
+    holds other tables is refused. ``pool_size`` is how many connections (and worker threads)
+    one store uses at most. ``history`` is how many seconds ended reservation ids are kept for
+    idempotent retries. ``clock`` replaces the server's clock with UNIX seconds from Python
+    (tests); by default leases run on the server's clock.
+
+    ``expire_at`` passed to ``reserve`` is recorded on the limit it creates, for inspection;
+    limits are never deleted, so the spend of a finished period stays readable.
+
+    Errors: the server unreachable (or a connection lost mid-operation) raises
+    ``StoreUnavailable``, any other driver error ``StoreError``, each with the ``psycopg`` error
+    as ``__cause__``; a transaction that fails is rolled back, so nothing of it is kept.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        history: float = DEFAULT_HISTORY,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not isinstance(conninfo, str) or not conninfo:
+            raise TypeError("conninfo must be a non-empty str")
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(
+                f"schema must be a name of letters, digits and underscores (at most 63, not "
+                f"starting with a digit), got {schema!r}")
+        if type(pool_size) is not int or not 1 <= pool_size <= 1024:
+            raise ConfigurationError(f"pool_size must be an int in 1..1024, got {pool_size!r}")
+        try:
+            self._history = _seconds(history, "history")
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(str(exc)) from exc
+        self._conninfo = conninfo
+        self._schema = schema
+        self._pool_size = pool_size
+        self._clock = clock
+        self._sql = _Statements('"' + schema + '"')
+        self._schema_lock = _lock_id(f"outlay-schema:{schema}")
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._ready = False
+        self._closed = False
+        self._pruned_at = float("-inf")
+        self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
+        self._abandoned: list[threading.Thread] = []
+        self._touched: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """``postgresql://[user[:password]@]host[:port]/database?schema=...`` -> a store.
+
+        ``schema`` (default ``outlay``), ``pool_size`` and ``history`` are the store's own
+        options; every other query option goes to libpq (``sslmode``, ``connect_timeout``,
+        ``application_name``, ...). Keyword ``options`` win over the URL. ``postgres://`` is
+        accepted too. Connections are made on first use.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not url.startswith(
+                f"{parts.scheme}://"):
+            raise ConfigurationError(f"bad PostgreSQL URL {redact_url(url)!r}; expected "
+                                     "postgresql://user@host:port/database?schema=...")
+        own: dict[str, Any] = {}
+        rest = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in _OWN_QUERY:
+                own[key] = value
+            else:
+                rest.append((key, value))
+        for name, kind in (("pool_size", int), ("history", float)):
+            if name in own:
+                try:
+                    own[name] = kind(own[name])
+                except ValueError as exc:
+                    raise ConfigurationError(f"bad {name} in {redact_url(url)!r}") from exc
+        own.update(options)
+        if not any(key == "connect_timeout" for key, _ in rest):
+            rest.append(("connect_timeout", "10"))
+        conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+        return cls(conninfo, **own)
+
+    @property
+    def schema(self) -> str:
+        """The schema whose tables this store reads and writes."""
+        return self._schema
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {redact_url(self._conninfo)!r} schema={self._schema!r}>"
+
+    # -- the one boundary: threads, connections, the schema, error mapping ------------------
+
+    async def _run(self, op: Callable[[psycopg.Connection[Any], float], T],
+                   keys: Iterable[str] = (), *, write: bool = True) -> T:
+        """Run ``op(conn, now)`` in one transaction in a worker thread, holding the locks of
+        ``keys``. ``write`` false: a read, which raises ``_NoSchema`` instead of creating the
+        schema.
+
+        Cancelled while waiting for a thread: nothing happened. Cancelled once in the thread:
+        the transaction finishes, one way or the other, and then the cancellation is raised.
+        """
+        locks = sorted({_lock_id(key) for key in keys})
+        result = await anyio.to_thread.run_sync(self._call, op, locks, write,
+                                                limiter=self._limiter())
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """This store's worker-thread slots in the running event loop."""
+        loop = anyio.lowlevel.current_token().native_token
+        bound = self._bound_limiter
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_limiter = (loop, anyio.CapacityLimiter(self._pool_size))
+        return bound[1]
+
+    def _call(self, op: Callable[[psycopg.Connection[Any], float], T],
+              locks: Sequence[int], write: bool) -> T:
+        conn = None
+        try:
+            conn, now = self._begin(write, locks)
+            try:
+                result = op(conn, now)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # a broken connection is dropped below
+                    conn.execute("ROLLBACK")
+                raise
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("COMMIT")
+            return result
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+                conn = None
+            kind = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else StoreError
+            raise kind(f"PostgreSQL store {self!r}: {exc}") from exc
+        finally:
+            if conn is not None:
+                self._give_back(conn)
+
+    def _begin(self, write: bool, locks: Sequence[int]) -> tuple[psycopg.Connection[Any], float]:
+        """A connection in a fresh transaction holding the advisory locks ``locks`` (sorted),
+        and the time after they are held: ``BEGIN`` and the locking statement go in one round
+        trip (pipeline mode). A pooled connection that turns out dead (server restarted,
+        backend terminated, network cut while idle) is dropped and the next one tried: nothing
+        ran on it, so nothing ran twice."""
+        while True:
+            conn, pooled = self._acquire()
+            try:
+                if not self._ready:
+                    self._setup(conn, write)
+                self._prune(conn)
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    if locks:
+                        cursor = conn.execute(self._sql.lock, (self._schema_lock, list(locks)))
+                    else:
+                        cursor = conn.execute(self._sql.now)
+                row = cursor.fetchone()
+                assert row is not None
+                return conn, self._clock() if self._clock is not None else float(row[-1])
+            except psycopg.OperationalError:
+                conn.close()
+                if not pooled:
+                    raise
+            except _NoSchema:
+                self._give_back(conn)
+                raise
+            except BaseException:
+                conn.close()
+                raise
+
+    def _acquire(self) -> tuple[psycopg.Connection[Any], bool]:
+        """An idle pooled connection (and True), or a new one (and False)."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            if self._idle:
+                return self._idle.pop(), True
+        conn: psycopg.Connection[Any] = psycopg.connect(self._conninfo, autocommit=True)
+        return conn, False
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        healthy = not conn.closed and (
+            conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+        with self._lock:
+            if healthy and not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _setup(self, conn: psycopg.Connection[Any], create: bool) -> None:
+        """Check the schema is ours and current; create or migrate it, in one transaction
+        under a lock, so processes opening a fresh database at once do it once. A read
+        (``create`` false) of a schema that does not exist yet creates nothing: it raises
+        ``_NoSchema`` and the read answers as for an empty store."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._schema_lock, _SETUP_LOCK))
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"PostgreSQL schema {self._schema!r} has outlay schema version {version}; "
+                    f"this outlay knows up to {SCHEMA_VERSION} (upgrade outlay)")
+            if version == 0 and not create:
+                raise _NoSchema
+            if version < SCHEMA_VERSION:
+                conn.execute(self._sql.create_schema)
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        conn.execute(statement.format(s=self._sql.schema))
+                conn.execute(self._sql.set_version, (_OWNER, SCHEMA_VERSION))
+        self._ready = True
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        """0 for a missing or empty schema, else the outlay version; raises for a schema
+        that is not outlay's."""
+        tables = {name for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s", (self._schema,))}
+        if not tables:
+            return 0
+        if "meta" in tables:
+            row = conn.execute(self._sql.version).fetchone()
+            if row is not None and row[0] == _OWNER:
+                return int(row[1])
+        raise StoreError(
+            f"PostgreSQL schema {self._schema!r} holds tables that are not an outlay store "
+            f"({', '.join(sorted(tables)[:5])}); refusing to touch it: pick another schema= ")
+
+    def _prune(self, conn: psycopg.Connection[Any]) -> None:
+        """Forget ended ids and expired holds older than ``history`` (its own transaction)."""
+        if time.monotonic() - self._pruned_at < _PRUNE_EVERY:
+            return
+        with conn.transaction():
+            row = conn.execute(self._sql.now).fetchone()
+            assert row is not None
+            before = (self._clock() if self._clock is not None else float(row[0])) \
+                - self._history
+            conn.execute(self._sql.prune, (before, before))
+        self._pruned_at = time.monotonic()
+
+    # -- helpers (in the worker thread, inside the operation's transaction) -----------------
+
+    def _load(self, conn: psycopg.Connection[Any], keys: Iterable[str],
+              now: float) -> dict[str, _Row]:
+        return _rows(conn.execute(self._sql.load, (now, [_enc(key) for key in keys])))
+
+    def _hold(self, conn: psycopg.Connection[Any], rid: str) -> _Hold | None:
+        """The reservation ``rid`` (row-locked): its expiry and amounts by key, or None."""
+        rows = conn.execute(self._sql.hold, (rid,)).fetchall()
+        if not rows:
+            return None
+        return float(rows[0][0]), {_dec(key): amount for _, key, amount in rows
+                                   if key is not None}
+
+    async def _run_on_hold(self, rid: str, op: Callable[[psycopg.Connection[Any], float,
+                                                          _Hold | None], T], *, ends: bool) -> T:
+        """Run ``op(conn, now, hold)`` on the reservation ``rid`` (row-locked, or None) under
+        the locks of the limits it holds.
+
+        The keys are known for a reservation this store admitted; otherwise the first try
+        takes no locks. If the reservation holds other keys than were locked (another process
+        made it, or the reserve landed meanwhile), nothing is done and it runs again with
+        those keys, so the locks always cover every limit the operation changes. ``ends``: the
+        reservation is over afterwards (commit, release)."""
+        keys = self._touched.get(rid, frozenset())
+        while True:
+
+            def guarded(conn: psycopg.Connection[Any], now: float, locked: frozenset[str] = keys
+                        ) -> tuple[frozenset[str] | None, T | None]:
+                hold = self._hold(conn, rid)
+                held = frozenset(hold[1]) if hold is not None else frozenset()
+                if held != locked:
+                    return held, None
+                return None, op(conn, now, hold)
+
+            other, result = await self._run(guarded, keys)
+            if other is None:
+                if ends:
+                    self._touched.pop(rid, None)
+                return cast(T, result)
+            keys = other
+
+    # -- the Store protocol -----------------------------------------------------------------
+
+    async def set_limit(self, key: str, cap: Amount) -> None:
+        cap = check_amount(cap, "cap")
+        unit = _unit(cap)
+
+        def op(conn: psycopg.Connection[Any], now: float) -> None:
+            found = conn.execute(self._sql.unit, (_enc(key),)).fetchone()
+            if found is None:
+                conn.execute(self._sql.create, ([_enc(key)], [unit], [str(cap)], [None], now))
+            elif found[0] != unit:
+                raise TypeError(f"limit {key!r} cannot change unit from {found[0]} "
+                                f"to {type(cap).__name__}")
+            else:
+                conn.execute(self._sql.set_cap, (str(cap), now, _enc(key)))
+
+        await self._run(op, [key])
+
+    async def reserve(
+        self,
+        rid: str,
+        amounts: Mapping[str, Amount],
+        *,
+        lease: float,
+        defaults: Mapping[str, Amount] | None = None,
+        expire_at: Mapping[str, float] | None = None,
+    ) -> Admission:
+        """See ``Store.reserve``. One transaction; all or nothing; a refusal writes nothing."""
+        checked = {key: check_amount(amount) for key, amount in amounts.items()}
+        caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
+        seconds = check_lease(lease)
+        ends: dict[str, float] = {}
+        for key, end in (expire_at or {}).items():
+            if isinstance(end, bool) or not isinstance(end, int | float):
+                raise TypeError(f"expire_at[{key!r}] must be UNIX seconds, got {end!r}")
+            if not math.isfinite(end):
+                raise ValueError(f"expire_at[{key!r}] must be finite, got {end!r}")
+            ends[key] = float(end)
+
+        def op(conn: psycopg.Connection[Any], now: float) -> Admission:
+            with conn.pipeline():  # one round trip: the id's state and the limits
+                state = conn.execute(self._sql.state, (rid, rid))
+                loaded = conn.execute(self._sql.load, (now, [_enc(key) for key in checked]))
+            found = state.fetchone()
+            assert found is not None
+            expires_at, ended = found
+            if expires_at is not None and expires_at > now:
+                return Admission(True)  # a retried reserve
+            if expires_at is not None or ended:
+                raise ReservationError(f"reservation {rid!r} has already ended")
+            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
+                       for key, row in _rows(loaded).items()}
+            decision = decide_reserve(current, checked, caps)
+            if not decision.admission.admitted:
+                conn.execute("ROLLBACK")  # nothing was written; nothing is kept
+                return decision.admission
+            created = sorted(decision.created)
+            if created:
+                units = [_unit(decision.after[k].cap) for k in created]
+                conn.execute(self._sql.create, (
+                    [_enc(k) for k in created], units,
+                    [str(decision.after[k].cap) for k in created],
+                    [ends.get(k) for k in created], now))
+            conn.execute(self._sql.insert_hold, (
+                rid, now + seconds, now, rid, now + seconds, [_enc(k) for k in checked],
+                [str(a) for a in checked.values()]))
+            return Admission(True)
+
+        admission = await self._run(op, checked)
+        if admission.admitted:
+            self._touched[rid] = frozenset(checked)
+            if len(self._touched) > _TOUCHED_MEMORY:
+                self._touched.popitem(last=False)
+        return admission
+
+    async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
+        """See ``Store.commit``. One transaction; the spend counts even after the lease
+        expired (within ``history``)."""
+        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
+            if hold is None:
+                if conn.execute(self._sql.ended, (rid,)).fetchone() is None:
+                    raise ReservationError(f"unknown reservation {rid!r} (never reserved, or "
+                                           "ended longer ago than this store remembers)")
+                return False
+            expires_at, stored = hold
+            rows = self._load(conn, stored, now)
+            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
+                       for key, row in rows.items()}
+            held = {key: _value(rows[key].unit, amount) for key, amount in stored.items()}
+            _, spend = decide_commit(current, held, checked, live=expires_at > now)
+            with conn.pipeline():  # one round trip
+                conn.execute(self._sql.add_spend, (now, [_enc(k) for k in spend],
+                                                   [str(a) for a in spend.values()]))
+                conn.execute(self._sql.end, (rid, rid, rid, "committed", now))
+            return True
+
+        return await self._run_on_hold(rid, op, ends=True)
+
+    async def release(self, rid: str) -> bool:
+        return await self._run_on_hold(rid, self._release_op(rid), ends=True)
+
+    def _release_op(
+        self, rid: str
+    ) -> Callable[[psycopg.Connection[Any], float, _Hold | None], bool]:
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
+            if hold is None:
+                # Remembered as released (unless it ended already): a reserve of this id that
+                # arrives later, overtaken by its own release, is refused instead of holding.
+                conn.execute(self._sql.remember_release, (rid, now))
+                return False
+            # An expired hold that is released is over: a later commit no longer counts.
+            conn.execute(self._sql.end, (rid, rid, rid, "released", now))
+            return hold[0] > now
+
+        return op
+
+    def release_abandoned(self, rid: str) -> None:
+        """Release a garbage-collected reservation from a short-lived background thread, so the
+        finaliser never blocks; ``aclose`` waits for it. If it cannot run (the store is closed,
+        the server is unreachable), the lease reclaims the hold."""
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # best effort; the lease is the fallback
+                anyio.run(self.release, rid)
+
+        thread = threading.Thread(target=run, name=f"outlay-postgres-release-{rid}",
+                                  daemon=True)
+        thread.start()
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        self._abandoned.append(thread)
+
+    async def extend(self, rid: str, lease: float) -> bool:
+        seconds = check_lease(lease)
+
+        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
+            if hold is None or hold[0] <= now:
+                return False  # an expired hold is not revived
+            conn.execute(self._sql.extend, (now + seconds, rid, now + seconds, rid))
+            return True
+
+        return await self._run_on_hold(rid, op, ends=False)
+
+    async def usage(self, key: str) -> LimitUsage:
+        def op(conn: psycopg.Connection[Any], now: float) -> LimitUsage:
+            rows = self._load(conn, [key], now)
+            if key not in rows:
+                raise UnknownLimit(key)
+            row = rows[key]
+            return LimitUsage(key, row.cap, row.spent, row.held)
+
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            raise UnknownLimit(key) from None
+
+    async def limits(self, prefix: str = "") -> list[LimitUsage]:
+        """Snapshot every limit whose key starts with ``prefix``, sorted by key (one query)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+
+        def op(conn: psycopg.Connection[Any], now: float) -> list[LimitUsage]:
+            rows = conn.execute(self._sql.listing, (now, _enc(prefix)))
+            return sorted((LimitUsage(_dec(key), _value(unit, cap), _value(unit, spent),
+                                      _value(unit, held)) for key, unit, cap, spent, held in rows),
+                          key=lambda usage: usage.key)  # by code point, not by collation
+
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            return []
+
+    async def reset_spend(self, key: str) -> LimitUsage:
+        """See ``Store.reset_spend``: one transaction under the limit's lock. Returns the usage
+        as it was before."""
+
+        def op(conn: psycopg.Connection[Any], now: float) -> LimitUsage:
+            rows = self._load(conn, [key], now)
+            if key not in rows:
+                raise UnknownLimit(key)
+            conn.execute(self._sql.reset, (now, _enc(key)))
+            row = rows[key]
+            return LimitUsage(key, row.cap, row.spent, row.held)
+
+        return await self._run(op, [key])
+
+    async def held_reservations(self) -> int:
+        """How many holds are live right now (for diagnostics and tests)."""
+
+        def op(conn: psycopg.Connection[Any], now: float) -> int:
+            row = conn.execute(self._sql.held_count, (now,)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        try:
+            return await self._run(op, write=False)
+        except _NoSchema:
+            return 0
+
+    async def migrate(self) -> int:
+        """Create the schema, or bring an older one to this outlay's version, now (every
+        write does it on first use anyway); returns the version. For a deploy step that runs
+        before the new version serves traffic. Refuses a newer or a foreign schema untouched."""
+
+        def op(conn: psycopg.Connection[Any], now: float) -> int:
+            row = conn.execute(self._sql.version).fetchone()
+            assert row is not None
+            return int(row[1])
+
+        return await self._run(op)
+
+    async def aclose(self) -> None:
+        """Finish pending releases of abandoned reservations, then close the connections.
+        Later operations raise ``StoreError``; closing twice is fine."""
+
+        def close() -> None:
+            pending, self._abandoned = self._abandoned, []
+            for thread in pending:
+                thread.join()
+            with self._lock:
+                self._closed = True
+                idle, self._idle = self._idle, []
+            for conn in idle:
+                conn.close()
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(close)
+
+
+class _Statements:
+    """Every statement the store runs, with the schema filled in once."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        s = schema  # a validated name in double quotes: safe to put into SQL
+        self.create_schema = (f"CREATE SCHEMA IF NOT EXISTS {s}")
+        self.version = (f"SELECT owner, version FROM {s}.meta")
+        self.set_version = (f"INSERT INTO {s}.meta (owner, version) VALUES (%s, %s) "
+                              "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version")
+        self.now = "SELECT extract(epoch FROM clock_timestamp())::float8"
+        # The aggregate takes the locks row by row in the subquery's sorted order; the clock is
+        # read when the aggregate is done, so after every lock is held.
+        self.lock = (
+            "SELECT count(pg_advisory_xact_lock(%s, k)), "
+            "extract(epoch FROM clock_timestamp())::float8 "
+            "FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS sorted")
+        live = (f"SELECT sum(h.amount) FROM {s}.hold_items h "
+                "WHERE h.key = l.key AND h.expires_at > %s")
+        # Parameters: now, keys. The held sum is exact NUMERIC arithmetic.
+        self.load = (
+            f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
+            f"FROM {s}.limits l WHERE l.key = ANY(%s)")
+        # Parameters: now, prefix.
+        self.listing = (
+            f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
+            f"FROM {s}.limits l WHERE starts_with(l.key, %s)")
+        self.unit = (f"SELECT unit FROM {s}.limits WHERE key = %s")
+        # Parameters: keys, units, caps, expire_ats, now.
+        self.create = (
+            f"INSERT INTO {s}.limits (key, unit, cap, spent, expire_at, updated_at) "
+            "SELECT k, u, c::numeric, 0, e, n FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::float8[]) AS t(k, u, c, e), "
+            "(SELECT %s::float8 AS n) AS at")
+        self.set_cap = (
+            f"UPDATE {s}.limits SET cap = %s::numeric, updated_at = %s WHERE key = %s")
+        self.reset = (f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
+        self.state = (
+            f"SELECT (SELECT expires_at FROM {s}.reservations WHERE rid = %s), "
+            f"EXISTS (SELECT 1 FROM {s}.endings WHERE rid = %s)")
+        # Parameters: rid, expires_at, now, rid, expires_at, keys, amounts.
+        self.insert_hold = (
+            f"WITH hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
+            "VALUES (%s, %s, %s)) "
+            f"INSERT INTO {s}.hold_items (rid, key, amount, expires_at) "
+            "SELECT r, k, a::numeric, e FROM (SELECT %s::text AS r, %s::float8 AS e) AS one, "
+            "unnest(%s::text[], %s::text[]) AS t(k, a)")
+        self.hold = (f"SELECT r.expires_at, h.key, h.amount FROM {s}.reservations r "
+                     f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid WHERE r.rid = %s "
+                     "FOR UPDATE OF r")
+        self.ended = (f"SELECT outcome FROM {s}.endings WHERE rid = %s")
+        # Parameters: now, keys, amounts.
+        self.add_spend = (
+            f"UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, updated_at = n "
+            "FROM (SELECT %s::float8 AS n) AS at, unnest(%s::text[], %s::text[]) AS t(k, a) "
+            "WHERE l.key = t.k")
+        # Parameters: rid, rid, rid, outcome, now.
+        self.end = (
+            f"WITH items AS (DELETE FROM {s}.hold_items WHERE rid = %s), "
+            f"hold AS (DELETE FROM {s}.reservations WHERE rid = %s) "
+            f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (rid) DO UPDATE SET outcome = EXCLUDED.outcome, "
+            "ended_at = EXCLUDED.ended_at")
+        # Parameters: expires_at, rid, expires_at, rid.
+        self.extend = (
+            f"WITH hold AS (UPDATE {s}.reservations SET expires_at = %s WHERE rid = %s) "
+            f"UPDATE {s}.hold_items SET expires_at = %s WHERE rid = %s")
+        self.remember_release = (
+            f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, 'released', %s) "
+            "ON CONFLICT (rid) DO NOTHING")
+        self.held_count = (f"SELECT count(*) FROM {s}.reservations WHERE expires_at > %s")
+        # Parameters: before, before.
+        self.prune = (
+            f"WITH gone AS (DELETE FROM {s}.reservations WHERE expires_at < %s RETURNING rid), "
+            f"items AS (DELETE FROM {s}.hold_items WHERE rid IN (SELECT rid FROM gone)) "
+            f"DELETE FROM {s}.endings WHERE ended_at < %s")
