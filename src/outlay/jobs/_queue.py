@@ -16,9 +16,8 @@ from typing import Any
 import anyio
 
 from .._core import _log
-from .._core._amounts import Amount
+from .._core._amounts import Amount, check_lease
 from .._core._exceptions import JobRejected, StoreUnavailable, UnknownJob
-from .._core._reservation import check_lease
 from ..hooks import ApprovalRecord, Continue, ToolDispatchHook, ToolInvocation
 from ..stores import Store, store_from_url
 from ._hold import ByUnitBudget, commit_hold, extend_hold, release_hold, take_hold

@@ -25,8 +25,8 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._core import _log
+from .._core._amounts import check_lease
 from .._core._exceptions import ArtifactMismatch, RemoteJobError
-from .._core._reservation import check_lease
 from ._model import (
     MAX_ERROR,
     Artifact,
