@@ -192,17 +192,26 @@ class PostgresJobStore(JobStore):
 
     # -- rows (in the worker thread, inside the step's transaction) -----------------------
 
-    def _locked(self, conn: psycopg.Connection[Any], statement: str,
-                params: Sequence[Any]) -> list[JobRow]:
+    def _locked(self, conn: psycopg.Connection[Any], statement: str, params: Sequence[Any],
+                ids: Sequence[str] | None = None) -> list[JobRow]:
         """The jobs a locking ``SELECT ... FOR UPDATE`` returns, row-locked until the step
         ends. Their actual costs are read by a second statement once the locks are held: under
         ``READ COMMITTED`` it has a fresh snapshot, so it sees what the step that held a lock
         before committed (the locking statement returns the newest job row, but a subquery in
-        it would read ``jobs_actual`` as of its own, older, snapshot)."""
-        found = conn.execute(statement, params).fetchall()
-        if not found:
-            return []
-        actual = dict(conn.execute(self._sql.actual_of, ([f[0] for f in found],)).fetchall())
+        it would read ``jobs_actual`` as of its own, older, snapshot). ``ids`` (stored form),
+        when known beforehand, sends both statements in one round trip."""
+        if ids is not None:
+            with conn.pipeline():  # still run one after the other, each with its own snapshot
+                jobs = conn.execute(statement, params)
+                costs = conn.execute(self._sql.actual_of, (list(ids),))
+            found = jobs.fetchall()
+            actual = dict(costs.fetchall())
+        else:
+            found = conn.execute(statement, params).fetchall()
+            if not found:
+                return []
+            actual = dict(conn.execute(self._sql.actual_of, ([f[0] for f in found],)
+                                       ).fetchall())
         return [_row(f, actual.get(f[0])) for f in found]
 
     def _save(self, conn: psycopg.Connection[Any], row: JobRow, now: float,
@@ -224,7 +233,8 @@ class PostgresJobStore(JobStore):
         """Lock job ``job_id``, apply ``move(row, now)``; save and return the row if it moved."""
 
         def op(conn: psycopg.Connection[Any], now: float) -> JobRow | None:
-            found = self._locked(conn, self._sql.load, (_enc(job_id),))
+            stored = _enc(job_id)
+            found = self._locked(conn, self._sql.load, (stored,), [stored])
             if not found:
                 return None
             [row] = found
