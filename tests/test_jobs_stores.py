@@ -164,6 +164,49 @@ async def test_postgres_jobs_refuse_a_jobs_table_that_is_not_theirs(
         assert usd.held == 0  # the refused job's hold was released
 
 
+async def test_postgres_processes_creating_the_job_tables_at_once_create_them_once(
+        postgres_server: PostgresServer) -> None:
+    """Two stores (two pools, as two processes) touch jobs for the first time while the job
+    tables' setup lock is held elsewhere: both wait for it, then one creates the tables and
+    the other finds them; both jobs are stored."""
+    import psycopg
+
+    from outlay.jobs._postgres import _JOBS_SETUP_LOCK
+    from outlay.stores._postgres import PostgresStore
+
+    async with postgres_store_at(postgres_server) as first:
+        second = PostgresStore.from_url(postgres_server.schema_url(first.schema))
+        try:
+            for store in (first, second):
+                await store.migrate()  # the budget tables exist; the job tables do not
+            queues = [JobQueue(store, budget=_budget(store)) for store in (first, second)]
+            ids: list[str] = []
+            with psycopg.connect(postgres_server.url, autocommit=True) as holder:
+                holder.execute("SELECT pg_advisory_lock(%s, %s)",
+                               (first._schema_lock, _JOBS_SETUP_LOCK))
+
+                async def submit(queue: JobQueue) -> None:
+                    ids.append((await queue.submit(1, cost={"usd": Decimal("1")})).id)
+
+                async with anyio.create_task_group() as tg:
+                    for queue in queues:
+                        tg.start_soon(submit, queue)
+                    with anyio.fail_after(10):
+                        while holder.execute(  # noqa: ASYNC110 - polls the server
+                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND NOT granted AND objid = %s AND classid = %s",
+                                (_JOBS_SETUP_LOCK, first._schema_lock & 0xFFFFFFFF)
+                        ).fetchone() != (2,):
+                            await anyio.sleep(0.01)  # until both wait for the setup lock
+                    holder.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                   (first._schema_lock, _JOBS_SETUP_LOCK))
+                assert holder.execute(f'SELECT version FROM "{first.schema}".jobs_schema'
+                                      ).fetchall() == [(1,)]
+            assert sorted(job.id for job in await queues[0].jobs()) == sorted(ids)
+        finally:
+            await second.aclose()
+
+
 async def test_postgres_a_claim_skips_a_job_another_transaction_holds_locked(
         postgres_server: PostgresServer) -> None:
     """FOR UPDATE SKIP LOCKED: a claim does not wait for the oldest job while another
