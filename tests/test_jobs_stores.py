@@ -207,6 +207,33 @@ async def test_postgres_processes_creating_the_job_tables_at_once_create_them_on
             await second.aclose()
 
 
+async def test_postgres_job_leases_run_on_the_store_clock(
+        postgres_server: PostgresServer) -> None:
+    """Leases are read from the store's clock (the server's by default; here a fake one the
+    store was given), not from the worker's: a lease ends when that clock says so."""
+    from outlay.stores._postgres import PostgresStore
+
+    now = [1_000_000.0]
+    async with postgres_store_at(postgres_server) as opened:
+        store = PostgresStore.from_url(postgres_server.schema_url(opened.schema),
+                                       clock=lambda: now[0])
+        try:
+            queue = JobQueue(store, budget=_budget(store), lease=30.0)
+            await queue.submit(1, cost={"usd": Decimal("1")})
+            claim = await queue.claim(["default"])
+            assert claim is not None
+            assert claim.job.lease_until == 1_000_030.0
+            now[0] += 29.0
+            assert (await queue.recover()).requeued == 0
+            assert await claim.heartbeat()
+            assert (await queue.get(claim.job.id)).lease_until == 1_000_059.0
+            now[0] += 31.0
+            assert (await queue.recover()).requeued == 1
+            assert not await claim.complete("late")  # a stale claim is refused
+        finally:
+            await store.aclose()
+
+
 async def test_postgres_a_claim_skips_a_job_another_transaction_holds_locked(
         postgres_server: PostgresServer) -> None:
     """FOR UPDATE SKIP LOCKED: a claim does not wait for the oldest job while another
