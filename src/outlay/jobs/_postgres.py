@@ -94,7 +94,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 
 
 def _row(found: Sequence[Any], actual: Sequence[Sequence[Any]] | None) -> JobRow:
-    """A ``JobRow`` from the columns of ``_Statements.columns`` and its ``jobs_actual`` rows
+    """A ``JobRow`` from the job columns the statements select and its ``jobs_actual`` rows
     ``[unit, whole, amount]`` (None: no actual cost recorded)."""
     (job_id, lane, spec, max_attempts, created_at, state, attempts, claim, lease_until,
      outcome, result, error) = found
