@@ -1,6 +1,7 @@
 """Many worker processes on one store, SIGKILLed mid-job at random (real SQLite file, real
-Redis, real PostgreSQL schema): every job completes exactly once or fails after its maximum attempts, no hold is left
-once the leases end, and the spend is the sum of the actual costs of the completed jobs."""
+Redis, real PostgreSQL schema): every job completes exactly once or fails after its maximum
+attempts, no hold is left once the leases end, and the spend is the sum of the actual costs of
+the completed jobs."""
 
 from __future__ import annotations
 
