@@ -1,6 +1,8 @@
 """What a job costs on top of the budget reservation it carries.
 
-Per store (memory, a SQLite file, Redis if one answers on 127.0.0.1:6379), one task:
+Per store (memory, a SQLite file, Redis if one answers on 127.0.0.1:6379, PostgreSQL if one
+answers on 127.0.0.1:5432 as ``postgres``, database ``test``, in a schema of its own that is
+dropped afterwards), one task:
 
 - ``reserve + commit``: ``Budget.reserve`` then ``commit`` (the floor: the budget
   work a job's hold does, 2 store steps);
@@ -49,6 +51,28 @@ def redis_answers() -> bool:
         return False
 
 
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_answers() -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def drop_postgres_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 async def measure(store: Store, n: int) -> tuple[float, float]:
     budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("1000000"))]
                         ).get("team:bench")
@@ -79,6 +103,10 @@ async def main(quick: bool) -> None:
         if redis_answers():
             stores.append(("redis", lambda: store_from_url(
                 f"redis://127.0.0.1:6379/9?namespace={namespace}")))
+        schema = f"outlay_bench_{uuid.uuid4().hex[:12]}"
+        if postgres_answers():
+            stores.append(("postgres", lambda: store_from_url(
+                f"{POSTGRES_URL}?schema={schema}")))
         for name, make in stores:
             store = make()
             try:
@@ -90,6 +118,8 @@ async def main(quick: bool) -> None:
                     if keys:
                         await client.delete(*keys)
                 await store.aclose()
+                if name == "postgres":
+                    drop_postgres_schema(schema)
             rows.append({"store": name, "reserve_commit_per_s": round(floor),
                          "job_per_s": round(jobs), "job_vs_floor": round(floor / jobs, 2)})
     print(f"{'store':8}  {'reserve+commit /s':>18}  {'job (submit+claim+complete) /s':>31}  "

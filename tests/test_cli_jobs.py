@@ -1,19 +1,23 @@
-"""``outlay jobs URL``: jobs by state with their holds, from a real SQLite file."""
+"""``outlay jobs URL``: jobs by state with their holds, from a real SQLite file and a real
+PostgreSQL schema."""
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
 import pytest
 
-from outlay import LimitSpec, Principals, Window
+from outlay import LimitSpec, Principals, Window, store_from_url
 from outlay.cli import main
 from outlay.jobs import JobQueue
 from outlay.stores import SQLiteStore
+
+from .pgserver import PostgresServer, drop_schema, fresh_schema
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -22,13 +26,19 @@ def run(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """A file with a queued, a leased, a completed and a failed job."""
-    path = tmp_path / "jobs.db"
+@pytest.fixture(params=["postgres", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store with a queued, a leased, a completed and a failed job."""
+    schema = None
+    if request.param == "sqlite":
+        store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        schema = fresh_schema()
+        store_url = server.schema_url(schema)
 
     async def fill() -> None:
-        store = SQLiteStore(path)
+        store = store_from_url(store_url)
         budget = Principals(store, template=[LimitSpec("usd", Window.month(), Decimal("50"))]
                             ).get("team:ml")
         queue = JobQueue(store, budget=budget, max_attempts=1)
@@ -45,7 +55,9 @@ def url(tmp_path: Path) -> str:
         await store.aclose()
 
     anyio.run(fill)
-    return f"sqlite:///{path}"
+    yield store_url
+    if schema is not None:
+        drop_schema(server.url, schema)
 
 
 def test_jobs_are_listed_by_state_with_their_holds(url: str) -> None:
@@ -90,3 +102,25 @@ def test_jobs_on_a_budget_file_without_jobs_and_a_missing_file(tmp_path: Path) -
     code, _, err = run(["jobs", f"sqlite:///{tmp_path / 'missing.db'}"])
     assert code == 1
     assert "no database at" in err
+
+
+def test_jobs_on_a_postgres_schema_without_jobs(postgres_server: PostgresServer) -> None:
+    schema = fresh_schema()
+    url = postgres_server.schema_url(schema)
+
+    async def budget_only() -> None:
+        store = store_from_url(url)
+        await store.set_limit("usd", Decimal("1"))
+        await store.aclose()
+
+    try:
+        assert run(["jobs", url]) == (0, "no jobs\n", "")  # no schema yet: nothing created
+        anyio.run(budget_only)
+        assert run(["jobs", url]) == (0, "no jobs\n", "")
+        import psycopg
+
+        with psycopg.connect(postgres_server.url) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f'"{schema}".jobs',)
+                                ).fetchone() == (None,)  # listing created no job tables
+    finally:
+        drop_schema(postgres_server.url, schema)

@@ -1,5 +1,6 @@
 """One behavioural suite for jobs, run against every store in ``storekit.STORE_FACTORIES``
-(memory, a real SQLite file, a real Redis namespace), on asyncio and trio.
+(memory, a real SQLite file, a real Redis namespace and cluster, a real PostgreSQL schema), on
+asyncio and trio.
 
 Leases here are real time on each store's own clock (monotonic, wall clock, Redis ``TIME``), so
 a test that needs a lease to end waits until the store says it has ended (``recover`` reports

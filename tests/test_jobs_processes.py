@@ -1,6 +1,7 @@
 """Many worker processes on one store, SIGKILLed mid-job at random (real SQLite file, real
-Redis): every job completes exactly once or fails after its maximum attempts, no hold is left
-once the leases end, and the spend is the sum of the actual costs of the completed jobs."""
+Redis, real PostgreSQL schema): every job completes exactly once or fails after its maximum
+attempts, no hold is left once the leases end, and the spend is the sum of the actual costs of
+the completed jobs."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from anyio.streams.text import TextReceiveStream
 from outlay import JobQueue, LimitSpec, Principals, Store, Window, store_from_url
 
 from ._jobs_worker import actual_cost
+from .pgserver import PostgresServer, drop_schema, fresh_schema
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, drop_namespace
 
@@ -38,10 +40,16 @@ def anyio_backend() -> str:
     return "asyncio"  # the parent only drives subprocesses; the workers run asyncio too
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["postgres", "redis", "sqlite"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    if request.param == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        schema = fresh_schema()
+        yield postgres.schema_url(schema)
+        drop_schema(postgres.url, schema)
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     url = f"{server.url(REDIS_TEST_DB)}?namespace=outlay-test-{uuid.uuid4().hex[:12]}"

@@ -4,12 +4,12 @@
 backend (one critical section, one transaction, one script), on the backend's own clock. The
 state moves (``claim``, ``heartbeat``, ``finish``, ``fail``, ``recover``, ``settled``) are
 written once below as pure functions on a ``JobRow`` for the backends that run them in Python
-(memory, SQLite; PostgreSQL is the same with ``SELECT ... FOR UPDATE SKIP LOCKED``); Redis
-runs the same moves as Lua scripts.
+(memory, SQLite, PostgreSQL with ``SELECT ... FOR UPDATE`` / ``SKIP LOCKED``); Redis runs the
+same moves as Lua scripts.
 
 A backend is found from the budget's store by ``job_store_for``: one dict from the store class
-to its backend, loaded on first use, so ``import outlay`` imports no driver. Adding a backend
-(PostgreSQL) is one module with a ``for_store`` classmethod and one line in ``_BACKENDS``.
+to its backend, loaded on first use, so ``import outlay`` imports no driver. A backend is one
+module with a ``for_store`` classmethod and one line in ``_BACKENDS``.
 """
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ _BACKENDS: dict[str, str] = {
     "outlay.stores._memory.MemoryStore": "outlay.jobs._store:MemoryJobStore",
     "outlay.stores._sqlite.SQLiteStore": "outlay.jobs._sqlite:SQLiteJobStore",
     "outlay.stores._redis.RedisStore": "outlay.jobs._redis:RedisJobStore",
+    "outlay.stores._postgres.PostgresStore": "outlay.jobs._postgres:PostgresJobStore",
 }
 
 _SHARED: weakref.WeakKeyDictionary[Store, JobStore] = weakref.WeakKeyDictionary()
@@ -284,4 +285,4 @@ def job_store_for(store: Store) -> JobStore:
                 shared = _SHARED[store] = MemoryJobStore.for_store(store)
             return shared
     raise ConfigurationError(f"{type(store).__name__} keeps no jobs; jobs run on the memory, "
-                             "SQLite and Redis stores")
+                             "SQLite, Redis and PostgreSQL stores")
