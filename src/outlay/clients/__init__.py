@@ -5,13 +5,12 @@
 providers' async SDK clients. This package itself imports neither SDK; it holds what both share.
 """
 
+from .._llm_call import Charge as Charge
 from ._core import MEDIA_TOKENS as MEDIA_TOKENS
 from ._core import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD
 from ._core import REQUEST_OVERHEAD as REQUEST_OVERHEAD
 from ._core import BudgetedStream as BudgetedStream
-from ._core import Charge as Charge
 from ._core import InputEstimator as InputEstimator
-from ._core import MoneyLimit as MoneyLimit
 from ._core import Tally as Tally
 from ._core import estimate_prompt_tokens as estimate_prompt_tokens
 from ._core import estimate_tokens as estimate_tokens
@@ -22,7 +21,6 @@ __all__ = (
     "InputEstimator",
     "MEDIA_TOKENS",
     "MESSAGE_OVERHEAD",
-    "MoneyLimit",
     "REQUEST_OVERHEAD",
     "Tally",
     "estimate_prompt_tokens",
