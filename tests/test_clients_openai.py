@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx2 as httpx
 import openai
 import pytest
 from structlog.testing import capture_logs
@@ -485,3 +486,127 @@ async def test_settlement_is_logged_and_a_failing_observer_is_skipped(
         "recorded", 11, 7)
     assert "observer bug" in events["outlay.clients.on_settle_failed"]["error"]
     await whole(budget, 18)
+
+
+# -- drop-in: pass-through, the frameworks' own clients, parse, embeddings, tool calls --------
+
+
+async def test_unwrapped_attributes_pass_through(client: openai.AsyncOpenAI) -> None:
+    llm = BudgetedAsyncOpenAI(client, token_budget(1000))
+    assert llm.base_url == client.base_url
+    assert llm.api_key == "test"
+    assert llm.models.list == client.models.list
+    assert llm.chat.completions.list == client.chat.completions.list
+    assert llm.responses.retrieve == client.responses.retrieve
+    copy = llm.with_options(max_retries=3)
+    assert isinstance(copy, BudgetedAsyncOpenAI) and copy.budget is llm.budget
+    assert copy.client.max_retries == 3
+    with pytest.raises(AttributeError, match="not budgeted"):
+        llm.chat.completions.with_raw_response  # noqa: B018 - would bypass the budget
+    with pytest.raises(AttributeError, match="not budgeted"):
+        llm.responses.with_streaming_response  # noqa: B018
+
+
+async def test_tool_call_batches_are_admitted_all_or_nothing(
+        fake: FakeProvider, client: openai.AsyncOpenAI) -> None:
+    budget = unit_budget({"tokens": 10_000, "tool_calls": 5})
+    llm = BudgetedAsyncOpenAI(client, budget, estimate_input=fixed)
+    two = Script(tool_calls=(("search", "{}"), ("search", "{}")))
+    three = Script(tool_calls=(("search", "{}"),) * 3)
+    fake.script(two, three, two)
+    for _ in range(2):
+        await llm.chat.completions.create(model="m", messages=MESSAGES,
+                                          max_completion_tokens=50)
+    await whole(budget, 5, "tool_calls")
+    with pytest.raises(BudgetExceeded) as info:  # 2 more do not fit: neither is admitted
+        await llm.chat.completions.create(model="m", messages=MESSAGES,
+                                          max_completion_tokens=50)
+    assert info.value.key is not None and "/tool_calls/" in info.value.key
+    await whole(budget, 5, "tool_calls")
+    await whole(budget, 3 * 18)  # the refused batch's call itself was paid and is charged
+
+
+async def test_parse_is_budgeted(fake: FakeProvider, client: openai.AsyncOpenAI) -> None:
+    budget = token_budget(1000)
+    llm = BudgetedAsyncOpenAI(client, budget, estimate_input=fixed)
+    parsed = await llm.chat.completions.parse(model="m", messages=MESSAGES,
+                                              max_completion_tokens=50)
+    assert parsed.choices[0].message.content == "Hello from the fake provider."
+    response = await llm.responses.parse(model="m", input="hi", max_output_tokens=50)
+    assert response.output_text == "Hello from the fake provider."
+    await whole(budget, 36)
+    with pytest.raises(BudgetExceeded):
+        await llm.chat.completions.parse(model="m", messages=MESSAGES,
+                                         max_completion_tokens=5000)
+    assert len(fake.requests) == 2
+
+
+def _embeddings(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={
+        "object": "list", "model": "e",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
+        "usage": {"prompt_tokens": 6, "total_tokens": 6}})
+
+
+async def test_embeddings_are_budgeted() -> None:
+    # The fake provider has no embeddings route; an httpx transport answers in the API's shape.
+    budget = unit_budget({"tokens": 100, "requests": 2})
+    async with openai.AsyncOpenAI(api_key="test", max_retries=0, http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(_embeddings))) as sdk:
+        llm = BudgetedAsyncOpenAI(sdk, budget)
+        result = await llm.embeddings.create(model="e", input=["hello world"])
+        assert result.data[0].embedding == [0.5, 0.25]
+        with pytest.raises(BudgetExceeded):  # estimate of 300 characters: 100 tokens + more
+            await llm.embeddings.create(model="e", input="x" * 301)
+        await llm.embeddings.create(model="e", input="again")
+        with pytest.raises(BudgetExceeded):  # two requests are the cap
+            await llm.embeddings.create(model="e", input="once more")
+    await whole(budget, 12)
+    await whole(budget, 2, "requests")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # pydantic-ai runs on asyncio only
+async def test_pydantic_ai_accepts_the_wrapped_client(fake: FakeProvider,
+                                                      client: openai.AsyncOpenAI) -> None:
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    budget = unit_budget({"tokens": 1000, "requests": 1})
+    llm = BudgetedAsyncOpenAI(client, budget, default_max_output_tokens=100)
+    agent = Agent(OpenAIChatModel("m", provider=OpenAIProvider(openai_client=llm)))  # type: ignore[arg-type]
+    result = await agent.run("Say hello.")
+    assert result.output == "Hello from the fake provider."
+    await whole(budget, 18)
+    with pytest.raises(BudgetExceeded):
+        await agent.run("Again.")
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Agents SDK runs on asyncio only
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_the_agents_sdk_accepts_the_wrapped_client(
+        fake: FakeProvider, client: openai.AsyncOpenAI, api: str) -> None:
+    pytest.importorskip("agents")
+    from agents import Agent, ModelSettings, RunConfig, Runner
+    from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
+    from agents.models.openai_responses import OpenAIResponsesModel
+
+    budget = unit_budget({"tokens": 1000, "requests": 2})
+    llm = BudgetedAsyncOpenAI(client, budget, default_max_output_tokens=100)
+    model = (OpenAIChatCompletionsModel("m", openai_client=llm) if api == "chat"  # type: ignore[arg-type]
+             else OpenAIResponsesModel("m", openai_client=llm))  # type: ignore[arg-type]
+    agent = Agent(name="a", model=model, model_settings=ModelSettings(max_tokens=50))
+    config = RunConfig(tracing_disabled=True)
+    result = await Runner.run(agent, "Say hello.", run_config=config)
+    assert result.final_output == "Hello from the fake provider."
+    streamed = Runner.run_streamed(agent, "Say hello.", run_config=config)
+    async for _ in streamed.stream_events():
+        pass
+    assert streamed.final_output == "Hello from the fake provider."
+    await whole(budget, 2, "requests")
+    await whole(budget, 36)
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(agent, "Again.", run_config=config)
+    assert len(fake.requests) == 2
