@@ -16,7 +16,7 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from outlay import BudgetExceeded, PrincipalBudget, TokenPrices, UnknownModelPrice
+from outlay import BudgetExceeded, Budget, TokenPrices, UnknownModelPrice
 from outlay.clients import Charge, estimate_prompt_tokens
 from outlay.clients.openai import BudgetedAsyncOpenAI
 
@@ -355,7 +355,7 @@ async def test_responses_stream(fake: FakeProvider, client: openai.AsyncOpenAI) 
 # -- money ------------------------------------------------------------------------------------
 
 
-def money_budget(cap: str, **more: int) -> PrincipalBudget:
+def money_budget(cap: str, **more: int) -> Budget:
     return unit_budget({"usd": Decimal(cap), **more})
 
 
@@ -575,7 +575,7 @@ async def test_pydantic_ai_accepts_the_wrapped_client(fake: FakeProvider,
 
     budget = unit_budget({"tokens": 1000, "requests": 1})
     llm = BudgetedAsyncOpenAI(client, budget, default_max_output_tokens=100)
-    agent = Agent(OpenAIChatModel("m", provider=OpenAIProvider(openai_client=llm)))  # type: ignore[arg-type]
+    agent = Agent(OpenAIChatModel("m", provider=OpenAIProvider(openai_client=llm)))  # type: ignore[call-overload]
     result = await agent.run("Say hello.")
     assert result.output == "Hello from the fake provider."
     await whole(budget, 18)

@@ -16,8 +16,7 @@ overshoot is committed, never lost, and the next call that no longer fits is ref
 response's tool calls are admitted as one batch of ``tool_calls`` (``admit_tool_calls``),
 all-or-nothing.
 
-The budget object is ``PrincipalBudget`` today; ``BudgetObject``, ``check_budget`` and
-``capped_units`` are the only places that know which class it is.
+The budget object is ``outlay.Budget``; a unit it does not cap is not held.
 """
 
 from __future__ import annotations
@@ -29,19 +28,10 @@ from typing import Literal
 
 import anyio
 
-from ._core import _log
-from ._core._amounts import Amount, check_count
-from ._core._exceptions import BudgetExceeded
-from ._core._principals import PrincipalBudget, PrincipalReservation, parse_limit_key
-from ._core._reservation import check_lease
+from ._core import Amount, Budget, BudgetExceeded, Reservation, check_count, check_lease, log
 from ._pricing import Prices, PriceTable, as_price_table
 
-__all__ = ("BudgetObject", "Call", "CallPolicy", "CallSpec", "Charge", "capped_units",
-           "check_budget")
-
-BudgetObject = PrincipalBudget
-"""The one budget object every consumer takes (``Principals(...).get("agent:x")``)."""
-_Held = PrincipalReservation
+__all__ = ("CALL_UNITS", "Call", "CallPolicy", "CallSpec", "Charge", "check_budget")
 
 CALL_UNITS = ("tokens", "input_tokens", "output_tokens", "usd", "requests")
 """The units one model call can hold, in the order of the module docstring."""
@@ -50,26 +40,12 @@ _CLAMP_ATTEMPTS = 64
 Outcome = Literal["recorded", "conservative", "refunded"]
 
 
-def check_budget(budget: object, name: str = "budget") -> BudgetObject:
-    """``budget`` if it is the budget object, else ``TypeError`` naming how to build one."""
-    if not isinstance(budget, BudgetObject):
-        raise TypeError(f"{name} must be an outlay budget (Principals(store, template=[...])"
-                        f".get('agent:name')), got {type(budget).__name__}")
+def check_budget(budget: object, name: str = "budget") -> Budget:
+    """``budget`` if it is an ``outlay.Budget``, else ``TypeError`` naming how to build one."""
+    if not isinstance(budget, Budget):
+        raise TypeError(f"{name} must be an outlay budget, e.g. outlay.Budget(usd=Decimal("
+                        f"'0.50'), tokens=100_000, tool_calls=20); got {type(budget).__name__}")
     return budget
-
-
-def capped_units(budget: BudgetObject) -> frozenset[str]:
-    """The units ``budget`` (or any ancestor it holds against) has a cap for."""
-    return frozenset(spec.unit for node in budget.chain() for spec in node.caps)
-
-
-def refused_unit(exc: BudgetExceeded) -> str | None:
-    """The unit of the limit that refused, when the refusal names one."""
-    unit = getattr(exc, "unit", None)
-    if isinstance(unit, str):
-        return unit
-    parsed = parse_limit_key(exc.key) if exc.key else None
-    return parsed.unit if parsed else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +125,7 @@ class CallPolicy:
         on_settle: Callable[[Charge], object] | None = None,
     ) -> None:
         self.budget = check_budget(budget)
-        capped = capped_units(self.budget)
+        capped = self.budget.units()
         self.units = tuple(unit for unit in CALL_UNITS if unit in capped)
         """The units a model call holds: those of ``CALL_UNITS`` the budget caps."""
         self.caps_tool_calls = "tool_calls" in capped
@@ -217,8 +193,8 @@ class CallPolicy:
             except BudgetExceeded as exc:
                 smaller = self._affordable(spec, out, exc) if self.clamp else None
                 if smaller is None or smaller >= out or smaller < self.min_output_tokens:
-                    if _log.enabled():
-                        _log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
+                    if log.enabled():
+                        log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
                                   input_estimate=spec.input_estimate, max_output_tokens=out,
                                   reason=exc.reason)
                     raise
@@ -231,7 +207,7 @@ class CallPolicy:
         """The per-choice bound the refusing limit can still hold; ``None`` if lowering the
         output cannot help (the input or the request alone does not fit)."""
         room = exc.available
-        unit = refused_unit(exc)
+        unit = exc.unit
         if room is None or unit is None:
             return None
         if unit == "tokens" and isinstance(room, int):
@@ -271,8 +247,8 @@ class CallPolicy:
         try:
             held = await self.budget.reserve({"tool_calls": count}, lease=self.lease)
         except BudgetExceeded:
-            if _log.enabled():
-                _log.emit("outlay.tool_calls.denied", what=what, tool_calls=count)
+            if log.enabled():
+                log.emit("outlay.tool_calls.denied", what=what, tool_calls=count)
             raise
         await held.commit()
 
@@ -282,7 +258,7 @@ class Call:
 
     __slots__ = ("_held", "_policy", "amounts", "charge", "max_output", "spec")
 
-    def __init__(self, policy: CallPolicy, spec: CallSpec, max_output: int, held: _Held | None,
+    def __init__(self, policy: CallPolicy, spec: CallSpec, max_output: int, held: Reservation | None,
                  amounts: Mapping[str, Amount]) -> None:
         self._policy = policy
         self.spec = spec
@@ -351,8 +327,8 @@ class Call:
                     await self._held.release()
                 else:
                     await self._held.commit(charged)
-        if _log.enabled():
-            _log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
+        if log.enabled():
+            log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
                       outcome=outcome, input_estimate=charge.input_estimate,
                       max_output_tokens=charge.max_output_tokens,
                       prompt_tokens=prompt, completion_tokens=completion,
@@ -362,6 +338,6 @@ class Call:
             try:
                 policy.on_settle(charge)
             except Exception as exc:  # an observer: logged and skipped
-                _log.warn("outlay.clients.on_settle_failed", error=repr(exc))
+                log.warn("outlay.clients.on_settle_failed", error=repr(exc))
         return charge
 

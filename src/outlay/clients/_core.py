@@ -16,7 +16,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import anyio
 
-from .._core._amounts import check_count
+from .._core import check_count
 from .._llm_call import Call, CallPolicy, CallSpec, Charge
 from .._pricing import Prices
 from ..adapters import TokenUsage
