@@ -11,8 +11,8 @@ from typing import Any
 
 import anthropic
 import anyio
-import httpx2 as httpx
 import anyio.to_thread
+import httpx2 as httpx
 import pytest
 
 from outlay import BudgetExceeded, TokenPrices

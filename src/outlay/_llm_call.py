@@ -258,8 +258,8 @@ class Call:
 
     __slots__ = ("_held", "_policy", "amounts", "charge", "max_output", "spec")
 
-    def __init__(self, policy: CallPolicy, spec: CallSpec, max_output: int, held: Reservation | None,
-                 amounts: Mapping[str, Amount]) -> None:
+    def __init__(self, policy: CallPolicy, spec: CallSpec, max_output: int,
+                 held: Reservation | None, amounts: Mapping[str, Amount]) -> None:
         self._policy = policy
         self.spec = spec
         self.max_output = max_output
