@@ -169,7 +169,7 @@ async def test_model_retry_from_a_tool_reaches_the_hooks_and_releases_the_hold()
 
 async def test_model_requests_hold_the_estimate_and_record_reported_usage() -> None:
     tokens = token_budget(1000)
-    held: list[int] = []
+    held: list[Any] = []
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         held.append((await figures(tokens, "tokens"))[1])
@@ -585,7 +585,7 @@ async def test_every_unit_is_enforced_before_sending(unit: str, cap: Any) -> Non
         for _ in range(10):
             await agent.run("more")
     assert info.value.unit == unit
-    settled = {"usd": Decimal("0.00024"), "input_tokens": 40, "output_tokens": 20,
+    settled: Any = {"usd": Decimal("0.00024"), "input_tokens": 40, "output_tokens": 20,
                "requests": 1, "tokens": 60}[unit]
     runs = len(sent)
     await whole(budget, settled * runs, unit)  # committed at the reported usage, never more
