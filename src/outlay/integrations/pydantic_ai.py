@@ -111,7 +111,7 @@ class OutlayCapability(AbstractCapability[Any]):
     prices: Prices | None = None
     tool_hooks: Sequence[ToolDispatchHook] = ()
     estimate_input: int | InputEstimate | None = None
-    max_output_tokens: int = 1024
+    max_output_tokens: int = 4096
     principal: str | None = None
     lease: float | None = None
     _chain: HookChain = field(init=False, repr=False, compare=False)
