@@ -224,7 +224,7 @@ async def test_wrap_tools_keeps_other_tools_and_refuses_non_function_tools() -> 
 
 async def test_model_calls_hold_the_estimate_and_record_reported_usage() -> None:
     tokens = token_budget(1000)
-    held: list[int] = []
+    held: list[Any] = []
 
     async def respond(input: Items) -> list[Any]:
         held.append((await figures(tokens, "tokens"))[1])
