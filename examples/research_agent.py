@@ -7,10 +7,11 @@
         [--cached-input-price 0.075]                             # prompt-cache reads, if cheaper
 
 The model answers with parallel tool calls. Before every model call outlay reserves tokens (an
-estimate of the prompt plus the request's max output) and dollars; after it, it records what the
-model reported and refunds the rest. Tool calls go through a ``ToolDispatcher`` whose hooks cap
-calls per tool and in total. When a budget runs out, the agent answers from what it gathered
-and says why: graceful exhaustion, not a stack trace.
+estimate of the prompt plus the request's max output), dollars and one request on one budget,
+in one reservation; after it, it commits what the model reported and refunds the rest. Tool
+calls go through a ``ToolDispatcher`` whose hooks cap calls per tool and in total. When a
+budget runs out, the agent answers from what it gathered and says why: graceful exhaustion,
+not a stack trace.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import anyio
 
 from outlay import (
     AtomicBudget,
-    AtomicTokenBudget,
+    Budget,
     BudgetExceeded,
     DispatchBudgetHook,
-    KeyedBudget,
+    PriceTable,
     TokenPrices,
     ToolCallLimitHook,
     ToolDispatcher,
@@ -43,7 +44,7 @@ from outlay import (
     openai_chat_tool_messages,
     openai_chat_usage,
 )
-from outlay.clients import Charge, MoneyLimit
+from outlay.clients import Charge
 
 SCRIPTED_MODEL = "scripted-mini"
 PRICES = {SCRIPTED_MODEL: TokenPrices(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
@@ -145,44 +146,44 @@ class ProgressHook(ToolDispatchHook):
 ModelCall = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
 
 
-def scripted_model_call(tokens: AtomicTokenBudget, money: MoneyLimit,
-                        ledger: Ledger) -> ModelCall:
-    """Reserve tokens and dollars, call the scripted model, settle at its reported usage."""
+def scripted_model_call(budget: Budget, prices: PriceTable, ledger: Ledger) -> ModelCall:
+    """Reserve tokens, dollars and one request, call the scripted model, settle at its usage."""
     model = ScriptedModel()
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
-        bound = money.cost(SCRIPTED_MODEL, input_tokens=estimate, output_tokens=MAX_OUTPUT_TOKENS)
-        async with tokens.reserve_tokens(estimate + MAX_OUTPUT_TOKENS) as held_tokens, \
-                money.budget.reserve({money.key: bound}, lease=money.lease) as held_usd:
+        bound = prices.cost(SCRIPTED_MODEL, input_tokens=estimate,
+                            output_tokens=MAX_OUTPUT_TOKENS)
+        hold = {"tokens": estimate + MAX_OUTPUT_TOKENS, "usd": bound, "requests": 1}
+        async with budget.reserve(hold) as held:
             reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
             usage = openai_chat_usage(reply)
             assert usage is not None
-            await tokens.record_usage(held_tokens, usage.input_tokens, usage.output_tokens)
-            cost = money.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
-                              output_tokens=usage.output_tokens,
-                              cached_input_tokens=usage.cached_input_tokens)
-            await held_usd.commit({money.key: cost})
+            cost = prices.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
+                               output_tokens=usage.output_tokens,
+                               cached_input_tokens=usage.cached_input_tokens)
+            charged = {"tokens": usage.total_tokens, "usd": cost, "requests": 1}
+            await held.commit(charged)
         ledger.charges.append(Charge(
             api="chat", model=SCRIPTED_MODEL, input_estimate=estimate,
             max_output_tokens=MAX_OUTPUT_TOKENS, prompt_tokens=usage.input_tokens,
             completion_tokens=usage.output_tokens,
-            cached_prompt_tokens=usage.cached_input_tokens,
-            reserved_cost=held_usd.amounts[money.key], cost=cost,  # type: ignore[arg-type]
+            cached_prompt_tokens=usage.cached_input_tokens, cache_write_tokens=0,
+            reserved=hold, charged=charged, reserved_cost=bound, cost=cost,
             outcome="recorded"))
         return reply
 
     return call
 
 
-def openai_model_call(base_url: str, model: str, tokens: AtomicTokenBudget, money: MoneyLimit,
+def openai_model_call(base_url: str, model: str, budget: Budget, prices: PriceTable,
                       ledger: Ledger) -> ModelCall:  # pragma: no cover - needs an endpoint
     """The same through ``BudgetedAsyncOpenAI`` against a real OpenAI-compatible endpoint."""
     from openai import AsyncOpenAI
 
     from outlay.clients.openai import BudgetedAsyncOpenAI
 
-    llm = BudgetedAsyncOpenAI(AsyncOpenAI(base_url=base_url), tokens=tokens, money=money,
+    llm = BudgetedAsyncOpenAI(AsyncOpenAI(base_url=base_url), budget, prices=prices,
                               clamp=True, on_settle=ledger.charges.append)
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,17 +232,16 @@ def _from_gathered(gathered: list[str]) -> str:
 async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str, int],
                base_url: str | None, model: str, price: TokenPrices | None) -> None:
     ledger = Ledger()
-    token_budget = AtomicTokenBudget(tokens, name="tokens")
-    money = KeyedBudget()  # in memory; KeyedBudget("sqlite:///budgets.db") would persist it
-    await money.set_limit("run/usd", usd)
-    money_limit = MoneyLimit(money, "run/usd", PRICES if price is None else {model: price})
+    # In memory, this run; Budget(..., store="sqlite:///budgets.db") would persist it.
+    budget = Budget(usd=usd, tokens=tokens, principal="agent:research")
+    prices = PriceTable(PRICES if price is None else {model: price})
     dispatcher = ToolDispatcher(TOOLS, [
         ProgressHook(ledger),
         ToolCallLimitHook(per_tool, total=tool_calls),
         DispatchBudgetHook(AtomicBudget(tool_calls, name="tool-calls"), 1, mode="commit"),
     ], errors="result")
-    call_model = (scripted_model_call(token_budget, money_limit, ledger) if base_url is None
-                  else openai_model_call(base_url, model, token_budget, money_limit, ledger))
+    call_model = (scripted_model_call(budget, prices, ledger) if base_url is None
+                  else openai_model_call(base_url, model, budget, prices, ledger))
 
     answer, stopped = await run_agent(call_model, dispatcher)
 
@@ -260,9 +260,9 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
         actual_usd = sum((c.cost or Decimal(0) for c in charges), Decimal(0))
         print(f"model {name}: {len(charges)} calls; tokens reserved {reserved}, used {actual}; "
               f"usd reserved {reserved_usd:.6f}, spent {actual_usd:.6f}")
-    usage = await money.usage("run/usd")
-    print(f"run total: {await token_budget.tokens_consumed()} of {tokens} tokens, "
-          f"{usage.spent:.6f} of {usage.cap} USD")
+    spent = {usage.key.split("/")[-2]: usage for usage in await budget.usage()}
+    print(f"run total: {spent['tokens'].spent} of {tokens} tokens, "
+          f"{spent['usd'].spent:.6f} of {spent['usd'].cap} USD")
     for name in sorted(set(ledger.tools) | set(ledger.skipped)):
         print(f"tool {name}: {ledger.tools[name]} ran, {ledger.skipped[name]} skipped")
 

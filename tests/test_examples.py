@@ -40,7 +40,8 @@ def test_research_agent_answers_within_budget() -> None:
 
 def test_research_agent_exhausts_gracefully() -> None:
     out = run("research_agent.py", "--usd", "0.0004")
-    assert ("(stopped early: the model budget ran out before turn 3: run/usd: cannot reserve $"
+    assert ("(stopped early: the model budget ran out before turn 3: agent:research: cannot "
+            "reserve $"
             in out)
     assert "From what I gathered:" in out
     total = re.search(r"run total: \d+ of \d+ tokens, (\S+) of 0.0004 USD", out)
