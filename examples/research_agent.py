@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from outlay import (
+    Amount,
     AtomicBudget,
     Budget,
     BudgetExceeded,
@@ -154,7 +155,8 @@ def scripted_model_call(budget: Budget, prices: PriceTable, ledger: Ledger) -> M
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
         bound = prices.cost(SCRIPTED_MODEL, input_tokens=estimate,
                             output_tokens=MAX_OUTPUT_TOKENS)
-        hold = {"tokens": estimate + MAX_OUTPUT_TOKENS, "usd": bound, "requests": 1}
+        hold: dict[str, Amount] = {"tokens": estimate + MAX_OUTPUT_TOKENS, "usd": bound,
+                                   "requests": 1}
         async with budget.reserve(hold) as held:
             reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
             usage = openai_chat_usage(reply)
@@ -162,7 +164,7 @@ def scripted_model_call(budget: Budget, prices: PriceTable, ledger: Ledger) -> M
             cost = prices.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
                                output_tokens=usage.output_tokens,
                                cached_input_tokens=usage.cached_input_tokens)
-            charged = {"tokens": usage.total_tokens, "usd": cost, "requests": 1}
+            charged: dict[str, Amount] = {"tokens": usage.total_tokens, "usd": cost, "requests": 1}
             await held.commit(charged)
         ledger.charges.append(Charge(
             api="chat", model=SCRIPTED_MODEL, input_estimate=estimate,
