@@ -26,7 +26,7 @@ from .storekit import REDIS_TEST_DB, drop_namespace
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "recipes.md"
 TEXT = DOC.read_text()
-RECIPES = {
+RECIPES = {  # recipe -> its row in the page's table of line counts
     "pydantic-ai": "pydantic-ai agent",
     "agents": "OpenAI Agents SDK agent",
     "openai": "plain OpenAI client loop",
@@ -42,7 +42,7 @@ THREE_SEARCHES = Script(input_tokens=2_000, output_tokens=300,
 def recipe(name: str) -> str:
     body = TEXT.split(f"\n## {SECTIONS[name]}\n", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"```python\n(.*?)```", body, flags=re.S)
-    return block
+    return str(block)
 
 
 @pytest.fixture
@@ -105,7 +105,8 @@ def test_recipe_stops_before_sending(name: str, store: str, fake: FakeProvider,
     exec(compile(recipe(name), f"{DOC}:{name}", "exec"), {"__name__": "recipe"})
     out = capsys.readouterr().out
     # The seventh response asks for 3 tool calls with 2 left: the batch is refused whole.
-    assert "stopped before sending: agent:researcher: cannot reserve 3 tool_calls in day:" in out, out
+    refused = "stopped before sending: agent:researcher: cannot reserve 3 tool_calls in day:"
+    assert refused in out, out
     left = LEFT.search(out)
     assert left, out
     assert Decimal(left.group(1)) > 0
