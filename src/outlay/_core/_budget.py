@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from .._ledger import UsageLedger
+from .._protocols import BudgetGuard, TokenBudget
 from ..stores import LimitUsage, Store
 from . import _log
 from ._amounts import Amount, check_amount, check_count
 from ._exceptions import BudgetExceeded, ReservationError, UnknownLimit
+from ._guards import GuardStore, TokenBudgetStore
 from ._limits import LimitSpec, check_principal, check_specs
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money
 from ._reservation import (
@@ -203,6 +205,33 @@ class Budget:
         specs.extend(caps)
         owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id)
         self._init(owner, None, check_principal(principal), owner._template, owned=True)
+
+    @classmethod
+    def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
+        """The budget object over a ``BudgetGuard`` (``AtomicBudget`` or your own), counting
+        ``unit`` in whole units. ``reserve({unit: n})`` is ``guard.try_reserve(n)``; ``commit``
+        keeps the units, ``release`` gives them back. The guard keeps the count (one call per
+        reservation); ``remaining()`` needs a guard with ``capacity`` and ``available``."""
+        if not isinstance(guard, BudgetGuard):
+            raise TypeError(f"guard must be a BudgetGuard, got {type(guard).__name__}")
+        return cls._adapted(GuardStore(guard), unit, getattr(guard, "capacity", 0))
+
+    @classmethod
+    def from_token_budget(cls, tokens: TokenBudget) -> Budget:
+        """The budget object over a ``TokenBudget`` (``AtomicTokenBudget`` or your own):
+        ``reserve({"tokens": n})`` is ``try_reserve_tokens(n)`` and ``commit`` its
+        ``record_usage``. (``Budget`` is itself a ``TokenBudget`` on any store.)"""
+        if not isinstance(tokens, TokenBudget):
+            raise TypeError(f"tokens must be a TokenBudget, got {type(tokens).__name__}")
+        return cls._adapted(TokenBudgetStore(tokens), "tokens", getattr(tokens, "capacity", 0))
+
+    @classmethod
+    def _adapted(cls, store: Store, unit: str, capacity: object) -> Budget:
+        cap = capacity if type(capacity) is int else 0
+        owner = Principals(store, template=[LimitSpec(unit, _RUN, cap)])
+        budget = cls.__new__(cls)
+        budget._init(owner, None, _DEFAULT_PRINCIPAL, owner._template, owned=True)
+        return budget
 
     @classmethod
     def _attach(cls, owner: Principals, parent: Budget | None, name: str,

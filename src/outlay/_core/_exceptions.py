@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ._amounts import Amount
 
 if TYPE_CHECKING:
-    from ..hooks._types import ToolInvocation
+    from ..hooks import ToolInvocation
 
 
 class OutlayError(Exception):
@@ -94,7 +94,7 @@ class BudgetExceeded(OutlayError):
     def _describe(self) -> str:
         show = _money if self.unit == "usd" else _plain
         who = f"{self.principal}: " if self.principal else (f"{self.key}: " if self.key else "")
-        label = "" if self.unit == "usd" else f" {self.unit or 'units'}"
+        label = "" if self.unit in ("usd", None) else f" {self.unit}"
         where = ""
         if self.window == "run":
             where = " in this run"

@@ -8,8 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .._core import check_count
-from ..hooks._dispatcher import ToolDispatcher
-from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
+from ..hooks import ToolDispatcher, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 _CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
 _MAX_CACHED = 1024

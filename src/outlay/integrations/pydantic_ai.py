@@ -44,8 +44,8 @@ from pydantic_ai.usage import RequestUsage
 from .._core import Budget
 from .._llm_call import Call, CallPolicy, CallSpec
 from .._pricing import Prices
-from ..clients._core import estimate_prompt_tokens
-from ..hooks._types import ToolDispatchHook, ToolInvocation
+from ..clients import estimate_prompt_tokens
+from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import HookChain, check_estimate
 
 __all__ = ("OutlayCapability", "estimate_request_input")
