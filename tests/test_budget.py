@@ -47,7 +47,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def test_the_one_liner_caps_money_tokens_requests_and_tool_calls() -> None:
     budget = Budget(usd=D("0.50"), tokens=100_000, requests=3, tool_calls=20)
-    assert budget.units() == {"usd", "tokens", "requests", "tool_calls"}
+    assert budget.units == {"usd", "tokens", "requests", "tool_calls"}
     async with budget.reserve({"usd": D("0.02"), "tokens": 1500, "requests": 1}) as r:
         assert r.amounts == {"usd": D("0.02"), "tokens": 1500, "requests": 1}
         assert len(r.keys) == 3  # one limit per unit in the run window
@@ -345,3 +345,32 @@ async def test_a_token_budget_becomes_the_budget_object_in_one_call() -> None:
     assert tokens.available == 300  # released on exit
     with pytest.raises(TypeError):
         Budget.from_token_budget(AtomicBudget(1))  # type: ignore[arg-type]
+
+
+async def test_aclose_closes_only_a_store_the_budget_opened(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "mine.db")
+    await Budget(usd=D("1"), store=store).aclose()
+    await store.set_limit("still-open", 1)  # a store passed in stays open
+    await store.aclose()
+    opened = Budget(usd=D("1"), store=f"sqlite:///{tmp_path / 'its.db'}")
+    await (await opened.reserve({"usd": D("0.5")})).commit()
+    await opened.aclose()
+    with pytest.raises(Exception, match="closed"):
+        await opened.reserve({"usd": D("0.1")})
+
+
+async def test_per_tool_limits_are_units_of_the_budget_object() -> None:
+    """A durable, shared form of ``ToolCallLimitHook``: one custom unit per tool."""
+    from outlay import DispatchBudgetHook, ToolDispatcher, ToolInvocation
+
+    async def search(query: str) -> str:
+        return query
+
+    budget = Budget(tool_calls=3, caps=[LimitSpec("tool_calls.search", Window.run(), 2)])
+    hook = DispatchBudgetHook(budget, lambda inv: {"tool_calls": 1,
+                                                   f"tool_calls.{inv.tool_name}": 1})
+    dispatcher = ToolDispatcher([search], [hook])
+    outcomes = [(await dispatcher.dispatch(ToolInvocation(f"c{i}", "search", {"query": "q"}))
+                 ).skipped for i in range(3)]
+    assert outcomes == [False, False, True]
+    assert await budget.remaining() == {"tool_calls": 1, "tool_calls.search": 0}

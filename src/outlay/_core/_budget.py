@@ -204,7 +204,8 @@ class Budget:
         specs = [LimitSpec(unit, w, cap) for unit, cap in given.items() for w in windows]
         specs.extend(caps)
         owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id)
-        self._init(owner, None, check_principal(principal), owner._template, owned=True)
+        self._init(owner, None, check_principal(principal), owner._template,
+                   owned=isinstance(store, str))
 
     @classmethod
     def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
@@ -319,8 +320,10 @@ class Budget:
                 keys[f"{node._path}/{spec.unit}/{period.id}"] = (spec.unit, spec, period.end)
         return keys
 
+    @property
     def units(self) -> frozenset[str]:
-        """Every unit some limit of the chain caps."""
+        """Every unit some limit of the chain caps (others: money is refused, whole units are
+        not limited)."""
         return frozenset(spec.unit for node in self.chain() for spec in node._caps)
 
     # -- reading -------------------------------------------------------------------------
@@ -346,7 +349,7 @@ class Budget:
         (money among them is refused, whole units are unlimited). A snapshot: it may be stale
         by the time you reserve. One store read per limit."""
         out: dict[str, Amount] = {}
-        for key, (unit, spec, _) in self.limits_at(self.units(), at).items():
+        for key, (unit, spec, _) in self.limits_at(self.units, at).items():
             available = (await self._read(key, spec)).available
             out[unit] = min(out[unit], available) if unit in out else available
         return out
@@ -403,9 +406,9 @@ class Budget:
         owner = self._owner
         seconds = owner._lease if lease is None else check_lease(lease)
         limits = self.limits_at(checked)
+        capped = {unit for unit, _, _ in limits.values()}
         for unit, amount in checked.items():
-            if isinstance(amount, Decimal) and amount and not any(
-                    u == unit for u, _, _ in limits.values()):
+            if unit not in capped and isinstance(amount, Decimal) and amount:
                 refusal = BudgetExceeded(unit=unit, requested=amount, cap=Decimal(0),
                                          spent=Decimal(0), held=Decimal(0),
                                          principal=self._path)
@@ -478,8 +481,8 @@ class Budget:
         return int(max(spent, default=0))
 
     async def aclose(self) -> None:
-        """Close the store (a budget built with ``Budget(...)`` owns it; one from ``Principals``
-        leaves that to ``Principals.aclose``)."""
+        """Close the store if this budget opened it from a URL (``Budget(store="...")``); a
+        ``Store`` you passed in, or the store of ``Principals``, is left to its owner."""
         if self._owned:
             await self._owner.aclose()
 
