@@ -125,7 +125,7 @@ class CallPolicy:
         on_settle: Callable[[Charge], object] | None = None,
     ) -> None:
         self.budget = check_budget(budget)
-        capped = self.budget.units()
+        capped = self.budget.units
         self.units = tuple(unit for unit in CALL_UNITS if unit in capped)
         """The units a model call holds: those of ``CALL_UNITS`` the budget caps."""
         self.caps_tool_calls = "tool_calls" in capped
