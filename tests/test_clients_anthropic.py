@@ -245,3 +245,23 @@ async def test_cache_writes_are_charged_at_the_write_rate() -> None:
     # The hold priced the whole input at the dearer write rate: 20 * 3.75 + 64 * 15.
     assert charges[0].reserved_cost == Decimal("0.001035")
     await whole(dollars, Decimal("0.0087"), "usd")
+
+
+async def test_the_stream_helper_is_budgeted(fake: FakeProvider,
+                                             client: anthropic.AsyncAnthropic) -> None:
+    budget = token_budget(1000)
+    llm = BudgetedAsyncAnthropic(client, budget, estimate_input=fixed)
+    fake.script(Script(input_tokens=11, cache_read_input_tokens=3, output_tokens=7))
+    manager = llm.messages.stream(model="m", max_tokens=64, messages=MESSAGES)
+    async with manager as stream:
+        assert (await figures(budget, "tokens"))[1] == INPUT + 64
+        text = "".join([piece async for piece in stream.text_stream])
+    assert text == "Hello from the fake provider."
+    assert manager.charge is not None
+    assert manager.charge.outcome == "recorded"
+    await whole(budget, 11 + 3 + 7)
+    fake.script(Script(status=500))
+    with pytest.raises(anthropic.InternalServerError):  # failed to start: refunded
+        async with llm.messages.stream(model="m", max_tokens=64, messages=MESSAGES):
+            pass
+    await whole(budget, 11 + 3 + 7)

@@ -5,6 +5,7 @@ Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which suppo
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -612,3 +613,82 @@ async def test_the_agents_sdk_accepts_the_wrapped_client(
     with pytest.raises(BudgetExceeded):
         await Runner.run(agent, "Again.", run_config=config)
     assert len(fake.requests) == 2
+
+
+async def test_the_stream_helper_is_budgeted(fake: FakeProvider,
+                                             client: openai.AsyncOpenAI) -> None:
+    budget = token_budget(1000)
+    charges: list[Charge] = []
+    llm = BudgetedAsyncOpenAI(client, budget, estimate_input=fixed, on_settle=charges.append)
+    fake.script(Script(input_tokens=12, output_tokens=6))
+    manager = llm.chat.completions.stream(model="m", messages=MESSAGES,
+                                          max_completion_tokens=50)
+    async with manager as stream:
+        assert (await figures(budget, "tokens"))[1] == INPUT + 50  # held while it streams
+        final = await stream.get_final_completion()  # the SDK's own helper, untouched
+    assert final.choices[0].message.content == "Hello from the fake provider."
+    assert fake.requests[0].body["stream_options"] == {"include_usage": True}
+    assert manager.charge is not None
+    assert manager.charge.outcome == "recorded"
+    await whole(budget, 18)
+    # Left early, before the usage chunk: conservative (estimate + the whole bound).
+    async with llm.chat.completions.stream(model="m", messages=MESSAGES,
+                                           max_completion_tokens=50) as stream:
+        async for event in stream:
+            if event.type == "chunk":
+                break
+    await whole(budget, 18 + INPUT + 50)
+    with pytest.raises(BudgetExceeded):  # refused on entry: nothing sent
+        async with llm.chat.completions.stream(model="m", messages=MESSAGES,
+                                               max_completion_tokens=5000):
+            pass
+    assert len(fake.requests) == 2
+
+
+def _response_events(request: httpx.Request) -> httpx.Response:
+    """A Responses stream in the API's full event order (the fake provider's stream leaves
+    out the output-item events the SDK's stream helper needs)."""
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress",
+            "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    done = {**item, "status": "completed",
+            "content": [{**part, "text": "Hello from the fake provider."}]}
+    base = {"id": "resp_1", "object": "response", "created_at": 0, "model": "m",
+            "status": "in_progress", "output": [], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": []}
+    usage = {"input_tokens": 12, "output_tokens": 6, "total_tokens": 18,
+             "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens_details": {"reasoning_tokens": 0}}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": base},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "part": part},
+        {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "delta": "Hello from the fake provider.", "logprobs": []},
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed",
+         "response": {**base, "status": "completed", "output": [done], "usage": usage}},
+    ]
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i})}\n\n"
+                   for i, e in enumerate(events))
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+async def test_the_responses_stream_helper_is_budgeted() -> None:
+    budget = token_budget(1000)
+    async with openai.AsyncOpenAI(api_key="test", max_retries=0, http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(_response_events))) as sdk:
+        llm = BudgetedAsyncOpenAI(sdk, budget, estimate_input=fixed)
+        manager = llm.responses.stream(model="m", input="hi", max_output_tokens=50)
+        async with manager as stream:
+            assert (await figures(budget, "tokens"))[1] == INPUT + 50
+            final = await stream.get_final_response()
+        assert final.output_text == "Hello from the fake provider."
+        assert manager.charge is not None
+        assert manager.charge.outcome == "recorded"
+        await whole(budget, 18)
+        async with llm.responses.stream(model="m", input="hi", max_output_tokens=50) as stream:
+            async for _ in stream:
+                break  # left before response.completed: conservative
+        await whole(budget, 18 + INPUT + 50)

@@ -10,6 +10,7 @@ from ._core import MEDIA_TOKENS as MEDIA_TOKENS
 from ._core import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD
 from ._core import REQUEST_OVERHEAD as REQUEST_OVERHEAD
 from ._core import BudgetedStream as BudgetedStream
+from ._core import BudgetedStreamManager as BudgetedStreamManager
 from ._core import InputEstimator as InputEstimator
 from ._core import Tally as Tally
 from ._core import estimate_prompt_tokens as estimate_prompt_tokens
@@ -17,6 +18,7 @@ from ._core import estimate_tokens as estimate_tokens
 
 __all__ = (
     "BudgetedStream",
+    "BudgetedStreamManager",
     "Charge",
     "InputEstimator",
     "MEDIA_TOKENS",

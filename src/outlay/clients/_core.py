@@ -280,3 +280,67 @@ async def open_stream(limits: Limits, spec: CallSpec, send: Callable[[Call], Awa
         await call.refund()
         raise
     return BudgetedStream(stream, call, observe)
+
+
+class BudgetedStreamManager(Generic[T]):
+    """What a wrapped helper ``.stream(...)`` returns (``chat.completions.stream``,
+    ``messages.stream``): use it as the SDK's stream manager, ``async with llm....stream(...)
+    as stream:``; ``stream`` is the SDK's own helper stream (events, ``get_final_*``, text
+    iterators), untouched.
+
+    Entering reserves (``BudgetExceeded``: nothing is sent) and opens the SDK's stream (an error
+    or a cancellation refunds). Leaving closes it and settles exactly once, shielded: at the
+    final usage the SDK's accumulated snapshot reports, else conservatively (as
+    ``BudgetedStream``). ``charge`` is the settlement once it has left.
+    """
+
+    __slots__ = ("_call", "_limits", "_manager", "_read", "_spec", "_start", "_stream")
+
+    def __init__(self, limits: Limits, spec: CallSpec, start: Callable[[Call], Any],
+                 read: Callable[[T], tuple[TokenUsage | None, bool]]) -> None:
+        self._limits = limits
+        self._spec = spec
+        self._start = start
+        self._read = read
+        self._call: Call | None = None
+        self._manager: Any = None
+        self._stream: T | None = None
+
+    @property
+    def charge(self) -> Charge | None:
+        """How the call was settled, once the manager has exited; ``None`` before."""
+        return None if self._call is None else self._call.charge
+
+    async def __aenter__(self) -> T:
+        if self._call is not None:
+            raise RuntimeError("a budgeted stream manager can be entered once")
+        call = self._call = await self._limits.policy.open(self._spec)
+        try:
+            self._manager = self._start(call)
+            self._stream = stream = await self._manager.__aenter__()
+        except BaseException:
+            await call.refund()
+            raise
+        return stream  # type: ignore[no-any-return]
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        call = self._call
+        assert call is not None
+        assert self._stream is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._manager.__aexit__(exc_type, exc, tb)
+        finally:
+            try:
+                usage, final = self._read(self._stream)
+            except Exception:  # no snapshot yet (nothing arrived): conservative
+                usage, final = None, False
+            if usage is None:
+                await call.settle(None, None, final=False)
+            elif final:
+                await settle_usage(call, usage)
+            else:
+                await call.settle(usage.input_tokens, None, final=False,
+                                  cached=usage.cached_input_tokens,
+                                  written=usage.cache_creation_input_tokens)

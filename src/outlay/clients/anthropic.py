@@ -24,6 +24,7 @@ from .._pricing import Prices
 from ..adapters import AnthropicStreamUsage, TokenUsage, anthropic_usage
 from ._core import (
     BudgetedStream,
+    BudgetedStreamManager,
     InputEstimator,
     Limits,
     Tally,
@@ -51,7 +52,8 @@ def _given(params: dict[str, Any], key: str) -> Any:
 
 
 class BudgetedAsyncAnthropic:
-    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` draws from ``budget``.
+    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` draw
+    from ``budget``.
 
     Options as ``BudgetedAsyncOpenAI``: ``budget`` (the budget object) and ``prices`` (required
     when it caps ``usd``), ``clamp``/``min_output_tokens`` (lower ``max_tokens`` to what the
@@ -141,19 +143,9 @@ class _Messages:
         ``UnknownModelPrice`` (no price for the model). With ``stream=True`` returns a
         ``BudgetedStream`` of ``RawMessageStreamEvent``.
         """
-        owner = self._owner
-        limits = owner.limits
-        raw = owner.client.messages
-        messages = list(_given(params, "messages") or ())
-        if _given(params, "messages") is not None:
-            params["messages"] = messages  # an iterator is read once, here
-        system = 1 if _given(params, "system") is not None else 0
-        spec = CallSpec(
-            api="messages", model=str(_given(params, "model") or ""),
-            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
-                [messages, *(_given(params, f) for f in _PROMPT_FIELDS)],
-                len(messages) + system)),
-            max_output=limits.output_bound(_given(params, "max_tokens"), "max_tokens"))
+        limits = self._owner.limits
+        raw = self._owner.client.messages
+        spec = self._spec(params)
 
         if not stream:
             async def send(call: Call) -> Message:
@@ -167,6 +159,32 @@ class _Messages:
 
         return await open_stream(limits, spec, start, _StreamObserver())
 
+    def stream(self, **params: Any) -> BudgetedStreamManager[Any]:
+        """``client.messages.stream(**params)`` under the budget: ``async with`` it as the
+        SDK's manager (``text_stream``, ``get_final_message()`` ...); reserves on entry, settles
+        on exit from the SDK's message snapshot. Raises as ``create``; see
+        ``BudgetedStreamManager``."""
+        spec = self._spec(params)
+        raw = self._owner.client.messages
+
+        def start(call: Call) -> Any:
+            return raw.stream(**{**params, "max_tokens": call.max_output})
+
+        return BudgetedStreamManager(self._owner.limits, spec, start, _snapshot_usage)
+
+    def _spec(self, params: dict[str, Any]) -> CallSpec:
+        limits = self._owner.limits
+        messages = list(_given(params, "messages") or ())
+        if _given(params, "messages") is not None:
+            params["messages"] = messages  # an iterator is read once, here
+        system = 1 if _given(params, "system") is not None else 0
+        return CallSpec(
+            api="messages", model=str(_given(params, "model") or ""),
+            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
+                [messages, *(_given(params, f) for f in _PROMPT_FIELDS)],
+                len(messages) + system)),
+            max_output=limits.output_bound(_given(params, "max_tokens"), "max_tokens"))
+
 
 # Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
 
@@ -174,6 +192,11 @@ def _message_usage(message: Message) -> TokenUsage:
     usage = anthropic_usage(message)
     assert usage is not None  # a Message always carries usage
     return usage
+
+
+def _snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
+    snapshot = stream.current_message_snapshot  # usage accumulated from the stream's events
+    return anthropic_usage(snapshot), snapshot.stop_reason is not None
 
 
 def _tool_uses(message: Message) -> int:

@@ -26,6 +26,7 @@ from .._pricing import Prices
 from ..adapters import TokenUsage, openai_chat_usage, openai_responses_usage
 from ._core import (
     BudgetedStream,
+    BudgetedStreamManager,
     InputEstimator,
     Limits,
     Tally,
@@ -81,19 +82,20 @@ class _Passthrough:
 class BudgetedAsyncOpenAI:
     """An ``openai.AsyncOpenAI`` whose paid calls draw from ``budget``.
 
-    Wrapped: ``chat.completions.create`` / ``parse``, ``responses.create`` / ``parse`` and
-    ``embeddings.create``; every other attribute is the wrapped client's (``with_options`` and
-    ``copy`` return a wrapped copy over the same budget). ``budget`` is the budget object
-    (``Principals(...).get("agent:x")``); ``prices`` (one ``TokenPrices``, a mapping model ->
-    ``TokenPrices`` or a ``PriceTable``) is required when it caps ``usd``. ``clamp=True``
-    lowers the request's output bound to what the budget affords (sent in the request, so the
-    API enforces it), never below ``min_output_tokens``. A request without an output bound uses
-    ``default_max_output_tokens`` (sent as ``max_completion_tokens`` / ``max_output_tokens``)
-    or raises ``ValueError``. ``estimate_input(params)`` replaces the built-in prompt estimate
-    (``estimate_tokens``). ``lease`` is the seconds a hold lives (default: the store's).
-    ``on_settle(charge)`` observes every ``Charge``. Arguments are passed to the SDK unchanged
-    apart from the output bound and ``stream_options``; SDK errors propagate unchanged after
-    the refund. ``client`` is the wrapped client, for calls that should not be budgeted.
+    Wrapped: ``chat.completions.create`` / ``parse`` / ``stream``, ``responses.create`` /
+    ``parse`` / ``stream`` and ``embeddings.create``; every other attribute is the wrapped client's
+    (``with_options`` and ``copy`` return a wrapped copy over the same budget). ``budget`` is
+    the budget object (``outlay.Budget(...)``); ``prices`` (one ``TokenPrices``, a mapping
+    model -> ``TokenPrices`` or a ``PriceTable``) is required when it caps ``usd``.
+    ``clamp=True`` lowers the request's output bound to what the budget affords (sent in the
+    request, so the API enforces it), never below ``min_output_tokens``. A request without an
+    output bound uses ``default_max_output_tokens`` (sent as ``max_completion_tokens`` /
+    ``max_output_tokens``) or raises ``ValueError``. ``estimate_input(params)`` replaces the
+    built-in prompt estimate (``estimate_tokens``). ``lease`` is the seconds a hold lives
+    (default: the budget's). ``on_settle(charge)`` observes every ``Charge``. Arguments are
+    passed to the SDK unchanged apart from the output bound and ``stream_options``; SDK errors
+    propagate unchanged after the refund. ``client`` is the wrapped client, for calls that
+    should not be budgeted.
     """
 
     def __init__(
@@ -198,6 +200,20 @@ class _ChatCompletions(_Passthrough):
         raises as ``create``."""
         return await self._once("parse", params)
 
+    def stream(self, **params: Any) -> BudgetedStreamManager[Any]:
+        """``client.chat.completions.stream(**params)`` under the budget: ``async with`` it as
+        the SDK's manager; reserves on entry, settles on exit from the SDK's snapshot (the usage
+        chunk is requested). Raises as ``create``; see ``BudgetedStreamManager``."""
+        field, spec = self._spec(params)
+        stream_options = dict(_given(params, "stream_options") or {})
+        stream_options["include_usage"] = True
+
+        def start(call: Call) -> Any:
+            return self._raw().stream(**{**params, field: call.max_output,
+                                         "stream_options": stream_options})
+
+        return BudgetedStreamManager(self._owner.limits, spec, start, _chat_snapshot_usage)
+
     async def _once(self, method: str, params: dict[str, Any]) -> Any:
         field, spec = self._spec(params)
 
@@ -257,6 +273,18 @@ class _Responses(_Passthrough):
         """``client.responses.parse(**params)`` (structured output) under the budget; raises
         as ``create``."""
         return await self._once("parse", params)
+
+    def stream(self, **params: Any) -> BudgetedStreamManager[Any]:
+        """``client.responses.stream(**params)`` under the budget: ``async with`` it as the
+        SDK's manager; reserves on entry, settles on exit at the usage of the completed
+        response (read where the SDK's stream keeps it; conservative if it is not there).
+        Raises as ``create``; see ``BudgetedStreamManager``."""
+        spec = self._spec(params)
+
+        def start(call: Call) -> Any:
+            return self._raw().stream(**{**params, "max_output_tokens": call.max_output})
+
+        return BudgetedStreamManager(self._owner.limits, spec, start, _responses_stream_usage)
 
     async def _once(self, method: str, params: dict[str, Any]) -> Any:
         spec = self._spec(params)
@@ -329,6 +357,11 @@ def _chat_tool_calls(completion: ChatCompletion) -> int:
                default=0)
 
 
+def _chat_snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
+    usage = openai_chat_usage(stream.current_completion_snapshot)  # set by the usage chunk
+    return usage, usage is not None
+
+
 def _observe_chat(chunk: ChatCompletionChunk, tally: Tally) -> None:
     usage = openai_chat_usage(chunk)  # only the last chunk carries usage (include_usage)
     if usage is not None:
@@ -355,6 +388,14 @@ def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
         usage = openai_responses_usage(event)
         if usage is not None:
             _tally(tally, usage)
+
+
+def _responses_stream_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
+    # The SDK keeps the completed response on its stream state (no public snapshot); without
+    # it the call is settled conservatively, never under the hold.
+    completed = getattr(getattr(stream, "_state", None), "_completed_response", None)
+    usage = None if completed is None else openai_responses_usage(completed)
+    return usage, usage is not None
 
 
 def _embedding_usage(response: CreateEmbeddingResponse) -> TokenUsage | None:
