@@ -33,22 +33,26 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from agents.agent_output import AgentOutputSchemaBase
-from agents.exceptions import AgentsException
-from agents.handoffs import Handoff
-from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
-from agents.model_settings import ModelSettings
-from agents.models.interface import Model, ModelProvider, ModelTracing
-from agents.tool import FunctionTool, Tool
-from agents.tool_context import ToolContext
-from openai.types.responses.response_prompt_param import ResponsePromptParam
-
 from .._core import Budget, DispatchTerminated
+from .._extras import missing_extra
 from .._llm_call import Call, CallPolicy, CallSpec
 from .._pricing import Prices
 from ..clients import estimate_prompt_tokens
 from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import HookChain, check_estimate
+
+try:
+    from agents.agent_output import AgentOutputSchemaBase
+    from agents.exceptions import AgentsException
+    from agents.handoffs import Handoff
+    from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+    from agents.model_settings import ModelSettings
+    from agents.models.interface import Model, ModelProvider, ModelTracing
+    from agents.tool import FunctionTool, Tool
+    from agents.tool_context import ToolContext
+    from openai.types.responses.response_prompt_param import ResponsePromptParam
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise missing_extra(__name__, "openai-agents", "openai-agents") from exc
 
 __all__ = ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "RunTerminated",
            "estimate_call_input", "wrap_tool", "wrap_tools")

@@ -29,24 +29,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from pydantic_ai import RunContext
-from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.capabilities.abstract import (
-    ValidatedToolArgs,
-    WrapModelRequestHandler,
-    WrapToolExecuteHandler,
-)
-from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelResponse, ToolCallPart
-from pydantic_ai.models import ModelRequestContext
-from pydantic_ai.tools import ToolDefinition
-from pydantic_ai.usage import RequestUsage
-
 from .._core import Budget
+from .._extras import missing_extra
 from .._llm_call import Call, CallPolicy, CallSpec
 from .._pricing import Prices
 from ..clients import estimate_prompt_tokens
 from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import HookChain, check_estimate
+
+try:
+    from pydantic_ai import RunContext
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.capabilities.abstract import (
+        ValidatedToolArgs,
+        WrapModelRequestHandler,
+        WrapToolExecuteHandler,
+    )
+    from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelResponse, ToolCallPart
+    from pydantic_ai.models import ModelRequestContext
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.usage import RequestUsage
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise missing_extra(__name__, "pydantic-ai-slim", "pydantic-ai") from exc
 
 __all__ = ("OutlayCapability", "estimate_request_input")
 
