@@ -16,6 +16,7 @@ replaces the last, never adds. Everything not wrapped (``messages.count_tokens``
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Literal, overload
 
 from .._extras import missing_extra
@@ -108,6 +109,13 @@ class BudgetedAsyncAnthropic:
         if client is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(client, name)
+
+    async def __aenter__(self) -> BudgetedAsyncAnthropic:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.client.close()  # as the SDK client's own ``async with``
 
     def __repr__(self) -> str:
         return f"<BudgetedAsyncAnthropic over {self.client!r}>"

@@ -18,6 +18,7 @@ Everything not wrapped is the wrapped client's own attribute (``base_url``, ``mo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any, Literal, overload
 
 from .._extras import missing_extra
@@ -143,6 +144,13 @@ class BudgetedAsyncOpenAI:
         if client is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(client, name)
+
+    async def __aenter__(self) -> BudgetedAsyncOpenAI:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.client.close()  # as the SDK client's own ``async with``
 
     def __repr__(self) -> str:
         return f"<BudgetedAsyncOpenAI over {self.client!r}>"
