@@ -265,3 +265,24 @@ async def test_the_stream_helper_is_budgeted(fake: FakeProvider,
         async with llm.messages.stream(model="m", max_tokens=64, messages=MESSAGES):
             pass
     await whole(budget, 11 + 3 + 7)
+
+
+async def test_an_async_estimate_such_as_count_tokens_is_awaited(
+        fake: FakeProvider, client: anthropic.AsyncAnthropic) -> None:
+    budget = token_budget(1000)
+    asked: list[Any] = []
+
+    async def count(params: Any) -> int:  # e.g. backed by messages.count_tokens
+        await anyio.sleep(0)
+        asked.append(params["model"])
+        return 123
+
+    charges: list[Charge] = []
+    llm = BudgetedAsyncAnthropic(client, budget, estimate_input=count, on_settle=charges.append)
+    await llm.messages.create(model="m", max_tokens=64, messages=MESSAGES)
+    async with llm.messages.stream(model="m", max_tokens=64, messages=MESSAGES) as stream:
+        assert (await figures(budget, "tokens"))[1] == 123 + 64
+        await stream.get_final_message()
+    assert asked == ["m", "m"]
+    assert [c.input_estimate for c in charges] == [123, 123]
+    assert llm.messages.count_tokens == client.messages.count_tokens  # passed through

@@ -9,6 +9,8 @@ which field bounds the output and where the usage is reported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -29,8 +31,9 @@ REQUEST_OVERHEAD = 3
 """Tokens added once per request (the reply's priming) by ``estimate_prompt_tokens``."""
 MEDIA_TOKENS = 2_000
 """Tokens counted for one inline media item (a ``data:`` URL or a base64 source)."""
-InputEstimator = Callable[[Mapping[str, Any]], int]
-"""Counts a request's prompt tokens from its keyword arguments (a conservative guess)."""
+InputEstimator = Callable[[Mapping[str, Any]], int | Awaitable[int]]
+"""Counts a request's prompt tokens from its keyword arguments (a conservative guess); may be
+async, e.g. a provider's count-tokens endpoint."""
 
 
 # -- estimating ------------------------------------------------------------------------------
@@ -126,19 +129,26 @@ class Limits:
             raise ValueError(f"{field} must be >= 1")
         return bound
 
-    def input_estimate(self, params: Mapping[str, Any], default: int) -> int:
-        if self.estimate_input is None:
-            return default
-        return check_count(self.estimate_input(params), "estimate_input(...)")
+    async def open(self, spec: CallSpec, params: Mapping[str, Any]) -> Call:
+        """Reserve for ``spec`` (see ``CallPolicy.open``), its input estimate replaced by
+        ``estimate_input(params)`` (awaited if it returns an awaitable) when one was given."""
+        if self.estimate_input is not None:
+            value = self.estimate_input(params)
+            if inspect.isawaitable(value):
+                value = await value
+            spec = dataclasses.replace(
+                spec, input_estimate=check_count(value, "estimate_input(...)"))
+        return await self.policy.open(spec)
 
 
-async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[T]],
+async def call_once(limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                    send: Callable[[Call], Awaitable[T]],
                     usage: Callable[[T], TokenUsage | None],
                     tool_calls: Callable[[T], int] | None = None) -> T:
     """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded). Then admit
     the result's tool calls as one batch (``tool_calls(result)``): ``BudgetExceeded`` if the
     budget cannot take them all (the call itself is settled and charged)."""
-    call = await limits.policy.open(spec)
+    call = await limits.open(spec, params)
     try:
         result = await send(call)
     except BaseException:
@@ -270,10 +280,11 @@ class BudgetedStream(Generic[T]):
         await self.close()
 
 
-async def open_stream(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[Any]],
+async def open_stream(limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                      send: Callable[[Call], Awaitable[Any]],
                       observe: Callable[[T, Tally], None]) -> BudgetedStream[T]:
     """Reserve and start a stream; refund if starting it raises or is cancelled."""
-    call = await limits.policy.open(spec)
+    call = await limits.open(spec, params)
     try:
         stream = await send(call)
     except BaseException:
@@ -294,12 +305,15 @@ class BudgetedStreamManager(Generic[T]):
     ``BudgetedStream``). ``charge`` is the settlement once it has left.
     """
 
-    __slots__ = ("_call", "_limits", "_manager", "_read", "_spec", "_start", "_stream")
+    __slots__ = ("_call", "_limits", "_manager", "_params", "_read", "_spec", "_start",
+                 "_stream")
 
-    def __init__(self, limits: Limits, spec: CallSpec, start: Callable[[Call], Any],
+    def __init__(self, limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                 start: Callable[[Call], Any],
                  read: Callable[[T], tuple[TokenUsage | None, bool]]) -> None:
         self._limits = limits
         self._spec = spec
+        self._params = params
         self._start = start
         self._read = read
         self._call: Call | None = None
@@ -314,7 +328,7 @@ class BudgetedStreamManager(Generic[T]):
     async def __aenter__(self) -> T:
         if self._call is not None:
             raise RuntimeError("a budgeted stream manager can be entered once")
-        call = self._call = await self._limits.policy.open(self._spec)
+        call = self._call = await self._limits.open(self._spec, self._params)
         try:
             self._manager = self._start(call)
             self._stream = stream = await self._manager.__aenter__()

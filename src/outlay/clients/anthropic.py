@@ -59,8 +59,8 @@ class BudgetedAsyncAnthropic:
     Options as ``BudgetedAsyncOpenAI``: ``budget`` (the budget object) and ``prices`` (required
     when it caps ``usd``), ``clamp``/``min_output_tokens`` (lower ``max_tokens`` to what the
     budget affords, sent in the request), ``default_max_output_tokens`` (used when
-    ``max_tokens`` is missing, else ``ValueError``), ``estimate_input(params)`` (e.g. backed by
-    ``messages.count_tokens``), ``lease`` and ``on_settle(charge)``. SDK errors propagate
+    ``max_tokens`` is missing, else ``ValueError``), ``estimate_input(params)`` (sync or async,
+    e.g. backed by ``messages.count_tokens``), ``lease`` and ``on_settle(charge)``. SDK errors propagate
     unchanged after the refund. Every other attribute is the wrapped client's; ``with_options``
     / ``copy`` return a wrapped copy over the same budget. ``client`` is the wrapped client.
     """
@@ -160,12 +160,12 @@ class _Messages:
                 result: Message = await raw.create(**{**params, "max_tokens": call.max_output})
                 return result
 
-            return await call_once(limits, spec, send, _message_usage, _tool_uses)
+            return await call_once(limits, spec, params, send, _message_usage, _tool_uses)
 
         async def start(call: Call) -> Any:
             return await raw.create(**{**params, "max_tokens": call.max_output, "stream": True})
 
-        return await open_stream(limits, spec, start, _StreamObserver())
+        return await open_stream(limits, spec, params, start, _StreamObserver())
 
     def stream(self, **params: Any) -> BudgetedStreamManager[Any]:
         """``client.messages.stream(**params)`` under the budget: ``async with`` it as the
@@ -178,7 +178,7 @@ class _Messages:
         def start(call: Call) -> Any:
             return raw.stream(**{**params, "max_tokens": call.max_output})
 
-        return BudgetedStreamManager(self._owner.limits, spec, start, _snapshot_usage)
+        return BudgetedStreamManager(self._owner.limits, spec, params, start, _snapshot_usage)
 
     def _spec(self, params: dict[str, Any]) -> CallSpec:
         limits = self._owner.limits
@@ -188,9 +188,9 @@ class _Messages:
         system = 1 if _given(params, "system") is not None else 0
         return CallSpec(
             api="messages", model=str(_given(params, "model") or ""),
-            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
+            input_estimate=estimate_prompt_tokens(
                 [messages, *(_given(params, f) for f in _PROMPT_FIELDS)],
-                len(messages) + system)),
+                len(messages) + system),
             max_output=limits.output_bound(_given(params, "max_tokens"), "max_tokens"))
 
 

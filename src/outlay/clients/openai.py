@@ -91,8 +91,8 @@ class BudgetedAsyncOpenAI:
     ``clamp=True`` lowers the request's output bound to what the budget affords (sent in the
     request, so the API enforces it), never below ``min_output_tokens``. A request without an
     output bound uses ``default_max_output_tokens`` (sent as ``max_completion_tokens`` /
-    ``max_output_tokens``) or raises ``ValueError``. ``estimate_input(params)`` replaces the
-    built-in prompt estimate (``estimate_tokens``). ``lease`` is the seconds a hold lives
+    ``max_output_tokens``) or raises ``ValueError``. ``estimate_input(params)`` (sync or async,
+    e.g. a count-tokens endpoint) replaces the built-in prompt estimate (``estimate_tokens``). ``lease`` is the seconds a hold lives
     (default: the budget's). ``on_settle(charge)`` observes every ``Charge``. Arguments are
     passed to the SDK unchanged apart from the output bound and ``stream_options``; SDK errors
     propagate unchanged after the refund. ``client`` is the wrapped client, for calls that
@@ -201,7 +201,7 @@ class _ChatCompletions(_Passthrough):
             return await self._raw().create(**{**params, field: call.max_output, "stream": True,
                                                "stream_options": stream_options})
 
-        return await open_stream(self._owner.limits, spec, start, _observe_chat)
+        return await open_stream(self._owner.limits, spec, params, start, _observe_chat)
 
     async def parse(self, **params: Any) -> Any:
         """``client.chat.completions.parse(**params)`` (structured output) under the budget;
@@ -220,7 +220,7 @@ class _ChatCompletions(_Passthrough):
             return self._raw().stream(**{**params, field: call.max_output,
                                          "stream_options": stream_options})
 
-        return BudgetedStreamManager(self._owner.limits, spec, start, _chat_snapshot_usage)
+        return BudgetedStreamManager(self._owner.limits, spec, params, start, _chat_snapshot_usage)
 
     async def _once(self, method: str, params: dict[str, Any]) -> Any:
         field, spec = self._spec(params)
@@ -228,7 +228,8 @@ class _ChatCompletions(_Passthrough):
         async def send(call: Call) -> Any:
             return await getattr(self._raw(), method)(**{**params, field: call.max_output})
 
-        return await call_once(self._owner.limits, spec, send, _chat_usage, _chat_tool_calls)
+        return await call_once(self._owner.limits, spec, params, send, _chat_usage,
+                               _chat_tool_calls)
 
     def _spec(self, params: dict[str, Any]) -> tuple[str, CallSpec]:
         limits = self._owner.limits
@@ -239,8 +240,8 @@ class _ChatCompletions(_Passthrough):
             params["messages"] = messages  # an iterator is read once, here
         return field, CallSpec(
             api="chat.completions", model=str(_given(params, "model") or ""),
-            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
-                [messages, *(_given(params, f) for f in _CHAT_PROMPT_FIELDS)], len(messages))),
+            input_estimate=estimate_prompt_tokens(
+                [messages, *(_given(params, f) for f in _CHAT_PROMPT_FIELDS)], len(messages)),
             max_output=limits.output_bound(_given(params, field), field),
             choices=_choices(_given(params, "n")))
 
@@ -275,7 +276,7 @@ class _Responses(_Passthrough):
             return await self._raw().create(
                 **{**params, "max_output_tokens": call.max_output, "stream": True})
 
-        return await open_stream(self._owner.limits, spec, start, _observe_responses)
+        return await open_stream(self._owner.limits, spec, params, start, _observe_responses)
 
     async def parse(self, **params: Any) -> Any:
         """``client.responses.parse(**params)`` (structured output) under the budget; raises
@@ -292,7 +293,8 @@ class _Responses(_Passthrough):
         def start(call: Call) -> Any:
             return self._raw().stream(**{**params, "max_output_tokens": call.max_output})
 
-        return BudgetedStreamManager(self._owner.limits, spec, start, _responses_stream_usage)
+        return BudgetedStreamManager(self._owner.limits, spec, params, start,
+                                     _responses_stream_usage)
 
     async def _once(self, method: str, params: dict[str, Any]) -> Any:
         spec = self._spec(params)
@@ -301,7 +303,7 @@ class _Responses(_Passthrough):
             return await getattr(self._raw(), method)(
                 **{**params, "max_output_tokens": call.max_output})
 
-        return await call_once(self._owner.limits, spec, send, _responses_usage,
+        return await call_once(self._owner.limits, spec, params, send, _responses_usage,
                                _responses_tool_calls)
 
     def _spec(self, params: dict[str, Any]) -> CallSpec:
@@ -314,8 +316,8 @@ class _Responses(_Passthrough):
         messages = len(items) + (1 if _given(params, "instructions") is not None else 0)
         return CallSpec(
             api="responses", model=str(_given(params, "model") or ""),
-            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
-                [items, *(_given(params, f) for f in _RESPONSES_PROMPT_FIELDS)], messages)),
+            input_estimate=estimate_prompt_tokens(
+                [items, *(_given(params, f) for f in _RESPONSES_PROMPT_FIELDS)], messages),
             max_output=limits.output_bound(_given(params, field), field))
 
 
@@ -335,14 +337,14 @@ class _Embeddings(_Passthrough):
         if given is not None and not isinstance(given, str):
             params["input"] = given = list(given)  # an iterator is read once, here
         spec = CallSpec(api="embeddings", model=str(_given(params, "model") or ""),
-                        input_estimate=limits.input_estimate(params, estimate_tokens(given)),
+                        input_estimate=estimate_tokens(given),
                         max_output=0)
 
         async def send(call: Call) -> CreateEmbeddingResponse:
             result: CreateEmbeddingResponse = await self._raw().create(**params)
             return result
 
-        return await call_once(limits, spec, send, _embedding_usage)
+        return await call_once(limits, spec, params, send, _embedding_usage)
 
 
 def _choices(n: object) -> int:
