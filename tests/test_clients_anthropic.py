@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import httpx2 as httpx
 import pytest
@@ -273,7 +274,7 @@ async def test_an_async_estimate_such_as_count_tokens_is_awaited(
     asked: list[Any] = []
 
     async def count(params: Any) -> int:  # e.g. backed by messages.count_tokens
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         asked.append(params["model"])
         return 123
 

@@ -53,16 +53,17 @@ def _given(params: dict[str, Any], key: str) -> Any:
 
 
 class BudgetedAsyncAnthropic:
-    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` draw
-    from ``budget``.
+    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` draw from
+    ``budget``.
 
     Options as ``BudgetedAsyncOpenAI``: ``budget`` (the budget object) and ``prices`` (required
     when it caps ``usd``), ``clamp``/``min_output_tokens`` (lower ``max_tokens`` to what the
     budget affords, sent in the request), ``default_max_output_tokens`` (used when
     ``max_tokens`` is missing, else ``ValueError``), ``estimate_input(params)`` (sync or async,
-    e.g. backed by ``messages.count_tokens``), ``lease`` and ``on_settle(charge)``. SDK errors propagate
-    unchanged after the refund. Every other attribute is the wrapped client's; ``with_options``
-    / ``copy`` return a wrapped copy over the same budget. ``client`` is the wrapped client.
+    e.g. backed by ``messages.count_tokens``), ``lease`` and ``on_settle(charge)``. SDK errors
+    propagate unchanged after the refund. Every other attribute is the wrapped client's;
+    ``with_options`` / ``copy`` return a wrapped copy over the same budget. ``client`` is the
+    wrapped client.
     """
 
     def __init__(

@@ -84,19 +84,19 @@ class BudgetedAsyncOpenAI:
     """An ``openai.AsyncOpenAI`` whose paid calls draw from ``budget``.
 
     Wrapped: ``chat.completions.create`` / ``parse`` / ``stream``, ``responses.create`` /
-    ``parse`` / ``stream`` and ``embeddings.create``; every other attribute is the wrapped client's
-    (``with_options`` and ``copy`` return a wrapped copy over the same budget). ``budget`` is
-    the budget object (``outlay.Budget(...)``); ``prices`` (one ``TokenPrices``, a mapping
-    model -> ``TokenPrices`` or a ``PriceTable``) is required when it caps ``usd``.
+    ``parse`` / ``stream`` and ``embeddings.create``; every other attribute is the wrapped
+    client's (``with_options`` and ``copy`` return a wrapped copy over the same budget).
+    ``budget`` is the budget object (``outlay.Budget(...)``); ``prices`` (one ``TokenPrices``, a
+    mapping model -> ``TokenPrices`` or a ``PriceTable``) is required when it caps ``usd``.
     ``clamp=True`` lowers the request's output bound to what the budget affords (sent in the
     request, so the API enforces it), never below ``min_output_tokens``. A request without an
     output bound uses ``default_max_output_tokens`` (sent as ``max_completion_tokens`` /
     ``max_output_tokens``) or raises ``ValueError``. ``estimate_input(params)`` (sync or async,
-    e.g. a count-tokens endpoint) replaces the built-in prompt estimate (``estimate_tokens``). ``lease`` is the seconds a hold lives
-    (default: the budget's). ``on_settle(charge)`` observes every ``Charge``. Arguments are
-    passed to the SDK unchanged apart from the output bound and ``stream_options``; SDK errors
-    propagate unchanged after the refund. ``client`` is the wrapped client, for calls that
-    should not be budgeted.
+    e.g. a count-tokens endpoint) replaces the built-in prompt estimate (``estimate_tokens``).
+    ``lease`` is the seconds a hold lives (default: the budget's). ``on_settle(charge)``
+    observes every ``Charge``. Arguments are passed to the SDK unchanged apart from the output
+    bound and ``stream_options``; SDK errors propagate unchanged after the refund. ``client`` is
+    the wrapped client, for calls that should not be budgeted.
     """
 
     def __init__(
