@@ -374,3 +374,28 @@ async def test_per_tool_limits_are_units_of_the_budget_object() -> None:
                  ).skipped for i in range(3)]
     assert outcomes == [False, False, True]
     assert await budget.remaining() == {"tool_calls": 1, "tool_calls.search": 0}
+
+
+async def test_a_standalone_budget_keeps_no_ledger_and_principals_do() -> None:
+    with pytest.raises(ValueError, match="keep no ledger"):
+        Budget(usd=D("1")).principals.ledger("usd")
+    principals = Principals(template=[LimitSpec("usd", Window.run(), D("1"))])
+    await (await principals.get("user:ann").reserve({"usd": D("0.25")})).commit()
+    assert principals.ledger("usd").top(1)[0].principal == "user:ann"
+
+
+async def test_the_hook_charges_the_budget_object_on_every_store(store: Store) -> None:
+    from outlay import DispatchBudgetHook, ToolDispatcher, ToolInvocation
+
+    async def search(query: str) -> str:
+        return query
+
+    budget = Budget(usd=D("0.05"), tool_calls=10, window=[Window.run(), Window.day()],
+                    store=store, principal="agent:x")
+    dispatcher = ToolDispatcher([search], [DispatchBudgetHook(
+        budget, {"usd": D("0.02"), "tool_calls": 1})])
+    results = [await dispatcher.dispatch(ToolInvocation(f"c{i}", "search", {"query": "q"}))
+               for i in range(3)]
+    assert [r.skipped for r in results] == [False, False, True]
+    assert await budget.remaining() == {"usd": D("0.01"), "tool_calls": 8}
+    assert await store.held_reservations() == 0

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 import inspect
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,8 +84,16 @@ def test_page_runs_as_written(page: Path, environment: None, namespace: str) -> 
     scope: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     source = "\n".join(blocks).replace("namespace=acme", f"namespace={namespace}")
     code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    if code.co_flags & inspect.CO_COROUTINE:
-        asyncio.run(eval(code, scope))
-    else:
-        exec(code, scope)
+    try:
+        if code.co_flags & inspect.CO_COROUTINE:
+            asyncio.run(eval(code, scope))
+        else:
+            exec(code, scope)
+    finally:
+        # A page that leaves an SDK client open must not fail a later test with its
+        # ResourceWarning: drop what the page made, now, while such warnings are ignored.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            scope.clear()
+            gc.collect()
     assert os.getcwd() != str(ROOT)  # files the page wrote stayed in the temporary directory

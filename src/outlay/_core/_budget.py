@@ -26,7 +26,7 @@ from .._protocols import BudgetGuard, TokenBudget
 from ..stores import LimitUsage, Store
 from . import _log
 from ._amounts import Amount, check_amount, check_count
-from ._exceptions import BudgetExceeded, ReservationError, UnknownLimit
+from ._exceptions import BudgetExceeded, ConfigurationError, ReservationError, UnknownLimit
 from ._guards import GuardStore, TokenBudgetStore
 from ._limits import LimitSpec, check_principal, check_specs
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money
@@ -57,7 +57,7 @@ class Principals:
     (``time.time``) and decides which period is current; inject one in tests. ``run_id`` names
     the current run (a fresh random id by default); ``new_run()`` starts another, so run
     windows start fresh. Committed spend is also recorded in a bounded ``UsageLedger`` per unit
-    (``ledger(unit)``).
+    (``ledger(unit)``) unless ``ledger_capacity`` is ``None``.
     """
 
     def __init__(
@@ -69,9 +69,9 @@ class Principals:
         clock: Callable[[], float] = time.time,
         lease: float = DEFAULT_LEASE,
         run_id: str | None = None,
-        ledger_capacity: int = 10_000,
+        ledger_capacity: int | None = 10_000,
     ) -> None:
-        self._store = open_store(store)
+        # Every check runs before the store is opened: bad options leave no connection behind.
         self._lease = check_lease(lease)
         self._template = check_specs(template)
         self._templates = {kind: check_specs(specs) for kind, specs in (templates or {}).items()}
@@ -79,7 +79,9 @@ class Principals:
         self._run_id = self._check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         self._ledger_capacity = ledger_capacity
         self._ledgers: dict[str, UsageLedger] = {}
-        UsageLedger(ledger_capacity)  # validate the capacity now, not at the first commit
+        if ledger_capacity is not None:
+            UsageLedger(ledger_capacity)  # validate the capacity now, not at the first commit
+        self._store = open_store(store)
 
     @staticmethod
     def _check_run_id(run_id: str) -> str:
@@ -115,9 +117,12 @@ class Principals:
                               self._caps_for(principal, caps))
 
     def ledger(self, unit: str) -> UsageLedger:
-        """The bounded ledger of committed ``unit`` spend by principal path."""
+        """The bounded ledger of committed ``unit`` spend by principal path. Raises
+        ``ConfigurationError`` when built with ``ledger_capacity=None`` (no ledger kept)."""
         ledger = self._ledgers.get(unit)
         if ledger is None:
+            if self._ledger_capacity is None:
+                raise ConfigurationError("these budgets keep no ledger (ledger_capacity=None)")
             ledger = self._ledgers[unit] = UsageLedger(self._ledger_capacity)
         return ledger
 
@@ -158,7 +163,14 @@ class Budget:
 
     Vocabulary (the same on every outlay budget): ``reserve`` takes now or raises
     ``BudgetExceeded``, it never waits; ``try_reserve`` is ``reserve`` returning ``None``
-    instead of raising. Both make exactly one store call.
+    instead of raising. Each makes one store call (none when no unit it names is capped).
+    Money in a unit nothing caps is refused; whole units nothing caps are not limited.
+
+    ``principal`` (``kind:name``) prefixes every limit key, so every process that builds the
+    same budget on the same store shares it. ``clock`` (UNIX seconds) decides the current
+    period; ``run_id`` names the run window's period (fresh by default, so ``Window.run()``
+    limits are per process unless the workers pass one id). Bad caps raise ``TypeError`` /
+    ``ValueError`` / ``ConfigurationError`` here.
 
     ``Budget`` is also a ``TokenBudget`` (``try_reserve_tokens`` / ``record_usage`` /
     ``tokens_consumed``) on any store.
@@ -190,6 +202,7 @@ class Budget:
         lease: float = DEFAULT_LEASE,
         run_id: str | None = None,
     ) -> None:
+        name = check_principal(principal)  # every check before a store is opened
         windows = (window,) if isinstance(window, Window) else tuple(window)
         if not windows or not all(isinstance(w, Window) for w in windows):
             raise TypeError("window must be a Window or a non-empty iterable of Windows")
@@ -203,9 +216,10 @@ class Budget:
                 given[unit] = check_count(cap, unit)
         specs = [LimitSpec(unit, w, cap) for unit, cap in given.items() for w in windows]
         specs.extend(caps)
-        owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id)
-        self._init(owner, None, check_principal(principal), owner._template,
-                   owned=isinstance(store, str))
+        # One principal: a ledger of spend by principal would say nothing remaining() does not.
+        owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id,
+                           ledger_capacity=None)
+        self._init(owner, None, name, owner._template, owned=isinstance(store, str))
 
     @classmethod
     def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
@@ -229,7 +243,7 @@ class Budget:
     @classmethod
     def _adapted(cls, store: Store, unit: str, capacity: object) -> Budget:
         cap = capacity if type(capacity) is int else 0
-        owner = Principals(store, template=[LimitSpec(unit, _RUN, cap)])
+        owner = Principals(store, template=[LimitSpec(unit, _RUN, cap)], ledger_capacity=None)
         budget = cls.__new__(cls)
         budget._init(owner, None, _DEFAULT_PRINCIPAL, owner._template, owned=True)
         return budget
@@ -415,7 +429,7 @@ class Budget:
                 return None, self._denied(refusal)
         by_key = {key: checked[unit] for key, (unit, _, _) in limits.items()}
         units = {key: unit for key, (unit, _, _) in limits.items()}
-        on_commit = self._record
+        on_commit = None if owner._ledger_capacity is None else self._record
         if not by_key:  # nothing is capped: nothing to hold, nothing to ask the store
             return kind(owner.store, uuid.uuid4().hex, {}, units, checked, on_commit), None
         defaults = {key: spec.cap for key, (_, spec, _) in limits.items()}
