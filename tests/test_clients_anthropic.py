@@ -5,6 +5,7 @@ Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which suppo
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -287,3 +288,52 @@ async def test_an_async_estimate_such_as_count_tokens_is_awaited(
     assert asked == ["m", "m"]
     assert [c.input_estimate for c in charges] == [123, 123]
     assert llm.messages.count_tokens == client.messages.count_tokens  # passed through
+
+
+def _tool_use_events(request: httpx.Request) -> httpx.Response:
+    """A Messages stream with two tool_use blocks (the fake provider streams text only)."""
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 11, "output_tokens": 1}}}]
+    for n in range(2):
+        events += [
+            {"type": "content_block_start", "index": n, "content_block": {
+                "type": "tool_use", "id": f"toolu_{n}", "name": "search", "input": {}}},
+            {"type": "content_block_delta", "index": n,
+             "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+            {"type": "content_block_stop", "index": n}]
+    events += [{"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                                                   "stop_sequence": None},
+                "usage": {"output_tokens": 7}},
+               {"type": "message_stop"}]
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["create-stream", "stream-helper"])
+async def test_a_streamed_tool_use_batch_is_admitted_all_or_nothing(helper: bool) -> None:
+    budget = unit_budget({"tokens": 1000, "tool_calls": 3})
+    async with anthropic.AsyncAnthropic(api_key="test", max_retries=0,
+                                        http_client=httpx.AsyncClient(
+                                            transport=httpx.MockTransport(_tool_use_events))
+                                        ) as sdk:
+        llm = BudgetedAsyncAnthropic(sdk, budget, estimate_input=fixed)
+
+        async def one_stream() -> None:
+            kw: dict[str, Any] = {"model": "m", "max_tokens": 64, "messages": MESSAGES}
+            if helper:
+                async with llm.messages.stream(**kw) as stream:
+                    await stream.get_final_message()
+            else:
+                async with await llm.messages.create(**kw, stream=True) as events:
+                    async for _ in events:
+                        pass
+
+        await one_stream()
+        await whole(budget, 2, "tool_calls")
+        with pytest.raises(BudgetExceeded):  # 2 more do not fit in the 1 left
+            await one_stream()
+    await whole(budget, 2, "tool_calls")
+    await whole(budget, 2 * (11 + 7))

@@ -692,3 +692,51 @@ async def test_the_responses_stream_helper_is_budgeted() -> None:
             async for _ in stream:
                 break  # left before response.completed: conservative
         await whole(budget, 18 + INPUT + 50)
+
+
+def _chat_tool_call_chunks(request: httpx.Request) -> httpx.Response:
+    """A Chat Completions stream that asks for three tool calls, then reports usage (the fake
+    provider streams text only)."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": None})]
+    for n in range(3):
+        chunks.append(chunk({"tool_calls": [{"index": n, "id": f"call_{n}", "type": "function",
+                                             "function": {"name": "search", "arguments": ""}}]}))
+        chunks.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": "{}"}}]}))
+    chunks.append(chunk({}, "tool_calls"))
+    chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 6,
+                                                    "total_tokens": 18}})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["create-stream", "stream-helper"])
+async def test_a_streamed_tool_call_batch_is_admitted_all_or_nothing(helper: bool) -> None:
+    budget = unit_budget({"tokens": 1000, "tool_calls": 5})
+    async with openai.AsyncOpenAI(api_key="test", max_retries=0, http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(_chat_tool_call_chunks))) as sdk:
+        llm = BudgetedAsyncOpenAI(sdk, budget, estimate_input=fixed)
+
+        async def one_stream() -> None:
+            kw: dict[str, Any] = {"model": "m", "messages": MESSAGES,
+                                  "max_completion_tokens": 50}
+            if helper:
+                async with llm.chat.completions.stream(**kw) as events:
+                    async for _ in events:
+                        pass
+            else:
+                async with await llm.chat.completions.create(**kw, stream=True) as chunks:
+                    async for _ in chunks:
+                        pass
+
+        await one_stream()
+        await whole(budget, 3, "tool_calls")
+        with pytest.raises(BudgetExceeded) as info:  # 3 more do not fit in the 2 left
+            await one_stream()
+        assert info.value.unit == "tool_calls"
+    await whole(budget, 3, "tool_calls")
+    await whole(budget, 36)  # both calls were paid and are charged

@@ -291,6 +291,11 @@ class Call:
         written = min(written, prompt - cached)
         return await self._end(prompt, completion, cached, written, outcome)
 
+    async def admit_tool_calls(self, count: int) -> None:
+        """Charge the ``count`` tool calls of this call's response as one batch, or raise
+        ``BudgetExceeded`` and charge none (see ``CallPolicy.admit_tool_calls``)."""
+        await self._policy.admit_tool_calls(count, f"a {self.spec.api} response")
+
     async def refund(self) -> Charge:
         """Give the whole hold back; nothing is charged."""
         return await self._end(0, 0, 0, 0, "refunded")

@@ -181,7 +181,7 @@ async def settle_usage(call: Call, usage: TokenUsage) -> Charge:
 class Tally:
     """Usage a stream has reported so far. Providers fill it as events arrive."""
 
-    __slots__ = ("cached", "final", "input", "output", "written")
+    __slots__ = ("cached", "final", "input", "output", "tool_calls", "written")
 
     def __init__(self) -> None:
         self.input: int | None = None
@@ -192,13 +192,18 @@ class Tally:
         """The part of ``input`` written to the prompt cache."""
         self.final = False
         """True once the final usage (both counts) was reported."""
+        self.tool_calls = 0
+        """The tool calls the response asked for so far."""
 
 
 class BudgetedStream(Generic[T]):
     """An SDK stream whose call is settled exactly once, when the stream ends.
 
     Iterate it like the SDK stream (``async for event in stream``). Use ``async with stream:``
-    or ``await stream.close()`` if you may stop early: a ``break`` alone does not end it.
+    or ``await stream.close()`` if you may stop early: a ``break`` alone does not end it. Once
+    the final usage arrived, ending the stream (reading it to the end, or closing it) also
+    charges the response's tool calls as one batch: ``BudgetExceeded`` if they do not fit (the
+    call itself stays charged), and then none of them should run.
     Settlement: the reported usage if the stream reported its final usage; otherwise (the
     consumer stopped early, an error or a cancellation ended it, the server sent no usage) the
     conservative figure of ``Charge`` (reported input, else the estimate, plus the whole output
@@ -241,7 +246,7 @@ class BudgetedStream(Generic[T]):
             event = await self._iterator.__anext__()
             self._observe(event, self._tally)
         except StopAsyncIteration:
-            await self._settle()
+            await self._settle(admit=True)
             raise
         except BaseException:
             await self._finish(quiet=True)
@@ -264,13 +269,17 @@ class BudgetedStream(Generic[T]):
                         await self._stream.close()
                 else:
                     await self._stream.close()
-        finally:
-            await self._settle()
+        except BaseException:
+            await self._settle(admit=False)
+            raise
+        await self._settle(admit=not quiet)
 
-    async def _settle(self) -> None:
+    async def _settle(self, *, admit: bool) -> None:
         tally = self._tally
         await self._call.settle(tally.input, tally.output, final=tally.final,
                                 cached=tally.cached, written=tally.written)
+        if admit and tally.final and tally.tool_calls:
+            await self._call.admit_tool_calls(tally.tool_calls)
 
     async def __aenter__(self) -> Self:
         return self
@@ -302,7 +311,9 @@ class BudgetedStreamManager(Generic[T]):
     Entering reserves (``BudgetExceeded``: nothing is sent) and opens the SDK's stream (an error
     or a cancellation refunds). Leaving closes it and settles exactly once, shielded: at the
     final usage the SDK's accumulated snapshot reports, else conservatively (as
-    ``BudgetedStream``). ``charge`` is the settlement once it has left.
+    ``BudgetedStream``); with the final usage it then charges the response's tool calls as one
+    batch (``BudgetExceeded`` on leaving if they do not fit). ``charge`` is the settlement once
+    it has left.
     """
 
     __slots__ = ("_call", "_limits", "_manager", "_params", "_read", "_spec", "_start",
@@ -310,7 +321,7 @@ class BudgetedStreamManager(Generic[T]):
 
     def __init__(self, limits: Limits, spec: CallSpec, params: Mapping[str, Any],
                  start: Callable[[Call], Any],
-                 read: Callable[[T], tuple[TokenUsage | None, bool]]) -> None:
+                 read: Callable[[T], tuple[TokenUsage | None, bool, int]]) -> None:
         self._limits = limits
         self._spec = spec
         self._params = params
@@ -342,12 +353,13 @@ class BudgetedStreamManager(Generic[T]):
         call = self._call
         assert call is not None
         assert self._stream is not None
+        tool_calls = 0
         try:
             with anyio.CancelScope(shield=True):
                 await self._manager.__aexit__(exc_type, exc, tb)
         finally:
             try:
-                usage, final = self._read(self._stream)
+                usage, final, tool_calls = self._read(self._stream)
             except Exception:  # no snapshot yet (nothing arrived): conservative
                 usage, final = None, False
             if usage is None:
@@ -358,3 +370,5 @@ class BudgetedStreamManager(Generic[T]):
                 await call.settle(usage.input_tokens, None, final=False,
                                   cached=usage.cached_input_tokens,
                                   written=usage.cache_creation_input_tokens)
+        if exc_type is None and call.charge is not None and call.charge.outcome == "recorded":
+            await call.admit_tool_calls(tool_calls)

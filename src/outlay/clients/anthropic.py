@@ -203,12 +203,12 @@ def _message_usage(message: Message) -> TokenUsage:
     return usage
 
 
-def _snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
+def _snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool, int]:
     snapshot = stream.current_message_snapshot  # usage accumulated from the stream's events
-    return anthropic_usage(snapshot), snapshot.stop_reason is not None
+    return anthropic_usage(snapshot), snapshot.stop_reason is not None, _tool_uses(snapshot)
 
 
-def _tool_uses(message: Message) -> int:
+def _tool_uses(message: Any) -> int:
     return sum(1 for block in message.content if block.type == "tool_use")
 
 
@@ -222,6 +222,8 @@ class _StreamObserver:
         self._started = False  # final usage needs the input counts of message_start
 
     def __call__(self, event: RawMessageStreamEvent, tally: Tally) -> None:
+        if event.type == "content_block_start" and event.content_block.type == "tool_use":
+            tally.tool_calls += 1
         if event.type not in ("message_start", "message_delta"):
             return
         usage = self._usage.update(event)

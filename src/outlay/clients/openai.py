@@ -201,7 +201,7 @@ class _ChatCompletions(_Passthrough):
             return await self._raw().create(**{**params, field: call.max_output, "stream": True,
                                                "stream_options": stream_options})
 
-        return await open_stream(self._owner.limits, spec, params, start, _observe_chat)
+        return await open_stream(self._owner.limits, spec, params, start, _ChatObserver())
 
     async def parse(self, **params: Any) -> Any:
         """``client.chat.completions.parse(**params)`` (structured output) under the budget;
@@ -361,21 +361,37 @@ def _chat_usage(completion: ChatCompletion) -> TokenUsage | None:
     return openai_chat_usage(completion)
 
 
-def _chat_tool_calls(completion: ChatCompletion) -> int:
+def _chat_tool_calls(completion: Any) -> int:
     """The tool calls the answer asks for (of the choice that asks for most: one is run)."""
     return max((len(choice.message.tool_calls or ()) for choice in completion.choices),
                default=0)
 
 
-def _chat_snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
-    usage = openai_chat_usage(stream.current_completion_snapshot)  # set by the usage chunk
-    return usage, usage is not None
+def _chat_snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool, int]:
+    snapshot = stream.current_completion_snapshot
+    usage = openai_chat_usage(snapshot)  # set by the usage chunk
+    return usage, usage is not None, _chat_tool_calls(snapshot)
 
 
-def _observe_chat(chunk: ChatCompletionChunk, tally: Tally) -> None:
-    usage = openai_chat_usage(chunk)  # only the last chunk carries usage (include_usage)
-    if usage is not None:
-        _tally(tally, usage)
+class _ChatObserver:
+    """Counts a chat stream's tool calls (a new one starts with its ``id``) per choice, and
+    takes the usage chunk."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, int] = {}
+
+    def __call__(self, chunk: ChatCompletionChunk, tally: Tally) -> None:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or ():
+                if call.id:
+                    self._calls[choice.index] = self._calls.get(choice.index, 0) + 1
+        if self._calls:
+            tally.tool_calls = max(self._calls.values())
+        usage = openai_chat_usage(chunk)  # only the last chunk carries usage (include_usage)
+        if usage is not None:
+            _tally(tally, usage)
 
 
 def _tally(tally: Tally, usage: TokenUsage) -> None:
@@ -389,8 +405,9 @@ def _responses_usage(response: Response) -> TokenUsage | None:
     return openai_responses_usage(response)
 
 
-def _responses_tool_calls(response: Response) -> int:
-    return sum(1 for item in response.output if item.type in ("function_call", "custom_tool_call"))
+def _responses_tool_calls(response: Any) -> int:
+    output = getattr(response, "output", None) or ()
+    return sum(1 for item in output if item.type in ("function_call", "custom_tool_call"))
 
 
 def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
@@ -398,14 +415,17 @@ def _observe_responses(event: ResponseStreamEvent, tally: Tally) -> None:
         usage = openai_responses_usage(event)
         if usage is not None:
             _tally(tally, usage)
+        tally.tool_calls = _responses_tool_calls(getattr(event, "response", None))
 
 
-def _responses_stream_usage(stream: Any) -> tuple[TokenUsage | None, bool]:
+def _responses_stream_usage(stream: Any) -> tuple[TokenUsage | None, bool, int]:
     # The SDK keeps the completed response on its stream state (no public snapshot); without
     # it the call is settled conservatively, never under the hold.
     completed = getattr(getattr(stream, "_state", None), "_completed_response", None)
-    usage = None if completed is None else openai_responses_usage(completed)
-    return usage, usage is not None
+    if completed is None:
+        return None, False, 0
+    usage = openai_responses_usage(completed)
+    return usage, usage is not None, _responses_tool_calls(completed)
 
 
 def _embedding_usage(response: CreateEmbeddingResponse) -> TokenUsage | None:
