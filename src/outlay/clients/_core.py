@@ -312,8 +312,8 @@ class BudgetedStreamManager(Generic[T]):
     or a cancellation refunds). Leaving closes it and settles exactly once, shielded: at the
     final usage the SDK's accumulated snapshot reports, else conservatively (as
     ``BudgetedStream``); with the final usage it then charges the response's tool calls as one
-    batch (``BudgetExceeded`` on leaving if they do not fit). ``charge`` is the settlement once
-    it has left.
+    batch (``BudgetExceeded`` on leaving if they do not fit): run the tool calls after the
+    ``async with`` block. ``charge`` is the settlement once it has left.
     """
 
     __slots__ = ("_call", "_limits", "_manager", "_params", "_read", "_spec", "_start",
