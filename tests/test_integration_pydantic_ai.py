@@ -609,3 +609,26 @@ async def test_an_overshoot_is_recorded_and_the_next_request_refused() -> None:
     with pytest.raises(BudgetExceeded):
         await agent.run("two")  # 100 left: the next 300 do not fit
     assert len(sent) == 1
+
+
+async def test_a_streamed_run_refuses_a_tool_call_batch_that_does_not_fit() -> None:
+    budget = unit_budget({"tool_calls": 1, "tokens": 100_000})
+    ran: list[str] = []
+    agent = Agent(TestModel(), capabilities=[OutlayCapability(budget)])  # calls every tool
+
+    @agent.tool_plain
+    async def search(q: str) -> str:
+        ran.append("search")
+        return "ok"
+
+    @agent.tool_plain
+    async def fetch(url: str) -> str:
+        ran.append("fetch")
+        return "ok"
+
+    with pytest.raises(BudgetExceeded) as info:
+        async with agent.run_stream("go") as stream:
+            await stream.get_output()
+    assert info.value.unit == "tool_calls"
+    assert ran == []  # two asked for, one left: neither ran
+    await whole(budget, 0, "tool_calls")
