@@ -11,8 +11,10 @@ from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import CompositionError as CompositionError
 from ._core._exceptions import ConfigurationError as ConfigurationError
 from ._core._exceptions import DispatchTerminated as DispatchTerminated
+from ._core._exceptions import InfeasibleWork as InfeasibleWork
 from ._core._exceptions import InvalidToolArguments as InvalidToolArguments
 from ._core._exceptions import MissingSecret as MissingSecret
+from ._core._exceptions import NoRoute as NoRoute
 from ._core._exceptions import OutlayError as OutlayError
 from ._core._exceptions import ReservationError as ReservationError
 from ._core._exceptions import SecretLeak as SecretLeak
@@ -26,6 +28,7 @@ from ._core._money import AdmissionDecision as AdmissionDecision
 from ._core._money import BudgetCap as BudgetCap
 from ._core._money import CostRates as CostRates
 from ._core._money import WindowState as WindowState
+from ._core._money import accelerator_refusal as accelerator_refusal
 from ._core._money import admits as admits
 from ._core._money import estimate_cost as estimate_cost
 from ._core._principals import LimitKey as LimitKey
@@ -115,6 +118,7 @@ __all__ = (
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
+    "InfeasibleWork",
     "InvalidToolArguments",
     "LedgerEntry",
     "LedgerStatistics",
@@ -124,6 +128,7 @@ __all__ = (
     "MemoryApprovalLog",
     "MemoryStore",
     "MissingSecret",
+    "NoRoute",
     "OutlayError",
     "Period",
     "PriceTable",
@@ -157,6 +162,7 @@ __all__ = (
     "UsageLedger",
     "Window",
     "WindowState",
+    "accelerator_refusal",
     "admits",
     "anthropic_tool_calls",
     "anthropic_tool_results",
