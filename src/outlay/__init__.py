@@ -86,12 +86,27 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .routing import Accelerator as Accelerator
+from .routing import Backend as Backend
+from .routing import BackendKind as BackendKind
+from .routing import Ladder as Ladder
+from .routing import RemainingBudget as RemainingBudget
+from .routing import RouteChoice as RouteChoice
+from .routing import Routed as Routed
+from .routing import RouteDecision as RouteDecision
+from .routing import Router as Router
+from .routing import RouteVerdict as RouteVerdict
+from .routing import Work as Work
+from .routing import read_remaining as read_remaining
+from .routing import select_backend as select_backend
+from .routing import worst_case_cost as worst_case_cost
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
 __all__ = (
+    "Accelerator",
     "AdmissionDecision",
     "Amount",
     "AnthropicStreamUsage",
@@ -105,6 +120,8 @@ __all__ = (
     "Approver",
     "AtomicBudget",
     "AtomicTokenBudget",
+    "Backend",
+    "BackendKind",
     "Budget",
     "BudgetCap",
     "BudgetExceeded",
@@ -120,6 +137,7 @@ __all__ = (
     "EgressAuditHook",
     "InfeasibleWork",
     "InvalidToolArguments",
+    "Ladder",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
@@ -135,9 +153,15 @@ __all__ = (
     "PrincipalBudget",
     "PrincipalReservation",
     "Principals",
+    "RemainingBudget",
     "Reservation",
     "ReservationError",
     "ReserveContext",
+    "RouteChoice",
+    "RouteDecision",
+    "RouteVerdict",
+    "Routed",
+    "Router",
     "Secret",
     "SecretLeak",
     "Skip",
@@ -162,6 +186,7 @@ __all__ = (
     "UsageLedger",
     "Window",
     "WindowState",
+    "Work",
     "accelerator_refusal",
     "admits",
     "anthropic_tool_calls",
@@ -176,7 +201,10 @@ __all__ = (
     "openai_responses_tool_outputs",
     "openai_responses_usage",
     "parse_limit_key",
+    "read_remaining",
     "record_token_usage",
+    "select_backend",
     "store_from_url",
     "token_cost",
+    "worst_case_cost",
 )

@@ -65,7 +65,7 @@ def check_money(value: object, name: str = "amount") -> Decimal:
     return value
 
 
-def _check_quantity(value: object, name: str) -> Decimal:
+def check_quantity(value: object, name: str) -> Decimal:
     """A non-money quantity (seconds, vCPUs, GiB): int, Decimal, or float taken as written."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got bool")
@@ -270,9 +270,9 @@ def estimate_cost(
     """
     if not isinstance(rates, CostRates):
         raise TypeError(f"rates must be CostRates, got {type(rates).__name__}")
-    runtime = _check_quantity(max_runtime_s, "max_runtime_s")
-    cpus = _check_quantity(vcpus, "vcpus")
-    gib = _check_quantity(memory_gib, "memory_gib")
+    runtime = check_quantity(max_runtime_s, "max_runtime_s")
+    cpus = check_quantity(vcpus, "vcpus")
+    gib = check_quantity(memory_gib, "memory_gib")
     devices = check_count(accelerators, "accelerators")
     accelerator_rate = rates.per_accelerator_second
     if accelerator_rate is None:
