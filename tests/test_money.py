@@ -131,7 +131,7 @@ def test_estimate_cost_prices_accelerators_per_device_second() -> None:
 
 def test_no_accelerator_makes_an_accelerator_job_infeasible_not_free() -> None:
     cpu_only = CostRates(per_vcpu_second=D("0.00001"))  # no per_accelerator_second
-    with pytest.raises(InfeasibleWork, match="needs 1 accelerator.*has no free accelerator"):
+    with pytest.raises(InfeasibleWork, match=r"needs 1 accelerator.*has no free accelerator"):
         estimate_cost(cpu_only, max_runtime_s=10, vcpus=1, memory_gib=0, accelerators=1)
     assert estimate_cost(cpu_only, max_runtime_s=10, vcpus=1, memory_gib=0) == D("0.0001")
     # the same rule the router applies to a backend's free accelerators

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -79,8 +80,8 @@ class Backend:
     kind: BackendKind
     node: str | None = None
     accelerators: tuple[Accelerator, ...] = ()
-    tools: frozenset[str] = frozenset()
-    capabilities: frozenset[str] = frozenset()
+    tools: AbstractSet[str] = frozenset()
+    capabilities: AbstractSet[str] = frozenset()
     rates: CostRates | None = None
     prices: TokenPrices | PriceTable | None = None
     model: str | None = None
@@ -142,7 +143,7 @@ class Work:
     """
 
     tool: str | None = None
-    capabilities: frozenset[str] = frozenset()
+    capabilities: AbstractSet[str] = frozenset()
     accelerators: int = 0
     accelerator_memory_gib: Decimal | int = 0
     max_runtime_s: Decimal | int | None = None

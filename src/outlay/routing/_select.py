@@ -103,9 +103,8 @@ def select_backend(
         step = ladder.step(remaining.fraction)
         if step is not None:
             below, target = step
-            percent = (remaining.fraction * 100).quantize(Decimal("0.1"))
-            skip_before = (target, f"ladder: {percent}% of the budget left, below "
-                                   f"{(below * 100).normalize()}%: start at {target!r}")
+            skip_before = (target, f"ladder: {_percent(remaining.fraction)} of the budget "
+                                   f"left, below {_percent(below)}: start at {target!r}")
     skipping = skip_before is not None and any(b.name == skip_before[0] for b in arranged)
     verdicts: list[RouteVerdict] = []
     chosen = False
@@ -139,3 +138,8 @@ def select_backend(
                                     "free" if not cost else "fits", cost, left))
             chosen = True
     return RouteDecision(work, tuple(verdicts), allow_sdk, remaining)
+
+
+def _percent(fraction: Decimal) -> str:
+    """``Decimal("0.1999")`` -> ``"19.99%"``, without exponents or trailing zeros."""
+    return format((fraction * 100).quantize(Decimal("0.01")).normalize(), "f") + "%"
