@@ -97,6 +97,7 @@ from .routing import RouteDecision as RouteDecision
 from .routing import Router as Router
 from .routing import RouteVerdict as RouteVerdict
 from .routing import Work as Work
+from .routing import alternatives as alternatives
 from .routing import read_remaining as read_remaining
 from .routing import select_backend as select_backend
 from .routing import worst_case_cost as worst_case_cost
@@ -189,6 +190,7 @@ __all__ = (
     "Work",
     "accelerator_refusal",
     "admits",
+    "alternatives",
     "anthropic_tool_calls",
     "anthropic_tool_results",
     "anthropic_usage",

@@ -7,6 +7,7 @@ against the budget charged for it); ``Router`` reads the budgets, holds, runs an
 ``docs/routing.md``. Everything public is re-exported from ``outlay``.
 """
 
+from ._alternatives import alternatives as alternatives
 from ._budget import RemainingBudget as RemainingBudget
 from ._budget import read_remaining as read_remaining
 from ._decision import RouteDecision as RouteDecision
@@ -34,6 +35,7 @@ __all__ = (
     "Routed",
     "Router",
     "Work",
+    "alternatives",
     "read_remaining",
     "select_backend",
     "worst_case_cost",
