@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from outlay import AtomicTokenBudget, Budget, TokenPrices  # noqa: E402
+from outlay import AtomicTokenBudget, KeyedBudget, TokenPrices  # noqa: E402
 from outlay.clients import MoneyLimit, estimate_prompt_tokens  # noqa: E402
 from outlay.clients._core import CallSpec, Limits  # noqa: E402
 from outlay.clients.openai import BudgetedAsyncOpenAI  # noqa: E402
@@ -62,7 +62,7 @@ def row(name: str, samples: list[float], baseline: list[float] | None) -> dict[s
 async def run(n: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     tokens = AtomicTokenBudget(10**12)
-    dollars = Budget()
+    dollars = KeyedBudget()
     await dollars.set_limit("usd", Decimal(10**9))
     money = MoneyLimit(dollars, "usd", TokenPrices(Decimal("2.5"), Decimal("10")))
     kw: dict[str, Any] = {"model": "m", "messages": MESSAGES, "max_completion_tokens": 100}

@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from outlay import Budget, MemoryStore
+from outlay import KeyedBudget, MemoryStore
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -56,8 +56,8 @@ def registry() -> StageRegistry:
     return reg
 
 
-async def fresh_budget(n: int) -> Budget:
-    budget = Budget(MemoryStore())
+async def fresh_budget(n: int) -> KeyedBudget:
+    budget = KeyedBudget(MemoryStore())
     await budget.set_limit("calls", 10 * n * 1000)
     return budget
 
@@ -97,7 +97,7 @@ async def peak_bytes(case: Case) -> int:
 # -- Sequential -------------------------------------------------------------------------------
 
 
-def sequential_cases(n: int, budget: Budget) -> dict[str, Case]:
+def sequential_cases(n: int, budget: KeyedBudget) -> dict[str, Case]:
     reg = registry()
     fns = [noop] * n
     free_plan: Plan = Executor(reg).prepare(Sequential([Stage("noop")] * n))
@@ -139,7 +139,7 @@ def sequential_cases(n: int, budget: Budget) -> dict[str, Case]:
 # -- Parallel ---------------------------------------------------------------------------------
 
 
-def parallel_cases(n: int, budget: Budget, backend: str) -> dict[str, Case]:
+def parallel_cases(n: int, budget: KeyedBudget, backend: str) -> dict[str, Case]:
     reg = registry()
     names = [f"b{i}" for i in range(n)]
     free = Executor(reg)

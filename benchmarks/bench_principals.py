@@ -4,7 +4,7 @@ Runs on the memory store (plus one row on SQLite; the stores' own figures are in
 benchmarks), one task, reserve + commit per operation:
 
 - ``store, 1 key``: ``MemoryStore.reserve`` + ``commit`` directly (the floor);
-- ``Budget, 3 keys``: ``Budget.reserve`` + ``commit`` of three fixed keys;
+- ``KeyedBudget, 3 keys``: ``KeyedBudget.reserve`` + ``commit`` of three fixed keys;
 - ``Principals, 3 windows``: one principal, run + month in USD and tokens per day (3 keys, with
   period ids computed per call);
 - ``Principals, depth 3``: an agent under a user under a tenant (4 keys across the chain);
@@ -31,8 +31,8 @@ from pathlib import Path
 import anyio
 
 from outlay import (
-    Budget,
     BudgetCap,
+    KeyedBudget,
     LimitSpec,
     MemoryStore,
     Principals,
@@ -86,14 +86,14 @@ async def run(n: int) -> dict[str, float]:
 
     results["store, 1 key"] = await timed(n, raw)
 
-    budget = Budget(MemoryStore())
+    budget = KeyedBudget(MemoryStore())
     for key in ("a", "b", "c"):
         await budget.set_limit(key, 10**15)
 
     async def three(i: int) -> None:
         await (await budget.reserve({"a": 1, "b": 1, "c": 1})).commit()
 
-    results["Budget, 3 keys"] = await timed(n, three)
+    results["KeyedBudget, 3 keys"] = await timed(n, three)
 
     budgets = Principals(MemoryStore(), template=TEMPLATE, clock=lambda: NOW, run_id="bench")
     acme = budgets.get("tenant:acme")

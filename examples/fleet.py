@@ -21,14 +21,14 @@ from pathlib import Path
 
 import anyio
 
-from outlay import Budget, UnknownLimit
+from outlay import KeyedBudget, UnknownLimit
 
 CAP = Decimal("1.00")
 HOLD = Decimal("0.07")
 
 
 async def work(url: str, key: str, tasks: int) -> tuple[int, Decimal]:
-    budget = Budget(url)
+    budget = KeyedBudget(url)
     calls = 0
     spent = Decimal(0)
 
@@ -54,7 +54,7 @@ def worker(url: str, key: str, tasks: int, results: multiprocessing.Queue[str]) 
 
 
 async def set_up(url: str, key: str) -> None:
-    budget = Budget(url)
+    budget = KeyedBudget(url)
     try:
         await budget.usage(key)
     except UnknownLimit:  # first run against this store: create the budget
@@ -63,7 +63,7 @@ async def set_up(url: str, key: str) -> None:
 
 
 async def usage_line(url: str, key: str) -> tuple[Decimal, Decimal]:
-    budget = Budget(url)
+    budget = KeyedBudget(url)
     usage = await budget.usage(key)
     await budget.aclose()
     assert isinstance(usage.spent, Decimal)

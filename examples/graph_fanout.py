@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import anyio
 
-from outlay import Budget, BudgetExceeded
+from outlay import BudgetExceeded, KeyedBudget
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -38,7 +38,7 @@ async def summarise(results: list[str]) -> Reported:
 
 
 async def main() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     await budget.set_limit("usd", Decimal("0.10"))
     await budget.set_limit("tokens", 10_000)
     executor = BudgetedExecutor(registry, budget)

@@ -30,9 +30,9 @@ import anyio
 from outlay import (
     AtomicBudget,
     AtomicTokenBudget,
-    Budget,
     BudgetExceeded,
     DispatchBudgetHook,
+    KeyedBudget,
     TokenPrices,
     ToolCallLimitHook,
     ToolDispatcher,
@@ -232,7 +232,7 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
                base_url: str | None, model: str, price: TokenPrices | None) -> None:
     ledger = Ledger()
     token_budget = AtomicTokenBudget(tokens, name="tokens")
-    money = Budget()  # the in-memory store; Budget("sqlite:///budgets.db") would persist it
+    money = KeyedBudget()  # in memory; KeyedBudget("sqlite:///budgets.db") would persist it
     await money.set_limit("run/usd", usd)
     money_limit = MoneyLimit(money, "run/usd", PRICES if price is None else {model: price})
     dispatcher = ToolDispatcher(TOOLS, [

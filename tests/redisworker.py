@@ -16,12 +16,12 @@ from decimal import Decimal
 
 import anyio
 
-from outlay import Amount, Budget
+from outlay import Amount, KeyedBudget
 from outlay.stores import store_from_url
 
 
 async def hog(url: str) -> None:
-    budget = Budget(store_from_url(url))
+    budget = KeyedBudget(store_from_url(url))
     held = await budget.try_reserve({"calls": 5, "usd": Decimal("1.00")}, lease=1.0)
     assert held is not None
     print("HELD", held.id, flush=True)
@@ -29,7 +29,7 @@ async def hog(url: str) -> None:
 
 
 async def work(url: str, worker: int, tasks: int, ops: int, seed: int) -> None:
-    budget = Budget(store_from_url(url))
+    budget = KeyedBudget(store_from_url(url))
     tally = {"calls": 0, "worker": 0, "admitted": 0, "refused": 0, "cancelled": 0,
              "released": 0}
     usd = Decimal(0)

@@ -43,7 +43,7 @@ async def test_refill_restores_capacity_and_grants_waiters() -> None:
     got = anyio.Event()
 
     async def waiter() -> None:
-        await budget.reserve(2)
+        await budget.acquire(2)
         got.set()
 
     async with anyio.create_task_group() as tg:
@@ -57,7 +57,7 @@ async def test_refill_restores_capacity_and_grants_waiters() -> None:
 async def test_zero_cost_is_free() -> None:
     budget = AtomicBudget(0)
     assert budget.try_reserve_nowait(0)
-    await budget.reserve(0)
+    await budget.acquire(0)
     assert budget.available == 0
 
 
@@ -74,7 +74,7 @@ async def test_bad_amounts_raise_before_taking_anything(
     with pytest.raises(error):
         await budget.try_reserve(bad)  # type: ignore[arg-type]
     with pytest.raises(error):
-        await budget.reserve(bad)  # type: ignore[arg-type]
+        await budget.acquire(bad)  # type: ignore[arg-type]
     with pytest.raises(error):
         await budget.release(bad)  # type: ignore[arg-type]
     assert budget.statistics() == BudgetStatistics(5, 5, 0, 0, 0, 0, 0)
@@ -86,21 +86,21 @@ def test_bad_capacity_is_refused(bad: object, error: type[Exception]) -> None:
         AtomicBudget(bad)  # type: ignore[arg-type]
 
 
-async def test_reserve_raises_at_once_when_cost_can_never_fit() -> None:
+async def test_acquire_raises_at_once_when_cost_can_never_fit() -> None:
     budget = AtomicBudget(5, name="calls")
     with pytest.raises(BudgetExceeded) as info:
-        await budget.reserve(6)
+        await budget.acquire(6)
     assert (info.value.key, info.value.requested, info.value.available) == ("calls", 6, 5)
     assert budget.available == 5
 
 
-async def test_reserve_waits_until_cost_fits() -> None:
+async def test_acquire_waits_until_cost_fits() -> None:
     budget = AtomicBudget(3)
     assert budget.try_reserve_nowait(3)
     done = anyio.Event()
 
     async def waiter() -> None:
-        await budget.reserve(2)
+        await budget.acquire(2)
         done.set()
 
     async with anyio.create_task_group() as tg:
@@ -121,7 +121,7 @@ async def test_waiters_are_served_in_fifo_order_without_overtaking() -> None:
     order: list[str] = []
 
     async def waiter(name: str, cost: int) -> None:
-        await budget.reserve(cost)
+        await budget.acquire(cost)
         order.append(name)
 
     async with anyio.create_task_group() as tg:
@@ -149,10 +149,10 @@ async def test_cancelling_the_head_waiter_lets_the_next_through() -> None:
 
     async def big_waiter() -> None:
         with big:
-            await budget.reserve(4)
+            await budget.acquire(4)
 
     async def small() -> None:
-        await budget.reserve(1)
+        await budget.acquire(1)
         got_small.set()
 
     async with anyio.create_task_group() as tg:
@@ -215,7 +215,7 @@ async def test_regression_nowait_cannot_slip_between_release_and_woken_waiter() 
     got = anyio.Event()
 
     async def waiter() -> None:
-        await budget.reserve(1)
+        await budget.acquire(1)
         got.set()
 
     async with anyio.create_task_group() as tg:
@@ -249,7 +249,7 @@ async def test_release_from_a_worker_thread_wakes_the_waiter() -> None:
     got = anyio.Event()
 
     async def waiter() -> None:
-        await budget.reserve(2)
+        await budget.acquire(2)
         got.set()
 
     async with anyio.create_task_group() as tg:

@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices
+from outlay import AtomicTokenBudget, BudgetExceeded, KeyedBudget, TokenPrices
 from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.anthropic import BudgetedAsyncAnthropic
 
@@ -181,7 +181,7 @@ async def test_stream_break_after_final_usage_records_it(
 
 async def test_money_and_tokens_together(fake: FakeProvider,
                                          client: anthropic.AsyncAnthropic) -> None:
-    dollars = Budget()
+    dollars = KeyedBudget()
     await dollars.set_limit("run/usd", Decimal("0.01"))
     tokens = AtomicTokenBudget(1000)
     prices = TokenPrices(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"))
@@ -204,7 +204,7 @@ async def test_money_and_tokens_together(fake: FakeProvider,
 @pytest.mark.parametrize("stream", [False, True])
 async def test_cache_reads_are_charged_at_the_cached_rate(
         fake: FakeProvider, client: anthropic.AsyncAnthropic, stream: bool) -> None:
-    dollars = Budget()
+    dollars = KeyedBudget()
     await dollars.set_limit("run/usd", Decimal("1"))
     prices = TokenPrices(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"),
                          cached_input_per_mtok=Decimal("0.30"))

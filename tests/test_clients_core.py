@@ -14,7 +14,7 @@ import pydantic
 import pytest
 
 import outlay
-from outlay import Budget, PriceTable, TokenPrices, UnknownModelPrice
+from outlay import KeyedBudget, PriceTable, TokenPrices, UnknownModelPrice
 from outlay.clients import (
     MEDIA_TOKENS,
     MESSAGE_OVERHEAD,
@@ -62,23 +62,23 @@ def test_estimate_prompt_tokens_adds_overheads() -> None:
 
 
 def test_money_limit_one_price_is_exact_decimal() -> None:
-    money = MoneyLimit(Budget(), "usd", TokenPrices(Decimal("2.50"), Decimal("10")))
+    money = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal("2.50"), Decimal("10")))
     assert money.cost("any", input_tokens=1_000_000, output_tokens=0) == Decimal("2.50")
     assert money.cost("other", input_tokens=3, output_tokens=7) == Decimal("0.0000775")
     assert money.affordable_output("any", Decimal("0.001"), 0, 10**6) == 100
     assert money.affordable_output("any", Decimal("0.001"), 0, 60) == 60  # capped at the bound
     assert money.affordable_output("any", Decimal("0"), 1, 100) == -1  # not even the input
-    free_output = MoneyLimit(Budget(), "usd", TokenPrices(Decimal(1), Decimal(0)))
+    free_output = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal(1), Decimal(0)))
     assert free_output.affordable_output("any", Decimal(1), 5, 10**12) == 10**12
 
 
 def test_money_limit_charges_cached_input_at_the_cached_rate() -> None:
     cached = TokenPrices(Decimal("3"), Decimal("15"), cached_input_per_mtok=Decimal("0.30"))
-    money = MoneyLimit(Budget(), "usd", cached)
+    money = MoneyLimit(KeyedBudget(), "usd", cached)
     # 60 uncached at 3, 40 cached at 0.30, 10 out at 15 (per million)
     assert money.cost("m", input_tokens=100, output_tokens=10,
                       cached_input_tokens=40) == Decimal("0.000342")
-    plain = MoneyLimit(Budget(), "usd", TokenPrices(Decimal("3"), Decimal("15")))
+    plain = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal("3"), Decimal("15")))
     assert plain.cost("m", input_tokens=100, output_tokens=10,
                       cached_input_tokens=40) == Decimal("0.00045")  # no cached rate: full
 
@@ -88,7 +88,7 @@ def test_money_limit_charges_cached_input_at_the_cached_rate() -> None:
     PriceTable({"small": TokenPrices(Decimal("0.1"), Decimal("0.4"))}),
 ])
 def test_money_limit_prices_per_model(prices: Any) -> None:
-    money = MoneyLimit(Budget(), "usd", prices)
+    money = MoneyLimit(KeyedBudget(), "usd", prices)
     assert money.cost("small", input_tokens=10, output_tokens=10) == Decimal("0.000005")
     assert money.affordable_output("small", Decimal("0.000005"), 10, 100) == 10
     with pytest.raises(UnknownModelPrice, match="big"):
@@ -99,7 +99,7 @@ def test_money_limit_prices_per_model(prices: Any) -> None:
 
 def test_money_limit_clamps_on_library_prices() -> None:
     pytest.importorskip("genai_prices")
-    money = MoneyLimit(Budget(), "usd", PriceTable(use_library=True, provider="openai"))
+    money = MoneyLimit(KeyedBudget(), "usd", PriceTable(use_library=True, provider="openai"))
     cap = Decimal("0.01")
     most = money.affordable_output("gpt-4o", cap, 1_000, 10**6)
     assert 0 < most < 10**6
@@ -110,7 +110,7 @@ def test_money_limit_clamps_on_library_prices() -> None:
 
 
 def test_money_limit_checks_its_arguments() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     cheap = TokenPrices(Decimal("0.1"), Decimal("0.4"))
     with pytest.raises(TypeError):
         MoneyLimit(budget, "", cheap)

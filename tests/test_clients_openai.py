@@ -15,7 +15,7 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices, UnknownModelPrice
+from outlay import AtomicTokenBudget, BudgetExceeded, KeyedBudget, TokenPrices, UnknownModelPrice
 from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.openai import BudgetedAsyncOpenAI
 
@@ -392,8 +392,8 @@ async def test_responses_stream(fake: FakeProvider, client: openai.AsyncOpenAI) 
 # -- money ------------------------------------------------------------------------------------
 
 
-async def money_budget(cap: str) -> Budget:
-    budget = Budget()
+async def money_budget(cap: str) -> KeyedBudget:
+    budget = KeyedBudget()
     await budget.set_limit("run/usd", Decimal(cap))
     return budget
 

@@ -23,5 +23,6 @@ def test_page_runs(page: str, capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "over the cap by 5" in printed
     assert "no price is known for model 'mystery-model'" in printed
-    assert "tenant:acme/agent:planner: window 'run:nightly-42': cap 2, committed 0.07" in printed
+    assert ("tenant:acme/agent:planner: cannot reserve $2 in this run: cap $2, spent $0.07"
+            in printed)
 

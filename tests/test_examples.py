@@ -40,7 +40,8 @@ def test_research_agent_answers_within_budget() -> None:
 
 def test_research_agent_exhausts_gracefully() -> None:
     out = run("research_agent.py", "--usd", "0.0004")
-    assert "(stopped early: the model budget ran out before turn 3: limit 'run/usd'" in out
+    assert ("(stopped early: the model budget ran out before turn 3: run/usd: cannot reserve $"
+            in out)
     assert "From what I gathered:" in out
     total = re.search(r"run total: \d+ of \d+ tokens, (\S+) of 0.0004 USD", out)
     assert total, out
@@ -104,6 +105,6 @@ def test_tenant_budgets_stops_the_sub_agent_at_its_run_cap() -> None:
     out = run("tenant_budgets.py")
     assert "step 0: spent 0.0875 (estimate 0.14)" in out
     assert "step 21: spent 0.0875" in out
-    assert "stopped: tenant:acme/agent:researcher: window 'run:" in out
-    assert "cap 2, committed 1.9250" in out
+    assert "stopped: tenant:acme/agent:researcher: cannot reserve $0.14 in this run" in out
+    assert "cap $2, spent $1.9250" in out
     assert "tenant:acme/usd/month:" in out

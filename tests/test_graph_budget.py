@@ -1,4 +1,4 @@
-"""BudgetedExecutor: declared costs charged through ``outlay.Budget`` for every node type.
+"""BudgetedExecutor: declared costs charged through ``outlay.KeyedBudget`` for every node type.
 
 Interleavings are forced with events; nothing sleeps. Snapshots are taken once the expected
 number of ``waits`` stages have arrived (not on ``wait_all_tasks_blocked()``, which a store
@@ -17,10 +17,10 @@ import anyio
 import pytest
 
 from outlay import (
-    Budget,
     BudgetExceeded,
     CompositionError,
     ConfigurationError,
+    KeyedBudget,
     Store,
 )
 from outlay.graph import (
@@ -53,7 +53,7 @@ class Boom(Exception):
 class Lab:
     """A registry of instrumented stages and a budget over one ``calls`` limit."""
 
-    budget: Budget
+    budget: KeyedBudget
     store: Store
     registry: StageRegistry = field(default_factory=StageRegistry)
     ran: list[str] = field(default_factory=list)
@@ -74,7 +74,7 @@ class Lab:
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Lab]:
     async with STORE_FACTORIES[request.param](tmp_path, request) as store:
-        budget = Budget(store)
+        budget = KeyedBudget(store)
         await budget.set_limit("calls", 10)
         lab = Lab(budget, store)
         registry = lab.registry

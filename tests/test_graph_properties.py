@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outlay import Budget, BudgetExceeded, MemoryStore
+from outlay import BudgetExceeded, KeyedBudget, MemoryStore
 from outlay.graph import (
     Branch,
     BudgetedExecutor,
@@ -85,7 +85,7 @@ async def test_spend_is_exactly_what_started_and_nothing_stays_held(
     for name, price in PRICES.items():
         priced(name, price)
     store = MemoryStore()
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", cap)
     executor = BudgetedExecutor(registry, budget)
     try:

@@ -12,10 +12,10 @@ from structlog.testing import capture_logs
 
 from outlay import (
     AtomicBudget,
-    Budget,
     DispatchBudgetHook,
     DispatchLoggingHook,
     DispatchTerminated,
+    KeyedBudget,
     ToolCallLimitHook,
     ToolDispatcher,
     ToolDispatchHook,
@@ -126,7 +126,7 @@ async def test_a_bad_cost_raises_before_anything_is_taken(bad: Any) -> None:
 
 
 async def test_a_budget_reserves_money_and_tokens_all_or_nothing() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     await budget.set_limit("run/usd", Decimal("0.05"))
     await budget.set_limit("run/calls", 10)
     hook = DispatchBudgetHook(budget, {"run/usd": Decimal("0.02"), "run/calls": 1},
@@ -135,14 +135,14 @@ async def test_a_budget_reserves_money_and_tokens_all_or_nothing() -> None:
     results = [await dispatcher.dispatch(call(n)) for n in range(3)]
     assert [r.skipped for r in results] == [False, False, True]
     assert results[2].reason is not None
-    assert "limit 'run/usd' cannot hold" in results[2].reason
+    assert "run/usd: cannot reserve" in results[2].reason
     usd = await budget.usage("run/usd")
     calls = await budget.usage("run/calls")
     assert (usd.spent, usd.held, calls.spent, calls.held) == (Decimal("0.04"), 0, 2, 0)
 
 
 async def test_a_budget_in_release_mode_gives_everything_back_even_on_cancel() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     await budget.set_limit("usd", Decimal("1"))
     gate = Gate()
     dispatcher = ToolDispatcher({"gate": gate},
@@ -158,8 +158,8 @@ async def test_a_budget_in_release_mode_gives_everything_back_even_on_cancel() -
 
 async def test_a_budget_needs_a_mapping_cost() -> None:
     with pytest.raises(TypeError, match="non-empty mapping"):
-        DispatchBudgetHook(Budget(), 1)
-    with pytest.raises(TypeError, match="BudgetGuard or a Budget"):
+        DispatchBudgetHook(KeyedBudget(), 1)
+    with pytest.raises(TypeError, match="BudgetGuard or a KeyedBudget"):
         DispatchBudgetHook(object(), 1)  # type: ignore[arg-type]
 
 
@@ -302,7 +302,7 @@ async def test_without_structlog_configured_the_logging_hook_is_silent(
 
 
 async def test_a_budget_per_principal_with_defaults_created_on_first_use() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     hook = DispatchBudgetHook(budget, lambda inv: {f"user:{inv.principal}/calls": 1},
                               defaults=lambda inv: {f"user:{inv.principal}/calls": 2},
                               mode="commit")
@@ -312,12 +312,12 @@ async def test_a_budget_per_principal_with_defaults_created_on_first_use() -> No
     assert outcomes == [False, False, False, True]
     assert (await budget.usage("user:ann/calls")).spent == 2
     assert (await budget.usage("user:bob/calls")).spent == 1
-    with pytest.raises(TypeError, match="defaults needs a Budget"):
+    with pytest.raises(TypeError, match="defaults needs a KeyedBudget"):
         DispatchBudgetHook(AtomicBudget(1), 1, defaults={"x": 1})
 
 
 async def test_an_unknown_limit_without_defaults_raises_from_before_and_takes_nothing() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     await budget.set_limit("known", 5)
     hook = DispatchBudgetHook(budget, {"known": 1, "unknown": 1})
     with pytest.raises(UnknownLimit):

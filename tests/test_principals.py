@@ -11,14 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from outlay import (
+    Budget,
     BudgetCap,
     BudgetExceeded,
     ConfigurationError,
     LimitKey,
     LimitSpec,
-    LimitUsage,
     MemoryStore,
-    PrincipalBudget,
     Principals,
     ReservationError,
     Window,
@@ -81,10 +80,15 @@ async def test_all_or_nothing_across_windows_and_units() -> None:
     await store.set_limit("tenant:acme/tokens/day:2026-11-23", 100)
     with pytest.raises(BudgetExceeded) as info:
         await acme.reserve({"usd": D("1"), "tokens": 101})
-    assert info.value.key == "tenant:acme/tokens/day:2026-11-23"
-    reason = info.value.reason
-    for figure in ("tenant:acme", "'day:2026-11-23'", "cap 100", "committed 0", "estimate 101"):
-        assert figure in reason
+    refusal = info.value
+    assert refusal.key == "tenant:acme/tokens/day:2026-11-23"
+    assert (refusal.unit, refusal.principal, refusal.window, refusal.period) == (
+        "tokens", "tenant:acme", "day", "day:2026-11-23")
+    assert (refusal.cap, refusal.spent, refusal.held, refusal.requested) == (100, 0, 0, 101)
+    assert refusal.reason == (
+        "tenant:acme: cannot reserve 101 tokens in day:2026-11-23: cap 100, spent 0, held 0 in "
+        "flight, available 100, short by 1. Raise the cap, reserve less, or wait for the next "
+        "period")
     assert await store.limits("tenant:acme/usd") == []  # nothing was created or held
 
 
@@ -215,7 +219,7 @@ async def test_a_child_never_spends_past_its_parent() -> None:
                 for n in range(10)]
     admitted = 0
 
-    async def spend(child_budget: PrincipalBudget) -> None:
+    async def spend(child_budget: Budget) -> None:
         nonlocal admitted
         for _ in range(5):
             got = await child_budget.try_reserve({"usd": D("0.10")})
@@ -336,10 +340,13 @@ async def test_refusal_by_a_limit_not_created_yet_names_it() -> None:
     acme = principals(clock, store).get("tenant:acme")
     with pytest.raises(BudgetExceeded) as info:
         await acme.reserve({"usd": D("60")})
-    assert info.value.key == "tenant:acme/usd/run:r1"
-    assert "cap 50, committed 0, reserved 0, estimate 60" in info.value.reason
-    assert info.value.available == D(50)
-    assert info.value.usage == LimitUsage("tenant:acme/usd/run:r1", D(50), D(0), D(0))
+    refusal = info.value
+    assert refusal.key == "tenant:acme/usd/run:r1"
+    assert "cannot reserve $60 in this run: cap $50, spent $0, held $0" in refusal.reason
+    assert refusal.available == D(50)
+    assert (refusal.unit, refusal.window, refusal.period) == ("usd", "run", "run:r1")
+    assert (refusal.cap, refusal.spent, refusal.held, refusal.requested) == (
+        D(50), D(0), D(0), D(60))
     assert await store.limits() == []
 
 
@@ -348,12 +355,26 @@ async def test_refusals_are_logged_with_principal_and_reason() -> None:
     acme = principals(clock).get("tenant:acme")
     with capture_logs() as logs:
         assert await acme.try_reserve({"usd": D("60")}) is None
-        assert await acme.try_reserve({"gpu_hours": 1}) is None
-    denied = [e for e in logs if e["event"] == "outlay.principal.denied"]
-    assert [(e["principal"], e["key"]) for e in denied] == [
-        ("tenant:acme", "tenant:acme/usd/run:r1"), ("tenant:acme", None)]
-    assert "estimate 60" in denied[0]["reason"]
-    assert "default cap is 0" in denied[1]["reason"]
+        assert await acme.try_reserve({"eur": D(1)}) is None  # uncapped money: cap 0
+    denied = [e for e in logs if e["event"] == "outlay.reservation.denied"]
+    assert [(e["principal"], e["key"], e["unit"]) for e in denied] == [
+        ("tenant:acme", "tenant:acme/usd/run:r1", "usd"), ("tenant:acme", None, "eur")]
+    assert "cannot reserve $60" in denied[0]["reason"]
+    assert "no cap is set for eur (the default cap is 0)" in denied[1]["reason"]
+
+
+async def test_an_uncapped_whole_unit_is_not_limited_and_holds_nothing() -> None:
+    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    store = MemoryStore()
+    acme = principals(clock, store).get("tenant:acme")
+    held = await acme.reserve({"usd": D("1"), "gpu_hours": 7})
+    assert held.amounts == {"usd": D("1"), "gpu_hours": 7}
+    assert all(key.split("/")[1] == "usd" for key in held.keys)
+    await held.commit({"usd": D("0.5"), "gpu_hours": 9})
+    alone = await acme.reserve({"gpu_hours": 1_000_000})  # no store call, nothing held
+    assert alone.keys == {}
+    await alone.commit()
+    assert all("/usd/" in u.key for u in await store.limits())
 
 
 async def test_a_25_hour_day_is_one_period_in_its_time_zone() -> None:

@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from outlay import LimitSpec, MemoryStore, PrincipalReservation, Principals, Window
+from outlay import LimitSpec, MemoryStore, Principals, Reservation, Window
 
 D = Decimal
 NOW = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
@@ -32,11 +32,11 @@ class NestedBudgets(RuleBasedStateMachine):
             LimitSpec("usd", Window.month(), D("6"))]) for n in range(2)]
         self.agents = [user.child(f"agent:a{n}", caps=[LimitSpec("usd", Window.run(), D("4"))])
                        for user in self.users for n in range(2)]
-        self.held: list[PrincipalReservation] = []
+        self.held: list[Reservation] = []
 
     @rule(agent=st.integers(0, 3), amount=cents)
     def reserve(self, agent: int, amount: Decimal) -> None:
-        async def go() -> PrincipalReservation | None:
+        async def go() -> Reservation | None:
             return await self.agents[agent].try_reserve({"usd": amount})
 
         got = anyio.run(go)

@@ -26,8 +26,8 @@ from structlog.testing import capture_logs
 
 from outlay import (
     Amount,
-    Budget,
     ConfigurationError,
+    KeyedBudget,
     Reservation,
     ReservationError,
     StoreError,
@@ -90,7 +90,7 @@ async def raw(store: RedisStore, *command: Any) -> Any:
 
 
 def test_import_outlay_never_imports_redis() -> None:
-    code = ("import sys, outlay, outlay.stores; outlay.Budget(); "
+    code = ("import sys, outlay, outlay.stores; outlay.KeyedBudget(); "
             "outlay.store_from_url('memory://'); "
             "assert 'redis' not in sys.modules, sorted(m for m in sys.modules if 'redis' in m); "
             "outlay.stores.RedisStore; assert 'redis' in sys.modules")
@@ -155,12 +155,12 @@ async def test_a_users_own_client_is_left_open(redis_server: RedisServer) -> Non
 
 def test_trio_callers_go_through_a_bridge_thread(redis_server: RedisServer) -> None:
     """From trio the store runs redis.asyncio on its own loop thread; a trio caller cancelled
-    mid-call leaves nothing held (Budget releases, the bridge finishes the script)."""
+    mid-call leaves nothing held (KeyedBudget releases, the bridge finishes the script)."""
     namespace = f"trio-{uuid.uuid4().hex[:8]}"
 
     async def use() -> None:
         store = RedisStore.from_url(redis_server.url(REDIS_TEST_DB), namespace=namespace)
-        budget = Budget(store)
+        budget = KeyedBudget(store)
         try:
             await budget.set_limit("calls", 10)
             async with budget.reserve({"calls": 4}) as held:
@@ -355,7 +355,7 @@ async def test_ended_ids_are_forgotten_after_retain(redis_server: RedisServer) -
 
 
 async def test_abandoned_reservation_is_released_by_a_task(store: RedisStore) -> None:
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 3)
     handles = [await budget.try_reserve({"calls": 3})]
     with pytest.warns(ResourceWarning):
@@ -418,7 +418,7 @@ async def test_lost_scripts_are_reloaded_transparently(own_store: RedisStore) ->
 async def test_a_server_restart_between_operations_is_survived(
     own_redis: RedisServer, own_store: RedisStore
 ) -> None:
-    budget = Budget(own_store)
+    budget = KeyedBudget(own_store)
     await budget.set_limit("usd", Decimal("1.00"))
     held = await budget.reserve({"usd": Decimal("0.40")})
     await anyio.to_thread.run_sync(own_redis.stop)
@@ -440,8 +440,8 @@ async def test_cancelled_mid_script_leaves_store_consistent_and_usable(
     own_redis: RedisServer, own_store: RedisStore
 ) -> None:
     """Guards a caller cancelled while its script waits at the server: the hold must not leak
-    (Budget releases it, shielded) and the client must not read the stale reply later."""
-    budget = Budget(own_store)
+    (KeyedBudget releases it, shielded) and the client must not read the stale reply later."""
+    budget = KeyedBudget(own_store)
     await budget.set_limit("calls", 5)
     pauser = redis.asyncio.Redis(port=own_redis.port)
     results: list[object] = []
@@ -474,14 +474,14 @@ async def test_cancelled_mid_script_leaves_store_consistent_and_usable(
 
 
 async def test_many_cancelled_callers_never_leak(store: RedisStore) -> None:
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 1000)
     committed = 0
 
     async def one(n: int) -> None:
         nonlocal committed
         with anyio.move_on_after(0.0003 * (n % 7)):
-            # Cancelled inside reserve: Budget releases the id; inside the body: async with
+            # Cancelled inside reserve: KeyedBudget releases the id; inside the body: async with
             # releases; inside commit: it is shielded and completes.
             async with budget.reserve({"calls": 1}) as reservation:
                 await anyio.lowlevel.checkpoint()
@@ -500,7 +500,7 @@ async def test_many_cancelled_callers_never_leak(store: RedisStore) -> None:
 
 async def test_unreachable_redis_fails_closed() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     try:
         with pytest.raises(StoreUnavailable) as info:
             await budget.try_reserve({"calls": 1})
@@ -513,7 +513,7 @@ async def test_unreachable_redis_fails_closed() -> None:
 
 async def test_fail_open_admits_and_logs_loudly() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?fail_open=true")
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     try:
         with capture_logs() as logs:
             reservation = await budget.try_reserve({"calls": 1})
@@ -561,7 +561,7 @@ async def test_many_processes_one_budget_with_cancellation_and_a_killed_worker(
     redis_server: RedisServer,
 ) -> None:
     async with redis_store_at(redis_server) as store:
-        budget = Budget(store)
+        budget = KeyedBudget(store)
         calls_cap, usd_cap = 100, Decimal("10.00")
         await budget.set_limit("calls", calls_cap)
         await budget.set_limit("usd", usd_cap)
@@ -640,7 +640,7 @@ async def test_fail_open_admission_settles_once_redis_is_back(
 ) -> None:
     """Guards commit raising "unknown reservation" for work admitted during an outage."""
     store = RedisStore(own_store.client, namespace=own_store.namespace, fail_open=True)
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("usd", Decimal("1.00"))
     await budget.set_limit("calls", 10)
     await anyio.to_thread.run_sync(own_redis.stop)

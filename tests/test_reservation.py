@@ -1,4 +1,4 @@
-"""Budget and Reservation: the one primitive, over the in-memory store."""
+"""KeyedBudget and Reservation: the one primitive, over the in-memory store."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from outlay import (
-    Budget,
     BudgetExceeded,
     ConfigurationError,
+    KeyedBudget,
     MemoryStore,
     ReservationError,
     UnknownLimit,
@@ -29,8 +29,8 @@ class FakeClock:
         return self.now
 
 
-async def make_budget() -> Budget:
-    budget = Budget()
+async def make_budget() -> KeyedBudget:
+    budget = KeyedBudget()
     await budget.set_limit("run/usd", Decimal("1.00"))
     await budget.set_limit("run/tokens", 1000)
     await budget.set_limit("day/usd", Decimal("0.50"))
@@ -102,7 +102,7 @@ async def test_refused_reserve_raises_with_a_legible_reason() -> None:
     assert info.value.requested == Decimal("0.60")
     assert info.value.available == Decimal("0.50")
     assert "day/usd" in str(info.value)
-    assert "cap 0.50" in str(info.value)
+    assert "cap $0.50" in str(info.value)
     assert (await budget.usage("run/usd")).held == 0
 
 
@@ -127,13 +127,13 @@ async def test_bad_amounts_take_nothing(amounts: dict[str, object], error: type[
 
 
 async def test_bad_caps_and_leases_are_refused() -> None:
-    budget = Budget()
+    budget = KeyedBudget()
     with pytest.raises(TypeError):
         await budget.set_limit("usd", 1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=">= 0"):
         await budget.set_limit("usd", Decimal("-1"))
     with pytest.raises(ValueError, match="lease"):
-        Budget(lease=0)
+        KeyedBudget(lease=0)
     await budget.set_limit("calls", 1)
     with pytest.raises(TypeError, match="unit"):
         await budget.set_limit("calls", Decimal("1.5"))
@@ -164,7 +164,7 @@ async def test_garbage_collected_handle_is_released_with_warning() -> None:
 
 async def test_lease_expiry_extend_and_late_commit_on_a_fake_clock() -> None:
     clock = FakeClock()
-    budget = Budget(MemoryStore(clock=clock), lease=10)
+    budget = KeyedBudget(MemoryStore(clock=clock), lease=10)
     await budget.set_limit("calls", 3)
     r = await budget.reserve({"calls": 3})
     clock.now += 9
@@ -195,7 +195,7 @@ async def test_cancelled_reserve_leaves_nothing_held() -> None:
             return admission
 
     store = SlowStore()
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 5)
     async def reserve() -> None:
         await budget.reserve({"calls": 5})
@@ -230,4 +230,4 @@ async def test_store_from_url() -> None:
     with pytest.raises(ConfigurationError):
         store_from_url("memory")
     with pytest.raises(TypeError):
-        Budget(store=42)  # type: ignore[arg-type]
+        KeyedBudget(store=42)  # type: ignore[arg-type]

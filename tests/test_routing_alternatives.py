@@ -11,13 +11,13 @@ from outlay import (
     AtomicBudget,
     Backend,
     BackendKind,
+    Budget,
     ConfigurationError,
     CostRates,
     DispatchBudgetHook,
     LimitSpec,
     MemoryStore,
     NoRoute,
-    PrincipalBudget,
     Principals,
     Router,
     ToolDispatcher,
@@ -34,12 +34,12 @@ D = Decimal
 RATES = CostRates(per_accelerator_second=D("0.001"))
 
 
-def team(cap: str) -> PrincipalBudget:
+def team(cap: str) -> Budget:
     owner = Principals(MemoryStore(), run_id="r1")
     return owner.get("team:a", caps=[LimitSpec("usd", Window.run(), D(cap))])
 
 
-def gpu_router(budget: PrincipalBudget, *, local_free: bool) -> Router:
+def gpu_router(budget: Budget, *, local_free: bool) -> Router:
     return Router([
         Backend("cloud", BackendKind.CLOUD, tools={"embed"}, rates=RATES,
                 accelerators=(Accelerator("h100", 80),)),

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from outlay import (
     Backend,
     BackendKind,
+    Budget,
     BudgetExceeded,
     ConfigurationError,
     CostRates,
@@ -20,7 +21,6 @@ from outlay import (
     LimitSpec,
     MemoryStore,
     NoRoute,
-    PrincipalBudget,
     Principals,
     RouteChoice,
     Router,
@@ -39,12 +39,12 @@ PREMIUM = TokenPrices(D("5"), D("25"))  # 0.10 per CALL
 CHEAP = TokenPrices(D("1"), D("5"))  # 0.02 per CALL
 
 
-def budgets(*caps: tuple[str, str]) -> list[PrincipalBudget]:
+def budgets(*caps: tuple[str, str]) -> list[Budget]:
     owner = Principals(MemoryStore(), run_id="r1")
     return [owner.get(name, caps=[LimitSpec("usd", Window.run(), D(cap))]) for name, cap in caps]
 
 
-async def spent(budget: PrincipalBudget) -> Decimal:
+async def spent(budget: Budget) -> Decimal:
     (usage,) = await budget.usage()
     return Decimal(usage.spent)
 
@@ -143,13 +143,16 @@ async def test_a_budget_refusal_inside_the_call_is_a_fallback() -> None:
 
     async def call(choice: RouteChoice) -> str:
         if choice.backend.name == "a":
-            raise BudgetExceeded("tokens: day cap reached")
+            raise BudgetExceeded(unit="tokens", requested=12_000, cap=100_000, spent=95_000,
+                                 held=0, note="day cap")
         return "local answer"
 
     routed = await router.run(CALL, call)
     assert routed.value == "local answer"
     assert routed.decision.reasons() == {
-        "a": "its budget refused the call: tokens: day cap reached"}
+        "a": "its budget refused the call: cannot reserve 12,000 tokens: cap 100,000, spent "
+             "95,000, held 0 in flight, available 5,000, short by 7,000. Raise the cap, "
+             "reserve less (day cap)"}
     assert await spent(team) == 0  # the hold of the refused attempt was given back
 
 

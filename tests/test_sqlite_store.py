@@ -22,8 +22,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import outlay
 from outlay import (
-    Budget,
     ConfigurationError,
+    KeyedBudget,
     ReservationError,
     StoreError,
     StoreUnavailable,
@@ -360,7 +360,7 @@ def test_one_store_serves_successive_event_loops(db: Path) -> None:
 
 
 async def test_cancelled_budget_reserve_leaves_nothing_held(store: SQLiteStore, db: Path) -> None:
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 5)
     scope = anyio.CancelScope()
 
@@ -489,7 +489,7 @@ async def test_a_sigkilled_holder_loses_nothing_once_its_lease_expires(db: Path)
 
 async def test_an_abandoned_reservation_is_released_without_blocking(db: Path) -> None:
     store = SQLiteStore(db)
-    budget = Budget(store)
+    budget = KeyedBudget(store)
     await budget.set_limit("calls", 5)
     reservation = await budget.reserve({"calls": 5})
     with pytest.warns(ResourceWarning, match="garbage-collected"):

@@ -6,6 +6,8 @@ Everything public is re-exported here; the modules behind it are private.
 from ._core._amounts import Amount as Amount
 from ._core._atomic import AtomicBudget as AtomicBudget
 from ._core._atomic import BudgetStatistics as BudgetStatistics
+from ._core._budget import Budget as Budget
+from ._core._budget import Principals as Principals
 from ._core._exceptions import ApprovalNotPending as ApprovalNotPending
 from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import CompositionError as CompositionError
@@ -24,6 +26,10 @@ from ._core._exceptions import ToolCallError as ToolCallError
 from ._core._exceptions import UnknownLimit as UnknownLimit
 from ._core._exceptions import UnknownModelPrice as UnknownModelPrice
 from ._core._exceptions import UnknownTool as UnknownTool
+from ._core._limits import LimitKey as LimitKey
+from ._core._limits import LimitSpec as LimitSpec
+from ._core._limits import money_limits as money_limits
+from ._core._limits import parse_limit_key as parse_limit_key
 from ._core._money import AdmissionDecision as AdmissionDecision
 from ._core._money import BudgetCap as BudgetCap
 from ._core._money import CostRates as CostRates
@@ -31,14 +37,7 @@ from ._core._money import WindowState as WindowState
 from ._core._money import accelerator_refusal as accelerator_refusal
 from ._core._money import admits as admits
 from ._core._money import estimate_cost as estimate_cost
-from ._core._principals import LimitKey as LimitKey
-from ._core._principals import LimitSpec as LimitSpec
-from ._core._principals import PrincipalBudget as PrincipalBudget
-from ._core._principals import PrincipalReservation as PrincipalReservation
-from ._core._principals import Principals as Principals
-from ._core._principals import money_limits as money_limits
-from ._core._principals import parse_limit_key as parse_limit_key
-from ._core._reservation import Budget as Budget
+from ._core._reservation import KeyedBudget as KeyedBudget
 from ._core._reservation import Reservation as Reservation
 from ._core._reservation import ReserveContext as ReserveContext
 from ._core._tokens import AtomicTokenBudget as AtomicTokenBudget
@@ -138,6 +137,7 @@ __all__ = (
     "EgressAuditHook",
     "InfeasibleWork",
     "InvalidToolArguments",
+    "KeyedBudget",
     "Ladder",
     "LedgerEntry",
     "LedgerStatistics",
@@ -151,8 +151,6 @@ __all__ = (
     "OutlayError",
     "Period",
     "PriceTable",
-    "PrincipalBudget",
-    "PrincipalReservation",
     "Principals",
     "RemainingBudget",
     "Reservation",

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ._core._amounts import Amount, check_amount, check_count
+from ._core import Amount, check_amount, check_count
 
 __all__ = ("LedgerEntry", "LedgerStatistics", "UsageLedger")
 

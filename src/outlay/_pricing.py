@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._core._amounts import check_count
-from ._core._exceptions import ConfigurationError, UnknownModelPrice
-from ._core._money import check_money
+from ._core import ConfigurationError, UnknownModelPrice, check_count, check_money
 
 __all__ = ("PriceTable", "TokenPrices", "token_cost")
 

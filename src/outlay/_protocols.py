@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ._core._tokens import TokenReservation
+    from ._core import TokenReservation
 
 
 @runtime_checkable

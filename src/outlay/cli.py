@@ -29,10 +29,7 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._core._amounts import Amount
-from ._core._exceptions import OutlayError, UnknownLimit
-from ._core._principals import parse_limit_key
-from ._core._windows import Window
+from ._core import Amount, OutlayError, UnknownLimit, Window, parse_limit_key
 from .stores import LimitUsage, Store, store_from_url
 
 __all__ = ("main",)

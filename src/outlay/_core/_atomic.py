@@ -42,7 +42,7 @@ class BudgetStatistics:
 
 
 class _Waiter:
-    """One task waiting in ``AtomicBudget.reserve``; ``granted`` is set under the budget lock.
+    """One task waiting in ``AtomicBudget.acquire``; ``granted`` is set under the budget lock.
 
     ``wake`` may be called from any thread. On asyncio the waiter is a bare future of the running
     loop (the cheapest wake-up there is); elsewhere an ``anyio.Event`` woken through the loop's
@@ -93,7 +93,9 @@ class AtomicBudget:
     """A budget of whole units, exact under any interleaving of tasks and threads.
 
     Implements ``BudgetGuard``. ``try_reserve``/``try_reserve_nowait`` never wait and never yield
-    to the event loop: they take ``cost`` now or return False. ``reserve`` waits in FIFO order.
+    to the event loop: they take ``cost`` now or return False; ``reserve`` takes now or raises
+    ``BudgetExceeded`` (the vocabulary of every outlay budget). Waiting is asked for by name:
+    ``acquire`` (and ``async with hold(cost)``) waits in FIFO order.
     ``release`` never raises ``available`` above ``capacity``. While tasks wait, the
     non-waiting calls are refused so a stream of small reservations cannot starve a large one.
     """
@@ -169,6 +171,21 @@ class AtomicBudget:
         return admitted
 
     async def reserve(self, cost: int) -> None:
+        """Take ``cost`` now or raise ``BudgetExceeded``; never waits (``acquire`` waits).
+
+        The same vocabulary as every outlay budget: ``reserve`` raises, ``try_reserve`` returns
+        False instead. Raises ``TypeError``/``ValueError`` for a bad cost.
+        """
+        if not self.try_reserve_nowait(cost):
+            raise self._exceeded(cost)
+
+    def _exceeded(self, cost: int) -> BudgetExceeded:
+        taken = self._capacity - self._available
+        return BudgetExceeded(unit=None, requested=cost, cap=self._capacity, spent=0,
+                              held=taken, key=self._name,
+                              note="it can never fit" if cost > self._capacity else None)
+
+    async def acquire(self, cost: int) -> None:
         """Take ``cost``, waiting in FIFO order until it fits.
 
         Raises ``BudgetExceeded`` at once if ``cost`` exceeds ``capacity`` (it could never fit).
@@ -179,10 +196,7 @@ class AtomicBudget:
         if cost > self._capacity:
             with self._lock:
                 self._denied += 1
-            raise BudgetExceeded(
-                f"cost {cost} exceeds the budget's capacity {self._capacity}; it can never fit",
-                key=self._name, requested=cost, available=self._available,
-            )
+            raise self._exceeded(cost)
         await anyio.lowlevel.checkpoint_if_cancelled()
         with self._lock:
             if cost <= self._available and not self._waiters:
@@ -260,8 +274,9 @@ class AtomicBudget:
 
     @asynccontextmanager
     async def hold(self, cost: int) -> AsyncIterator[None]:
-        """``async with budget.hold(cost):`` reserve (waiting) on entry, release on every exit."""
-        await self.reserve(cost)
+        """``async with budget.hold(cost):`` ``acquire`` (waiting) on entry, release on every
+        exit."""
+        await self.acquire(cost)
         try:
             yield
         finally:

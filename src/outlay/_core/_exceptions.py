@@ -29,10 +29,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from ._amounts import Amount
+
 if TYPE_CHECKING:
     from ..hooks._types import ToolInvocation
     from ..routing._decision import RouteDecision
-    from ..stores._base import LimitUsage
 
 
 class OutlayError(Exception):
@@ -42,28 +43,106 @@ class OutlayError(Exception):
 class BudgetExceeded(OutlayError):
     """A reservation does not fit; nothing was taken.
 
-    Raised by ``AtomicBudget.reserve`` (cost above capacity), ``Budget.reserve`` and
-    ``AtomicTokenBudget.reserve_tokens`` (no room now). ``key`` names the refusing limit,
-    ``requested`` and ``available`` are in that limit's unit, ``reason`` says it in words.
-    ``usage`` is the refusing store limit (cap, spent, held) as it stood when the store
-    decided, when a store limit refused (``Budget.reserve``, principals); otherwise ``None``.
+    Raised by every ``reserve`` (``Budget``, ``AtomicBudget``, ``AtomicTokenBudget``, the LLM
+    clients, the hooks with ``on_denied="terminate"``, the graph executor). The fields describe
+    the one limit that refused, each in that limit's unit (``Decimal`` dollars for ``usd``):
+
+    - ``unit``: ``"usd"``, ``"tokens"``, ``"tool_calls"``...; ``None`` for a unitless counter;
+    - ``key``: the store's limit key (``agent:x/usd/day:2026-12-01``), or the counter's name;
+    - ``principal``, ``window`` (``"day"``) and ``period`` (``"day:2026-12-01"``) when known;
+    - ``cap``, ``spent`` (committed), ``held`` (in flight) and ``requested``;
+    - ``available``: ``cap - spent - held``, never below zero.
+
+    ``reason`` (also ``str(exc)``) says it in words with what to do about it. The message is
+    built here and nowhere else; raise sites pass figures, ``note`` adds context.
     """
 
     def __init__(
         self,
-        reason: str,
         *,
+        unit: str | None,
+        requested: Amount,
+        cap: Amount | None = None,
+        spent: Amount | None = None,
+        held: Amount | None = None,
         key: str | None = None,
-        requested: int | Decimal | None = None,
-        available: int | Decimal | None = None,
-        usage: LimitUsage | None = None,
+        principal: str | None = None,
+        window: str | None = None,
+        period: str | None = None,
+        note: str | None = None,
     ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.key = key
+        self.unit = unit
         self.requested = requested
-        self.available = available
-        self.usage = usage
+        self.cap = cap
+        self.spent = spent
+        self.held = held
+        self.key = key
+        self.principal = principal
+        self.window = window
+        self.period = period
+        self.note = note
+        self.reason = self._describe()
+        super().__init__(self.reason)
+
+    @property
+    def available(self) -> Amount | None:
+        """What the refusing limit could still hold (``cap - spent - held``, at least 0)."""
+        if self.cap is None:
+            return None
+        room = self.cap - (self.spent or 0) - (self.held or 0)
+        if room > 0:
+            return room
+        return Decimal(0) if isinstance(room, Decimal) else 0
+
+    def _describe(self) -> str:
+        show = _money if self.unit == "usd" else _plain
+        who = f"{self.principal}: " if self.principal else (f"{self.key}: " if self.key else "")
+        label = "" if self.unit == "usd" else f" {self.unit or 'units'}"
+        where = ""
+        if self.window == "run":
+            where = " in this run"
+        elif self.period:
+            where = f" in {self.period}"
+        message = f"{who}cannot reserve {show(self.requested)}{label}{where}"
+        if self.cap is not None and self.cap == 0 and not self.spent and not self.held:
+            message += (f": no cap is set for {self.unit or 'it'} (the default cap is 0); "
+                        "set one to allow this")
+        elif self.cap is not None:
+            spent = self.spent or 0
+            held = self.held or 0
+            over = spent + held + self.requested - self.cap
+            message += (f": cap {show(self.cap)}, spent {show(spent)}, held {show(held)} in "
+                        f"flight, available {show(self.available)}, short by {show(over)}. "
+                        "Raise the cap, reserve less")
+            if self.window not in (None, "run"):
+                message += ", or wait for the next period"
+            elif held:
+                message += ", or wait for calls in flight to end"
+        return f"{message} ({self.note})" if self.note else message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (self.__dict__.copy(),))
+
+
+def _rebuild(fields: dict[str, object]) -> BudgetExceeded:
+    exc = BudgetExceeded.__new__(BudgetExceeded)
+    exc.__dict__.update(fields)
+    Exception.__init__(exc, fields.get("reason"))
+    return exc
+
+
+def _plain(amount: Amount | None) -> str:
+    """An amount as people write it: ``1,500``; ``Decimal`` without exponent (``0E-8`` -> 0)."""
+    if amount is None:
+        return "?"
+    if isinstance(amount, Decimal):
+        return "0" if amount == 0 else format(amount, "f")
+    return f"{amount:,}"
+
+
+def _money(amount: Amount | None) -> str:
+    """Dollars: ``$0.02``."""
+    return "$" + _plain(amount)
 
 
 class ReservationError(OutlayError):

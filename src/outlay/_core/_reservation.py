@@ -1,6 +1,8 @@
 """The one primitive: a reservation over one or more limits, all-or-nothing.
 
-``Budget`` reserves against a store; the ``Reservation`` it hands back ends exactly once, by
+``reserve_keys`` is the one store call every reservation makes; ``KeyedBudget`` reserves by
+limit key (administration, tests) and ``Budget`` by unit on top of the same call. The
+``Reservation`` handed back ends exactly once, by
 ``commit(actual)`` (the hold becomes spend, above or below what was held) or ``release()`` (the
 hold comes back). ``async with`` releases on every exit that did not commit, cancellation
 included, shielded from the cancellation. A handle garbage-collected before it ended emits a
@@ -14,7 +16,6 @@ import math
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from decimal import Decimal
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -24,8 +25,7 @@ from ..stores import Admission, LimitUsage, Store, store_from_url
 from . import _log
 from ._amounts import Amount, check_amount
 from ._exceptions import BudgetExceeded, ReservationError
-
-R = TypeVar("R", bound="Reservation")
+from ._limits import UNIT_NAME, parse_limit_key
 
 
 class _Exits(Protocol):
@@ -48,36 +48,53 @@ def check_lease(lease: object) -> float:
     return float(lease)
 
 
-def refusal_reason(admission: Admission) -> str:
-    """Say in words why ``admission`` was refused."""
+def refused(admission: Admission, unit: str | None = None) -> BudgetExceeded:
+    """The ``BudgetExceeded`` for a store's refusal: the refusing limit's figures, and its
+    principal, unit, window and period when the key was made by a ``Budget``."""
     usage = admission.refused
-    if usage is None:
-        return "reservation refused"
-    return (f"limit {usage.key!r} cannot hold {_show(admission.requested)}: cap "
-            f"{_show(usage.cap)}, spent {_show(usage.spent)}, held {_show(usage.held)}, "
-            f"available {_show(usage.available)}")
-
-
-def _show(amount: Amount | None) -> str:
-    """An amount as people write it: no exponent (``0E-8`` -> ``0``, ``1E+1`` -> ``10``)."""
-    if isinstance(amount, Decimal):
-        return "0" if amount == 0 else format(amount, "f")
-    return str(amount)
+    requested = admission.requested if admission.requested is not None else 0
+    if usage is None:  # pragma: no cover - every store names the refusing limit
+        return BudgetExceeded(unit=unit, requested=requested)
+    parsed = parse_limit_key(usage.key)
+    if parsed is None and unit is None:
+        # A key of the keyed primitive: by convention its last segment names the unit.
+        last = usage.key.rpartition("/")[2]
+        unit = last if UNIT_NAME.match(last) else None
+    return BudgetExceeded(
+        unit=parsed.unit if parsed else unit, requested=requested, cap=usage.cap,
+        spent=usage.spent, held=usage.held, key=usage.key,
+        principal=parsed.principal if parsed else None,
+        window=parsed.window if parsed else None, period=parsed.period if parsed else None)
 
 
 class Reservation:
     """Amounts held against one or more limits of a store, until committed or released.
 
-    Ending twice raises ``ReservationError`` and counts nothing twice. A failed ending (the store
-    raised) leaves the reservation open, so it can be retried: endings are idempotent by ``id``.
+    ``amounts`` is what is held by unit (``{"usd": Decimal("0.02"), "tokens": 1500}``) and
+    ``keys`` the same by limit key (every window of every principal in the chain). Ending twice
+    raises ``ReservationError`` and counts nothing twice. A failed ending (the store raised)
+    leaves the reservation open, so it can be retried: endings are idempotent by ``id``.
     """
 
-    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_state", "_store")
+    __slots__ = ("__weakref__", "_amounts", "_ending", "_id", "_keys", "_on_commit", "_state",
+                 "_store", "_units")
 
-    def __init__(self, store: Store, rid: str, amounts: Mapping[str, Amount]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        rid: str,
+        keys: Mapping[str, Amount],
+        units: Mapping[str, str] | None = None,
+        amounts: Mapping[str, Amount] | None = None,
+        on_commit: Callable[[Mapping[str, Amount]], None] | None = None,
+    ) -> None:
         self._store = store
         self._id = rid
-        self._amounts: Mapping[str, Amount] = MappingProxyType(dict(amounts))
+        self._keys: Mapping[str, Amount] = MappingProxyType(dict(keys))
+        # key -> unit; None means every key is its own unit (the keyed primitive).
+        self._units = units
+        self._amounts = self._keys if amounts is None else MappingProxyType(dict(amounts))
+        self._on_commit = on_commit
         self._state: str | None = None
         self._ending = False
 
@@ -88,8 +105,13 @@ class Reservation:
 
     @property
     def amounts(self) -> Mapping[str, Amount]:
-        """What is held, by limit key (read-only)."""
+        """What is held, by unit (read-only)."""
         return self._amounts
+
+    @property
+    def keys(self) -> Mapping[str, Amount]:
+        """What is held, by limit key (read-only)."""
+        return self._keys
 
     @property
     def ended(self) -> bool:
@@ -109,32 +131,46 @@ class Reservation:
             raise ReservationError(f"reservation {self._id} is being ended by another task")
         self._ending = True
 
-    async def commit(self, actual: Mapping[str, Amount] | None = None) -> None:
-        """Turn the hold into spend of ``actual`` (default: what was held).
+    def _by_key(self, actual: Mapping[str, Amount]) -> dict[str, Amount]:
+        by_unit = {u: check_amount(a, f"actual[{u!r}]") for u, a in actual.items()}
+        unknown = sorted(by_unit.keys() - self._amounts.keys())
+        if unknown:
+            raise ValueError(f"actual names units the reservation does not hold: {unknown}")
+        if self._units is None:
+            return by_unit
+        return {key: by_unit[unit] for key, unit in self._units.items() if unit in by_unit}
 
-        ``actual`` may exceed the hold; the overshoot is recorded, never lost. Keys it leaves out
-        settle at the held amount. Runs shielded from cancellation.
+    async def commit(self, actual: Mapping[str, Amount] | None = None) -> None:
+        """Turn the hold into spend of ``actual`` by unit (default: what was held).
+
+        ``actual`` may exceed the hold; the overshoot is recorded, never lost (and the next
+        reservation that does not fit is refused). Units it leaves out settle at the held
+        amount. Raises ``ValueError`` for a unit not held, ``ReservationError`` if already
+        ended. Runs shielded from cancellation.
         """
-        if actual is not None:
-            for key, amount in actual.items():
-                check_amount(amount, f"actual[{key!r}]")
+        by_key = None if actual is None else self._by_key(actual)
         self._begin_ending("committed")
         try:
-            with anyio.CancelScope(shield=True):
-                await self._store.commit(self._id, actual)
+            if self._keys:  # a reservation of uncapped units only holds nothing in the store
+                with anyio.CancelScope(shield=True):
+                    await self._store.commit(self._id, by_key)
         finally:
             self._ending = False
         self._state = "committed"
+        settled = {**self._amounts, **(actual or {})}
+        if self._on_commit is not None:
+            self._on_commit(settled)
         if _log.enabled():
             _log.emit("outlay.reservation.committed", reservation=self._id,
-                      held=dict(self._amounts), actual=dict(actual or self._amounts))
+                      held=dict(self._amounts), actual=settled)
 
     async def release(self) -> None:
         """Give the whole hold back. Runs shielded from cancellation."""
         self._begin_ending("released")
         try:
-            with anyio.CancelScope(shield=True):
-                await self._store.release(self._id)
+            if self._keys:
+                with anyio.CancelScope(shield=True):
+                    await self._store.release(self._id)
         finally:
             self._ending = False
         self._state = "released"
@@ -145,7 +181,8 @@ class Reservation:
     async def extend(self, lease: float) -> None:
         """Renew the lease to ``lease`` seconds from now; ``ReservationError`` if not held."""
         lease = check_lease(lease)
-        if self._state is not None or not await self._store.extend(self._id, lease):
+        if self._state is not None or (self._keys and
+                                       not await self._store.extend(self._id, lease)):
             raise ReservationError(f"reservation {self._id} is not held (ended or lease expired)")
 
     async def __aenter__(self) -> Self:
@@ -161,7 +198,7 @@ class Reservation:
             await self.release()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", "unset") is None:
+        if getattr(self, "_state", "unset") is None and self._keys:
             # Release first: the warning may be turned into an error by a warnings filter.
             with contextlib.suppress(Exception):  # a finaliser must never raise
                 self._store.release_abandoned(self._id)
@@ -174,7 +211,8 @@ class Reservation:
 
 
 class ReserveContext(Generic[H]):
-    """What ``Budget.reserve`` (and ``reserve_tokens``, ``PrincipalBudget.reserve``) returns:
+    """What every ``reserve`` that hands back a reservation returns (``Budget.reserve``,
+    ``reserve_tokens``, ``KeyedBudget.reserve``):
     await it for the reservation, or use ``async with`` to reserve on entry and release on exit
     unless the body committed."""
 
@@ -201,23 +239,40 @@ class ReserveContext(Generic[H]):
             await self._reservation.__aexit__(exc_type, exc, tb)
 
 
-class Budget:
-    """Reservations over named limits in a store (``memory://`` by default).
+async def reserve_keys(
+    store: Store,
+    amounts: Mapping[str, Amount],
+    lease: float,
+    defaults: Mapping[str, Amount] | None = None,
+    expire_at: Mapping[str, float] | None = None,
+) -> tuple[Admission, str]:
+    """The one store call of a reservation: hold checked ``amounts`` (by limit key) under a
+    fresh id. If this task is cancelled or the store fails mid-call, whatever the store may
+    have admitted is released (shielded) before the error propagates."""
+    rid = uuid.uuid4().hex
+    try:
+        admission = await store.reserve(rid, amounts, lease=lease, defaults=defaults,
+                                        expire_at=expire_at)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            # If this fails too, the lease reclaims the hold; the first error is reported.
+            with contextlib.suppress(Exception):
+                await store.release(rid)
+        raise
+    return admission, rid
 
-    Example::
 
-        budget = Budget()                       # or Budget("sqlite:///budgets.db")
-        await budget.set_limit("run/usd", Decimal("5"))
-        await budget.set_limit("run/tokens", 100_000)
-        async with budget.reserve({"run/usd": Decimal("0.02"), "run/tokens": 1500}) as r:
-            usage = await call_the_model()
-            await r.commit({"run/usd": usage.cost, "run/tokens": usage.total_tokens})
+class KeyedBudget:
+    """The keyed primitive under ``Budget``: reservations over limits named by key.
+
+    For administration and tests (``set_limit``, ``usage`` by key) and for code that names
+    store keys itself; agents, hooks, clients and the graph executor take a ``Budget``, which
+    maps units onto keys. Amounts here are by limit key; the ``Reservation`` it hands back has
+    ``amounts == keys`` and commits by key.
     """
 
     def __init__(self, store: Store | str = "memory://", *, lease: float = DEFAULT_LEASE) -> None:
-        self._store = store_from_url(store) if isinstance(store, str) else store
-        if not isinstance(self._store, Store):
-            raise TypeError(f"store must be a Store or a URL, got {type(store).__name__}")
+        self._store = open_store(store)
         self._lease = check_lease(lease)
 
     @property
@@ -227,11 +282,11 @@ class Budget:
 
     async def set_limit(self, key: str, cap: Amount) -> None:
         """Create limit ``key`` with ``cap`` (``int`` units or ``Decimal`` money), or change it."""
-        await self._store.set_limit(_check_key(key), check_amount(cap, "cap"))
+        await self._store.set_limit(check_key(key), check_amount(cap, "cap"))
 
     async def usage(self, key: str) -> LimitUsage:
         """Snapshot one limit: cap, spent, held, available."""
-        return await self._store.usage(_check_key(key))
+        return await self._store.usage(check_key(key))
 
     async def try_reserve(
         self,
@@ -243,12 +298,11 @@ class Budget:
     ) -> Reservation | None:
         """Hold ``amounts`` against every named limit, all or nothing; ``None`` if one lacks room.
 
-        ``defaults`` gives caps for limits to create on first use (period keys, principals);
-        ``expire_at`` says when such a limit's period ends (see ``Store.reserve``).
-        Bad amounts raise ``TypeError``/``ValueError`` and take nothing. If this task is
-        cancelled while the store answers, whatever the store admitted is released (shielded).
+        ``defaults`` gives caps for limits to create on first use; ``expire_at`` says when such
+        a limit's period ends (see ``Store.reserve``). Bad amounts raise ``TypeError`` /
+        ``ValueError`` and take nothing.
         """
-        _, reservation = await self._reserve(amounts, lease, defaults, expire_at, Reservation)
+        reservation, _ = await self._reserve(amounts, lease, defaults, expire_at)
         return reservation
 
     def reserve(
@@ -259,18 +313,13 @@ class Budget:
         defaults: Mapping[str, Amount] | None = None,
         expire_at: Mapping[str, float] | None = None,
     ) -> ReserveContext[Reservation]:
-        """Like ``try_reserve`` but raises ``BudgetExceeded`` when refused.
-
-        ``await budget.reserve(...)`` returns the reservation; ``async with budget.reserve(...)
-        as r`` also releases it on exit unless the body committed it.
-        """
+        """Like ``try_reserve`` but raises ``BudgetExceeded`` when refused (never waits)."""
 
         async def reserve() -> Reservation:
-            admission, reservation = await self._reserve(
-                amounts, lease, defaults, expire_at, Reservation
-            )
+            reservation, refusal = await self._reserve(amounts, lease, defaults, expire_at)
             if reservation is None:
-                raise _exceeded(admission)
+                assert refusal is not None
+                raise refusal
             return reservation
 
         return ReserveContext(reserve)
@@ -281,49 +330,40 @@ class Budget:
         lease: float | None,
         defaults: Mapping[str, Amount] | None,
         expire_at: Mapping[str, float] | None,
-        kind: type[R],
-    ) -> tuple[Admission, R | None]:
+    ) -> tuple[Reservation | None, BudgetExceeded | None]:
         if not isinstance(amounts, Mapping) or not amounts:
             raise TypeError("amounts must be a non-empty mapping of limit key -> amount")
-        checked = {_check_key(k): check_amount(v, f"amount[{k!r}]") for k, v in amounts.items()}
+        checked = {check_key(k): check_amount(v, f"amount[{k!r}]") for k, v in amounts.items()}
         if defaults is not None:
-            defaults = {_check_key(k): check_amount(v, f"defaults[{k!r}]")
+            defaults = {check_key(k): check_amount(v, f"defaults[{k!r}]")
                         for k, v in defaults.items()}
         seconds = self._lease if lease is None else check_lease(lease)
-        rid = uuid.uuid4().hex
-        store = self._store
-        try:
-            admission = await store.reserve(rid, checked, lease=seconds, defaults=defaults,
-                                            expire_at=expire_at)
-        except BaseException:
-            # Cancelled or failed mid-call: the store may have admitted it anyway.
-            with anyio.CancelScope(shield=True):
-                # If this fails too, the lease reclaims the hold; the first error is reported.
-                with contextlib.suppress(Exception):
-                    await store.release(rid)
-            raise
+        admission, rid = await reserve_keys(self._store, checked, seconds, defaults, expire_at)
         if not admission.admitted:
+            refusal = refused(admission)
             if _log.enabled():
-                _log.emit("outlay.reservation.denied", amounts=checked,
-                          reason=refusal_reason(admission))
-            return admission, None
+                _log.emit("outlay.reservation.denied", amounts=checked, key=refusal.key,
+                          reason=refusal.reason)
+            return None, refusal
         if _log.enabled():
             _log.emit("outlay.reservation.reserved", reservation=rid, amounts=checked)
-        return admission, kind(store, rid, checked)
+        return Reservation(self._store, rid, checked), None
 
     async def aclose(self) -> None:
         """Close the store."""
         await self._store.aclose()
 
 
-def _check_key(key: object) -> str:
+def open_store(store: Store | str) -> Store:
+    """``store`` itself, or the store a URL names (``memory://``, ``sqlite:///...``, ...)."""
+    opened = store_from_url(store) if isinstance(store, str) else store
+    if not isinstance(opened, Store):
+        raise TypeError(f"store must be a Store or a URL, got {type(store).__name__}")
+    return opened
+
+
+def check_key(key: object) -> str:
+    """A limit key is a non-empty ``str``."""
     if not isinstance(key, str) or not key:
         raise TypeError(f"limit key must be a non-empty str, got {key!r}")
     return key
-
-
-def _exceeded(admission: Admission) -> BudgetExceeded:
-    usage = admission.refused
-    return BudgetExceeded(refusal_reason(admission), key=usage.key if usage else None,
-                          requested=admission.requested,
-                          available=usage.available if usage else None, usage=usage)

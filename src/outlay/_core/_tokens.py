@@ -19,14 +19,11 @@ _TOKENS = "tokens"
 
 
 class TokenReservation(Reservation):
-    """Tokens held for one model call. End it with ``AtomicTokenBudget.record_usage`` (or
-    ``release``); ``async with`` refunds the estimate on exit unless usage was recorded."""
+    """Tokens held for one model call, on any store. End it with the budget's
+    ``record_usage`` (or ``release``); ``async with`` refunds the estimate on exit unless usage
+    was recorded. ``AtomicTokenBudget`` and ``Budget`` both hand these out."""
 
-    __slots__ = ("_budget",)
-
-    def __init__(self, budget: AtomicTokenBudget, store: MemoryStore, rid: str, estimate: int):
-        super().__init__(store, rid, {_TOKENS: estimate})
-        self._budget = budget
+    __slots__ = ()
 
     @property
     def estimate(self) -> int:
@@ -89,7 +86,7 @@ class AtomicTokenBudget:
                       available=self.available)
         if not admission.admitted:
             return None
-        return TokenReservation(self, self._store, rid, estimate)
+        return TokenReservation(self._store, rid, {_TOKENS: estimate})
 
     async def try_reserve_tokens(self, estimate: int) -> TokenReservation | None:
         """``TokenBudget.try_reserve_tokens``: hold ``estimate`` tokens or return ``None``."""
@@ -104,9 +101,9 @@ class AtomicTokenBudget:
         async def reserve() -> TokenReservation:
             reservation = self.try_reserve_tokens_nowait(estimate)
             if reservation is None:
-                raise BudgetExceeded(
-                    f"cannot hold {estimate} tokens: {self.available} of {self._capacity} "
-                    "available", key=self._name, requested=estimate, available=self.available)
+                usage = self._store.usage_nowait(_TOKENS)
+                raise BudgetExceeded(unit=_TOKENS, requested=estimate, cap=usage.cap,
+                                     spent=usage.spent, held=usage.held, key=self._name)
             return reservation
 
         return ReserveContext(reserve)
@@ -122,7 +119,7 @@ class AtomicTokenBudget:
         completion = check_count(completion, "completion")
         if not isinstance(reservation, TokenReservation):
             raise TypeError(f"expected a TokenReservation, got {type(reservation).__name__}")
-        if reservation._budget is not self:
+        if reservation._store is not self._store:
             raise ReservationError("this reservation belongs to another token budget")
         actual = prompt + completion
         reservation._begin_ending("recorded")

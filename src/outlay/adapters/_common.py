@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._core._tokens import TokenReservation
+from .._core import TokenReservation
 from .._protocols import TokenBudget
 from ..hooks._types import ToolInvocation
 

@@ -16,11 +16,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 import anyio
 
-from .._core import _log
-from .._core._amounts import check_count
-from .._core._exceptions import BudgetExceeded
-from .._core._reservation import Budget, Reservation
-from .._core._tokens import TokenReservation
+from .._core import BudgetExceeded, KeyedBudget, Reservation, TokenReservation, check_count, log
 from .._pricing import PriceTable, TokenPrices, token_cost
 from .._protocols import TokenBudget
 from ..adapters import TokenUsage
@@ -55,7 +51,7 @@ class MoneyLimit:
     Raises ``TypeError`` for a bad ``budget``, ``key`` or ``prices``.
     """
 
-    budget: Budget
+    budget: KeyedBudget
     key: str
     prices: TokenPrices | PriceTable | Mapping[str, TokenPrices]
     lease: float | None = None
@@ -64,8 +60,9 @@ class MoneyLimit:
     _priced: TokenPrices | PriceTable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.budget, Budget):
-            raise TypeError(f"budget must be an outlay.Budget, got {type(self.budget).__name__}")
+        if not isinstance(self.budget, KeyedBudget):
+            raise TypeError(f"budget must be an outlay.KeyedBudget, got "
+                            f"{type(self.budget).__name__}")
         if not isinstance(self.key, str) or not self.key:
             raise TypeError(f"key must be a non-empty str, got {self.key!r}")
         prices = self.prices
@@ -339,17 +336,23 @@ class Limits:
     def _exceeded(self, spec: CallSpec, out: int, what: str) -> BudgetExceeded:
         per_choice = self.min_output_tokens if self.clamp else out
         need = spec.input_estimate + per_choice * spec.choices
-        available = getattr(self.tokens, "available", None) if what == "tokens" else None
-        if _log.enabled():
-            _log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
-                      input_estimate=spec.input_estimate, max_output_tokens=per_choice,
-                      limit=what)
-        return BudgetExceeded(
-            f"{spec.api} call to {spec.model!r} does not fit the {what} budget: it needs "
-            f"~{spec.input_estimate} input tokens + {per_choice * spec.choices} output tokens"
-            + (" (clamped to min_output_tokens)" if self.clamp else ""),
-            key=self.money.key if what == "money" and self.money else None,
-            requested=need, available=available if type(available) is int else None)
+        if log.enabled():
+            log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
+                     input_estimate=spec.input_estimate, max_output_tokens=per_choice,
+                     limit=what)
+        note = (f"{spec.api} call to {spec.model!r}: ~{spec.input_estimate} input tokens + "
+                f"{per_choice * spec.choices} output tokens"
+                + (", clamped to min_output_tokens" if self.clamp else ""))
+        if what == "money" and self.money is not None:
+            cost = self.money.cost(spec.model, input_tokens=spec.input_estimate,
+                                   output_tokens=per_choice * spec.choices)
+            return BudgetExceeded(unit="usd", requested=cost, key=self.money.key, note=note)
+        available = getattr(self.tokens, "available", None)
+        capacity = getattr(self.tokens, "capacity", None)
+        if type(available) is int and type(capacity) is int:
+            return BudgetExceeded(unit="tokens", requested=need, cap=capacity, spent=0,
+                                  held=capacity - available, note=note)
+        return BudgetExceeded(unit="tokens", requested=need, note=note)
 
 
 async def _release(reservation: Reservation | None) -> None:
@@ -429,8 +432,8 @@ class Call:
                     else:
                         assert money is not None
                         await self._money.commit({money.key: cost})
-        if _log.enabled():
-            _log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
+        if log.enabled():
+            log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
                       outcome=outcome, input_estimate=charge.input_estimate,
                       max_output_tokens=charge.max_output_tokens,
                       prompt_tokens=prompt, completion_tokens=completion,
@@ -440,7 +443,7 @@ class Call:
             try:
                 self._limits.on_settle(charge)
             except Exception as exc:  # an observer: logged and skipped
-                _log.warn("outlay.clients.on_settle_failed", error=repr(exc))
+                log.warn("outlay.clients.on_settle_failed", error=repr(exc))
         return charge
 
 

@@ -2,8 +2,8 @@
 
 An account hands out tickets (``take``) and settles them at the actual cost (``settle``):
 
-- ``BudgetAccount`` makes one ``outlay.Budget`` reservation per ticket, over every limit key its
-  units map to (all-or-nothing), and commits it at the actual cost. It works on any store.
+- ``BudgetAccount`` makes one ``outlay.KeyedBudget`` reservation per ticket, over every limit
+  key its units map to (all-or-nothing), and commits it at the actual cost. It works on any store.
 - ``Pool`` is the hold a ``Parallel`` (or ``Fanout``, ``Merge``, ``Let``, ``Map``) took for the
   worst case of all its branches. Stages inside draw from it in process, with no store round
   trip; what they do not use goes back when the node settles its own ticket. A draw that does
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._core._amounts import Amount
-from .._core._reservation import Budget, Reservation
+from .._core import Amount, KeyedBudget, Reservation
 from ._cost import Cost, zero_of
 
 
@@ -50,11 +49,11 @@ class Account:
 
 
 class BudgetAccount(Account):
-    """Charges reserved directly from a ``Budget``; ``limits`` maps each unit to limit keys."""
+    """Charges reserved directly from a ``KeyedBudget``; ``limits`` maps each unit to limit keys."""
 
     __slots__ = ("_budget", "_limits")
 
-    def __init__(self, budget: Budget, limits: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(self, budget: KeyedBudget, limits: Mapping[str, tuple[str, ...]]) -> None:
         self._budget = budget
         self._limits = limits
 

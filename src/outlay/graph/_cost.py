@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .._core._amounts import Amount, check_amount, check_count
+from .._core import Amount, check_amount, check_count
 
 
 class Cost(Mapping[str, Amount]):

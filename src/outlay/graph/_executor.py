@@ -1,4 +1,4 @@
-"""Run compositions under anyio, optionally charging declared stage costs to a ``Budget``.
+"""Run compositions under anyio, optionally charging declared stage costs to a ``KeyedBudget``.
 
 ``prepare`` compiles a composition into a tree of small runners once: every stage id is looked
 up, every worst case computed, so a malformed composition is refused before anything runs or is
@@ -18,8 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._core._exceptions import BudgetExceeded, CompositionError, ConfigurationError
-from .._core._reservation import Budget
+from .._core import BudgetExceeded, CompositionError, ConfigurationError, KeyedBudget
 from ._accounts import Account, BudgetAccount, Pool, Ticket
 from ._cost import FREE, Cost, Reported
 from ._nodes import (
@@ -577,7 +576,7 @@ class BudgetedExecutor(Executor):
 
     ``limits`` maps each cost unit to the limit key (or keys: run, session, tenant...) it is
     charged to; by default a unit is charged to the limit of the same name. Charges are
-    ``Budget`` reservations, so they work on every store:
+    ``KeyedBudget`` reservations, so they work on every store:
 
     - a stage is charged before it runs; if it does not fit, ``BudgetExceeded`` is raised and
       the stage never runs. It is settled at its declared cost, or at the ``Reported`` actual.
@@ -593,13 +592,13 @@ class BudgetedExecutor(Executor):
     def __init__(
         self,
         registry: StageRegistry,
-        budget: Budget,
+        budget: KeyedBudget,
         *,
         limits: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         super().__init__(registry)
-        if not isinstance(budget, Budget):
-            raise TypeError(f"budget must be an outlay.Budget, got {type(budget).__name__}")
+        if not isinstance(budget, KeyedBudget):
+            raise TypeError(f"budget must be an outlay.KeyedBudget, got {type(budget).__name__}")
         self.budget = budget
         self._limits: dict[str, tuple[str, ...]] | None = None
         if limits is not None:

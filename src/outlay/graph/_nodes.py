@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
-from .._core._exceptions import CompositionError
+from .._core import CompositionError
 
 _Name = Annotated[str, Field(min_length=1)]
 

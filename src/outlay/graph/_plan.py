@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from .._core._exceptions import CompositionError
+from .._core import CompositionError
 from ._cost import FREE, Cost
 from ._nodes import (
     NODE_TYPES,

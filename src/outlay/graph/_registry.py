@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .._core._exceptions import CompositionError
+from .._core import CompositionError
 from ._cost import FREE, Cost
 
 F = TypeVar("F", bound=Callable[..., Any])

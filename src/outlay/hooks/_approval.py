@@ -17,9 +17,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import anyio
 import anyio.lowlevel
 
-from .._core import _log
-from .._core._amounts import Amount, check_amount
-from .._core._exceptions import ApprovalNotPending
+from .._core import Amount, ApprovalNotPending, check_amount, log
 from ._types import (
     CONTINUE,
     Continue,
@@ -231,7 +229,7 @@ class ApprovalQueue:
         except BaseException:
             decision = entry.decision
             if decision is not None:
-                _log.warn("outlay.approval.decision_dropped", request_id=request.request_id,
+                log.warn("outlay.approval.decision_dropped", request_id=request.request_id,
                           call_id=request.invocation.call_id, tool=request.invocation.tool_name,
                           approved=decision.approved, who=decision.who)
             raise
@@ -373,13 +371,13 @@ class ApprovalHook(ToolDispatchHook):
             seconds=self._timeout)
         request = ApprovalRequest(uuid.uuid4().hex, invocation, cost, self._threshold,
                                   requested_at, expires_at)
-        logging = _log.enabled()  # build event fields only for a configured structlog
+        logging = log.enabled()  # build event fields only for a configured structlog
         fields: dict[str, Any] = {}
         if logging:
             fields = {"request_id": request.request_id, "call_id": invocation.call_id,
                       "tool": invocation.tool_name, "principal": invocation.principal,
                       "cost": _text(cost), "threshold": _text(self._threshold)}
-            _log.emit("outlay.approval.requested", **fields,
+            log.emit("outlay.approval.requested", **fields,
                       expires_at=None if expires_at is None else expires_at.isoformat())
         decision: ApprovalDecision | None = None
         try:
@@ -387,11 +385,11 @@ class ApprovalHook(ToolDispatchHook):
                 decision = await self._approver.request_approval(request)
         except anyio.get_cancelled_exc_class():
             if logging:
-                _log.emit("outlay.approval.cancelled", **fields)
+                log.emit("outlay.approval.cancelled", **fields)
             raise
         except Exception as exc:
             if logging:
-                _log.warn("outlay.approval.failed", **fields, error_type=type(exc).__name__)
+                log.warn("outlay.approval.failed", **fields, error_type=type(exc).__name__)
             raise
         timed_out = decision is None
         if decision is None:
@@ -411,7 +409,7 @@ class ApprovalHook(ToolDispatchHook):
             with anyio.CancelScope(shield=True):
                 await self._audit.record(record)
         if logging:
-            _log.emit("outlay.approval.approved" if record.approved else "outlay.approval.rejected",
+            log.emit("outlay.approval.approved" if record.approved else "outlay.approval.rejected",
                       **fields, who=record.who, why=record.why,
                       decided_at=decided_at.isoformat(), timed_out=timed_out)
         if record.approved:

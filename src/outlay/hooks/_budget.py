@@ -7,10 +7,15 @@ from typing import Any, Literal
 
 import anyio
 
-from .._core._amounts import Amount, check_count
-from .._core._atomic import AtomicBudget
-from .._core._exceptions import BudgetExceeded, DispatchTerminated
-from .._core._reservation import Budget, Reservation
+from .._core import (
+    Amount,
+    AtomicBudget,
+    BudgetExceeded,
+    DispatchTerminated,
+    KeyedBudget,
+    Reservation,
+    check_count,
+)
 from .._protocols import BudgetGuard
 from ._types import (
     Continue,
@@ -24,7 +29,7 @@ from ._types import (
 
 Cost = int | Mapping[str, Amount]
 """What one invocation costs: ``int`` units on a ``BudgetGuard``, limit key -> amount on a
-``Budget``."""
+``KeyedBudget``."""
 
 CostFunction = Callable[[ToolInvocation], Cost]
 BudgetMode = Literal["release", "commit"]
@@ -35,18 +40,18 @@ class DispatchBudgetHook(ToolDispatchHook):
     """Reserve ``cost`` before each invocation; end exactly that hold after it.
 
     ``guard`` is a ``BudgetGuard`` (``AtomicBudget`` or your own; ``cost`` in ``int`` units) or
-    a ``Budget`` (``cost`` a mapping of limit key -> amount, reserved all-or-nothing). ``cost``
+    a ``KeyedBudget`` (``cost`` a mapping of limit key -> amount, reserved all-or-nothing). ``cost``
     is a constant or a function of the invocation, evaluated in ``before``; a bad value raises
     ``TypeError`` / ``ValueError`` there and takes nothing.
 
     ``mode="release"`` gives every hold back when the call ends: the guard caps the cost *in
     flight*. ``mode="commit"`` keeps the hold of every call that completed (a ``BudgetGuard``
-    is simply not released; a ``Budget`` reservation is committed): the guard caps *cumulative*
+    is simply not released; a ``KeyedBudget`` reservation is committed): the guard caps *cumulative*
     spend. Skipped calls, terminated or cancelled dispatches, and failed calls are released in
     both modes, except that ``charge_failures=True`` (commit mode) also charges a call that
     raised or returned an error result - a later hook's exception counts as such a failure.
 
-    ``defaults`` (``Budget`` only; a mapping or a function of the invocation) gives caps for
+    ``defaults`` (``KeyedBudget`` only; a mapping or a function of the invocation) gives caps for
     limits created on first use, e.g. one per principal:
     ``cost=lambda inv: {f"user:{inv.principal}/calls": 1}, defaults=lambda inv:
     {f"user:{inv.principal}/calls": 50}``. Without it an unknown key raises ``UnknownLimit``
@@ -61,7 +66,7 @@ class DispatchBudgetHook(ToolDispatchHook):
 
     def __init__(
         self,
-        guard: BudgetGuard | Budget,
+        guard: BudgetGuard | KeyedBudget,
         cost: Cost | CostFunction,
         *,
         mode: BudgetMode = "release",
@@ -77,12 +82,13 @@ class DispatchBudgetHook(ToolDispatchHook):
             raise ValueError(f"on_denied must be 'skip' or 'terminate', got {on_denied!r}")
         if charge_failures and mode != "commit":
             raise ValueError("charge_failures=True needs mode='commit'")
-        self._budget: Budget | None = guard if isinstance(guard, Budget) else None
+        self._budget: KeyedBudget | None = guard if isinstance(guard, KeyedBudget) else None
         if self._budget is None and not isinstance(guard, BudgetGuard):
-            raise TypeError(f"guard must be a BudgetGuard or a Budget, got {type(guard).__name__}")
-        self._guard: BudgetGuard | None = None if isinstance(guard, Budget) else guard
+            raise TypeError(f"guard must be a BudgetGuard or a KeyedBudget, got "
+                            f"{type(guard).__name__}")
+        self._guard: BudgetGuard | None = None if isinstance(guard, KeyedBudget) else guard
         if defaults is not None and self._budget is None:
-            raise TypeError("defaults needs a Budget guard")
+            raise TypeError("defaults needs a KeyedBudget guard")
         self._defaults = defaults
         self._atomic: AtomicBudget | None = guard if isinstance(guard, AtomicBudget) else None
         self._cost_fn: CostFunction | None = None
@@ -91,7 +97,7 @@ class DispatchBudgetHook(ToolDispatchHook):
             self._cost_fn = cost
         elif self._budget is not None:
             if not isinstance(cost, Mapping) or not cost:
-                raise TypeError("a Budget needs cost as a non-empty mapping of limit key -> "
+                raise TypeError("a KeyedBudget needs cost as a non-empty mapping of limit key -> "
                                 "amount (or a function returning one)")
             self._cost = dict(cost)
         else:
@@ -106,7 +112,7 @@ class DispatchBudgetHook(ToolDispatchHook):
         cost = self._cost if self._cost_fn is None else self._cost_fn(invocation)
         if self._budget is not None:
             if not isinstance(cost, Mapping):
-                raise TypeError(f"cost for a Budget must be a mapping, got {cost!r}")
+                raise TypeError(f"cost for a KeyedBudget must be a mapping, got {cost!r}")
             defaults = self._defaults
             if callable(defaults):
                 defaults = defaults(invocation)

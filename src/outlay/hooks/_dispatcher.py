@@ -14,8 +14,7 @@ from typing import Any, Literal, NoReturn
 
 import anyio
 
-from .._core import _log
-from .._core._exceptions import DispatchTerminated, InvalidToolArguments, ToolCallError, UnknownTool
+from .._core import DispatchTerminated, InvalidToolArguments, ToolCallError, UnknownTool, log
 from ._types import (
     Continue,
     Skip,
@@ -270,7 +269,7 @@ class ToolDispatcher:
             # runs every task to its first checkpoint, so the others unwound themselves.
             await _unwind_pending(calls, failures[0])
             for extra in failures[1:]:
-                _log.warn("outlay.hooks.batch_error", error_type=type(extra).__name__,
+                log.warn("outlay.hooks.batch_error", error_type=type(extra).__name__,
                           error=str(extra))
             raise failures[0]
         return [r for r in results if r is not None]
@@ -348,8 +347,8 @@ class ToolDispatcher:
         else:
             error = InvalidToolArguments(_argument_problem(tool, invocation),
                                          invocation=invocation)
-        if _log.enabled():
-            _log.emit("outlay.hooks.invalid_call", call_id=invocation.call_id,
+        if log.enabled():
+            log.emit("outlay.hooks.invalid_call", call_id=invocation.call_id,
                       tool=invocation.tool_name, reason=error.reason)
         if self._errors == "raise":
             raise error
@@ -407,8 +406,8 @@ def _refuse_whole_batch(calls: list[_Call]) -> None:
         if call.result is None:
             call.result = ToolInvocationResult(call.invocation, f"not run: {reason}", True,
                                                reason, is_error=True)
-    if _log.enabled():
-        _log.emit("outlay.hooks.batch_refused", calls=len(calls),
+    if log.enabled():
+        log.emit("outlay.hooks.batch_refused", calls=len(calls),
                   call_id=refused.invocation.call_id, reason=reason)
 
 
@@ -480,6 +479,6 @@ def _stop(hook: _Hook, action: object, invocation: ToolInvocation) -> Skip:
 
 def _hook_failed(hook: _Hook, invocation: ToolInvocation, method: str,
                  exc: BaseException) -> None:
-    _log.warn("outlay.hooks.hook_failed", hook=type(hook.hook).__name__, method=method,
+    log.warn("outlay.hooks.hook_failed", hook=type(hook.hook).__name__, method=method,
               call_id=invocation.call_id, tool=invocation.tool_name,
               error_type=type(exc).__name__, error=str(exc))

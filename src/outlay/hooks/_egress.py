@@ -19,8 +19,7 @@ from typing import Any, Literal, NoReturn, overload
 
 import anyio
 
-from .._core import _log
-from .._core._exceptions import DispatchTerminated, MissingSecret, SecretLeak
+from .._core import DispatchTerminated, MissingSecret, SecretLeak, log
 from ._types import (
     CONTINUE,
     Continue,
@@ -223,7 +222,7 @@ class EgressAuditHook(ToolDispatchHook):
         endpoint = egress.endpoint(invocation) if callable(egress.endpoint) else egress.endpoint
         missing = [env for env in egress.envs if not self._environ.get(env)]
         if missing:
-            _log.emit("outlay.egress.refused", **_fields(invocation, endpoint, egress),
+            log.emit("outlay.egress.refused", **_fields(invocation, endpoint, egress),
                       missing=missing)
             return refuse(invocation, f"secret {', '.join(missing)} is not set",
                           terminate=self._terminate)
@@ -235,9 +234,9 @@ class EgressAuditHook(ToolDispatchHook):
         """Log ``outlay.egress.sent`` if the tool ran."""
         if state is None or result.skipped:
             return
-        if _log.enabled():
+        if log.enabled():
             egress = self._tools[invocation.tool_name]
-            _log.emit("outlay.egress.sent", **_fields(invocation, state, egress),
+            log.emit("outlay.egress.sent", **_fields(invocation, state, egress),
                       is_error=result.is_error)
 
     async def on_invocation_error(
@@ -248,7 +247,7 @@ class EgressAuditHook(ToolDispatchHook):
             return
         egress = self._tools[invocation.tool_name]
         cancelled = isinstance(error, anyio.get_cancelled_exc_class())
-        _log.emit("outlay.egress.failed", **_fields(invocation, state, egress),
+        log.emit("outlay.egress.failed", **_fields(invocation, state, egress),
                   error_type=type(error).__name__,
                   terminated=isinstance(error, DispatchTerminated), cancelled=cancelled)
 
@@ -276,7 +275,7 @@ def _leak(exc: BaseException, secrets: Mapping[str, Secret]
 
 
 def _raise_leak(egress: _Egress, error_type: str, envs: tuple[str, ...]) -> NoReturn:
-    _log.warn("outlay.egress.secret_redacted", tool=egress.tool, secrets=list(envs),
+    log.warn("outlay.egress.secret_redacted", tool=egress.tool, secrets=list(envs),
               where="exception", error_type=error_type)
     # Raised outside the ``except`` block that caught the original: no __context__ either.
     raise SecretLeak(egress.tool, error_type, envs)
@@ -291,6 +290,6 @@ def _redact(egress: _Egress, output: Any, secrets: Mapping[str, Secret]) -> Any:
             output = output.replace(secret.reveal(), REDACTED)
             envs.append(secret.env)
     if envs:
-        _log.warn("outlay.egress.secret_redacted", tool=egress.tool, secrets=envs,
+        log.warn("outlay.egress.secret_redacted", tool=egress.tool, secrets=envs,
                   where="result")
     return output

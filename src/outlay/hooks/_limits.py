@@ -7,9 +7,7 @@ from typing import Any, Literal
 
 import anyio
 
-from .._core._amounts import check_count
-from .._core._atomic import AtomicBudget
-from .._core._exceptions import DispatchTerminated
+from .._core import AtomicBudget, DispatchTerminated, check_count
 from ._types import (
     Continue,
     Skip,

@@ -7,8 +7,7 @@ from typing import Any
 
 import anyio
 
-from .._core import _log
-from .._core._exceptions import DispatchTerminated
+from .._core import DispatchTerminated, log
 from ._types import CONTINUE, Continue, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 
@@ -33,7 +32,7 @@ class DispatchLoggingHook(ToolDispatchHook):
 
     async def before_invocation(self, invocation: ToolInvocation) -> Continue:
         """Emit ``outlay.hooks.started``; carry the start time to this call's end."""
-        if self._logger is None and not _log.enabled():
+        if self._logger is None and not log.enabled():
             return CONTINUE  # nobody listens: cost nothing (and emit no end event either)
         if self._include_arguments:
             self._emit("outlay.hooks.started", invocation, arguments=dict(invocation.arguments))
@@ -83,8 +82,8 @@ class DispatchLoggingHook(ToolDispatchHook):
             if logger is not None:
                 (logger.warning if warning else logger.info)(event, **fields)
             elif warning:
-                _log.warn(event, **fields)
+                log.warn(event, **fields)
             else:
-                _log.emit(event, **fields)
+                log.emit(event, **fields)
         except Exception:  # an observer never breaks the dispatch
             return

@@ -8,9 +8,7 @@ from typing import Any
 
 import anyio
 
-from .._core._amounts import check_count
-from .._core._exceptions import BudgetExceeded
-from .._core._tokens import TokenReservation
+from .._core import BudgetExceeded, TokenReservation, check_count
 from .._protocols import TokenBudget
 from ..hooks._dispatcher import ToolDispatcher
 from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
@@ -79,10 +77,12 @@ async def hold_tokens(budget: TokenBudget, estimate: int, what: str) -> TokenRes
     reservation = await budget.try_reserve_tokens(estimate)
     if reservation is None:
         available = getattr(budget, "available", None)
-        left = f" ({available} available)" if isinstance(available, int) else ""
-        raise BudgetExceeded(f"token budget cannot hold {estimate} tokens for {what}{left}",
-                             key=getattr(budget, "_name", None), requested=estimate,
-                             available=available if isinstance(available, int) else None)
+        capacity = getattr(budget, "capacity", None)
+        if type(available) is int and type(capacity) is int:
+            raise BudgetExceeded(unit="tokens", requested=estimate, cap=capacity, spent=0,
+                                 held=capacity - available, key=getattr(budget, "_name", None),
+                                 note=what)
+        raise BudgetExceeded(unit="tokens", requested=estimate, note=what)
     return reservation
 
 

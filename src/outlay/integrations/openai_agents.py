@@ -36,8 +36,7 @@ from agents.tool import FunctionTool, Tool
 from agents.tool_context import ToolContext
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from .._core._exceptions import DispatchTerminated
-from .._core._tokens import TokenReservation
+from .._core import DispatchTerminated, TokenReservation
 from .._protocols import TokenBudget
 from ..clients._core import estimate_prompt_tokens
 from ..hooks._types import ToolDispatchHook, ToolInvocation

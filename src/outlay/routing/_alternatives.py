@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .._core._exceptions import ConfigurationError
+from .._core import ConfigurationError
 from ._model import Work
 from ._router import RouteChoice, Router
 

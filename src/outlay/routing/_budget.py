@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._principals import PrincipalBudget, parse_limit_key
+from .._core import Budget, parse_limit_key
 
 __all__ = ("RemainingBudget", "RouteBudget", "read_remaining")
 
-RouteBudget = PrincipalBudget
+RouteBudget = Budget
 """The by-unit budget object the router charges (``reserve``/``try_reserve({unit: amount})``,
 ``usage()``, ``chain()``)."""
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from .._core._amounts import check_count
-from .._core._exceptions import ConfigurationError
-from .._core._money import CostRates, check_money, check_quantity
+from .._core import ConfigurationError, CostRates, check_count, check_money, check_quantity
 from .._pricing import PriceTable, TokenPrices
 
 if TYPE_CHECKING:

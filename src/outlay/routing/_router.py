@@ -9,9 +9,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from .._core import _log
-from .._core._exceptions import BudgetExceeded, ConfigurationError, NoRoute
-from .._core._money import check_money
+from .._core import BudgetExceeded, ConfigurationError, NoRoute, check_money, log
 from ._budget import RemainingBudget, RouteBudget, read_remaining
 from ._decision import RouteDecision
 from ._model import Backend, Ladder, Work
@@ -166,9 +164,9 @@ class Router:
                           order=self._order, budgets=budgets, failed=failed,
                           ladder=self._ladder, remaining=remaining, unit=self._unit)
         if decision.chosen is None:
-            _log.warn("outlay.route.none", **decision.fields())
+            log.warn("outlay.route.none", **decision.fields())
             raise NoRoute(decision)
-        _log.emit("outlay.route.chosen", **decision.fields())
+        log.emit("outlay.route.chosen", **decision.fields())
         return decision
 
     async def run(
@@ -225,7 +223,7 @@ class Router:
                     failed[backend.name] = f"failed with {type(exc).__name__}; fell back"
                 else:
                     raise
-                _log.warn("outlay.route.fallback", work=work.describe(), candidate=backend.name,
+                log.warn("outlay.route.fallback", work=work.describe(), candidate=backend.name,
                           error_type=type(exc).__name__)
                 last = exc
                 continue

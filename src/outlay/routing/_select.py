@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Literal
 
-from .._core._exceptions import InfeasibleWork, UnknownModelPrice
-from .._core._money import accelerator_refusal, estimate_cost
+from .._core import InfeasibleWork, UnknownModelPrice, accelerator_refusal, estimate_cost
 from .._pricing import TokenPrices, token_cost
 from ._budget import RemainingBudget
 from ._decision import RouteDecision, RouteVerdict

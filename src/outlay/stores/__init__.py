@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .._core._exceptions import ConfigurationError
+from .._core import ConfigurationError
 from ._base import Admission, LimitUsage, Store
 from ._memory import MemoryStore
 

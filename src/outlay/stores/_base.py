@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount
+from .._core import Amount
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .._core._amounts import Amount, check_amount, check_unit
-from .._core._exceptions import ReservationError, UnknownLimit
+from .._core import Amount, ReservationError, UnknownLimit, check_amount, check_unit
 from ._base import Admission, LimitUsage, Store
 
 #: How many ended reservation ids are remembered for idempotent retries.

@@ -43,14 +43,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._core import _log
-from .._core._amounts import Amount, check_amount
-from .._core._exceptions import (
+from .._core import (
+    Amount,
     ConfigurationError,
     ReservationError,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
+    check_amount,
+    log,
 )
 from ._base import Admission, LimitUsage, Store
 
@@ -308,7 +309,7 @@ class RedisStore(Store):
             raise _map_error(exc) from exc
 
     def _failed_open(self, operation: str, exc: StoreError, **fields: Any) -> None:
-        _log.warn("outlay.store.failed_open", store="redis", operation=operation,
+        log.warn("outlay.store.failed_open", store="redis", operation=operation,
                   error=str(exc), error_type=type(exc).__name__, **fields)
 
     def _raise_code(self, reply: Sequence[Any], amounts: Mapping[str, Amount]) -> None:
@@ -577,7 +578,7 @@ class RedisStore(Store):
         try:
             await self.release(rid)
         except Exception as exc:  # the lease reclaims the hold
-            _log.warn("outlay.store.abandoned_release_failed", store="redis", reservation=rid,
+            log.warn("outlay.store.abandoned_release_failed", store="redis", reservation=rid,
                       error=str(exc))
 
     async def aclose(self) -> None:

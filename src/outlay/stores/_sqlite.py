@@ -52,13 +52,15 @@ from urllib.parse import unquote
 import anyio
 import anyio.lowlevel
 
-from .._core._amounts import Amount, check_amount, check_unit
-from .._core._exceptions import (
+from .._core import (
+    Amount,
     ConfigurationError,
     ReservationError,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
+    check_amount,
+    check_unit,
 )
 from ._base import Admission, LimitUsage, Store
 
