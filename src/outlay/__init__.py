@@ -92,6 +92,7 @@ from .routing import Ladder as Ladder
 from .routing import RemainingBudget as RemainingBudget
 from .routing import RouteChoice as RouteChoice
 from .routing import Routed as Routed
+from .routing import RoutedClient as RoutedClient
 from .routing import RouteDecision as RouteDecision
 from .routing import Router as Router
 from .routing import RouteVerdict as RouteVerdict
@@ -160,6 +161,7 @@ __all__ = (
     "RouteDecision",
     "RouteVerdict",
     "Routed",
+    "RoutedClient",
     "Router",
     "Secret",
     "SecretLeak",

@@ -10,6 +10,7 @@ against the budget charged for it); ``Router`` reads the budgets, holds, runs an
 from ._alternatives import alternatives as alternatives
 from ._budget import RemainingBudget as RemainingBudget
 from ._budget import read_remaining as read_remaining
+from ._client import RoutedClient as RoutedClient
 from ._decision import RouteDecision as RouteDecision
 from ._decision import RouteVerdict as RouteVerdict
 from ._model import Accelerator as Accelerator
@@ -33,6 +34,7 @@ __all__ = (
     "RouteDecision",
     "RouteVerdict",
     "Routed",
+    "RoutedClient",
     "Router",
     "Work",
     "alternatives",

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .._core import ConfigurationError, CostRates, check_count, check_money, check_quantity
-from .._pricing import PriceTable, TokenPrices
+from .._pricing import PriceTable, TokenPrices, token_cost
 
 if TYPE_CHECKING:
     from ._budget import RouteBudget
@@ -123,6 +123,20 @@ class Backend:
     def model_name(self) -> str:
         """The model id sent to the provider: ``model``, else ``name``."""
         return self.model or self.name
+
+    def token_cost(self, *, input_tokens: int, output_tokens: int,
+                   cached_input_tokens: int = 0) -> Decimal:
+        """Exact price of ``input_tokens`` + ``output_tokens`` on this backend's token prices
+        (``0`` when it has none). Raises ``UnknownModelPrice`` when a ``PriceTable`` does not
+        know ``model_name``, ``TypeError``/``ValueError`` for bad counts."""
+        if self.prices is None:
+            return Decimal(0)
+        if isinstance(self.prices, TokenPrices):
+            return token_cost(self.prices, input_tokens=input_tokens, output_tokens=output_tokens,
+                              cached_input_tokens=cached_input_tokens)
+        return self.prices.cost(self.model_name, input_tokens=input_tokens,
+                                output_tokens=output_tokens,
+                                cached_input_tokens=cached_input_tokens)
 
     def free_accelerator_memory(self) -> list[Decimal]:
         """The memory of each free accelerator, what ``accelerator_refusal`` is asked about."""

@@ -176,6 +176,7 @@ class Router:
         *,
         allow_sdk: bool | None = None,
         hold: bool = True,
+        fallback_on: tuple[type[BaseException], ...] | None = None,
     ) -> Routed[T]:
         """Decide, then ``await call(choice)`` on the chosen backend; on an exception in
         ``fallback_on`` (or ``BudgetExceeded``) decide again without it, re-reading every
@@ -185,8 +186,10 @@ class Router:
         before the call (a refused hold is a fallback too), committed at ``choice.actual``
         after it, and released if the call fails or is cancelled. ``hold=False`` only checks:
         use it when ``call`` reserves on its own (a budgeted client). A free candidate holds
-        nothing and is never refused for money.
+        nothing and is never refused for money. ``fallback_on`` replaces the router's for this
+        call (an integration names its framework's provider errors).
         """
+        retry_on = self._fallback_on if fallback_on is None else fallback_on
         failed: dict[str, str] = {}
         decisions: list[RouteDecision] = []
         last: BaseException | None = None
@@ -219,7 +222,7 @@ class Router:
                     raise
                 if isinstance(exc, BudgetExceeded):
                     failed[backend.name] = f"its budget refused the call: {exc.reason}"
-                elif isinstance(exc, self._fallback_on):
+                elif isinstance(exc, retry_on):
                     failed[backend.name] = f"failed with {type(exc).__name__}; fell back"
                 else:
                     raise

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Literal
 
 from .._core import InfeasibleWork, UnknownModelPrice, accelerator_refusal, estimate_cost
-from .._pricing import TokenPrices, token_cost
 from ._budget import RemainingBudget
 from ._decision import RouteDecision, RouteVerdict
 from ._model import Backend, BackendKind, Ladder, Work
@@ -62,12 +61,8 @@ def worst_case_cost(backend: Backend, work: Work) -> Decimal:
         if not (work.input_tokens or work.max_output_tokens):
             raise InfeasibleWork("billed by tokens, and the work declares no input_tokens or "
                                  "max_output_tokens")
-        if isinstance(backend.prices, TokenPrices):
-            total += token_cost(backend.prices, input_tokens=work.input_tokens,
-                                output_tokens=work.max_output_tokens)
-        else:
-            total += backend.prices.cost(backend.model_name, input_tokens=work.input_tokens,
-                                         output_tokens=work.max_output_tokens)
+        total += backend.token_cost(input_tokens=work.input_tokens,
+                                    output_tokens=work.max_output_tokens)
     return total
 
 
