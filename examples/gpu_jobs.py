@@ -17,6 +17,7 @@ import dataclasses
 from decimal import Decimal
 
 import anyio
+import anyio.lowlevel
 
 from outlay import (
     Accelerator,
@@ -49,7 +50,7 @@ MANAGED = Backend("managed-sdk", BackendKind.SDK, tools={"finetune"},
 
 async def finetune(choice: RouteChoice, work: Work) -> str:
     """Stands in for launching the job; reports what it really cost (it finished early)."""
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     if choice.backend.rates is not None and work.max_runtime_s is not None:
         ran = Decimal(work.max_runtime_s) * Decimal("0.6")
         choice.report(estimate_cost(choice.backend.rates, max_runtime_s=ran, vcpus=work.vcpus,

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -57,7 +58,7 @@ def scripted(name: str) -> FunctionModel:
     """A model that answers with a canned text and reports 900 input / 250 output tokens."""
 
     async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        await anyio.sleep(0)  # stands in for the HTTP call
+        await anyio.lowlevel.checkpoint()  # stands in for the HTTP call
         question = str(getattr(messages[-1].parts[-1], "content", "?"))
         return ModelResponse(parts=[TextPart(f"[{name}] answer to: {question}")],
                              model_name=name,
