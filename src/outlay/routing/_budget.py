@@ -7,11 +7,16 @@ from decimal import Decimal
 
 from .._core import Budget, parse_limit_key
 
-__all__ = ("RemainingBudget", "RouteBudget", "read_remaining")
+__all__ = ("RemainingBudget", "RouteBudget", "plain", "read_remaining")
 
 RouteBudget = Budget
 """The by-unit budget object the router charges (``reserve``/``try_reserve({unit: amount})``,
 ``usage()``, ``chain()``)."""
+
+
+def plain(amount: Decimal) -> str:
+    """An amount for a reason or a table: ``Decimal("2.3212800")`` -> ``"2.32128"``."""
+    return format(amount.normalize(), "f") if amount else "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,7 @@ class RemainingBudget:
         if self.key is None:
             return f"no {self.unit} cap is set (the default cap is 0)"
         percent = (self.fraction * 100).quantize(Decimal(1))
-        return f"{self.left} {self.unit} left ({percent}% of the tightest cap, {self.key})"
+        return f"{plain(self.left)} {self.unit} left ({percent}% of the tightest cap, {self.key})"
 
 
 async def read_remaining(budget: RouteBudget, unit: str) -> RemainingBudget:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from ._budget import RemainingBudget
+from ._budget import RemainingBudget, plain
 from ._model import Backend, Work
 
 __all__ = ("RouteDecision", "RouteVerdict")
@@ -91,15 +91,10 @@ class RouteDecision:
         for v in self.verdicts:
             verdict = v.status if v.status != "refused" else f"refused: {v.reason}"
             rows.append((v.backend.name, str(v.backend.kind), v.backend.node or "-",
-                         "-" if v.cost is None else _plain(v.cost), verdict))
+                         "-" if v.cost is None else plain(v.cost), verdict))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [head]
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             lines.append("  " + "  ".join([*cells, row[4]]))
         return "\n".join(lines)
-
-
-def _plain(amount: Decimal) -> str:
-    """``Decimal("2.3212800")`` -> ``"2.32128"``; no exponent, no trailing zeros."""
-    return format(amount.normalize(), "f") if amount else "0"

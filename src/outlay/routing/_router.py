@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 import anyio
 
 from .._core import BudgetExceeded, ConfigurationError, NoRoute, check_money, log
-from ._budget import RemainingBudget, RouteBudget, read_remaining
+from ._budget import RemainingBudget, RouteBudget, plain, read_remaining
 from ._decision import RouteDecision
 from ._model import Backend, Ladder, Work
 from ._select import Order, select_backend
@@ -209,7 +209,7 @@ class Router:
             if hold and estimate and budget is not None:
                 reservation = await budget.try_reserve({self._unit: estimate})
                 if reservation is None:
-                    failed[backend.name] = (f"its budget refused the hold of {estimate} "
+                    failed[backend.name] = (f"its budget refused the hold of {plain(estimate)} "
                                             f"{self._unit} (spent meanwhile)")
                     continue
             choice = RouteChoice(backend, estimate, decision)

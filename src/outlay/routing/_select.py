@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Literal
 
 from .._core import InfeasibleWork, UnknownModelPrice, accelerator_refusal, estimate_cost
-from ._budget import RemainingBudget
+from ._budget import RemainingBudget, plain
 from ._decision import RouteDecision, RouteVerdict
 from ._model import Backend, BackendKind, Ladder, Work
 
@@ -120,11 +120,11 @@ def select_backend(
                 reason = str(exc)
         if reason is None and cost:
             if left is None:
-                reason = (f"worst case {cost} {unit} and no budget is charged for "
+                reason = (f"worst case {plain(cost)} {unit} and no budget is charged for "
                           "it (paid work needs a budget)")
             elif cost > left.left:
-                reason = (f"worst case {cost} {left.unit} is over what its budget has left: "
-                          f"{left}")
+                reason = (f"worst case {plain(cost)} {left.unit} is over what its budget has "
+                          f"left: {left}")
         if reason is not None:
             verdicts.append(RouteVerdict(backend, "refused", reason, cost, left))
         else:
