@@ -3,7 +3,7 @@ the scripted fake provider (no network)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -46,18 +46,23 @@ def team(cap: str) -> Budget:
     return owner.get("team:a", caps=[LimitSpec("usd", Window.run(), D(cap))])
 
 
-def sdk(provider: FakeProvider) -> Any:
-    return openai.AsyncOpenAI(api_key="test", base_url=provider.openai_url, max_retries=0)
+@pytest.fixture
+async def sdk(provider: FakeProvider) -> AsyncIterator[Any]:
+    """The real SDK, closed in the event loop that used it."""
+    client = openai.AsyncOpenAI(api_key="test", base_url=provider.openai_url, max_retries=0,
+                                http_client=openai.DefaultAsyncHttpxClient(verify=False))
+    yield client
+    await client.close()
 
 
 async def test_each_call_goes_to_the_first_model_its_budget_affords(
-    provider: FakeProvider,
+    provider: FakeProvider, sdk: Any
 ) -> None:
     budget = team("0.012")
     router = Router([Backend("premium-1", BackendKind.CLOUD, prices=PREMIUM),
                      Backend("cheap-1", BackendKind.CLOUD, prices=CHEAP)],
                     budget=budget, order="listed")
-    llm = RoutedClient(router, sdk(provider).chat.completions.create, hold=True)
+    llm = RoutedClient(router, sdk.chat.completions.create, hold=True)
     await llm.create(messages=MESSAGES, max_completion_tokens=300)
     assert llm.last is not None
     first = llm.last.decision
@@ -75,13 +80,15 @@ async def test_each_call_goes_to_the_first_model_its_budget_affords(
     assert usage.spent <= usage.cap
 
 
-async def test_a_provider_error_falls_back_to_the_next_model(provider: FakeProvider) -> None:
+async def test_a_provider_error_falls_back_to_the_next_model(
+    provider: FakeProvider, sdk: Any
+) -> None:
     provider.script(Script(status=503, error_type="overloaded"), Script(text="from cheap"))
     budget = team("1")
     router = Router([Backend("premium-1", BackendKind.CLOUD, prices=PREMIUM),
                      Backend("cheap-1", BackendKind.CLOUD, prices=CHEAP)],
                     budget=budget, order="listed")
-    llm = RoutedClient(router, sdk(provider).chat.completions.create, hold=True,
+    llm = RoutedClient(router, sdk.chat.completions.create, hold=True,
                        fallback_on=(openai.APIError,))
     completion = await llm.create(messages=MESSAGES, max_completion_tokens=50)
     assert completion.choices[0].message.content == "from cheap"
@@ -92,10 +99,10 @@ async def test_a_provider_error_falls_back_to_the_next_model(provider: FakeProvi
     assert usage.spent == llm.last.charged  # the failed premium attempt was released
 
 
-async def test_no_model_fits_and_no_request_is_sent(provider: FakeProvider) -> None:
+async def test_no_model_fits_and_no_request_is_sent(provider: FakeProvider, sdk: Any) -> None:
     router = Router([Backend("premium-1", BackendKind.CLOUD, prices=PREMIUM)],
                     budget=team("0.0001"))
-    llm = RoutedClient(router, sdk(provider).chat.completions.create)
+    llm = RoutedClient(router, sdk.chat.completions.create)
     with pytest.raises(NoRoute, match="premium-1"):
         await llm.create(messages=MESSAGES, max_completion_tokens=300)
     assert provider.requests == []
