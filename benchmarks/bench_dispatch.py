@@ -41,7 +41,8 @@ async def search(query: str) -> str:
 
 def dispatcher(hooks: int) -> ToolDispatcher:
     budget = AtomicBudget(10)  # release mode: never runs out
-    chain: list[ToolDispatchHook] = [DispatchBudgetHook(budget, 1)] if hooks else []
+    chain: list[ToolDispatchHook] = [DispatchBudgetHook(budget, 1,
+                                                        mode="in_flight")] if hooks else []
     if hooks >= 3:
         chain += [ToolCallLimitHook(total=10**12), DispatchLoggingHook()]
     return ToolDispatcher({"search": search}, chain)

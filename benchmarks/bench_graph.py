@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from outlay import KeyedBudget, MemoryStore
+from outlay import Budget, LimitSpec, MemoryStore, Window
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -56,10 +56,8 @@ def registry() -> StageRegistry:
     return reg
 
 
-async def fresh_budget(n: int) -> KeyedBudget:
-    budget = KeyedBudget(MemoryStore())
-    await budget.set_limit("calls", 10 * n * 1000)
-    return budget
+async def fresh_budget(n: int) -> Budget:
+    return Budget(caps=[LimitSpec("calls", Window.run(), 10 * n * 1000)], store=MemoryStore())
 
 
 Case = Callable[[], Awaitable[Any]]
@@ -97,7 +95,7 @@ async def peak_bytes(case: Case) -> int:
 # -- Sequential -------------------------------------------------------------------------------
 
 
-def sequential_cases(n: int, budget: KeyedBudget) -> dict[str, Case]:
+def sequential_cases(n: int, budget: Budget) -> dict[str, Case]:
     reg = registry()
     fns = [noop] * n
     free_plan: Plan = Executor(reg).prepare(Sequential([Stage("noop")] * n))
@@ -139,7 +137,7 @@ def sequential_cases(n: int, budget: KeyedBudget) -> dict[str, Case]:
 # -- Parallel ---------------------------------------------------------------------------------
 
 
-def parallel_cases(n: int, budget: KeyedBudget, backend: str) -> dict[str, Case]:
+def parallel_cases(n: int, budget: Budget, backend: str) -> dict[str, Case]:
     reg = registry()
     names = [f"b{i}" for i in range(n)]
     free = Executor(reg)

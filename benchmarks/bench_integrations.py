@@ -71,7 +71,7 @@ def pydantic_ai_cases() -> dict[str, Run]:
         a.tool_plain(noop)
         return lambda: a.run("go")
 
-    hook = DispatchBudgetHook(AtomicBudget(10**6), 1)
+    hook = DispatchBudgetHook(AtomicBudget(10**6), 1, mode="in_flight")
     return {
         "bare": agent(),
         "tools": agent(OutlayCapability([hook])),
@@ -108,7 +108,7 @@ def openai_agents_cases() -> dict[str, Run]:
         return n
 
     config = RunConfig(tracing_disabled=True)
-    hook = DispatchBudgetHook(AtomicBudget(10**6), 1)
+    hook = DispatchBudgetHook(AtomicBudget(10**6), 1, mode="in_flight")
 
     def agent(model: Model, tools: list[Any]) -> Run:
         a = Agent(name="bench", model=model, tools=tools)
@@ -138,7 +138,7 @@ async def measure(cases: dict[str, Run], n: int, rounds: int) -> dict[str, float
 
 
 def chain_cases() -> dict[str, Run]:
-    hook = DispatchBudgetHook(AtomicBudget(10**6), 1)
+    hook = DispatchBudgetHook(AtomicBudget(10**6), 1, mode="in_flight")
     chain = HookChain([hook])
     invocation = ToolInvocation("c1", "noop", {"n": 1})
 

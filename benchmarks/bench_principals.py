@@ -5,6 +5,8 @@ benchmarks), one task, reserve + commit per operation:
 
 - ``store, 1 key``: ``MemoryStore.reserve`` + ``commit`` directly (the floor);
 - ``KeyedBudget, 3 keys``: ``KeyedBudget.reserve`` + ``commit`` of three fixed keys;
+- ``Budget one-liner, 3 units``: ``Budget(usd=..., tokens=..., requests=..., tool_calls=...)``
+  reserving usd, tokens and a request and committing the actual usage (3 keys, run window);
 - ``Principals, 3 windows``: one principal, run + month in USD and tokens per day (3 keys, with
   period ids computed per call);
 - ``Principals, depth 3``: an agent under a user under a tenant (4 keys across the chain);
@@ -31,6 +33,7 @@ from pathlib import Path
 import anyio
 
 from outlay import (
+    Budget,
     BudgetCap,
     KeyedBudget,
     LimitSpec,
@@ -95,6 +98,15 @@ async def run(n: int) -> dict[str, float]:
 
     results["KeyedBudget, 3 keys"] = await timed(n, three)
 
+    one_liner = Budget(usd=D("1e12"), tokens=10**15, requests=10**15, tool_calls=10**15,
+                       clock=lambda: NOW)
+
+    async def by_unit(i: int) -> None:
+        held = await one_liner.reserve({"usd": D("0.01"), "tokens": 100, "requests": 1})
+        await held.commit({"usd": D("0.008"), "tokens": 90})
+
+    results["Budget one-liner, 3 units"] = await timed(n, by_unit)
+
     budgets = Principals(MemoryStore(), template=TEMPLATE, clock=lambda: NOW, run_id="bench")
     acme = budgets.get("tenant:acme")
 
@@ -148,7 +160,8 @@ def main() -> None:
     floor = results["store, 1 key"]
     print(f"{'operation':<32} {'ops/s':>12} {'vs store':>9}")
     for name, rate in results.items():
-        ratio = f"{rate / floor:.2f}x" if "key" in name or "Principals" in name else ""
+        reserves = any(word in name for word in ("key", "Principals", "Budget"))
+        ratio = f"{rate / floor:.2f}x" if reserves else ""
         print(f"{name:<32} {rate:>12,.0f} {ratio:>9}")
     out = Path(__file__).parent / "results" / "principals.json"
     out.parent.mkdir(exist_ok=True)

@@ -21,23 +21,28 @@ from pathlib import Path
 
 import anyio
 
-from outlay import KeyedBudget, UnknownLimit
+from outlay import Budget
 
 CAP = Decimal("1.00")
 HOLD = Decimal("0.07")
 
 
-async def work(url: str, key: str, tasks: int) -> tuple[int, Decimal]:
-    budget = KeyedBudget(url)
+def fleet_budget(url: str, principal: str, run_id: str) -> Budget:
+    """What every worker builds: the same principal and run id on the same store share it."""
+    return Budget(usd=CAP, store=url, principal=principal, run_id=run_id)
+
+
+async def work(url: str, principal: str, run_id: str, tasks: int) -> tuple[int, Decimal]:
+    budget = fleet_budget(url, principal, run_id)
     calls = 0
     spent = Decimal(0)
 
     async def task(n: int) -> None:
         nonlocal calls, spent
-        while (held := await budget.try_reserve({key: HOLD})) is not None:
+        while (held := await budget.try_reserve({"usd": HOLD})) is not None:
             cost = Decimal("0.05") if (n + calls) % 2 else Decimal("0.06")  # the real price
             await anyio.sleep(0.001)  # the model call
-            await held.commit({key: cost})
+            await held.commit({"usd": cost})
             calls += 1
             spent += cost
 
@@ -48,23 +53,15 @@ async def work(url: str, key: str, tasks: int) -> tuple[int, Decimal]:
     return calls, spent
 
 
-def worker(url: str, key: str, tasks: int, results: multiprocessing.Queue[str]) -> None:
-    calls, spent = anyio.run(work, url, key, tasks)
+def worker(url: str, principal: str, run_id: str, tasks: int,
+           results: multiprocessing.Queue[str]) -> None:
+    calls, spent = anyio.run(work, url, principal, run_id, tasks)
     results.put(f"{calls} {spent}")
 
 
-async def set_up(url: str, key: str) -> None:
-    budget = KeyedBudget(url)
-    try:
-        await budget.usage(key)
-    except UnknownLimit:  # first run against this store: create the budget
-        await budget.set_limit(key, CAP)
-    await budget.aclose()
-
-
-async def usage_line(url: str, key: str) -> tuple[Decimal, Decimal]:
-    budget = KeyedBudget(url)
-    usage = await budget.usage(key)
+async def usage_line(url: str, principal: str, run_id: str) -> tuple[Decimal, Decimal]:
+    budget = fleet_budget(url, principal, run_id)
+    [usage] = await budget.usage()
     await budget.aclose()
     assert isinstance(usage.spent, Decimal)
     assert isinstance(usage.held, Decimal)
@@ -76,17 +73,19 @@ def main() -> None:
     parser.add_argument("--store", help="store URL (default: a SQLite file in a temp dir)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=4, help="tasks per worker process")
-    parser.add_argument("--key", default=None, help="limit key (default: a fresh one on Redis)")
+    parser.add_argument("--run", default=None,
+                        help="run id the workers share (default: 'fleet' on SQLite, a fresh "
+                        "one on Redis)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.store or f"sqlite:///{Path(tmp) / 'fleet.db'}"
-        # On a shared Redis, a fresh key per run keeps runs apart unless you name one.
-        key = args.key or ("team:research/usd" if url.startswith("sqlite") else
-                           f"fleet-{uuid.uuid4().hex[:8]}:team:research/usd")
-        anyio.run(set_up, url, key)
+        # On a shared Redis, a fresh run id keeps runs apart unless you name one.
+        run_id = args.run or ("fleet" if url.startswith("sqlite") else
+                              f"fleet-{uuid.uuid4().hex[:8]}")
+        principal = "team:research"
         ctx = multiprocessing.get_context("spawn")
         results: multiprocessing.Queue[str] = ctx.Queue()
-        processes = [ctx.Process(target=worker, args=(url, key, args.tasks, results))
+        processes = [ctx.Process(target=worker, args=(url, principal, run_id, args.tasks, results))
                      for _ in range(args.workers)]
         for process in processes:
             process.start()
@@ -99,7 +98,7 @@ def main() -> None:
             total_calls += int(calls_text)
             total_spent += Decimal(spent_text)
             print(f"worker {n}: {calls_text} calls, {spent_text} USD")
-        spent, held = anyio.run(usage_line, url, key)
+        spent, held = anyio.run(usage_line, url, principal, run_id)
         print(f"fleet: {total_calls} calls, {total_spent} USD committed by the workers")
         print(f"store: spent {spent} of {CAP}, held {held}")
         print("within budget" if spent <= CAP else "OVER BUDGET")

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import anyio
 
-from outlay import BudgetExceeded, KeyedBudget
+from outlay import Budget, BudgetExceeded
 from outlay.graph import (
     BudgetedExecutor,
     Cost,
@@ -38,15 +38,13 @@ async def summarise(results: list[str]) -> Reported:
 
 
 async def main() -> None:
-    budget = KeyedBudget()
-    await budget.set_limit("usd", Decimal("0.10"))
-    await budget.set_limit("tokens", 10_000)
+    budget = Budget(usd=Decimal("0.10"), tokens=10_000)
     executor = BudgetedExecutor(registry, budget)
 
     agent = Merge([Stage("search", e) for e in ("web", "news", "papers")], Stage("summarise"))
     print("worst case:", estimate(agent, registry).cost)
     print(await executor.run(agent, "LLM budgets"))
-    print("spent:", (await budget.usage("usd")).spent, "USD")
+    print("left:", (await budget.remaining())["usd"], "USD")
 
     wide = Parallel({f"q{n}": Stage("search", "web") for n in range(6)})
     try:

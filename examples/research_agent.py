@@ -238,7 +238,7 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
     dispatcher = ToolDispatcher(TOOLS, [
         ProgressHook(ledger),
         ToolCallLimitHook(per_tool, total=tool_calls),
-        DispatchBudgetHook(AtomicBudget(tool_calls, name="tool-calls"), 1, mode="commit"),
+        DispatchBudgetHook(AtomicBudget(tool_calls, name="tool-calls"), 1),
     ], errors="result")
     call_model = (scripted_model_call(token_budget, money_limit, ledger) if base_url is None
                   else openai_model_call(base_url, model, token_budget, money_limit, ledger))

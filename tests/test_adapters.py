@@ -299,7 +299,8 @@ async def test_an_openai_turn_end_to_end_through_the_dispatcher() -> None:
     def clock() -> str:
         return "12:00"
 
-    dispatcher = ToolDispatcher([web_search, clock], [DispatchBudgetHook(budget, 1)],
+    dispatcher = ToolDispatcher([web_search, clock], [DispatchBudgetHook(budget, 1,
+                                                                         mode="in_flight")],
                                 errors="result")
     results = await dispatcher.dispatch_batch(
         openai_chat_tool_calls(ChatCompletion.model_validate(CHAT)))

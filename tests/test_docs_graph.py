@@ -21,5 +21,5 @@ def test_graph_docs_run() -> None:
 def test_graph_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(DOC.parent.parent / "examples" / "graph_fanout.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "spent: 0.05 USD" in out
+    assert "left: 0.05 USD" in out
     assert "refused before any branch started" in out

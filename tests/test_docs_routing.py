@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import re
 from pathlib import Path
 
@@ -21,5 +23,6 @@ def test_readme_routing_block_runs(capsys: pytest.CaptureFixture[str]) -> None:
     readme = (DOC.parent.parent / "README.md").read_text()
     section = readme[readme.index("## Where should it run? Routing"):]
     block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
-    exec(compile(block, "README.md:routing", "exec"), {"__name__": "readme_routing"})
+    code = compile(block, "README.md:routing", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    asyncio.run(eval(code, {"__name__": "readme_routing"}))  # top-level await, as README runs
     assert "0 of 1 free accelerator(s) fit" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""BudgetedExecutor: declared costs charged through ``outlay.KeyedBudget`` for every node type.
+"""BudgetedExecutor: declared costs charged through ``outlay.Budget`` for every node type.
 
 Interleavings are forced with events; nothing sleeps. Snapshots are taken once the expected
 number of ``waits`` stages have arrived (not on ``wait_all_tasks_blocked()``, which a store
@@ -17,11 +17,13 @@ import anyio
 import pytest
 
 from outlay import (
+    Budget,
     BudgetExceeded,
     CompositionError,
-    ConfigurationError,
-    KeyedBudget,
+    LimitSpec,
+    Principals,
     Store,
+    Window,
 )
 from outlay.graph import (
     Branch,
@@ -53,7 +55,7 @@ class Boom(Exception):
 class Lab:
     """A registry of instrumented stages and a budget over one ``calls`` limit."""
 
-    budget: KeyedBudget
+    budget: Budget
     store: Store
     registry: StageRegistry = field(default_factory=StageRegistry)
     ran: list[str] = field(default_factory=list)
@@ -66,17 +68,23 @@ class Lab:
     def executor(self, **kwargs: Any) -> BudgetedExecutor:
         return BudgetedExecutor(self.registry, self.budget, **kwargs)
 
-    async def usage(self, key: str = "calls") -> tuple[Any, Any]:
-        found = await self.budget.usage(key)
+    async def set_limit(self, unit: str, cap: int | Decimal) -> None:
+        """Change the cap of ``unit`` in this run (the limit key the budget maps it onto)."""
+        [key] = self.budget.limits_at([unit])
+        await self.store.set_limit(key, cap)
+
+    async def usage(self, unit: str = "calls") -> tuple[Any, Any]:
+        [key] = self.budget.limits_at([unit])
+        found = await self.store.usage(key)
         return found.spent, found.held
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Lab]:
     async with STORE_FACTORIES[request.param](tmp_path, request) as store:
-        budget = KeyedBudget(store)
-        await budget.set_limit("calls", 10)
+        budget = Budget(caps=[LimitSpec("calls", Window.run(), 10)], store=store)
         lab = Lab(budget, store)
+        await lab.set_limit("calls", 10)
         registry = lab.registry
 
         def priced(name: str, calls: int) -> None:
@@ -145,10 +153,10 @@ async def test_stage_is_charged_before_it_runs(lab: Lab) -> None:
 
 
 async def test_stage_over_budget_never_runs(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 2)
+    await lab.set_limit("calls", 2)
     with pytest.raises(BudgetExceeded) as info:
         await lab.executor().run(Stage("c3"), 0)
-    assert info.value.key == "calls"
+    assert (info.value.unit, info.value.cap, info.value.requested) == ("calls", 2, 3)
     assert lab.ran == []
     assert await lab.usage() == (0, 0)
 
@@ -184,7 +192,7 @@ async def test_reported_cost_in_an_undeclared_unit_is_refused(lab: Lab) -> None:
 
 
 async def test_free_stages_touch_no_limit(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 0)
+    await lab.set_limit("calls", 0)
     assert await lab.executor().run(Sequential([Stage("c0"), Const(5)]), 0) == 5
     assert await lab.usage() == (0, 0)
 
@@ -193,12 +201,12 @@ async def test_free_stages_touch_no_limit(lab: Lab) -> None:
 
 
 async def test_const_costs_nothing(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 0)
+    await lab.set_limit("calls", 0)
     assert await lab.executor().run(Const("x"), 0) == "x"
 
 
 async def test_sequential_charges_each_stage_just_before_it_runs(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 5)
+    await lab.set_limit("calls", 5)
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Sequential([Stage("c2"), Stage("c2"), Stage("c2")]), 0)
     assert lab.ran == ["c2", "c2"]  # the third was refused and never ran
@@ -209,7 +217,7 @@ async def test_sequential_charges_each_stage_just_before_it_runs(lab: Lab) -> No
 
 
 async def test_parallel_holds_all_branches_or_starts_none(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 5)
+    await lab.set_limit("calls", 5)
     comp = Parallel({"a": Stage("c2"), "b": Stage("c2"), "c": Stage("c2")})
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(comp, 0)
@@ -218,7 +226,7 @@ async def test_parallel_holds_all_branches_or_starts_none(lab: Lab) -> None:
 
 
 async def test_parallel_hold_leaves_no_room_for_transient_overspend(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 3)
+    await lab.set_limit("calls", 3)
     comp = Parallel({"a": Stage("waits"), "b": Stage("waits"), "c": Stage("waits")})
     seen: list[Any] = []
 
@@ -276,7 +284,7 @@ async def test_parallel_cancelled_sibling_returns_what_it_had_not_started(lab: L
 
 
 async def test_branch_charges_the_predicate_and_the_chosen_arm_only(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 3)  # the worst case (1 + 4) would not fit
+    await lab.set_limit("calls", 3)  # the worst case (1 + 4) would not fit
     assert await lab.executor().run(Branch(Stage("true"), Stage("c2"), Stage("c4")), 0) == 0
     assert lab.ran == ["true", "c2"]
     assert await lab.usage() == (3, 0)
@@ -293,7 +301,7 @@ async def test_branch_inside_a_hold_draws_its_worst_case(lab: Lab) -> None:
 
 
 async def test_fanout_holds_source_and_targets_at_once(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 6)
+    await lab.set_limit("calls", 6)
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Fanout(Stage("c1"), [Stage("c3"), Stage("c3")]), 0)
     assert lab.ran == []  # not even the source ran
@@ -303,7 +311,7 @@ async def test_fanout_holds_source_and_targets_at_once(lab: Lab) -> None:
 
 
 async def test_merge_holds_sources_and_target_at_once(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 4)
+    await lab.set_limit("calls", 4)
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Merge([Stage("c1"), Stage("c1")], Stage("c3")), 0)
     assert lab.ran == []
@@ -319,7 +327,7 @@ async def test_merge_target_never_runs_after_a_failed_source(lab: Lab) -> None:
 
 
 async def test_let_holds_bindings_and_body_at_once(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 5)
+    await lab.set_limit("calls", 5)
     comp = Let({"a": Stage("c2"), "b": Stage("c2")}, Stage("c2"))
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(comp, {})
@@ -355,7 +363,7 @@ async def test_retry_charges_every_attempt(lab: Lab) -> None:
 
 
 async def test_retry_does_not_retry_a_refusal(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 2)
+    await lab.set_limit("calls", 2)
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Retry(Stage("fails"), max_attempts=5), 0)
     assert lab.ran == ["fails", "fails"]  # the third attempt was refused, not retried
@@ -373,7 +381,7 @@ async def test_retry_inside_a_hold_reserves_every_attempt(lab: Lab) -> None:
 
 
 async def test_map_holds_every_item_at_once(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 5)
+    await lab.set_limit("calls", 5)
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(Map(Stage("c2"), max_concurrency=1), [1, 2, 3])
     assert lab.ran == []  # even with concurrency 1, three items need 6: none started
@@ -418,7 +426,7 @@ async def test_unbounded_map_inside_a_hold_draws_from_the_budget(lab: Lab) -> No
     assert await lab.executor().run(comp, {"a": [1, 2, 3]}) == {"a": [1, 2, 3],
                                                                "b": {"a": [1, 2, 3]}}
     assert await lab.usage() == (7, 0)
-    await lab.budget.set_limit("calls", 10)
+    await lab.set_limit("calls", 10)
     with pytest.raises(BudgetExceeded):  # 3 left: the Map's 3 * 2 = 6 does not fit
         await lab.executor().run(comp, {"a": [1, 2, 3]})
     assert lab.ran.count("c2") == 3  # no Map item ran the second time
@@ -430,7 +438,7 @@ async def test_unbounded_map_inside_a_hold_draws_from_the_budget(lab: Lab) -> No
 
 
 async def test_hold_worst_case_refuses_an_unaffordable_run_up_front(lab: Lab) -> None:
-    await lab.budget.set_limit("calls", 4)
+    await lab.set_limit("calls", 4)
     comp = Sequential([Stage("c1"), Branch(Stage("true"), Stage("c1"), Stage("c4"))])
     with pytest.raises(BudgetExceeded):
         await lab.executor().run(comp, 0, hold_worst_case=True)  # worst case 1 + 1 + 4
@@ -470,30 +478,35 @@ async def test_unknown_stage_is_refused_before_anything_is_charged(lab: Lab) -> 
 # -- units and limit keys ---------------------------------------------------------------------
 
 
-async def test_units_map_to_several_limit_keys_all_or_nothing(lab: Lab) -> None:
+async def test_units_map_to_every_window_and_ancestor_all_or_nothing(lab: Lab) -> None:
     async def llm(x: int) -> int:
         return x
 
     lab.registry.register("llm", llm, cost=Cost(usd=Decimal("0.25"), tokens=1000))
-    await lab.budget.set_limit("run/usd", Decimal("1"))
-    await lab.budget.set_limit("tenant/usd", Decimal("0.30"))
-    await lab.budget.set_limit("run/tokens", 10_000)
-    executor = lab.executor(limits={"usd": ["run/usd", "tenant/usd"], "tokens": "run/tokens"})
+    principals = Principals(lab.store, run_id="r1", template=[
+        LimitSpec("usd", Window.run(), Decimal("0.30")), LimitSpec("tokens", Window.day(), 10**6)])
+    tenant = principals.get("tenant:acme")
+    agent = tenant.child("agent:x", caps=[LimitSpec("usd", Window.run(), Decimal("1")),
+                                          LimitSpec("tokens", Window.run(), 10_000)])
+    executor = BudgetedExecutor(lab.registry, agent)
     assert await executor.run(Stage("llm"), 1) == 1
     with pytest.raises(BudgetExceeded) as info:
         await executor.run(Stage("llm"), 1)
-    assert info.value.key == "tenant/usd"
-    assert (await lab.budget.usage("run/usd")).spent == Decimal("0.25")
-    assert (await lab.budget.usage("run/tokens")).spent == 1000  # the refusal took nothing
+    assert info.value.key == "tenant:acme/usd/run:r1"
+    assert (info.value.unit, info.value.spent, info.value.requested) == (
+        "usd", Decimal("0.25"), Decimal("0.25"))
+    assert await agent.remaining() == {"usd": Decimal("0.05"), "tokens": 9_000}
 
 
-async def test_a_unit_without_a_limit_is_refused_at_prepare(lab: Lab) -> None:
-    executor = lab.executor(limits={"usd": "run/usd"})
-    with pytest.raises(ConfigurationError, match="'calls'"):
-        await executor.run(Sequential([Stage("c0"), Stage("c1")]), 0)
+async def test_uncapped_money_is_refused_before_the_stage_runs(lab: Lab) -> None:
+    async def paid(x: Any) -> Any:
+        lab.ran.append("paid")
+        return x
+
+    lab.registry.register("paid", paid, cost=Cost(usd=Decimal("0.01")))
+    with pytest.raises(BudgetExceeded, match="no cap is set for usd"):
+        await lab.executor().run(Stage("paid"), 0)
     assert lab.ran == []
-    with pytest.raises(TypeError):
-        lab.executor(limits={"usd": []})
     with pytest.raises(TypeError):
         BudgetedExecutor(lab.registry, object())  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outlay import BudgetExceeded, KeyedBudget, MemoryStore
+from outlay import Budget, BudgetExceeded, LimitSpec, MemoryStore, Window
 from outlay.graph import (
     Branch,
     BudgetedExecutor,
@@ -85,14 +85,13 @@ async def test_spend_is_exactly_what_started_and_nothing_stays_held(
     for name, price in PRICES.items():
         priced(name, price)
     store = MemoryStore()
-    budget = KeyedBudget(store)
-    await budget.set_limit("calls", cap)
+    budget = Budget(caps=[LimitSpec("calls", Window.run(), cap)], store=store)
     executor = BudgetedExecutor(registry, budget)
     try:
         await executor.run(composition, [1, 2])
     except* (Boom, BudgetExceeded):
         pass
-    usage = await budget.usage("calls")
+    [usage] = await budget.usage()
     assert usage.held == 0
     assert await store.held_reservations() == 0
     assert usage.spent == sum(started)

@@ -401,7 +401,7 @@ async def test_bad_costs_are_refused_before_asking(ran: Ran) -> None:
 async def test_a_rejected_call_releases_the_budget_held_before_it(ran: Ran) -> None:
     budget = AtomicBudget(10)
     queue = ApprovalQueue()
-    hooks = [DispatchBudgetHook(budget, 4),
+    hooks = [DispatchBudgetHook(budget, 4, mode="in_flight"),
              ApprovalHook(queue, threshold=1, cost=5, clock=FakeClock())]
     dispatcher = ToolDispatcher({"train": _kw(ran.train)}, hooks)
     async with anyio.create_task_group() as tg:

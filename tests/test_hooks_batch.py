@@ -36,13 +36,13 @@ async def test_admit_what_fits_skips_the_calls_beyond_the_budget_in_order() -> N
         ran.append(key)
         return key
 
-    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 1)])
+    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 1, mode="in_flight")])
     results = await dispatcher.dispatch_batch(gated("a", "b", "c"))
     assert [r.invocation.call_id for r in results] == ["id-a", "id-b", "id-c"]
     assert [r.skipped for r in results] == [False, False, True]
     assert results[2].is_error
     assert results[2].reason is not None
-    assert "cannot cover cost 1 (0 of 2 left)" in results[2].reason
+    assert "cannot reserve 1: cap 2, spent 0, held 2 in flight" in results[2].reason
     assert sorted(ran) == ["a", "b"]
     assert budget.available == 2
 
@@ -57,7 +57,7 @@ async def test_all_or_nothing_runs_no_tool_when_one_call_does_not_fit() -> None:
         return key
 
     dispatcher = ToolDispatcher({"gate": tool}, [Recorder("log", ledger),
-                                                 DispatchBudgetHook(budget, 1)],
+                                                 DispatchBudgetHook(budget, 1, mode="in_flight")],
                                 batch_policy="all_or_nothing")
     with capture_logs() as logs:
         results = await dispatcher.dispatch_batch(gated("a", "b", "c"))
@@ -78,7 +78,7 @@ async def test_the_policy_can_be_chosen_per_batch() -> None:
     async def tool(key: str) -> str:
         return key
 
-    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 1)])
+    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 1, mode="in_flight")])
     refused = await dispatcher.dispatch_batch(gated("a", "b", "c"), policy="all_or_nothing")
     assert all(r.skipped for r in refused)
     fits = await dispatcher.dispatch_batch(gated("a", "b"), policy="all_or_nothing")
@@ -92,7 +92,7 @@ async def test_befores_run_in_order_then_tools_run_concurrently() -> None:
     gate = Gate()
     budget = AtomicBudget(10)
     dispatcher = ToolDispatcher({"gate": gate}, [Recorder("r", ledger),
-                                                 DispatchBudgetHook(budget, 3)])
+                                                 DispatchBudgetHook(budget, 3, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a", "b", "c"))
         await anyio.wait_all_tasks_blocked()
@@ -112,7 +112,7 @@ async def test_cancelling_a_batch_mid_flight_ends_every_hold() -> None:
     gate = Gate()
     budget = AtomicBudget(10)
     dispatcher = ToolDispatcher({"gate": gate}, [Recorder("r", ledger),
-                                                 DispatchBudgetHook(budget, 3)])
+                                                 DispatchBudgetHook(budget, 3, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a", "b", "c"))
         await anyio.wait_all_tasks_blocked()
@@ -138,7 +138,7 @@ async def test_cancelling_during_the_admission_phase_ends_every_hold() -> None:
             return await super().before_invocation(invocation)
 
     ledger: Ledger = []
-    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 3),
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 3, mode="in_flight"),
                                                  SlowForB("s", ledger)])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a", "b", "c"))
@@ -162,7 +162,7 @@ async def test_a_tool_error_cancels_the_batch_and_raises_itself() -> None:
         return await gate(key)
 
     dispatcher = ToolDispatcher({"gate": tool}, [Recorder("r", ledger),
-                                                 DispatchBudgetHook(budget, 2)])
+                                                 DispatchBudgetHook(budget, 2, mode="in_flight")])
     # "bad" raises on its first step, before the other tasks have started on asyncio: they are
     # cancelled before running any code of their own, and must be unwound all the same.
     with pytest.raises(RuntimeError, match="bad tool"):
@@ -185,7 +185,7 @@ async def test_a_tool_error_while_siblings_run_cancels_them_and_releases() -> No
             raise RuntimeError("bad tool")
         return await gate(key)
 
-    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2)])
+    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2, mode="in_flight")])
     raised: list[BaseException] = []
 
     async def run() -> None:
@@ -220,7 +220,7 @@ async def test_terminate_in_the_admission_phase_unwinds_the_admitted_calls() -> 
                 return terminate("c is forbidden")
             return await super().before_invocation(invocation)
 
-    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2),
+    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2, mode="in_flight"),
                                                  StopAtC("s", ledger)])
     with pytest.raises(DispatchTerminated, match="c is forbidden"):
         await dispatcher.dispatch_batch(gated("a", "b", "c", "d"))
@@ -232,7 +232,7 @@ async def test_terminate_in_the_admission_phase_unwinds_the_admitted_calls() -> 
 
 async def test_a_bad_call_raises_before_any_hook_runs_with_errors_raise() -> None:
     budget = AtomicBudget(10)
-    dispatcher = ToolDispatcher({"gate": Gate()}, [DispatchBudgetHook(budget, 2)])
+    dispatcher = ToolDispatcher({"gate": Gate()}, [DispatchBudgetHook(budget, 2, mode="in_flight")])
     with pytest.raises(UnknownTool):
         await dispatcher.dispatch_batch([*gated("a"), ToolInvocation("z", "nope", {})])
     assert budget.statistics().reserved == 0
@@ -244,7 +244,7 @@ async def test_bad_calls_become_error_results_in_place_with_errors_result() -> N
     async def tool(key: str) -> str:
         return key
 
-    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2)],
+    dispatcher = ToolDispatcher({"gate": tool}, [DispatchBudgetHook(budget, 2, mode="in_flight")],
                                 errors="result")
     with capture_logs() as logs:
         results = await dispatcher.dispatch_batch(
@@ -279,7 +279,7 @@ async def test_a_failing_after_of_a_skipped_call_stops_the_batch_before_tools_st
 
     # "a" is admitted, "b" does not fit and is skipped; b's after fails before a's tool runs.
     dispatcher = ToolDispatcher({"gate": tool}, [FailsOnSkip("f", ledger),
-                                                 DispatchBudgetHook(budget, 1)])
+                                                 DispatchBudgetHook(budget, 1, mode="in_flight")])
     with pytest.raises(RuntimeError, match="audit store down"):
         await dispatcher.dispatch_batch(gated("a", "b"))
     assert ran == []
@@ -291,7 +291,7 @@ async def test_a_failing_after_of_a_skipped_call_stops_the_batch_before_tools_st
 async def test_cancelling_a_batch_of_one_ends_its_hold() -> None:
     budget = AtomicBudget(3)
     gate = Gate()
-    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2)])
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a"))
         await anyio.wait_all_tasks_blocked()

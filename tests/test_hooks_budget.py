@@ -12,15 +12,17 @@ from structlog.testing import capture_logs
 
 from outlay import (
     AtomicBudget,
+    Budget,
     DispatchBudgetHook,
     DispatchLoggingHook,
     DispatchTerminated,
-    KeyedBudget,
+    LimitSpec,
+    Principals,
     ToolCallLimitHook,
     ToolDispatcher,
     ToolDispatchHook,
     ToolInvocation,
-    UnknownLimit,
+    Window,
 )
 
 from .hookkit import Gate, Recorder, skip, terminate
@@ -43,7 +45,7 @@ def call(n: int = 1, tool: str = "echo") -> ToolInvocation:
 async def test_release_mode_caps_cost_in_flight() -> None:
     budget = AtomicBudget(4)
     gate = Gate()
-    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2)])
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(budget, 2, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         for key in "ab":
             tg.start_soon(dispatcher.dispatch, ToolInvocation(key, "gate", {"key": key}))
@@ -59,7 +61,7 @@ async def test_release_mode_caps_cost_in_flight() -> None:
 
 async def test_commit_mode_caps_cumulative_spend() -> None:
     budget = AtomicBudget(3)
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1, mode="commit")])
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1)])
     results = [await dispatcher.dispatch(call(n)) for n in range(4)]
     assert [r.skipped for r in results] == [False, False, False, True]
     assert budget.available == 0
@@ -67,7 +69,7 @@ async def test_commit_mode_caps_cumulative_spend() -> None:
 
 async def test_commit_mode_does_not_charge_skips_errors_or_terminations() -> None:
     budget = AtomicBudget(3)
-    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    hook = DispatchBudgetHook(budget, 1)
     await ToolDispatcher({"echo": echo}, [hook, Recorder("s", [], skip())]).dispatch(call())
     with pytest.raises(DispatchTerminated):
         await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
@@ -81,7 +83,7 @@ async def test_commit_mode_does_not_charge_skips_errors_or_terminations() -> Non
 
 async def test_charge_failures_commits_failed_calls_but_not_terminations() -> None:
     budget = AtomicBudget(5)
-    hook = DispatchBudgetHook(budget, 1, mode="commit", charge_failures=True)
+    hook = DispatchBudgetHook(budget, 1, charge_failures=True)
     with pytest.raises(RuntimeError):
         await ToolDispatcher({"echo": broken}, [hook]).dispatch(call())
     assert budget.available == 4
@@ -91,22 +93,24 @@ async def test_charge_failures_commits_failed_calls_but_not_terminations() -> No
         await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
                              ).dispatch(call())
     assert budget.available == 3
-    with pytest.raises(ValueError, match="needs mode='commit'"):
-        DispatchBudgetHook(budget, 1, charge_failures=True)
+    with pytest.raises(ValueError, match="needs mode='charge'"):
+        DispatchBudgetHook(budget, 1, charge_failures=True, mode="in_flight")
 
 
 async def test_on_denied_terminate_stops_the_run() -> None:
     budget = AtomicBudget(0, name="run")
     dispatcher = ToolDispatcher({"echo": echo},
-                                [DispatchBudgetHook(budget, 1, on_denied="terminate")])
-    with pytest.raises(DispatchTerminated, match="budget 'run' cannot cover cost 1"):
+                                [DispatchBudgetHook(budget, 1, on_denied="terminate",
+                                                    mode="in_flight")])
+    with pytest.raises(DispatchTerminated,
+                       match=r"run: cannot reserve 1: no cap is set"):
         await dispatcher.dispatch(call())
 
 
 async def test_a_cost_function_prices_each_invocation() -> None:
     budget = AtomicBudget(10)
     prices = {"cheap": 1, "dear": 8}
-    hook = DispatchBudgetHook(budget, lambda inv: prices[inv.tool_name], mode="commit")
+    hook = DispatchBudgetHook(budget, lambda inv: prices[inv.tool_name])
     dispatcher = ToolDispatcher({"cheap": echo, "dear": echo}, [hook])
     await dispatcher.dispatch(call(1, "dear"))
     await dispatcher.dispatch(call(2, "cheap"))
@@ -118,49 +122,64 @@ async def test_a_cost_function_prices_each_invocation() -> None:
 async def test_a_bad_cost_raises_before_anything_is_taken(bad: Any) -> None:
     budget = AtomicBudget(10)
     with pytest.raises((TypeError, ValueError)):
-        DispatchBudgetHook(budget, bad)
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, lambda _: bad)])
+        DispatchBudgetHook(budget, bad,
+                           mode="in_flight")
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, lambda _: bad,
+                                                                    mode="in_flight")])
     with pytest.raises((TypeError, ValueError)):
         await dispatcher.dispatch(call())
     assert budget.statistics().reserved == 0
 
 
-async def test_a_budget_reserves_money_and_tokens_all_or_nothing() -> None:
-    budget = KeyedBudget()
-    await budget.set_limit("run/usd", Decimal("0.05"))
-    await budget.set_limit("run/calls", 10)
-    hook = DispatchBudgetHook(budget, {"run/usd": Decimal("0.02"), "run/calls": 1},
-                              mode="commit")
+async def test_a_budget_reserves_money_and_calls_all_or_nothing() -> None:
+    budget = Budget(usd=Decimal("0.05"), tool_calls=10)
+    hook = DispatchBudgetHook(budget, {"usd": Decimal("0.02"), "tool_calls": 1})
     dispatcher = ToolDispatcher({"echo": echo}, [hook])
     results = [await dispatcher.dispatch(call(n)) for n in range(3)]
     assert [r.skipped for r in results] == [False, False, True]
     assert results[2].reason is not None
-    assert "run/usd: cannot reserve" in results[2].reason
-    usd = await budget.usage("run/usd")
-    calls = await budget.usage("run/calls")
-    assert (usd.spent, usd.held, calls.spent, calls.held) == (Decimal("0.04"), 0, 2, 0)
+    assert results[2].reason.startswith("budget:default: cannot reserve $0.02 in this run: cap "
+                                        "$0.05, spent $0.04, held $0 in flight")
+    assert await budget.remaining() == {"usd": Decimal("0.01"), "tool_calls": 8}
 
 
-async def test_a_budget_in_release_mode_gives_everything_back_even_on_cancel() -> None:
-    budget = KeyedBudget()
-    await budget.set_limit("usd", Decimal("1"))
+async def test_a_budget_counts_tool_calls_by_default_and_charges_them() -> None:
+    """Regression guard: the hook used to default to releasing every hold, so a budget of 20
+    let 100 of 100 sequential calls through."""
+    budget = Budget(tool_calls=20)
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget)])
+    results = [await dispatcher.dispatch(call(n)) for n in range(100)]
+    assert sum(not r.skipped for r in results) == 20
+    guard = AtomicBudget(20)
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(guard)])
+    results = [await dispatcher.dispatch(call(n)) for n in range(100)]
+    assert sum(not r.skipped for r in results) == 20
+
+
+async def test_a_budget_in_flight_gives_everything_back_even_on_cancel() -> None:
+    budget = Budget(usd=Decimal("1"))
     gate = Gate()
-    dispatcher = ToolDispatcher({"gate": gate},
-                                [DispatchBudgetHook(budget, {"usd": Decimal("0.4")})])
+    dispatcher = ToolDispatcher({"gate": gate}, [DispatchBudgetHook(
+        budget, {"usd": Decimal("0.4")}, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, ToolInvocation("a", "gate", {"key": "a"}))
         await anyio.wait_all_tasks_blocked()
-        assert (await budget.usage("usd")).held == Decimal("0.4")
+        assert await budget.remaining() == {"usd": Decimal("0.6")}
         tg.cancel_scope.cancel()
-    usage = await budget.usage("usd")
+    [usage] = await budget.usage()
     assert (usage.spent, usage.held) == (0, 0)
 
 
 async def test_a_budget_needs_a_mapping_cost() -> None:
-    with pytest.raises(TypeError, match="non-empty mapping"):
-        DispatchBudgetHook(KeyedBudget(), 1)
-    with pytest.raises(TypeError, match="BudgetGuard or a KeyedBudget"):
+    with pytest.raises(TypeError, match="mapping of unit -> amount"):
+        DispatchBudgetHook(Budget(tool_calls=1), 1)
+    hook = DispatchBudgetHook(Budget(tool_calls=1), lambda inv: 1)
+    with pytest.raises(TypeError, match="mapping of unit -> amount"):
+        await ToolDispatcher({"echo": echo}, [hook]).dispatch(call())
+    with pytest.raises(TypeError, match="Budget, Principals or a BudgetGuard"):
         DispatchBudgetHook(object(), 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'charge' or 'in_flight'"):
+        DispatchBudgetHook(AtomicBudget(1), mode="release")  # type: ignore[arg-type]
 
 
 class RemoteGuard:
@@ -189,7 +208,8 @@ async def test_any_budget_guard_works_and_its_release_survives_cancellation() ->
         async def after_invocation(self, *args: Any) -> None:
             await release_after.wait()
 
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(guard, 2), Blocks()])
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(guard, 2,
+                                                                    mode="in_flight"), Blocks()])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, call())
         await anyio.wait_all_tasks_blocked()
@@ -242,7 +262,7 @@ async def test_logging_hook_emits_one_event_per_start_and_end() -> None:
     budget = AtomicBudget(1)
     dispatcher = ToolDispatcher({"echo": echo, "broken": broken},
                                 [DispatchLoggingHook(include_arguments=True),
-                                 DispatchBudgetHook(budget, 1, mode="commit")],
+                                 DispatchBudgetHook(budget, 1)],
                                 errors="result")
     with capture_logs() as logs:
         await dispatcher.dispatch(ToolInvocation("c1", "echo", {"text": "hi"}, principal="u1"))
@@ -301,25 +321,22 @@ async def test_without_structlog_configured_the_logging_hook_is_silent(
     assert capsys.readouterr().out == ""
 
 
-async def test_a_budget_per_principal_with_defaults_created_on_first_use() -> None:
-    budget = KeyedBudget()
-    hook = DispatchBudgetHook(budget, lambda inv: {f"user:{inv.principal}/calls": 1},
-                              defaults=lambda inv: {f"user:{inv.principal}/calls": 2},
-                              mode="commit")
-    dispatcher = ToolDispatcher({"echo": echo}, [hook])
+async def test_principals_give_each_invocation_its_principal_budget() -> None:
+    principals = Principals(template=[LimitSpec("tool_calls", Window.run(), 2)])
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(principals)])
     outcomes = [(await dispatcher.dispatch(ToolInvocation(f"c{n}", "echo", {}, principal=who))
-                 ).skipped for n, who in enumerate(["ann", "ann", "bob", "ann"])]
+                 ).skipped for n, who in enumerate(["user:ann", "user:ann", "user:bob",
+                                                    "user:ann"])]
     assert outcomes == [False, False, False, True]
-    assert (await budget.usage("user:ann/calls")).spent == 2
-    assert (await budget.usage("user:bob/calls")).spent == 1
-    with pytest.raises(TypeError, match="defaults needs a KeyedBudget"):
-        DispatchBudgetHook(AtomicBudget(1), 1, defaults={"x": 1})
+    assert await principals.get("user:ann").remaining() == {"tool_calls": 0}
+    assert await principals.get("user:bob").remaining() == {"tool_calls": 1}
+    with pytest.raises(ValueError, match="names no principal"):
+        await dispatcher.dispatch(call())
 
 
-async def test_an_unknown_limit_without_defaults_raises_from_before_and_takes_nothing() -> None:
-    budget = KeyedBudget()
-    await budget.set_limit("known", 5)
-    hook = DispatchBudgetHook(budget, {"known": 1, "unknown": 1})
-    with pytest.raises(UnknownLimit):
-        await ToolDispatcher({"echo": echo}, [hook]).dispatch(call())
-    assert (await budget.usage("known")).held == 0
+async def test_a_refused_budget_takes_nothing_from_any_unit() -> None:
+    budget = Budget(usd=Decimal("1"), tool_calls=5)
+    hook = DispatchBudgetHook(budget, {"usd": Decimal("2"), "tool_calls": 1})
+    result = await ToolDispatcher({"echo": echo}, [hook]).dispatch(call())
+    assert result.skipped
+    assert await budget.remaining() == {"usd": Decimal("1"), "tool_calls": 5}

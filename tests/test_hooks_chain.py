@@ -128,7 +128,7 @@ class BeforeFails(ToolDispatchHook):
 async def test_a_before_that_raises_unwinds_the_hooks_before_it_and_releases() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(5)
-    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2), BeforeFails()]
+    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"), BeforeFails()]
     with pytest.raises(ValueError, match="hook broke"):
         await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
     assert methods(ledger) == ["a.before", "a.error"]
@@ -147,7 +147,7 @@ class AfterFails(ToolDispatchHook):
 async def test_a_failing_after_still_lets_outer_hooks_end_their_holds() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(5)
-    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2),
+    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"),
              AfterFails(RuntimeError("after broke"))]
     with pytest.raises(RuntimeError, match="after broke"):
         await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
@@ -176,7 +176,7 @@ async def test_a_failing_on_error_is_logged_and_the_original_error_propagates() 
     async def broken(text: str) -> str:
         raise LookupError("tool broke")
 
-    hooks = [DispatchBudgetHook(budget, 1), OnErrorFails()]
+    hooks = [DispatchBudgetHook(budget, 1, mode="in_flight"), OnErrorFails()]
     with capture_logs() as logs, pytest.raises(LookupError, match="tool broke"):
         await ToolDispatcher({"echo": broken}, hooks).dispatch(call())
     assert budget.available == 3  # the budget hook, outside the failing one, still released
@@ -194,7 +194,8 @@ async def test_a_before_returning_something_else_is_a_type_error_and_unwinds() -
 
     budget = AtomicBudget(3)
     with pytest.raises(TypeError, match="expected Continue, Skip or Terminate"):
-        await ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1), Bad()]
+        await ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1,
+                                                                 mode="in_flight"), Bad()]
                              ).dispatch(call())
     assert budget.available == 3
 
@@ -223,7 +224,7 @@ async def test_unknown_tool_raises_before_any_hook_runs() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(3)
     dispatcher = ToolDispatcher({"echo": echo}, [Recorder("a", ledger),
-                                                 DispatchBudgetHook(budget, 1)])
+                                                 DispatchBudgetHook(budget, 1, mode="in_flight")])
     with pytest.raises(UnknownTool, match="unknown tool 'nope'; known tools: echo") as info:
         await dispatcher.dispatch(ToolInvocation("c1", "nope", {}))
     assert info.value.invocation is not None
@@ -245,7 +246,7 @@ async def test_unknown_tool_raises_before_any_hook_runs() -> None:
 async def test_bad_arguments_raise_before_any_hook_runs(invocation: ToolInvocation,
                                                         message: str) -> None:
     budget = AtomicBudget(3)
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1)])
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1, mode="in_flight")])
     with pytest.raises(InvalidToolArguments, match=message):
         await dispatcher.dispatch(invocation)
     assert budget.statistics().reserved == 0
@@ -253,7 +254,7 @@ async def test_bad_arguments_raise_before_any_hook_runs(invocation: ToolInvocati
 
 async def test_errors_result_answers_bad_calls_with_an_error_result() -> None:
     budget = AtomicBudget(3)
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1)],
+    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 1, mode="in_flight")],
                                 errors="result")
     unknown = await dispatcher.dispatch(ToolInvocation("c1", "nope", {}))
     assert unknown.is_error
@@ -288,7 +289,7 @@ async def test_cancelling_the_dispatch_while_the_tool_runs_ends_every_hold() -> 
     budget = AtomicBudget(5)
     gate = Gate()
     dispatcher = ToolDispatcher({"gate": gate}, [Recorder("a", ledger),
-                                                 DispatchBudgetHook(budget, 2)])
+                                                 DispatchBudgetHook(budget, 2, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, ToolInvocation("c1", "gate", {"key": "k"}))
         await anyio.wait_all_tasks_blocked()
@@ -309,7 +310,8 @@ async def test_cancelling_during_a_before_releases_what_earlier_hooks_reserved()
             await release.wait()
             return Continue()
 
-    dispatcher = ToolDispatcher({"echo": echo}, [DispatchBudgetHook(budget, 2), SlowApproval()])
+    hook = DispatchBudgetHook(budget, 2, mode="in_flight")
+    dispatcher = ToolDispatcher({"echo": echo}, [hook, SlowApproval()])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, call())
         await anyio.wait_all_tasks_blocked()
@@ -328,7 +330,8 @@ async def test_cancelling_during_an_after_still_runs_the_outer_afters() -> None:
             await anyio.sleep_forever()
 
     dispatcher = ToolDispatcher({"echo": echo}, [Recorder("a", ledger),
-                                                 DispatchBudgetHook(budget, 2), SlowAfter()])
+                                                 DispatchBudgetHook(budget, 2, mode="in_flight"),
+                                                 SlowAfter()])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, call())
         await anyio.wait_all_tasks_blocked()
@@ -348,7 +351,7 @@ async def test_concurrent_invocations_end_exactly_their_own_holds() -> None:
     dispatcher = ToolDispatcher(
         {"gate": gate},
         [Recorder("r", ledger),
-         DispatchBudgetHook(budget, lambda inv: costs[inv.arguments["key"]])])
+         DispatchBudgetHook(budget, lambda inv: costs[inv.arguments["key"]], mode="in_flight")])
     async with anyio.create_task_group() as tg:
         for key in costs:
             tg.start_soon(dispatcher.dispatch, ToolInvocation(f"id-{key}", "gate", {"key": key}))
@@ -368,7 +371,7 @@ async def test_a_tool_may_terminate_the_run_even_with_errors_result() -> None:
     async def stop(text: str) -> str:
         raise DispatchTerminated("the tool says stop")
 
-    dispatcher = ToolDispatcher({"echo": stop}, [DispatchBudgetHook(budget, 1, mode="commit")],
+    dispatcher = ToolDispatcher({"echo": stop}, [DispatchBudgetHook(budget, 1)],
                                 errors="result")
     with pytest.raises(DispatchTerminated, match="the tool says stop"):
         await dispatcher.dispatch(call())
@@ -385,7 +388,7 @@ async def test_cancelling_while_a_sync_tool_runs_waits_for_the_thread() -> None:
         finish.wait(10)
         return text
 
-    dispatcher = ToolDispatcher({"echo": slow}, [DispatchBudgetHook(budget, 2)])
+    dispatcher = ToolDispatcher({"echo": slow}, [DispatchBudgetHook(budget, 2, mode="in_flight")])
     scope = anyio.CancelScope()
     outcome: list[Any] = []
 

@@ -110,7 +110,8 @@ async def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch) -> Non
 async def test_a_missing_secret_skips_before_the_tool_runs(environ: dict[str, str]) -> None:
     weather = Weather(environ)
     budget = AtomicBudget(5)
-    dispatcher = ToolDispatcher([weather.tool], [DispatchBudgetHook(budget, 1), weather.hook])
+    hook = DispatchBudgetHook(budget, 1, mode="in_flight")
+    dispatcher = ToolDispatcher([weather.tool], [hook, weather.hook])
     with capture_logs() as events:
         result = await dispatcher.dispatch(weather_call())
     assert result.skipped
@@ -228,7 +229,8 @@ async def test_cancellation_while_the_tool_runs_is_audited_as_failed() -> None:
 async def test_a_later_hook_that_skips_means_no_egress_event() -> None:
     weather = Weather({"WEATHER_API_KEY": VALUE})
     budget = AtomicBudget(0)
-    dispatcher = ToolDispatcher([weather.tool], [weather.hook, DispatchBudgetHook(budget, 1)])
+    hook = DispatchBudgetHook(budget, 1, mode="in_flight")
+    dispatcher = ToolDispatcher([weather.tool], [weather.hook, hook])
     with capture_logs() as events:
         result = await dispatcher.dispatch(weather_call())
     assert result.skipped

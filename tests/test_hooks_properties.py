@@ -72,7 +72,7 @@ calls_strategy = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(calls=calls_strategy, capacity=st.integers(0, 8),
        policy=st.sampled_from(["admit_what_fits", "all_or_nothing"]),
-       errors=st.sampled_from(["raise", "result"]), mode=st.sampled_from(["release", "commit"]),
+       errors=st.sampled_from(["raise", "result"]), mode=st.sampled_from(["in_flight", "charge"]),
        single=st.booleans())
 def test_every_exit_path_leaves_the_budget_whole(
     backend: str, calls: list[tuple[str, str, int]], capacity: int, policy: Any, errors: Any,
@@ -106,7 +106,7 @@ def test_every_exit_path_leaves_the_budget_whole(
                 await dispatcher.dispatch_batch(invocations)
 
     anyio.run(main, backend=backend)
-    spent = sum(completed) if mode == "commit" else 0
+    spent = sum(completed) if mode == "charge" else 0
     assert budget.available == capacity - spent
     assert budget.statistics().held == spent
     for hook in (outer, inner):

@@ -66,7 +66,7 @@ async def test_concurrent_calls_of_one_tool_each_run_their_own_call() -> None:
 
 
 async def test_a_skipped_call_never_runs_its_body() -> None:
-    chain = HookChain([DispatchBudgetHook(AtomicBudget(0), 1)])
+    chain = HookChain([DispatchBudgetHook(AtomicBudget(0), 1, mode="in_flight")])
     ran: list[int] = []
 
     async def call() -> None:

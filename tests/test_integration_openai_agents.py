@@ -164,7 +164,7 @@ async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_wh
 
     model = ScriptModel(calls_then_answer(("work", {"n": 1}), ("work", {"n": 2}),
                                           ("work", {"n": 3}), seen=seen))
-    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    hook = DispatchBudgetHook(budget, 1)
     agent = Agent(name="a", model=model, tools=[wrap_tool(work, [hook])])
     assert (await Runner.run(agent, "go", run_config=NO_TRACING)).final_output == "done"
     assert len(ran) == 2
@@ -196,7 +196,7 @@ async def test_a_tool_failure_is_an_sdk_error_string_the_hooks_see_as_completed(
         raise RuntimeError("disk full")
 
     seen: list[str] = []
-    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    hook = DispatchBudgetHook(budget, 1)
     agent = Agent(name="a", model=ScriptModel(calls_then_answer(("broken", {}), seen=seen)),
                   tools=[wrap_tool(broken, [hook])])
     await Runner.run(agent, "go", run_config=NO_TRACING)
@@ -369,7 +369,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     asks for 2 tool calls at once. With a shared budget of 9 calls exactly 9 tools execute
     (16 without it). Concurrency is forced as in the pydantic-ai test."""
     budget = AtomicBudget(9, name="tool-calls")
-    hooks = [DispatchBudgetHook(budget, 1, mode="commit")] if shared_budget else []
+    hooks = [DispatchBudgetHook(budget, 1)] if shared_budget else []
     all_in_flight = anyio.Event()
     release_tools = anyio.Event()
     first_requests = 0

@@ -108,7 +108,7 @@ async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_wh
             return ModelResponse(parts=[TextPart("done")])
         return calls(("work", {"n": 1}), ("work", {"n": 2}), ("work", {"n": 3}))
 
-    hook = DispatchBudgetHook(budget, 1, mode="commit")
+    hook = DispatchBudgetHook(budget, 1)
     agent = Agent(FunctionModel(model), capabilities=[OutlayCapability([hook])])
 
     @agent.tool_plain
@@ -150,7 +150,7 @@ async def test_model_retry_from_a_tool_reaches_the_hooks_and_releases_the_hold()
             return ModelResponse(parts=[TextPart("gave up")])
         return calls(("flaky", {}))
 
-    hooks = [recorder, DispatchBudgetHook(budget, 1, mode="commit")]
+    hooks = [recorder, DispatchBudgetHook(budget, 1)]
     agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(hooks)])
 
     @agent.tool_plain(retries=3)
@@ -294,7 +294,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     Concurrency is forced: every sub-agent's model waits until all 8 are in flight, and every
     admitted tool blocks until the test has seen all of them running at once."""
     budget = AtomicBudget(9, name="tool-calls")
-    hooks = [DispatchBudgetHook(budget, 1, mode="commit")] if shared_budget else []
+    hooks = [DispatchBudgetHook(budget, 1)] if shared_budget else []
     sub_capability = OutlayCapability(hooks)
     all_in_flight = anyio.Event()
     release_tools = anyio.Event()

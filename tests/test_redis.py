@@ -623,7 +623,7 @@ def test_docs_recipe_runs(redis_server: RedisServer) -> None:
     try:
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                               text=True, timeout=60, check=True)
-        assert "spent=Decimal('0.0137')" in done.stdout, done.stdout
+        assert "{'usd': Decimal('19.9863')}" in done.stdout, done.stdout
     finally:
         import redis as sync_redis
 

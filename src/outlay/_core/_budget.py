@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from .._ledger import UsageLedger
+from .._protocols import BudgetGuard, TokenBudget
 from ..stores import LimitUsage, Store
 from . import _log
 from ._amounts import Amount, check_amount, check_count
 from ._exceptions import BudgetExceeded, ReservationError, UnknownLimit
+from ._guards import GuardStore, TokenBudgetStore
 from ._limits import LimitSpec, check_principal, check_specs
 from ._money import AdmissionDecision, BudgetCap, WindowState, admits, check_money
 from ._reservation import (
@@ -202,7 +204,35 @@ class Budget:
         specs = [LimitSpec(unit, w, cap) for unit, cap in given.items() for w in windows]
         specs.extend(caps)
         owner = Principals(store, template=specs, clock=clock, lease=lease, run_id=run_id)
-        self._init(owner, None, check_principal(principal), owner._template, owned=True)
+        self._init(owner, None, check_principal(principal), owner._template,
+                   owned=isinstance(store, str))
+
+    @classmethod
+    def from_guard(cls, guard: BudgetGuard, unit: str = "tool_calls") -> Budget:
+        """The budget object over a ``BudgetGuard`` (``AtomicBudget`` or your own), counting
+        ``unit`` in whole units. ``reserve({unit: n})`` is ``guard.try_reserve(n)``; ``commit``
+        keeps the units, ``release`` gives them back. The guard keeps the count (one call per
+        reservation); ``remaining()`` needs a guard with ``capacity`` and ``available``."""
+        if not isinstance(guard, BudgetGuard):
+            raise TypeError(f"guard must be a BudgetGuard, got {type(guard).__name__}")
+        return cls._adapted(GuardStore(guard), unit, getattr(guard, "capacity", 0))
+
+    @classmethod
+    def from_token_budget(cls, tokens: TokenBudget) -> Budget:
+        """The budget object over a ``TokenBudget`` (``AtomicTokenBudget`` or your own):
+        ``reserve({"tokens": n})`` is ``try_reserve_tokens(n)`` and ``commit`` its
+        ``record_usage``. (``Budget`` is itself a ``TokenBudget`` on any store.)"""
+        if not isinstance(tokens, TokenBudget):
+            raise TypeError(f"tokens must be a TokenBudget, got {type(tokens).__name__}")
+        return cls._adapted(TokenBudgetStore(tokens), "tokens", getattr(tokens, "capacity", 0))
+
+    @classmethod
+    def _adapted(cls, store: Store, unit: str, capacity: object) -> Budget:
+        cap = capacity if type(capacity) is int else 0
+        owner = Principals(store, template=[LimitSpec(unit, _RUN, cap)])
+        budget = cls.__new__(cls)
+        budget._init(owner, None, _DEFAULT_PRINCIPAL, owner._template, owned=True)
+        return budget
 
     @classmethod
     def _attach(cls, owner: Principals, parent: Budget | None, name: str,
@@ -374,9 +404,9 @@ class Budget:
         owner = self._owner
         seconds = owner._lease if lease is None else check_lease(lease)
         limits = self.limits_at(checked)
+        capped = {unit for unit, _, _ in limits.values()}
         for unit, amount in checked.items():
-            if isinstance(amount, Decimal) and amount and not any(
-                    u == unit for u, _, _ in limits.values()):
+            if unit not in capped and isinstance(amount, Decimal) and amount:
                 refusal = BudgetExceeded(unit=unit, requested=amount, cap=Decimal(0),
                                          spent=Decimal(0), held=Decimal(0),
                                          principal=self._path)
@@ -449,8 +479,8 @@ class Budget:
         return int(max(spent, default=0))
 
     async def aclose(self) -> None:
-        """Close the store (a budget built with ``Budget(...)`` owns it; one from ``Principals``
-        leaves that to ``Principals.aclose``)."""
+        """Close the store if this budget opened it from a URL (``Budget(store="...")``); a
+        ``Store`` you passed in, or the store of ``Principals``, is left to its owner."""
         if self._owned:
             await self._owner.aclose()
 

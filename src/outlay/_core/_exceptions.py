@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 from ._amounts import Amount
 
 if TYPE_CHECKING:
-    from ..hooks._types import ToolInvocation
-    from ..routing._decision import RouteDecision
+    from ..hooks import ToolInvocation
+    from ..routing import RouteDecision
 
 
 class OutlayError(Exception):
@@ -97,7 +97,7 @@ class BudgetExceeded(OutlayError):
     def _describe(self) -> str:
         show = _money if self.unit == "usd" else _plain
         who = f"{self.principal}: " if self.principal else (f"{self.key}: " if self.key else "")
-        label = "" if self.unit == "usd" else f" {self.unit or 'units'}"
+        label = "" if self.unit in ("usd", None) else f" {self.unit}"
         where = ""
         if self.window == "run":
             where = " in this run"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..hooks._types import ToolInvocation, ToolInvocationResult
+from ..hooks import ToolInvocation, ToolInvocationResult
 from ._common import TokenUsage, count, get, invocation_from_object, output_text
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._core import TokenReservation
 from .._protocols import TokenBudget
-from ..hooks._types import ToolInvocation
+from ..hooks import ToolInvocation
 
 
 def get(obj: Any, name: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..hooks._types import ToolInvocation, ToolInvocationResult
+from ..hooks import ToolInvocation, ToolInvocationResult
 from ._common import TokenUsage, count, get, invocation_from_json, output_text
 
 

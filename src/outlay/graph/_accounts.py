@@ -13,9 +13,7 @@ An account hands out tickets (``take``) and settles them at the actual cost (``s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from .._core import Amount, KeyedBudget, Reservation
+from .._core import Amount, Budget, Reservation
 from ._cost import Cost, zero_of
 
 
@@ -49,24 +47,15 @@ class Account:
 
 
 class BudgetAccount(Account):
-    """Charges reserved directly from a ``KeyedBudget``; ``limits`` maps each unit to limit keys."""
+    """Charges reserved directly from a ``Budget``, by unit."""
 
-    __slots__ = ("_budget", "_limits")
+    __slots__ = ("_budget",)
 
-    def __init__(self, budget: KeyedBudget, limits: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(self, budget: Budget) -> None:
         self._budget = budget
-        self._limits = limits
-
-    def amounts(self, cost: Cost) -> dict[str, Amount]:
-        """``cost`` by limit key: each unit's amount charged to every key the unit maps to."""
-        out: dict[str, Amount] = {}
-        for unit, amount in cost._amounts.items():
-            for key in self._limits[unit]:
-                out[key] = out[key] + amount if key in out else amount
-        return out
 
     async def take(self, cost: Cost) -> Ticket:
-        reservation = await self._budget.reserve(self.amounts(cost))
+        reservation = await self._budget.reserve(cost._amounts)
         return Ticket(cost, self, reservation)
 
     async def settle(self, ticket: Ticket, actual: Cost) -> None:
@@ -75,10 +64,10 @@ class BudgetAccount(Account):
             return
         reservation = ticket.reservation
         assert reservation is not None
-        # Every held key is named, so a key the actual cost leaves out settles at zero.
-        spend = {key: zero_of(held) for key, held in reservation.amounts.items()}
-        for key, amount in self.amounts(actual).items():
-            spend[key] = spend[key] + amount
+        # Every held unit is named, so a unit the actual cost leaves out settles at zero.
+        spend = {unit: zero_of(held) for unit, held in reservation.amounts.items()}
+        for unit, amount in actual._amounts.items():
+            spend[unit] = spend[unit] + amount if unit in spend else amount
         await reservation.commit(spend)
 
 

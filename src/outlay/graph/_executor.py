@@ -1,4 +1,4 @@
-"""Run compositions under anyio, optionally charging declared stage costs to a ``KeyedBudget``.
+"""Run compositions under anyio, optionally charging declared stage costs to a ``Budget``.
 
 ``prepare`` compiles a composition into a tree of small runners once: every stage id is looked
 up, every worst case computed, so a malformed composition is refused before anything runs or is
@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._core import BudgetExceeded, CompositionError, ConfigurationError, KeyedBudget
+from .._core import Budget, BudgetExceeded, CompositionError
 from ._accounts import Account, BudgetAccount, Pool, Ticket
 from ._cost import FREE, Cost, Reported
 from ._nodes import (
@@ -574,9 +574,10 @@ class Executor:
 class BudgetedExecutor(Executor):
     """Runs compositions charging each stage's declared cost to ``budget`` before it runs.
 
-    ``limits`` maps each cost unit to the limit key (or keys: run, session, tenant...) it is
-    charged to; by default a unit is charged to the limit of the same name. Charges are
-    ``KeyedBudget`` reservations, so they work on every store:
+    ``budget`` is the budget object (``outlay.Budget``, or one from ``Principals``): a stage's
+    ``Cost`` is by unit (``Cost(usd=Decimal("0.02"), tokens=1500)``) and each unit is charged
+    to every limit the budget maps it onto (its windows and its principal's ancestors) in one
+    reservation, so it works on every store:
 
     - a stage is charged before it runs; if it does not fit, ``BudgetExceeded`` is raised and
       the stage never runs. It is settled at its declared cost, or at the ``Reported`` actual.
@@ -586,45 +587,15 @@ class BudgetedExecutor(Executor):
     - A stage that fails, or is cancelled once started, keeps its charge. Branches cancelled
       because a sibling failed return what they had not started.
 
-    Raises ``ConfigurationError`` at ``prepare`` if a stage's cost has a unit with no limit.
+    Units follow the budget's rule: money (``Decimal``) in a unit the budget does not cap is
+    refused, whole units it does not cap are not limited.
     """
 
-    def __init__(
-        self,
-        registry: StageRegistry,
-        budget: KeyedBudget,
-        *,
-        limits: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> None:
+    def __init__(self, registry: StageRegistry, budget: Budget) -> None:
         super().__init__(registry)
-        if not isinstance(budget, KeyedBudget):
-            raise TypeError(f"budget must be an outlay.KeyedBudget, got {type(budget).__name__}")
+        if not isinstance(budget, Budget):
+            raise TypeError(f"budget must be an outlay.Budget, got {type(budget).__name__}")
         self.budget = budget
-        self._limits: dict[str, tuple[str, ...]] | None = None
-        if limits is not None:
-            self._limits = {}
-            for unit, keys in limits.items():
-                keys = (keys,) if isinstance(keys, str) else tuple(keys)
-                if not keys or not all(isinstance(k, str) and k for k in keys):
-                    raise TypeError(f"limits[{unit!r}] must be a limit key or a non-empty "
-                                    f"sequence of keys, got {keys!r}")
-                self._limits[unit] = keys
-
-    def limit_keys(self, unit: str) -> tuple[str, ...]:
-        """The limit keys a cost in ``unit`` is charged to."""
-        if self._limits is None:
-            return (unit,)
-        keys = self._limits.get(unit)
-        if keys is None:
-            raise ConfigurationError(f"cost unit {unit!r} has no limit; add it to limits= "
-                                     f"(known units: {sorted(self._limits)})")
-        return keys
-
-    def prepare(self, composition: Node | Plan | Mapping[str, Any] | str | bytes) -> Plan:
-        plan = super().prepare(composition)
-        for unit in sorted(plan.units):
-            self.limit_keys(unit)
-        return plan
 
     async def run(
         self,
@@ -640,8 +611,7 @@ class BudgetedExecutor(Executor):
         stage runs; ``CompositionError`` if that worst case is unbounded.
         """
         plan = self.prepare(composition)
-        account = BudgetAccount(self.budget,
-                                {unit: self.limit_keys(unit) for unit in plan.units})
+        account = BudgetAccount(self.budget)
         root = plan._root
         if hold_worst_case:
             if not plan.estimate.bounded:

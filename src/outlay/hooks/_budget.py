@@ -1,4 +1,4 @@
-"""``DispatchBudgetHook``: reserve before each tool call, release or commit after it."""
+"""``DispatchBudgetHook``: reserve before each tool call; charge it or give it back after."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import anyio
 from .._core import (
     Amount,
     AtomicBudget,
+    Budget,
     BudgetExceeded,
     DispatchTerminated,
-    KeyedBudget,
+    Principals,
     Reservation,
     check_count,
 )
@@ -28,96 +29,101 @@ from ._types import (
 )
 
 Cost = int | Mapping[str, Amount]
-"""What one invocation costs: ``int`` units on a ``BudgetGuard``, limit key -> amount on a
-``KeyedBudget``."""
+"""What one invocation costs: amounts by unit on a ``Budget`` (``{"tool_calls": 1}``), ``int``
+units on a ``BudgetGuard``."""
 
 CostFunction = Callable[[ToolInvocation], Cost]
-BudgetMode = Literal["release", "commit"]
+BudgetMode = Literal["charge", "in_flight"]
 OnDenied = Literal["skip", "terminate"]
+
+_ONE_CALL: Mapping[str, Amount] = {"tool_calls": 1}
 
 
 class DispatchBudgetHook(ToolDispatchHook):
     """Reserve ``cost`` before each invocation; end exactly that hold after it.
 
-    ``guard`` is a ``BudgetGuard`` (``AtomicBudget`` or your own; ``cost`` in ``int`` units) or
-    a ``KeyedBudget`` (``cost`` a mapping of limit key -> amount, reserved all-or-nothing). ``cost``
+    ``budget`` is the budget object (``Budget``; ``cost`` by unit, default
+    ``{"tool_calls": 1}``, reserved all-or-nothing over every limit and window of the unit in
+    one store call), ``Principals`` (the budget of ``invocation.principal``), or a
+    ``BudgetGuard`` such as ``AtomicBudget`` (``cost`` in ``int`` units, default 1). ``cost``
     is a constant or a function of the invocation, evaluated in ``before``; a bad value raises
     ``TypeError`` / ``ValueError`` there and takes nothing.
 
-    ``mode="release"`` gives every hold back when the call ends: the guard caps the cost *in
-    flight*. ``mode="commit"`` keeps the hold of every call that completed (a ``BudgetGuard``
-    is simply not released; a ``KeyedBudget`` reservation is committed): the guard caps *cumulative*
-    spend. Skipped calls, terminated or cancelled dispatches, and failed calls are released in
-    both modes, except that ``charge_failures=True`` (commit mode) also charges a call that
-    raised or returned an error result - a later hook's exception counts as such a failure.
+    ``mode="charge"`` (the default) keeps the hold of every call that completed (a guard is
+    not given it back; a ``Budget`` reservation is committed): the budget caps *cumulative*
+    spend. Holding only what is in flight is asked for by name: ``mode="in_flight"`` gives
+    every hold back when the call ends (a concurrency cap). Skipped calls, terminated or
+    cancelled dispatches and failed calls are given back in both modes, except that
+    ``charge_failures=True`` (charge mode) also charges a call that raised or returned an
+    error result - a later hook's exception counts as such a failure.
 
-    ``defaults`` (``KeyedBudget`` only; a mapping or a function of the invocation) gives caps for
-    limits created on first use, e.g. one per principal:
-    ``cost=lambda inv: {f"user:{inv.principal}/calls": 1}, defaults=lambda inv:
-    {f"user:{inv.principal}/calls": 50}``. Without it an unknown key raises ``UnknownLimit``
-    from ``before`` (nothing taken).
-
-    When the hold does not fit: ``on_denied="skip"`` (default) skips the call with a reason and
-    an error output for the model; ``"terminate"`` stops the run (``DispatchTerminated``).
+    When the hold does not fit: ``on_denied="skip"`` (default) skips the call with the
+    refusal's reason and an error output for the model; ``"terminate"`` stops the run
+    (``DispatchTerminated``).
     """
 
-    __slots__ = ("_atomic", "_budget", "_charge_failures", "_commit", "_cost", "_cost_fn",
-                 "_defaults", "_guard", "_name", "_terminate")
+    __slots__ = ("_atomic", "_budget", "_charge", "_charge_failures", "_cost", "_cost_fn",
+                 "_guard", "_name", "_principals", "_terminate")
 
     def __init__(
         self,
-        guard: BudgetGuard | KeyedBudget,
-        cost: Cost | CostFunction,
+        budget: Budget | Principals | BudgetGuard,
+        cost: Cost | CostFunction | None = None,
         *,
-        mode: BudgetMode = "release",
+        mode: BudgetMode = "charge",
         on_denied: OnDenied = "skip",
         charge_failures: bool = False,
-        defaults: Mapping[str, Amount] | Callable[[ToolInvocation], Mapping[str, Amount]]
-        | None = None,
         name: str | None = None,
     ) -> None:
-        if mode not in ("release", "commit"):
-            raise ValueError(f"mode must be 'release' or 'commit', got {mode!r}")
+        if mode not in ("charge", "in_flight"):
+            raise ValueError(f"mode must be 'charge' or 'in_flight', got {mode!r}")
         if on_denied not in ("skip", "terminate"):
             raise ValueError(f"on_denied must be 'skip' or 'terminate', got {on_denied!r}")
-        if charge_failures and mode != "commit":
-            raise ValueError("charge_failures=True needs mode='commit'")
-        self._budget: KeyedBudget | None = guard if isinstance(guard, KeyedBudget) else None
-        if self._budget is None and not isinstance(guard, BudgetGuard):
-            raise TypeError(f"guard must be a BudgetGuard or a KeyedBudget, got "
-                            f"{type(guard).__name__}")
-        self._guard: BudgetGuard | None = None if isinstance(guard, KeyedBudget) else guard
-        if defaults is not None and self._budget is None:
-            raise TypeError("defaults needs a KeyedBudget guard")
-        self._defaults = defaults
-        self._atomic: AtomicBudget | None = guard if isinstance(guard, AtomicBudget) else None
+        if charge_failures and mode != "charge":
+            raise ValueError("charge_failures=True needs mode='charge'")
+        self._budget = budget if isinstance(budget, Budget) else None
+        self._principals = budget if isinstance(budget, Principals) else None
+        by_unit = self._budget is not None or self._principals is not None
+        if not by_unit and not isinstance(budget, BudgetGuard):
+            raise TypeError(f"budget must be a Budget, Principals or a BudgetGuard, got "
+                            f"{type(budget).__name__}")
+        self._guard = budget if not isinstance(budget, Budget | Principals) else None
+        self._atomic: AtomicBudget | None = budget if isinstance(budget, AtomicBudget) else None
         self._cost_fn: CostFunction | None = None
         self._cost: Cost = 0
-        if callable(cost):
+        if cost is None:
+            self._cost = dict(_ONE_CALL) if by_unit else 1
+        elif callable(cost):
             self._cost_fn = cost
-        elif self._budget is not None:
+        elif by_unit:
             if not isinstance(cost, Mapping) or not cost:
-                raise TypeError("a KeyedBudget needs cost as a non-empty mapping of limit key -> "
-                                "amount (or a function returning one)")
+                raise TypeError("a Budget needs cost as a non-empty mapping of unit -> amount "
+                                "(or a function returning one)")
             self._cost = dict(cost)
         else:
             self._cost = check_count(cost, "cost")
-        self._commit = mode == "commit"
+        self._charge = mode == "charge"
         self._terminate = on_denied == "terminate"
         self._charge_failures = charge_failures
-        self._name = name or getattr(guard, "_name", None) or type(guard).__name__
+        self._name = name or getattr(budget, "_name", None) or getattr(
+            budget, "path", None) or type(budget).__name__
 
     async def before_invocation(self, invocation: ToolInvocation) -> Continue | Skip | Terminate:
         """Hold the invocation's cost; ``Skip``/``Terminate`` with a reason if it does not fit."""
         cost = self._cost if self._cost_fn is None else self._cost_fn(invocation)
-        if self._budget is not None:
+        if self._guard is None:
             if not isinstance(cost, Mapping):
-                raise TypeError(f"cost for a KeyedBudget must be a mapping, got {cost!r}")
-            defaults = self._defaults
-            if callable(defaults):
-                defaults = defaults(invocation)
+                raise TypeError(f"cost for a Budget must be a mapping of unit -> amount, "
+                                f"got {cost!r}")
+            budget = self._budget
+            if budget is None:
+                assert self._principals is not None
+                if invocation.principal is None:
+                    raise ValueError(f"invocation {invocation.call_id!r} names no principal; "
+                                     "a Principals budget hook needs one")
+                budget = self._principals.get(invocation.principal)
             try:
-                reservation = await self._budget.reserve(cost, defaults=defaults)
+                reservation = await budget.reserve(cost)
             except BudgetExceeded as exc:
                 return refuse(invocation, exc.reason, terminate=self._terminate)
             return Continue(reservation)
@@ -127,21 +133,26 @@ class DispatchBudgetHook(ToolDispatchHook):
         if atomic is not None:
             admitted = atomic.try_reserve_nowait(cost)  # type: ignore[arg-type]
         else:
-            assert self._guard is not None
             admitted = await self._guard.try_reserve(cost)  # type: ignore[arg-type]
         if not admitted:
-            available = "" if atomic is None else f" ({atomic.available} of {atomic.capacity} left)"
-            return refuse(invocation, f"budget {self._name!r} cannot cover cost {cost}{available}",
+            return refuse(invocation, self._guard_refusal(cost).reason,  # type: ignore[arg-type]
                           terminate=self._terminate)
         return Continue(cost)
+
+    def _guard_refusal(self, cost: int) -> BudgetExceeded:
+        atomic = self._atomic
+        if atomic is None:
+            return BudgetExceeded(unit=None, requested=cost, key=self._name)
+        return BudgetExceeded(unit=None, requested=cost, key=self._name, cap=atomic.capacity,
+                              spent=0, held=atomic.capacity - atomic.available)
 
     async def after_invocation(
         self, invocation: ToolInvocation, result: ToolInvocationResult, state: Any
     ) -> None:
-        """Commit a completed call in commit mode; release everything else."""
+        """Charge a completed call in charge mode; give everything else back."""
         if state is None:
             return
-        keep = self._commit and not result.skipped and (
+        keep = self._charge and not result.skipped and (
             self._charge_failures or not result.is_error)
         if not keep and self._atomic is not None:  # the hot path, without another coroutine
             self._atomic.release_nowait(state)
@@ -151,7 +162,7 @@ class DispatchBudgetHook(ToolDispatchHook):
     async def on_invocation_error(
         self, invocation: ToolInvocation, error: BaseException, state: Any
     ) -> None:
-        """Release (or, with ``charge_failures``, commit unless terminated or cancelled)."""
+        """Give back (or, with ``charge_failures``, charge unless terminated or cancelled)."""
         if state is None:
             return
         keep = self._charge_failures and not isinstance(
@@ -175,5 +186,5 @@ class DispatchBudgetHook(ToolDispatchHook):
             await self._guard.release(state)
 
     def __repr__(self) -> str:
-        mode = "commit" if self._commit else "release"
+        mode = "charge" if self._charge else "in_flight"
         return f"<DispatchBudgetHook {self._name} mode={mode}>"

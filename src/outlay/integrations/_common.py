@@ -10,8 +10,7 @@ import anyio
 
 from .._core import BudgetExceeded, TokenReservation, check_count
 from .._protocols import TokenBudget
-from ..hooks._dispatcher import ToolDispatcher
-from ..hooks._types import ToolDispatchHook, ToolInvocation, ToolInvocationResult
+from ..hooks import ToolDispatcher, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 _CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
 _MAX_CACHED = 1024

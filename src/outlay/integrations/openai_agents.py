@@ -38,8 +38,8 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from .._core import DispatchTerminated, TokenReservation
 from .._protocols import TokenBudget
-from ..clients._core import estimate_prompt_tokens
-from ..hooks._types import ToolDispatchHook, ToolInvocation
+from ..clients import estimate_prompt_tokens
+from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import (
     HookChain,
     check_estimate,
@@ -65,7 +65,7 @@ def wrap_tool(tool: FunctionTool, hooks: Sequence[ToolDispatchHook], *,
 
     The SDK turns a tool's exception into an error string for the model *inside*
     ``on_invoke_tool`` (its ``failure_error_function``), so the hooks see such a failure as a
-    completed call (``DispatchBudgetHook(mode="commit")`` charges it). A tool run with
+    completed call (``DispatchBudgetHook`` charges it by default). A tool run with
     ``failure_error_function=None`` raises instead: the hooks see the exception. The copy has
     no ``__wrapped__`` callable (the SDK ties that to its own invoker).
     """

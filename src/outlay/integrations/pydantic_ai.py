@@ -36,8 +36,8 @@ from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import ToolDefinition
 
 from .._protocols import TokenBudget
-from ..clients._core import estimate_prompt_tokens
-from ..hooks._types import ToolDispatchHook, ToolInvocation
+from ..clients import estimate_prompt_tokens
+from ..hooks import ToolDispatchHook, ToolInvocation
 from ._common import (
     HookChain,
     check_estimate,
