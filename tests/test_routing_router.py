@@ -22,6 +22,7 @@ from outlay import (
     MemoryStore,
     NoRoute,
     Principals,
+    RemainingBudget,
     RouteChoice,
     Router,
     TokenPrices,
@@ -279,3 +280,41 @@ async def test_router_refuses_bad_configuration() -> None:
     router = Router([Backend("a", BackendKind.LOCAL)])
     with pytest.raises(TypeError, match="must be a Work"):
         await router.decide("work")  # type: ignore[arg-type]
+
+
+async def test_a_hold_refused_after_a_stale_read_falls_back_and_reads_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read and the hold are two steps; what is read can be stale by the hold (another
+    process spent, a period rolled over). The hold is the authority: a refused hold is a
+    fallback, never an overspend. Forced here with a clock that moves between the two steps
+    into a day whose budget is already spent."""
+    day_one, day_two = 1_764_547_200.0, 1_764_633_600.0  # 2025-12-01 and 12-02, UTC
+    now = [day_two]
+    budget = Budget(usd=D("0.15"), window=Window.day(), clock=lambda: now[0])
+    async with budget.reserve({"usd": D("0.15")}) as spent_tomorrow:
+        await spent_tomorrow.commit()
+    now[0] = day_one
+    router = Router([Backend("a", BackendKind.CLOUD, prices=PREMIUM),
+                     Backend("local", BackendKind.LOCAL)], budget=budget, order="listed")
+    real_read = read_remaining
+
+    async def read_then_roll_over(budget: Budget, unit: str) -> RemainingBudget:
+        left = await real_read(budget, unit)
+        now[0] = day_two  # between the read and the hold
+        return left
+
+    called: list[str] = []
+
+    async def call(choice: RouteChoice) -> str:
+        called.append(choice.backend.name)
+        return choice.backend.name
+
+    monkeypatch.setattr("outlay.routing._router.read_remaining", read_then_roll_over)
+    routed = await router.run(CALL, call)
+    assert called == ["local"]  # "a" was never called: its hold was refused
+    assert routed.decisions[0].chosen is not None
+    assert routed.decisions[0].chosen.name == "a"  # chosen on the stale read
+    assert routed.decision.reasons() == {
+        "a": "its budget refused the hold of 0.1 usd (spent meanwhile)"}
+    assert (await budget.remaining())["usd"] == 0  # nothing overspent
