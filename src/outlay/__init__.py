@@ -13,8 +13,10 @@ from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import CompositionError as CompositionError
 from ._core._exceptions import ConfigurationError as ConfigurationError
 from ._core._exceptions import DispatchTerminated as DispatchTerminated
+from ._core._exceptions import InfeasibleWork as InfeasibleWork
 from ._core._exceptions import InvalidToolArguments as InvalidToolArguments
 from ._core._exceptions import MissingSecret as MissingSecret
+from ._core._exceptions import NoRoute as NoRoute
 from ._core._exceptions import OutlayError as OutlayError
 from ._core._exceptions import ReservationError as ReservationError
 from ._core._exceptions import SecretLeak as SecretLeak
@@ -32,6 +34,7 @@ from ._core._money import AdmissionDecision as AdmissionDecision
 from ._core._money import BudgetCap as BudgetCap
 from ._core._money import CostRates as CostRates
 from ._core._money import WindowState as WindowState
+from ._core._money import accelerator_refusal as accelerator_refusal
 from ._core._money import admits as admits
 from ._core._money import estimate_cost as estimate_cost
 from ._core._reservation import KeyedBudget as KeyedBudget
@@ -82,12 +85,29 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .routing import Accelerator as Accelerator
+from .routing import Backend as Backend
+from .routing import BackendKind as BackendKind
+from .routing import Ladder as Ladder
+from .routing import RemainingBudget as RemainingBudget
+from .routing import RouteChoice as RouteChoice
+from .routing import Routed as Routed
+from .routing import RoutedClient as RoutedClient
+from .routing import RouteDecision as RouteDecision
+from .routing import Router as Router
+from .routing import RouteVerdict as RouteVerdict
+from .routing import Work as Work
+from .routing import alternatives as alternatives
+from .routing import read_remaining as read_remaining
+from .routing import select_backend as select_backend
+from .routing import worst_case_cost as worst_case_cost
 from .stores import LimitUsage as LimitUsage
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
 __all__ = (
+    "Accelerator",
     "AdmissionDecision",
     "Amount",
     "AnthropicStreamUsage",
@@ -101,6 +121,8 @@ __all__ = (
     "Approver",
     "AtomicBudget",
     "AtomicTokenBudget",
+    "Backend",
+    "BackendKind",
     "Budget",
     "BudgetCap",
     "BudgetExceeded",
@@ -114,8 +136,10 @@ __all__ = (
     "DispatchLoggingHook",
     "DispatchTerminated",
     "EgressAuditHook",
+    "InfeasibleWork",
     "InvalidToolArguments",
     "KeyedBudget",
+    "Ladder",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
@@ -124,13 +148,21 @@ __all__ = (
     "MemoryApprovalLog",
     "MemoryStore",
     "MissingSecret",
+    "NoRoute",
     "OutlayError",
     "Period",
     "PriceTable",
     "Principals",
+    "RemainingBudget",
     "Reservation",
     "ReservationError",
     "ReserveContext",
+    "RouteChoice",
+    "RouteDecision",
+    "RouteVerdict",
+    "Routed",
+    "RoutedClient",
+    "Router",
     "Secret",
     "SecretLeak",
     "Skip",
@@ -155,7 +187,10 @@ __all__ = (
     "UsageLedger",
     "Window",
     "WindowState",
+    "Work",
+    "accelerator_refusal",
     "admits",
+    "alternatives",
     "anthropic_tool_calls",
     "anthropic_tool_results",
     "anthropic_usage",
@@ -168,7 +203,10 @@ __all__ = (
     "openai_responses_tool_outputs",
     "openai_responses_usage",
     "parse_limit_key",
+    "read_remaining",
     "record_token_usage",
+    "select_backend",
     "store_from_url",
     "token_cost",
+    "worst_case_cost",
 )

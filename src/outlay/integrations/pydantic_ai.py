@@ -45,28 +45,39 @@ try:
         WrapModelRequestHandler,
         WrapToolExecuteHandler,
     )
-    from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelResponse, ToolCallPart
-    from pydantic_ai.models import ModelRequestContext
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelResponse,
+        ToolCallPart,
+    )
+    from pydantic_ai.models import ModelRequestContext, ModelRequestParameters
     from pydantic_ai.tools import ToolDefinition
     from pydantic_ai.usage import RequestUsage
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
     raise missing_extra(__name__, "pydantic-ai-slim", "pydantic-ai") from exc
 
-__all__ = ("OutlayCapability", "estimate_request_input")
+__all__ = ("OutlayCapability", "estimate_messages_input", "estimate_request_input")
 
 InputEstimate = Callable[[ModelRequestContext], int]
 """Computes the input tokens to hold for one model request."""
 
 
 def estimate_request_input(request_context: ModelRequestContext) -> int:
-    """The default input estimate of one request.
+    """The default input estimate of one request: ``estimate_messages_input`` of its messages
+    and request parameters."""
+    return estimate_messages_input(request_context.messages,
+                                   request_context.model_request_parameters)
 
-    ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the request's
-    messages as JSON data (binary content counts at its base64 size, so images are
-    over-estimated) and the tool definitions, with one message overhead per message part.
+
+def estimate_messages_input(messages: list[ModelMessage],
+                            parameters: ModelRequestParameters) -> int:
+    """The input estimate of ``messages`` sent with ``parameters``.
+
+    ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the messages
+    as JSON data (binary content counts at its base64 size, so images are over-estimated) and
+    the tool definitions, with one message overhead per message part.
     """
-    messages = request_context.messages
-    parameters = request_context.model_request_parameters
     tools = [_tool_fields(tool)
              for tool in (*parameters.function_tools, *parameters.output_tools)]
     return estimate_prompt_tokens(
