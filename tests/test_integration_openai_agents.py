@@ -342,10 +342,10 @@ async def test_default_estimate_counts_input_tools_and_output_bound() -> None:
 
 
 async def test_default_estimate_is_the_clients_estimate() -> None:
-    text = "日本語" * 300  # one token per non-ASCII character, as the budgeted clients count
+    text = "日本語" * 300  # 1.4 tokens per CJK character, as the budgeted clients count
     call = ModelCallInput(None, text, ModelSettings(), [], [])
     assert estimate_call_tokens(call, max_output_tokens=0) == estimate_prompt_tokens([text], 1)
-    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 900
+    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 1260
     items: list[Any] = [{"role": "user", "content": "abcdef"}]
     with_items = ModelCallInput("be brief", items, ModelSettings(), [], [])
     assert estimate_call_tokens(with_items, max_output_tokens=10) == (

@@ -8,7 +8,7 @@ which field bounds the output and where the usage is reported.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
@@ -24,20 +24,18 @@ from .._core._tokens import TokenReservation
 from .._pricing import PriceTable, TokenPrices, token_cost
 from .._protocols import TokenBudget
 from ..adapters import TokenUsage
+from ._estimate import MEDIA_TOKENS as MEDIA_TOKENS
+from ._estimate import MESSAGE_OVERHEAD as MESSAGE_OVERHEAD
+from ._estimate import REQUEST_OVERHEAD as REQUEST_OVERHEAD
+from ._estimate import InputEstimator as InputEstimator
+from ._estimate import estimate_prompt_tokens as estimate_prompt_tokens
+from ._estimate import estimate_tokens as estimate_tokens
 
 T = TypeVar("T")
 
-MESSAGE_OVERHEAD = 4
-"""Tokens added per message (role, separators) by ``estimate_prompt_tokens``."""
-REQUEST_OVERHEAD = 3
-"""Tokens added once per request (the reply's priming) by ``estimate_prompt_tokens``."""
-MEDIA_TOKENS = 2_000
-"""Tokens counted for one inline media item (a ``data:`` URL or a base64 source)."""
 _CLAMP_ATTEMPTS = 64
 
 Outcome = Literal["recorded", "conservative", "refunded"]
-InputEstimator = Callable[[Mapping[str, Any]], int]
-"""Counts a request's prompt tokens from its keyword arguments (a conservative guess)."""
 
 
 # -- money -----------------------------------------------------------------------------------
@@ -142,57 +140,6 @@ class Charge:
     def total_tokens(self) -> int:
         """Tokens charged: ``prompt_tokens + completion_tokens``."""
         return self.prompt_tokens + self.completion_tokens
-
-
-# -- estimating ------------------------------------------------------------------------------
-
-
-def estimate_tokens(value: object) -> int:
-    """A heuristic, deliberately high token count for ``value`` (text or JSON-like data).
-
-    ASCII characters count one token per 3 (English averages about 4 per token), every other
-    character one token each; mapping keys count too. Inline media (``data:`` URLs, base64
-    sources) count ``MEDIA_TOKENS`` each. Pydantic models are counted by their dumped fields.
-    Not an upper bound for every tokenizer; pass your own estimator where it must be exact.
-    """
-    ascii_chars = 0
-    other_chars = 0
-    media = 0
-    stack: list[object] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if item.startswith("data:") and len(item) > 256:
-                media += 1
-                continue
-            n_ascii = len(item.encode("ascii", "ignore"))
-            ascii_chars += n_ascii
-            other_chars += len(item) - n_ascii
-        elif isinstance(item, Mapping):
-            if item.get("type") == "base64" and isinstance(item.get("data"), str):
-                media += 1
-                item = {k: v for k, v in item.items() if k != "data"}
-            for key, val in item.items():
-                stack.append(str(key))
-                stack.append(val)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif item is None or isinstance(item, bool):
-            continue
-        elif isinstance(item, int | float | Decimal):
-            ascii_chars += len(str(item))
-        elif hasattr(item, "model_dump"):
-            stack.append(item.model_dump(exclude_none=True))
-        else:
-            stack.append(str(item))
-    return -(-ascii_chars // 3) + other_chars + media * MEDIA_TOKENS
-
-
-def estimate_prompt_tokens(parts: Iterable[object], messages: int) -> int:
-    """``estimate_tokens`` of every prompt part, plus ``MESSAGE_OVERHEAD`` per message and
-    ``REQUEST_OVERHEAD`` once."""
-    return (REQUEST_OVERHEAD + MESSAGE_OVERHEAD * messages
-            + sum(estimate_tokens(part) for part in parts if part is not None))
 
 
 # -- the budgets a wrapper draws from ---------------------------------------------------------
