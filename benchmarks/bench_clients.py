@@ -1,6 +1,6 @@
 """What the budgeted LLM clients add to a call.
 
-Runs the real openai SDK over loopback HTTP against tests/fakeprovider.py, raw and wrapped
+Runs the real openai SDK over loopback HTTP against outlay.testing.FakeProvider, raw and wrapped
 (token budget; token budget + money limit), plain and streamed, and times the prompt estimator
 on its own. Prints a table and writes benchmarks/results/clients.json.
 
@@ -30,7 +30,7 @@ from outlay import AtomicTokenBudget, Budget, TokenPrices  # noqa: E402
 from outlay.clients import MoneyLimit, estimate_prompt_tokens  # noqa: E402
 from outlay.clients._core import CallSpec, Limits  # noqa: E402
 from outlay.clients.openai import BudgetedAsyncOpenAI  # noqa: E402
-from tests.fakeprovider import FakeProvider  # noqa: E402
+from outlay.testing import FakeProvider  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say hello. " * 20}]

@@ -1,4 +1,4 @@
-"""BudgetedAsyncAnthropic with the real anthropic SDK over real HTTP (tests/fakeprovider.py).
+"""BudgetedAsyncAnthropic with the real anthropic SDK over real HTTP (outlay.testing.FakeProvider).
 
 Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which supports both.
 """
@@ -17,8 +17,7 @@ import pytest
 from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices
 from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.anthropic import BudgetedAsyncAnthropic
-
-from .fakeprovider import FakeProvider, Script
+from outlay.testing import FakeProvider, Script
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""BudgetedAsyncOpenAI with the real openai SDK over real HTTP against tests/fakeprovider.py.
+"""BudgetedAsyncOpenAI with the real openai SDK over real HTTP against outlay.testing.FakeProvider.
 
 Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which supports both.
 """
@@ -18,8 +18,7 @@ from structlog.testing import capture_logs
 from outlay import AtomicTokenBudget, Budget, BudgetExceeded, TokenPrices, UnknownModelPrice
 from outlay.clients import Charge, MoneyLimit, estimate_prompt_tokens
 from outlay.clients.openai import BudgetedAsyncOpenAI
-
-from .fakeprovider import FakeProvider, Script
+from outlay.testing import FakeProvider, Script
 
 pytestmark = pytest.mark.anyio
 

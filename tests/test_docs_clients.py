@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .fakeprovider import FakeProvider
+from outlay.testing import FakeProvider
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "clients.md"
 RECIPES = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)

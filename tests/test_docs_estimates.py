@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .fakeprovider import FakeProvider, Script
+from outlay.testing import FakeProvider, Script
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "estimates.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -26,8 +26,8 @@ from outlay.clients import (
     openai_input_tokens,
     text_tokens,
 )
+from outlay.testing import FakeProvider, Script
 
-from .fakeprovider import FakeProvider, Script
 from .tokencorpus import KINDS, SAMPLES, generate
 
 ENCODINGS = ("o200k_base", "cl100k_base")

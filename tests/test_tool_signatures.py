@@ -27,9 +27,7 @@ from outlay import (
     openai_chat_tools,
     openai_responses_tools,
 )
-
-from .fakeprovider import FakeProvider, Script
-from .hookkit import Recorder
+from outlay.testing import FakeProvider, RecordingHook, Script
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +69,7 @@ async def test_a_string_for_an_int_reaches_hooks_and_tool_as_the_int() -> None:
         costs.append(invocation.arguments["hours"] * 11)
         return int(costs[-1])
 
-    dispatcher = ToolDispatcher([log_hours], [Recorder("r", ledger),
+    dispatcher = ToolDispatcher([log_hours], [RecordingHook("r", ledger),
                                               DispatchBudgetHook(budget, cost, mode="commit")])
     result = await dispatcher.dispatch(call({"hours": "8", "project": "ox"}))
     assert result.output == {"hours": 8, "project": "ox", "note": "none"}
@@ -83,7 +81,8 @@ async def test_a_string_for_an_int_reaches_hooks_and_tool_as_the_int() -> None:
 async def test_arguments_that_do_not_validate_are_refused_before_any_hook() -> None:
     ledger: list[Any] = []
     budget = AtomicBudget(10)
-    dispatcher = ToolDispatcher([log_hours], [Recorder("r", ledger), DispatchBudgetHook(budget, 1)])
+    dispatcher = ToolDispatcher([log_hours],
+                                [RecordingHook("r", ledger), DispatchBudgetHook(budget, 1)])
     with pytest.raises(InvalidToolArguments) as info:
         await dispatcher.dispatch(call({"hours": "eight", "project": "ox", "extra": 1}))
     message = str(info.value)

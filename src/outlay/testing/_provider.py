@@ -107,15 +107,17 @@ class FakeProvider:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._release.set()
-        assert self._server is not None
-        assert self._thread is not None
+        if self._server is None or self._thread is None:
+            return
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "FakeProvider is not started"
+        """The port the server listens on (127.0.0.1)."""
+        if self._server is None:
+            raise RuntimeError("FakeProvider is not started: use it as a context manager")
         return int(self._server.server_address[1])
 
     @property
