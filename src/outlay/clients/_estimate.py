@@ -6,8 +6,9 @@ The default (``text_tokens``) models how byte-level BPE tokenizers (OpenAI's ``o
 leading space, punctuation apart, every other script by its UTF-8 width. Each class is charged
 at the worst rate measured for either encoding (``benchmarks/bench_estimates.py`` prints the
 ratios; docs/estimates.md has the table), so the estimate is at least the real count for
-English, code, digits and identifiers, CJK, Cyrillic and emoji, at a fraction of the cost of
-tokenizing. It runs in C-level byte operations (one ``translate`` and a few ``count`` calls).
+English, code, digits and identifiers, CJK, Cyrillic and emoji, without a tokenizer, an extra
+or a model name. It runs in C-level byte operations (``translate`` and ``count`` calls); it is
+not much faster than exact BPE (the benchmark prints both).
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ def text_tokens(text: str) -> int:
     """A token count for ``text`` that is at least what ``o200k_base`` and ``cl100k_base``
     count for English, code, digits and identifiers (UUIDs, hashes), CJK, Cyrillic and emoji.
 
-    Pure and fast (byte operations, no tokenizer). Rates per class are in docs/estimates.md;
-    scripts outside those classes are charged by UTF-8 width (roughly one token per byte of
-    lead) and are not measured. ``TypeError`` if ``text`` is not a ``str``.
+    Pure (byte operations, no tokenizer). Rates per class are in docs/estimates.md; other
+    scripts are charged by UTF-8 width (two-byte characters as Cyrillic, three-byte ones at 2
+    tokens, four-byte ones at 3) and are not measured. ``TypeError`` if ``text`` is not a
+    ``str``.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")

@@ -22,19 +22,21 @@ class ScriptedModel:
     loop runs offline and the outlay adapters read it like the real API's answer.
 
     Usage is reported as ``prompt_tokens`` = ``count_prompt(messages)`` (default: outlay's
-    ``estimate_prompt_tokens``) and ``completion_tokens`` = the text of the answer by
-    ``text_tokens``, capped at ``max_tokens``. ``calls`` lists the message lists it was sent.
-    ``ValueError`` for an empty script.
+    ``estimate_prompt_tokens``) and ``completion_tokens`` = ``count_answer(message)`` (default:
+    ``text_tokens`` of the answer message as JSON), capped at ``max_tokens``. ``calls`` lists
+    the message lists it was sent. ``ValueError`` for an empty script.
     """
 
     def __init__(self, steps: Sequence[Step], *, model: str = "scripted",
-                 count_prompt: Callable[[list[dict[str, Any]]], int] | None = None) -> None:
+                 count_prompt: Callable[[list[dict[str, Any]]], int] | None = None,
+                 count_answer: Callable[[dict[str, Any]], int] | None = None) -> None:
         if not steps:
             raise ValueError("a ScriptedModel needs at least one step")
         self.steps = list(steps)
         self.model = model
         self.count_prompt = count_prompt or (
             lambda messages: estimate_prompt_tokens([messages], len(messages)))
+        self.count_answer = count_answer or (lambda message: text_tokens(json.dumps(message)))
         self.calls: list[list[dict[str, Any]]] = []
 
     @property
@@ -57,7 +59,7 @@ class ScriptedModel:
                  "function": {"name": name, "arguments": json.dumps(dict(arguments))}}
                 for i, (name, arguments) in enumerate(step)]}
             finish = "tool_calls"
-        completion = min(text_tokens(json.dumps(message)), max_tokens)
+        completion = min(self.count_answer(message), max_tokens)
         prompt = self.count_prompt(sent)
         return {"id": f"chatcmpl-scripted-{self.turn}", "object": "chat.completion",
                 "created": 0, "model": self.model,
