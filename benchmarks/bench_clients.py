@@ -1,6 +1,6 @@
 """What the budgeted LLM clients add to a call.
 
-Runs the real openai SDK over loopback HTTP against tests/fakeprovider.py, raw and wrapped
+Runs the real openai SDK over loopback HTTP against outlay.testing.FakeProvider, raw and wrapped
 (a budget of tokens; a budget of usd, tokens, input/output tokens and requests: still one
 reservation), plain and streamed; then the bookkeeping of one call alone on the memory store
 (reserve + settle, no HTTP), and the prompt estimator on its own. Prints a table and writes
@@ -32,7 +32,7 @@ from outlay import Budget, TokenPrices  # noqa: E402
 from outlay._llm_call import CallPolicy, CallSpec  # noqa: E402
 from outlay.clients import estimate_prompt_tokens  # noqa: E402
 from outlay.clients.openai import BudgetedAsyncOpenAI  # noqa: E402
-from tests.fakeprovider import FakeProvider  # noqa: E402
+from outlay.testing import FakeProvider  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say hello. " * 20}]

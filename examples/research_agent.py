@@ -46,6 +46,7 @@ from outlay import (
     openai_chat_usage,
 )
 from outlay.clients import Charge
+from outlay.testing import ScriptedModel
 
 SCRIPTED_MODEL = "scripted-mini"
 PRICES = {SCRIPTED_MODEL: TokenPrices(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
@@ -94,26 +95,6 @@ def count_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(math.ceil(len(json.dumps(m)) / 4) + 4 for m in messages)
 
 
-class ScriptedModel:
-    def __init__(self) -> None:
-        self.turn = 0
-
-    async def complete(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
-        step = SCRIPT[min(self.turn, len(SCRIPT) - 1)]
-        self.turn += 1
-        if isinstance(step, str):
-            message: dict[str, Any] = {"role": "assistant", "content": step}
-        else:
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": f"call_{self.turn}_{i}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(args)}}
-                for i, (name, args) in enumerate(step)]}
-        completion = min(math.ceil(len(json.dumps(message)) / 4) + 40, max_tokens)
-        return {"model": SCRIPTED_MODEL, "choices": [{"message": message}],
-                "usage": {"prompt_tokens": count_tokens(messages),
-                          "completion_tokens": completion}}
-
-
 # -- what the agent reports ----------------------------------------------------------------------
 
 
@@ -149,7 +130,8 @@ ModelCall = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
 
 def scripted_model_call(budget: Budget, prices: PriceTable, ledger: Ledger) -> ModelCall:
     """Reserve tokens, dollars and one request, call the scripted model, settle at its usage."""
-    model = ScriptedModel()
+    model = ScriptedModel(SCRIPT, model=SCRIPTED_MODEL, count_prompt=count_tokens,
+                          count_answer=lambda message: math.ceil(len(json.dumps(message)) / 4) + 40)
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas

@@ -1,4 +1,4 @@
-"""BudgetedAsyncAnthropic with the real anthropic SDK over real HTTP (tests/fakeprovider.py).
+"""BudgetedAsyncAnthropic with the real anthropic SDK over real HTTP (outlay.testing.FakeProvider).
 
 Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which supports both.
 """
@@ -20,9 +20,9 @@ import pytest
 from outlay import BudgetExceeded, TokenPrices
 from outlay.clients import Charge, estimate_prompt_tokens
 from outlay.clients.anthropic import BudgetedAsyncAnthropic
+from outlay.testing import FakeProvider, Script
 
 from .budgetkit import figures, token_budget, unit_budget, whole
-from .fakeprovider import FakeProvider, Script
 
 pytestmark = pytest.mark.anyio
 

@@ -30,13 +30,13 @@ from .budgetkit import token_budget, unit_budget
 
 @pytest.mark.parametrize(("value", "tokens"), [
     ("", 0),
-    ("abcdef", 2),
-    ("abcdefg", 3),  # rounded up
-    ("日本語", 3),  # one token per non-ASCII character
-    ("ab日", 2),
-    ({"role": "user"}, 3),  # keys count: "roleuser" is 8 characters
-    (["abc", None, True, "abc"], 2),
-    (12345, 2),
+    ("abcdef", 2),  # a word of n letters is held at (n + 5) / 6, the total rounded up
+    ("abcdefgh", 3),
+    ("日本語", 5),  # CJK at 1.4 a character
+    ("ab日", 3),
+    ({"role": "user"}, 4),  # keys count: two words of four letters
+    (["abc", None, True, "abc"], 4),  # each string is counted on its own
+    (12345, 3),  # numbers as written: a run of n digits at (n + 2) / 3
 ])
 def test_estimate_tokens(value: object, tokens: int) -> None:
     assert estimate_tokens(value) == tokens

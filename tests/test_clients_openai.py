@@ -1,4 +1,4 @@
-"""BudgetedAsyncOpenAI with the real openai SDK over real HTTP against tests/fakeprovider.py.
+"""BudgetedAsyncOpenAI with the real openai SDK over real HTTP against outlay.testing.FakeProvider.
 
 Runs on asyncio and trio: the SDK does its I/O through httpx2/anyio, which supports both.
 """
@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 from outlay import Budget, BudgetExceeded, TokenPrices, UnknownModelPrice
 from outlay.clients import Charge, estimate_prompt_tokens
 from outlay.clients.openai import BudgetedAsyncOpenAI
+from outlay.testing import FakeProvider, Script
 
 from .budgetkit import figures, token_budget, unit_budget, whole
-from .fakeprovider import FakeProvider, Script
 
 pytestmark = pytest.mark.anyio
 
@@ -559,8 +559,8 @@ async def test_embeddings_are_budgeted() -> None:
         llm = BudgetedAsyncOpenAI(sdk, budget)
         result = await llm.embeddings.create(model="e", input=["hello world"])
         assert result.data[0].embedding == [0.5, 0.25]
-        with pytest.raises(BudgetExceeded):  # estimate of 300 characters: 100 tokens + more
-            await llm.embeddings.create(model="e", input="x" * 301)
+        with pytest.raises(BudgetExceeded):  # 700 letters estimate at 117 tokens: over 100
+            await llm.embeddings.create(model="e", input="x" * 700)
         await llm.embeddings.create(model="e", input="again")
         with pytest.raises(BudgetExceeded):  # two requests are the cap
             await llm.embeddings.create(model="e", input="once more")

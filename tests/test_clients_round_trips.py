@@ -1,6 +1,6 @@
 """One budgeted client call is one store round trip to reserve and one to settle, whatever the
 number of units, windows and principals it holds: counted on a real SQLite file (transactions)
-and a real Redis (commands sent), with the real openai SDK against tests/fakeprovider.py."""
+and a real Redis (commands sent), with the real openai SDK against outlay.testing.FakeProvider."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from outlay import Budget, LimitSpec, Store, TokenPrices, Window
 from outlay.clients.openai import BudgetedAsyncOpenAI
 from outlay.stores import SQLiteStore
+from outlay.testing import FakeProvider, Script
 
-from .fakeprovider import FakeProvider, Script
 from .redisserver import RedisServer
 from .storekit import redis_store_at
 

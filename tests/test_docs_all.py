@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .fakeprovider import FakeProvider
+from outlay.testing import FakeProvider
+
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, drop_namespace
 

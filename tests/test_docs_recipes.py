@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from outlay import Budget, Window
+from outlay.testing import FakeProvider, Script
 
-from .fakeprovider import FakeProvider, Script
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, drop_namespace
 

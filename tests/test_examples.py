@@ -60,7 +60,7 @@ def test_research_agent_wants_prices_for_a_real_model() -> None:
 
 def test_research_agent_on_an_openai_compatible_endpoint() -> None:
     pytest.importorskip("openai", reason="the real-endpoint path needs outlay[openai]")
-    from .fakeprovider import FakeProvider, Script
+    from outlay.testing import FakeProvider, Script
 
     with FakeProvider() as provider:
         provider.script(

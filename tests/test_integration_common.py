@@ -92,7 +92,7 @@ def test_import_outlay_imports_no_agent_framework() -> None:
 
 @pytest.mark.parametrize(("module", "framework", "names"), [
     ("outlay.integrations.pydantic_ai", "pydantic_ai",
-     ("OutlayCapability", "estimate_request_input")),
+     ("OutlayCapability", "estimate_messages_input", "estimate_request_input")),
     ("outlay.integrations.openai_agents", "agents",
      ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "RunTerminated",
       "estimate_call_input", "wrap_tool", "wrap_tools")),

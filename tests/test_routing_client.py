@@ -24,8 +24,7 @@ from outlay import (  # noqa: E402
     TokenPrices,
     Window,
 )
-
-from .fakeprovider import FakeProvider, Script  # noqa: E402
+from outlay.testing import FakeProvider, Script  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

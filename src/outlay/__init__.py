@@ -56,12 +56,15 @@ from .adapters import AnthropicStreamUsage as AnthropicStreamUsage
 from .adapters import TokenUsage as TokenUsage
 from .adapters import anthropic_tool_calls as anthropic_tool_calls
 from .adapters import anthropic_tool_results as anthropic_tool_results
+from .adapters import anthropic_tools as anthropic_tools
 from .adapters import anthropic_usage as anthropic_usage
 from .adapters import openai_chat_tool_calls as openai_chat_tool_calls
 from .adapters import openai_chat_tool_messages as openai_chat_tool_messages
+from .adapters import openai_chat_tools as openai_chat_tools
 from .adapters import openai_chat_usage as openai_chat_usage
 from .adapters import openai_responses_tool_calls as openai_responses_tool_calls
 from .adapters import openai_responses_tool_outputs as openai_responses_tool_outputs
+from .adapters import openai_responses_tools as openai_responses_tools
 from .adapters import openai_responses_usage as openai_responses_usage
 from .adapters import record_token_usage as record_token_usage
 from .hooks import ApprovalAuditSink as ApprovalAuditSink
@@ -85,6 +88,7 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .hooks import ToolSpec as ToolSpec
 from .routing import Accelerator as Accelerator
 from .routing import Backend as Backend
 from .routing import BackendKind as BackendKind
@@ -181,6 +185,7 @@ __all__ = (
     "ToolDispatcher",
     "ToolInvocation",
     "ToolInvocationResult",
+    "ToolSpec",
     "UnknownLimit",
     "UnknownModelPrice",
     "UnknownTool",
@@ -193,14 +198,17 @@ __all__ = (
     "alternatives",
     "anthropic_tool_calls",
     "anthropic_tool_results",
+    "anthropic_tools",
     "anthropic_usage",
     "estimate_cost",
     "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",
+    "openai_chat_tools",
     "openai_chat_usage",
     "openai_responses_tool_calls",
     "openai_responses_tool_outputs",
+    "openai_responses_tools",
     "openai_responses_usage",
     "parse_limit_key",
     "read_remaining",

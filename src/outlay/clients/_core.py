@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from decimal import Decimal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -22,70 +21,9 @@ from .._core import check_count
 from .._llm_call import Call, CallPolicy, CallSpec, Charge
 from .._pricing import Prices
 from ..adapters import TokenUsage
+from ._estimate import InputEstimator
 
 T = TypeVar("T")
-
-MESSAGE_OVERHEAD = 4
-"""Tokens added per message (role, separators) by ``estimate_prompt_tokens``."""
-REQUEST_OVERHEAD = 3
-"""Tokens added once per request (the reply's priming) by ``estimate_prompt_tokens``."""
-MEDIA_TOKENS = 2_000
-"""Tokens counted for one inline media item (a ``data:`` URL or a base64 source)."""
-InputEstimator = Callable[[Mapping[str, Any]], int | Awaitable[int]]
-"""Counts a request's prompt tokens from its keyword arguments (a conservative guess); may be
-async, e.g. a provider's count-tokens endpoint."""
-
-
-# -- estimating ------------------------------------------------------------------------------
-
-
-def estimate_tokens(value: object) -> int:
-    """A heuristic, deliberately high token count for ``value`` (text or JSON-like data).
-
-    ASCII characters count one token per 3 (English averages about 4 per token), every other
-    character one token each; mapping keys count too. Inline media (``data:`` URLs, base64
-    sources) count ``MEDIA_TOKENS`` each. Pydantic models are counted by their dumped fields.
-    Not an upper bound for every tokenizer; pass your own estimator where it must be exact.
-    """
-    ascii_chars = 0
-    other_chars = 0
-    media = 0
-    stack: list[object] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if item.startswith("data:") and len(item) > 256:
-                media += 1
-                continue
-            n_ascii = len(item.encode("ascii", "ignore"))
-            ascii_chars += n_ascii
-            other_chars += len(item) - n_ascii
-        elif isinstance(item, Mapping):
-            if item.get("type") == "base64" and isinstance(item.get("data"), str):
-                media += 1
-                item = {k: v for k, v in item.items() if k != "data"}
-            for key, val in item.items():
-                stack.append(str(key))
-                stack.append(val)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif item is None or isinstance(item, bool):
-            continue
-        elif isinstance(item, int | float | Decimal):
-            ascii_chars += len(str(item))
-        elif hasattr(item, "model_dump"):
-            stack.append(item.model_dump(exclude_none=True))
-        else:
-            stack.append(str(item))
-    return -(-ascii_chars // 3) + other_chars + media * MEDIA_TOKENS
-
-
-def estimate_prompt_tokens(parts: Iterable[object], messages: int) -> int:
-    """``estimate_tokens`` of every prompt part, plus ``MESSAGE_OVERHEAD`` per message and
-    ``REQUEST_OVERHEAD`` once."""
-    return (REQUEST_OVERHEAD + MESSAGE_OVERHEAD * messages
-            + sum(estimate_tokens(part) for part in parts if part is not None))
-
 
 # -- the budget a wrapper draws from --------------------------------------------------------
 

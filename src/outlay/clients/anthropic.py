@@ -26,13 +26,12 @@ from ..adapters import AnthropicStreamUsage, TokenUsage, anthropic_usage
 from ._core import (
     BudgetedStream,
     BudgetedStreamManager,
-    InputEstimator,
     Limits,
     Tally,
     call_once,
-    estimate_prompt_tokens,
     open_stream,
 )
+from ._estimate import InputEstimator, estimate_prompt_tokens
 
 try:
     import anthropic

@@ -28,14 +28,12 @@ from ..adapters import TokenUsage, openai_chat_usage, openai_responses_usage
 from ._core import (
     BudgetedStream,
     BudgetedStreamManager,
-    InputEstimator,
     Limits,
     Tally,
     call_once,
-    estimate_prompt_tokens,
-    estimate_tokens,
     open_stream,
 )
+from ._estimate import InputEstimator, estimate_prompt_tokens, estimate_tokens
 
 try:
     import openai
