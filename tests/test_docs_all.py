@@ -84,7 +84,10 @@ def test_page_runs_as_written(page: Path, environment: None, namespace: str) -> 
         pytest.skip(f"{page.name} has no python blocks")
     scope: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     source = "\n".join(blocks).replace("namespace=acme", f"namespace={namespace}")
-    code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # dont_inherit: the page runs as written, not under this module's __future__ imports
+    # (postponed annotations would hide a page's typing names from get_type_hints)
+    code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                   dont_inherit=True)
     try:
         if code.co_flags & inspect.CO_COROUTINE:
             asyncio.run(eval(code, scope))

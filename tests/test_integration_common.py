@@ -85,7 +85,8 @@ def test_bad_hooks_are_refused_when_the_chain_is_built() -> None:
 
 def test_import_outlay_imports_no_agent_framework() -> None:
     code = ("import sys, outlay, outlay.integrations; "
-            "bad = [m for m in ('pydantic_ai', 'agents') if m in sys.modules]; "
+            "bad = [m for m in ('pydantic_ai', 'agents', 'langchain', 'langchain_core', "
+            "'langgraph', 'litellm') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -96,6 +97,10 @@ def test_import_outlay_imports_no_agent_framework() -> None:
     ("outlay.integrations.openai_agents", "agents",
      ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "RunTerminated",
       "estimate_call_input", "wrap_tool", "wrap_tools")),
+    ("outlay.integrations.langchain", "langchain",
+     ("BudgetedChatModel", "OutlayMiddleware", "estimate_messages_input")),
+    ("outlay.integrations.litellm", "litellm",
+     ("OutlayCallback", "by_principal", "litellm_prices")),
 ])
 def test_integration_exports(module: str, framework: str, names: tuple[str, ...]) -> None:
     pytest.importorskip(framework)
