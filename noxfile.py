@@ -47,3 +47,5 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test,bench]")  # the store and client benchmarks need the drivers
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
+    for script in sorted(Path("benchmarks").glob("compare_*.py")):  # a fixed script: no --quick
+        session.run("python", str(script))

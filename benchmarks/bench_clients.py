@@ -1,8 +1,10 @@
 """What the budgeted LLM clients add to a call.
 
-Runs the real openai SDK over loopback HTTP against tests/fakeprovider.py, raw and wrapped
-(token budget; token budget + money limit), plain and streamed, and times the prompt estimator
-on its own. Prints a table and writes benchmarks/results/clients.json.
+Runs the real openai SDK over loopback HTTP against outlay.testing.FakeProvider, raw and wrapped
+(a budget of tokens; a budget of usd, tokens, input/output tokens and requests: still one
+reservation), plain and streamed; then the bookkeeping of one call alone on the memory store
+(reserve + settle, no HTTP), and the prompt estimator on its own. Prints a table and writes
+benchmarks/results/clients.json.
 
     python benchmarks/bench_clients.py [--quick]
 """
@@ -26,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from outlay import AtomicTokenBudget, KeyedBudget, TokenPrices  # noqa: E402
-from outlay.clients import MoneyLimit, estimate_prompt_tokens  # noqa: E402
-from outlay.clients._core import CallSpec, Limits  # noqa: E402
+from outlay import Budget, TokenPrices  # noqa: E402
+from outlay._llm_call import CallPolicy, CallSpec  # noqa: E402
+from outlay.clients import estimate_prompt_tokens  # noqa: E402
 from outlay.clients.openai import BudgetedAsyncOpenAI  # noqa: E402
-from tests.fakeprovider import FakeProvider  # noqa: E402
+from outlay.testing import FakeProvider  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say hello. " * 20}]
@@ -61,17 +63,17 @@ def row(name: str, samples: list[float], baseline: list[float] | None) -> dict[s
 
 async def run(n: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    tokens = AtomicTokenBudget(10**12)
-    dollars = KeyedBudget()
-    await dollars.set_limit("usd", Decimal(10**9))
-    money = MoneyLimit(dollars, "usd", TokenPrices(Decimal("2.5"), Decimal("10")))
+    tokens = Budget(tokens=10**15)
+    every = Budget(usd=Decimal(10**9), tokens=10**15, input_tokens=10**15,
+                   output_tokens=10**15, requests=10**15)
+    prices = TokenPrices(Decimal("2.5"), Decimal("10"))
     kw: dict[str, Any] = {"model": "m", "messages": MESSAGES, "max_completion_tokens": 100}
     with FakeProvider() as fake:
         async with openai.AsyncOpenAI(
                 api_key="bench", base_url=fake.openai_url, max_retries=0,
                 http_client=openai.DefaultAsyncHttpxClient(verify=False)) as client:
-            wrapped = BudgetedAsyncOpenAI(client, tokens=tokens)
-            both = BudgetedAsyncOpenAI(client, tokens=tokens, money=money)
+            wrapped = BudgetedAsyncOpenAI(client, tokens)
+            both = BudgetedAsyncOpenAI(client, every, prices=prices)
 
             async def raw_plain() -> None:
                 await client.chat.completions.create(**kw)
@@ -97,28 +99,25 @@ async def run(n: int) -> list[dict[str, Any]]:
 
             got = await interleaved(n, {
                 "chat, raw SDK": raw_plain, "chat, tokens": wrapped_plain,
-                "chat, tokens + money": both_plain, "chat stream, raw SDK": raw_stream,
+                "chat, all five units": both_plain, "chat stream, raw SDK": raw_stream,
                 "chat stream, tokens": wrapped_stream})
     rows += [row("chat, raw SDK", got["chat, raw SDK"], None),
              row("chat, tokens", got["chat, tokens"], got["chat, raw SDK"]),
-             row("chat, tokens + money", got["chat, tokens + money"], got["chat, raw SDK"]),
+             row("chat, all five units", got["chat, all five units"], got["chat, raw SDK"]),
              row("chat stream, raw SDK", got["chat stream, raw SDK"], None),
              row("chat stream, tokens", got["chat stream, tokens"],
                  got["chat stream, raw SDK"])]
 
-    # The wrapper's own bookkeeping, without HTTP: estimate, reserve, settle.
-    async def bookkeeping(limits: Limits) -> None:
+    # The wrapper's own bookkeeping on the memory store, without HTTP: estimate, reserve,
+    # settle (the one reservation of a call and its commit).
+    async def bookkeeping(policy: CallPolicy) -> None:
         spec = CallSpec(api="chat.completions", model="m",
                         input_estimate=estimate_prompt_tokens([MESSAGES], 2),
                         max_output=100, choices=1)
-        call = await limits.open(spec)
+        call = await policy.open(spec)
         await call.settle(50, 20, final=True)
 
-    def limits(with_money: bool) -> Limits:
-        return Limits(tokens, money if with_money else None, clamp=False, min_output_tokens=1,
-                      default_max_output_tokens=None, estimate_input=None, on_settle=None)
-
-    only_tokens, with_money = limits(False), limits(True)
+    only_tokens, with_money = CallPolicy(tokens), CallPolicy(every, prices)
 
     async def nothing() -> None:
         pass
@@ -128,7 +127,7 @@ async def run(n: int) -> list[dict[str, Any]]:
         "tokens": lambda: bookkeeping(only_tokens),
         "money": lambda: bookkeeping(with_money)})
     rows += [row("bookkeeping, tokens", book["tokens"], book["nothing"]),
-             row("bookkeeping, tokens+money", book["money"], book["nothing"])]
+             row("bookkeeping, all five units", book["money"], book["nothing"])]
     for size in (1_000, 100_000):
         prompt = [{"role": "user", "content": "lorem ipsum dolor sit amet " * (size // 27)}]
         samples = []

@@ -28,7 +28,7 @@ from typing import Any
 
 from outlay import (
     AtomicBudget,
-    AtomicTokenBudget,
+    Budget,
     DispatchBudgetHook,
     ToolDispatcher,
     ToolInvocation,
@@ -74,9 +74,9 @@ def pydantic_ai_cases() -> dict[str, Run]:
     hook = DispatchBudgetHook(AtomicBudget(10**6), 1, mode="in_flight")
     return {
         "bare": agent(),
-        "tools": agent(OutlayCapability([hook])),
-        "tools+tokens": agent(OutlayCapability([hook], token_budget=AtomicTokenBudget(10**15),
-                                               estimate=100)),
+        "tools": agent(OutlayCapability(tool_hooks=[hook])),
+        "tools+tokens": agent(OutlayCapability(Budget(tokens=10**15), tool_hooks=[hook],
+                                               estimate_input=100)),
         "bare-again": agent(),
     }
 
@@ -117,7 +117,7 @@ def openai_agents_cases() -> dict[str, Run]:
     return {
         "bare": agent(Script(), [noop]),
         "tools": agent(Script(), wrap_tools([noop], [hook])),
-        "tools+tokens": agent(OutlayModel(Script(), AtomicTokenBudget(10**15), estimate=100),
+        "tools+tokens": agent(OutlayModel(Script(), Budget(tokens=10**15), estimate_input=100),
                               wrap_tools([noop], [hook])),
         "bare-again": agent(Script(), [noop]),
     }

@@ -7,10 +7,11 @@
         [--cached-input-price 0.075]                             # prompt-cache reads, if cheaper
 
 The model answers with parallel tool calls. Before every model call outlay reserves tokens (an
-estimate of the prompt plus the request's max output) and dollars; after it, it records what the
-model reported and refunds the rest. Tool calls go through a ``ToolDispatcher`` whose hooks cap
-calls per tool and in total. When a budget runs out, the agent answers from what it gathered
-and says why: graceful exhaustion, not a stack trace.
+estimate of the prompt plus the request's max output), dollars and one request on one budget,
+in one reservation; after it, it commits what the model reported and refunds the rest. Tool
+calls go through a ``ToolDispatcher`` whose hooks cap calls per tool and in total. When a
+budget runs out, the agent answers from what it gathered and says why: graceful exhaustion,
+not a stack trace.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Any
 import anyio
 
 from outlay import (
+    Amount,
     AtomicBudget,
-    AtomicTokenBudget,
+    Budget,
     BudgetExceeded,
     DispatchBudgetHook,
-    KeyedBudget,
     MemoryStore,
+    PriceTable,
     RecordingStore,
     SpendReport,
     TokenPrices,
@@ -47,7 +49,8 @@ from outlay import (
     openai_chat_tool_messages,
     openai_chat_usage,
 )
-from outlay.clients import Charge, MoneyLimit
+from outlay.clients import Charge
+from outlay.testing import ScriptedModel
 
 SCRIPTED_MODEL = "scripted-mini"
 PRICES = {SCRIPTED_MODEL: TokenPrices(Decimal("0.15"), Decimal("0.60"))}  # USD per million tokens
@@ -96,26 +99,6 @@ def count_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(math.ceil(len(json.dumps(m)) / 4) + 4 for m in messages)
 
 
-class ScriptedModel:
-    def __init__(self) -> None:
-        self.turn = 0
-
-    async def complete(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
-        step = SCRIPT[min(self.turn, len(SCRIPT) - 1)]
-        self.turn += 1
-        if isinstance(step, str):
-            message: dict[str, Any] = {"role": "assistant", "content": step}
-        else:
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": f"call_{self.turn}_{i}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(args)}}
-                for i, (name, args) in enumerate(step)]}
-        completion = min(math.ceil(len(json.dumps(message)) / 4) + 40, max_tokens)
-        return {"model": SCRIPTED_MODEL, "choices": [{"message": message}],
-                "usage": {"prompt_tokens": count_tokens(messages),
-                          "completion_tokens": completion}}
-
-
 # -- what the agent reports ----------------------------------------------------------------------
 
 
@@ -149,46 +132,48 @@ class ProgressHook(ToolDispatchHook):
 ModelCall = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
 
 
-def scripted_model_call(tokens: AtomicTokenBudget, money: MoneyLimit,
-                        ledger: Ledger) -> ModelCall:
-    """Reserve tokens and dollars, call the scripted model, settle at its reported usage."""
-    model = ScriptedModel()
+def scripted_model_call(budget: Budget, prices: PriceTable, ledger: Ledger) -> ModelCall:
+    """Reserve tokens, dollars and one request, call the scripted model, settle at its usage."""
+    model = ScriptedModel(SCRIPT, model=SCRIPTED_MODEL, count_prompt=count_tokens,
+                          count_answer=lambda message: math.ceil(len(json.dumps(message)) / 4) + 40)
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
         estimate = count_tokens(messages) + 50  # the prompt, plus room for tool schemas
-        bound = money.cost(SCRIPTED_MODEL, input_tokens=estimate, output_tokens=MAX_OUTPUT_TOKENS)
+        bound = prices.cost(SCRIPTED_MODEL, input_tokens=estimate,
+                            output_tokens=MAX_OUTPUT_TOKENS)
+        hold: dict[str, Amount] = {"tokens": estimate + MAX_OUTPUT_TOKENS, "usd": bound,
+                                   "requests": 1}
         with labels(model=SCRIPTED_MODEL):  # the real clients label their calls themselves
-            held = await money.budget.reserve({money.key: bound}, lease=money.lease)
-        async with tokens.reserve_tokens(estimate + MAX_OUTPUT_TOKENS) as held_tokens, \
-                held as held_usd:
+            held = await budget.reserve(hold)
+        async with held:
             reply = await model.complete(messages, MAX_OUTPUT_TOKENS)
             usage = openai_chat_usage(reply)
             assert usage is not None
-            await tokens.record_usage(held_tokens, usage.input_tokens, usage.output_tokens)
-            cost = money.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
-                              output_tokens=usage.output_tokens,
-                              cached_input_tokens=usage.cached_input_tokens)
-            await held_usd.commit({money.key: cost})
+            cost = prices.cost(SCRIPTED_MODEL, input_tokens=usage.input_tokens,
+                               output_tokens=usage.output_tokens,
+                               cached_input_tokens=usage.cached_input_tokens)
+            charged: dict[str, Amount] = {"tokens": usage.total_tokens, "usd": cost, "requests": 1}
+            await held.commit(charged)
         ledger.charges.append(Charge(
             api="chat", model=SCRIPTED_MODEL, input_estimate=estimate,
             max_output_tokens=MAX_OUTPUT_TOKENS, prompt_tokens=usage.input_tokens,
             completion_tokens=usage.output_tokens,
-            cached_prompt_tokens=usage.cached_input_tokens,
-            reserved_cost=held_usd.amounts[money.key], cost=cost,  # type: ignore[arg-type]
+            cached_prompt_tokens=usage.cached_input_tokens, cache_write_tokens=0,
+            reserved=hold, charged=charged, reserved_cost=bound, cost=cost,
             outcome="recorded"))
         return reply
 
     return call
 
 
-def openai_model_call(base_url: str, model: str, tokens: AtomicTokenBudget, money: MoneyLimit,
+def openai_model_call(base_url: str, model: str, budget: Budget, prices: PriceTable,
                       ledger: Ledger) -> ModelCall:  # pragma: no cover - needs an endpoint
     """The same through ``BudgetedAsyncOpenAI`` against a real OpenAI-compatible endpoint."""
     from openai import AsyncOpenAI
 
     from outlay.clients.openai import BudgetedAsyncOpenAI
 
-    llm = BudgetedAsyncOpenAI(AsyncOpenAI(base_url=base_url), tokens=tokens, money=money,
+    llm = BudgetedAsyncOpenAI(AsyncOpenAI(base_url=base_url), budget, prices=prices,
                               clamp=True, on_settle=ledger.charges.append)
 
     async def call(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -237,19 +222,18 @@ def _from_gathered(gathered: list[str]) -> str:
 async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str, int],
                base_url: str | None, model: str, price: TokenPrices | None) -> None:
     ledger = Ledger()
-    token_budget = AtomicTokenBudget(tokens, name="tokens")
-    # The in-memory store (KeyedBudget("sqlite:///budgets.db") would persist it), recording
-    # events for the spend report printed at the end.
-    money = KeyedBudget(RecordingStore(MemoryStore()))
-    await money.set_limit("run/usd", usd)
-    money_limit = MoneyLimit(money, "run/usd", PRICES if price is None else {model: price})
+    # In memory, this run (store="sqlite:///budgets.db" would persist it), recording events
+    # for the spend report printed at the end.
+    budget = Budget(usd=usd, tokens=tokens, principal="agent:research",
+                    store=RecordingStore(MemoryStore()))
+    prices = PriceTable(PRICES if price is None else {model: price})
     dispatcher = ToolDispatcher(TOOLS, [
         ProgressHook(ledger),
         ToolCallLimitHook(per_tool, total=tool_calls),
         DispatchBudgetHook(AtomicBudget(tool_calls, name="tool-calls"), 1),
     ], errors="result")
-    call_model = (scripted_model_call(token_budget, money_limit, ledger) if base_url is None
-                  else openai_model_call(base_url, model, token_budget, money_limit, ledger))
+    call_model = (scripted_model_call(budget, prices, ledger) if base_url is None
+                  else openai_model_call(base_url, model, budget, prices, ledger))
 
     answer, stopped = await run_agent(call_model, dispatcher)
 
@@ -268,13 +252,13 @@ async def main(tokens: int, usd: Decimal, tool_calls: int, per_tool: Mapping[str
         actual_usd = sum((c.cost or Decimal(0) for c in charges), Decimal(0))
         print(f"model {name}: {len(charges)} calls; tokens reserved {reserved}, used {actual}; "
               f"usd reserved {reserved_usd:.6f}, spent {actual_usd:.6f}")
-    usage = await money.usage("run/usd")
-    print(f"run total: {await token_budget.tokens_consumed()} of {tokens} tokens, "
-          f"{usage.spent:.6f} of {usage.cap} USD")
+    spent = {usage.key.split("/")[-2]: usage for usage in await budget.usage()}
+    print(f"run total: {spent['tokens'].spent} of {tokens} tokens, "
+          f"{spent['usd'].spent:.6f} of {spent['usd'].cap} USD")
     for name in sorted(set(ledger.tools) | set(ledger.skipped)):
         print(f"tool {name}: {ledger.tools[name]} ran, {ledger.skipped[name]} skipped")
     print("\n== spend report ==")
-    print((await SpendReport.from_store(money.store)).to_text())
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":

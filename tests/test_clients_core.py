@@ -14,26 +14,29 @@ import pydantic
 import pytest
 
 import outlay
-from outlay import KeyedBudget, PriceTable, TokenPrices, UnknownModelPrice
+from outlay import PriceTable, TokenPrices, UnknownModelPrice
+from outlay._llm_call import CallPolicy, CallSpec
+from outlay._pricing import as_price_table
 from outlay.clients import (
     MEDIA_TOKENS,
     MESSAGE_OVERHEAD,
     REQUEST_OVERHEAD,
-    MoneyLimit,
     estimate_prompt_tokens,
     estimate_tokens,
 )
 
+from .budgetkit import token_budget, unit_budget
+
 
 @pytest.mark.parametrize(("value", "tokens"), [
     ("", 0),
-    ("abcdef", 2),
-    ("abcdefg", 3),  # rounded up
-    ("日本語", 3),  # one token per non-ASCII character
-    ("ab日", 2),
-    ({"role": "user"}, 3),  # keys count: "roleuser" is 8 characters
-    (["abc", None, True, "abc"], 2),
-    (12345, 2),
+    ("abcdef", 2),  # a word of n letters is held at (n + 5) / 6, the total rounded up
+    ("abcdefgh", 3),
+    ("日本語", 5),  # CJK at 1.4 a character
+    ("ab日", 3),
+    ({"role": "user"}, 4),  # keys count: two words of four letters
+    (["abc", None, True, "abc"], 4),  # each string is counted on its own
+    (12345, 3),  # numbers as written: a run of n digits at (n + 2) / 3
 ])
 def test_estimate_tokens(value: object, tokens: int) -> None:
     assert estimate_tokens(value) == tokens
@@ -61,82 +64,117 @@ def test_estimate_prompt_tokens_adds_overheads() -> None:
         REQUEST_OVERHEAD + 2 * MESSAGE_OVERHEAD + 2)
 
 
-def test_money_limit_one_price_is_exact_decimal() -> None:
-    money = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal("2.50"), Decimal("10")))
-    assert money.cost("any", input_tokens=1_000_000, output_tokens=0) == Decimal("2.50")
-    assert money.cost("other", input_tokens=3, output_tokens=7) == Decimal("0.0000775")
-    assert money.affordable_output("any", Decimal("0.001"), 0, 10**6) == 100
-    assert money.affordable_output("any", Decimal("0.001"), 0, 60) == 60  # capped at the bound
-    assert money.affordable_output("any", Decimal("0"), 1, 100) == -1  # not even the input
-    free_output = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal(1), Decimal(0)))
-    assert free_output.affordable_output("any", Decimal(1), 5, 10**12) == 10**12
+def money(prices: Any) -> CallPolicy:
+    return CallPolicy(unit_budget({"usd": Decimal(1)}), prices)
 
 
-def test_money_limit_charges_cached_input_at_the_cached_rate() -> None:
-    cached = TokenPrices(Decimal("3"), Decimal("15"), cached_input_per_mtok=Decimal("0.30"))
-    money = MoneyLimit(KeyedBudget(), "usd", cached)
+def affordable(policy: CallPolicy, model: str, cap: Decimal, input_tokens: int,
+               bound: int) -> int:
+    return policy._affordable_output(CallSpec("t", model, input_tokens, bound), cap, bound)
+
+
+def test_one_price_is_exact_decimal() -> None:
+    policy = money(TokenPrices(Decimal("2.50"), Decimal("10")))
+    assert policy.cost("any", 1_000_000, 0) == Decimal("2.50")
+    assert policy.cost("other", 3, 7) == Decimal("0.0000775")
+    assert affordable(policy, "any", Decimal("0.001"), 0, 10**6) == 100
+    assert affordable(policy, "any", Decimal("0.001"), 0, 60) == 60  # capped at the bound
+    assert affordable(policy, "any", Decimal("0"), 1, 100) == -1  # not even the input
+    free_output = money(TokenPrices(Decimal(1), Decimal(0)))
+    assert affordable(free_output, "any", Decimal(1), 5, 10**12) == 10**12
+
+
+def test_cache_reads_and_writes_have_their_own_rates() -> None:
+    cached = TokenPrices(Decimal("3"), Decimal("15"), cached_input_per_mtok=Decimal("0.30"),
+                         cache_write_per_mtok=Decimal("3.75"))
+    policy = money(cached)
     # 60 uncached at 3, 40 cached at 0.30, 10 out at 15 (per million)
-    assert money.cost("m", input_tokens=100, output_tokens=10,
-                      cached_input_tokens=40) == Decimal("0.000342")
-    plain = MoneyLimit(KeyedBudget(), "usd", TokenPrices(Decimal("3"), Decimal("15")))
-    assert plain.cost("m", input_tokens=100, output_tokens=10,
-                      cached_input_tokens=40) == Decimal("0.00045")  # no cached rate: full
+    assert policy.cost("m", 100, 10, cached=40) == Decimal("0.000342")
+    # 30 uncached at 3, 40 cached at 0.30, 30 written at 3.75, 10 out at 15
+    assert policy.cost("m", 100, 10, cached=40, written=30) == Decimal("0.0003645")
+    plain = money(TokenPrices(Decimal("3"), Decimal("15")))
+    assert plain.cost("m", 100, 10, cached=40, written=30) == Decimal("0.00045")  # full rate
+    with pytest.raises(ValueError, match="cannot exceed"):
+        policy.cost("m", 100, 10, cached=80, written=30)
+    # The hold prices the whole input at the dearer of the input and write rates.
+    spec = CallSpec("t", "m", 100, 10)
+    assert policy.amounts(spec, 10)["usd"] == Decimal("0.000525")  # 100 * 3.75 + 10 * 15
 
 
 @pytest.mark.parametrize("prices", [
     {"small": TokenPrices(Decimal("0.1"), Decimal("0.4"))},
     PriceTable({"small": TokenPrices(Decimal("0.1"), Decimal("0.4"))}),
 ])
-def test_money_limit_prices_per_model(prices: Any) -> None:
-    money = MoneyLimit(KeyedBudget(), "usd", prices)
-    assert money.cost("small", input_tokens=10, output_tokens=10) == Decimal("0.000005")
-    assert money.affordable_output("small", Decimal("0.000005"), 10, 100) == 10
+def test_prices_per_model(prices: Any) -> None:
+    policy = money(prices)
+    assert policy.cost("small", 10, 10) == Decimal("0.000005")
+    assert affordable(policy, "small", Decimal("0.000005"), 10, 100) == 10
     with pytest.raises(UnknownModelPrice, match="big"):
-        money.cost("big", input_tokens=1, output_tokens=1)
+        policy.cost("big", 1, 1)
     with pytest.raises(UnknownModelPrice, match="big"):
-        money.affordable_output("big", Decimal(1), 1, 1)
+        affordable(policy, "big", Decimal(1), 1, 1)
 
 
-def test_money_limit_clamps_on_library_prices() -> None:
+def test_clamps_on_library_prices() -> None:
     pytest.importorskip("genai_prices")
-    money = MoneyLimit(KeyedBudget(), "usd", PriceTable(use_library=True, provider="openai"))
+    policy = money(PriceTable(use_library=True, provider="openai"))
     cap = Decimal("0.01")
-    most = money.affordable_output("gpt-4o", cap, 1_000, 10**6)
+    most = affordable(policy, "gpt-4o", cap, 1_000, 10**6)
     assert 0 < most < 10**6
-    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most) <= cap
-    assert money.cost("gpt-4o", input_tokens=1_000, output_tokens=most + 1) > cap
+    assert policy.amounts(CallSpec("t", "gpt-4o", 1_000, most), most)["usd"] <= cap
+    assert policy.amounts(CallSpec("t", "gpt-4o", 1_000, most), most + 1)["usd"] > cap
     with pytest.raises(UnknownModelPrice):
-        money.cost("no-such-model-xyz", input_tokens=1, output_tokens=1)
+        policy.cost("no-such-model-xyz", 1, 1)
 
 
-def test_money_limit_checks_its_arguments() -> None:
-    budget = KeyedBudget()
-    cheap = TokenPrices(Decimal("0.1"), Decimal("0.4"))
+def test_prices_are_checked() -> None:
     with pytest.raises(TypeError):
-        MoneyLimit(budget, "", cheap)
-    with pytest.raises(TypeError):
-        MoneyLimit("memory://", "usd", cheap)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        MoneyLimit(budget, "usd", {"small": Decimal(1)})  # type: ignore[dict-item]
+        as_price_table({"small": Decimal(1)})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="TokenPrices"):
-        MoneyLimit(budget, "usd", Decimal(1))  # type: ignore[arg-type]
+        as_price_table(Decimal(1))  # type: ignore[arg-type]
+    one = TokenPrices(Decimal("0.1"), Decimal("0.4"))
+    assert as_price_table(one).cost("anything", input_tokens=10, output_tokens=0) == (
+        Decimal("0.000001"))
+
+
+def test_a_call_holds_only_the_units_the_budget_caps() -> None:
+    budget = unit_budget({"tokens": 1000, "output_tokens": 100, "requests": 5,
+                          "tool_calls": 3, "custom": 9})
+    policy = CallPolicy(budget)
+    assert policy.units == ("tokens", "output_tokens", "requests")
+    assert policy.caps_tool_calls
+    spec = CallSpec("t", "m", 20, 30, choices=2)
+    assert policy.amounts(spec, 30) == {"tokens": 80, "output_tokens": 60, "requests": 1}
+    with pytest.raises(ValueError, match="caps none"):
+        CallPolicy(unit_budget({"custom": 9}))
 
 
 def test_wrapper_options_are_checked() -> None:
     openai = pytest.importorskip("openai")
-    from outlay import AtomicTokenBudget
     from outlay.clients.openai import BudgetedAsyncOpenAI
 
     client = openai.AsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1",
                                 http_client=openai.DefaultAsyncHttpxClient(verify=False))
-    with pytest.raises(TypeError, match="tokens="):
-        BudgetedAsyncOpenAI(client)
-    with pytest.raises(TypeError, match="TokenBudget"):
-        BudgetedAsyncOpenAI(client, tokens=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        BudgetedAsyncOpenAI(client)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="outlay budget"):
+        BudgetedAsyncOpenAI(client, object())
     with pytest.raises(ValueError, match="min_output_tokens"):
-        BudgetedAsyncOpenAI(client, tokens=AtomicTokenBudget(1), min_output_tokens=0)
+        BudgetedAsyncOpenAI(client, token_budget(1), min_output_tokens=0)
     with pytest.raises(TypeError, match="AsyncOpenAI"):
-        BudgetedAsyncOpenAI(object(), tokens=AtomicTokenBudget(1))  # type: ignore[arg-type]
+        BudgetedAsyncOpenAI(object(), token_budget(1))  # type: ignore[arg-type]
+
+
+def test_a_missing_sdk_says_what_to_install() -> None:
+    src = str(Path(outlay.__file__).resolve().parents[1])
+    for module, package, extra in [("outlay.clients.openai", "openai", "openai"),
+                                   ("outlay.clients.anthropic", "anthropic", "anthropic")]:
+        code = (f"import sys; sys.modules[{package!r}] = None\n"
+                f"try:\n    import {module}\n"
+                f"except ModuleNotFoundError as exc:\n    print(exc)\n")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": src}).stdout
+        assert f"pip install 'outlay[{extra}]'" in out, out
 
 
 def test_import_outlay_does_not_import_the_sdks() -> None:

@@ -17,6 +17,7 @@ import gc
 import inspect
 import os
 import re
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from .fakeprovider import FakeProvider
+from outlay.testing import FakeProvider
+
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, drop_namespace
 
@@ -75,6 +77,23 @@ async def _drop(url: str) -> None:
         await store.aclose()
 
 
+def _litellm_callbacks() -> list[object]:
+    litellm = sys.modules.get("litellm")
+    return [] if litellm is None else list(litellm.callbacks)
+
+
+def _drop_litellm_callbacks(before: list[object]) -> None:
+    """A page that installs LiteLLM callbacks (docs/litellm.md sets ``litellm.callbacks``)
+    must not leave them on for later tests: LiteLLM keeps them process-wide."""
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return
+    for callback in list(litellm.callbacks):
+        if not any(callback is kept for kept in before):
+            litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
+    litellm.callbacks[:] = [c for c in litellm.callbacks if any(c is kept for kept in before)]
+
+
 def test_every_page_has_its_blocks_found() -> None:
     assert len(python_blocks(ROOT / "README.md")) >= 5
     assert sum(len(python_blocks(page)) for page in PAGES) >= 30
@@ -88,8 +107,12 @@ def test_page_runs_as_written(page: Path, environment: None, namespace: str) -> 
     if page.name in OWN_RUNNER:
         pytest.skip(f"{page.name} runs against PostgreSQL in {OWN_RUNNER[page.name]}")
     scope: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    callbacks_before = _litellm_callbacks()
     source = "\n".join(blocks).replace("namespace=acme", f"namespace={namespace}")
-    code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # dont_inherit: the page runs as written, not under this module's __future__ imports
+    # (postponed annotations would hide a page's typing names from get_type_hints)
+    code = compile(source, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                   dont_inherit=True)
     try:
         if code.co_flags & inspect.CO_COROUTINE:
             asyncio.run(eval(code, scope))
@@ -102,4 +125,5 @@ def test_page_runs_as_written(page: Path, environment: None, namespace: str) -> 
             warnings.simplefilter("ignore", ResourceWarning)
             scope.clear()
             gc.collect()
+        _drop_litellm_callbacks(callbacks_before)
     assert os.getcwd() != str(ROOT)  # files the page wrote stayed in the temporary directory

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from .fakeprovider import FakeProvider
+from outlay.testing import FakeProvider
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "clients.md"
 RECIPES = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
@@ -26,15 +27,15 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
         yield provider
 
 
-def test_the_doc_has_three_recipes() -> None:
-    assert len(RECIPES) == 3
+def test_the_doc_has_four_recipes() -> None:
+    assert len(RECIPES) == 4
 
 
 def test_chat_recipe(fake: FakeProvider, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(RECIPES[0], f"{DOC}:chat", "exec"), {"__name__": "recipe"})
     out = capsys.readouterr().out.splitlines()
     assert out[0] == out[1] == "Hello from the fake provider."
-    assert out[2] == "spent 36 tokens; charge: recorded"
+    assert out[2] == "left 1964 tokens, 8 requests; charge: recorded"  # 2 x (11 in + 7 out)
     assert out[3].startswith("refused before sending:")
     assert len(fake.requests) == 2
 
@@ -42,7 +43,7 @@ def test_chat_recipe(fake: FakeProvider, capsys: pytest.CaptureFixture[str]) -> 
 def test_responses_recipe(fake: FakeProvider, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(RECIPES[1], f"{DOC}:responses", "exec"), {"__name__": "recipe"})
     out = capsys.readouterr().out.splitlines()
-    assert out == ["Hello from the fake provider.", "spent 18 of 500"]
+    assert out == ["Hello from the fake provider.", "left 482 of 500"]
     assert fake.requests[0].body["max_output_tokens"] < 500  # clamped
 
 
@@ -52,4 +53,14 @@ def test_anthropic_recipe(fake: FakeProvider, capsys: pytest.CaptureFixture[str]
     assert out[0] == "Hello from the fake provider."
     # 11 in at $3/M + 7 out at $15/M; reserved: estimate in + 512 out.
     assert out[1].endswith("charged $0.000138 for 18 tokens")
-    assert out[2] == "left: 0.499862"
+    # the amount left (its exponent follows the released hold's: 8 places with this estimate)
+    assert Decimal(out[2].removeprefix("left: ")) == Decimal("0.499862")
+
+
+def test_drop_in_recipe(fake: FakeProvider, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pydantic_ai")
+    pytest.importorskip("agents")
+    exec(compile(RECIPES[3], f"{DOC}:drop-in", "exec"), {"__name__": "recipe"})
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["Hello from the fake provider."] * 2
+    assert [r.body["max_completion_tokens"] for r in fake.requests] == [500, 500]

@@ -40,7 +40,8 @@ def test_research_agent_answers_within_budget() -> None:
 
 def test_research_agent_exhausts_gracefully() -> None:
     out = run("research_agent.py", "--usd", "0.0004")
-    assert ("(stopped early: the model budget ran out before turn 3: run/usd: cannot reserve $"
+    assert ("(stopped early: the model budget ran out before turn 3: agent:research: cannot "
+            "reserve $"
             in out)
     assert "From what I gathered:" in out
     total = re.search(r"run total: \d+ of \d+ tokens, (\S+) of 0.0004 USD", out)
@@ -59,7 +60,7 @@ def test_research_agent_wants_prices_for_a_real_model() -> None:
 
 def test_research_agent_on_an_openai_compatible_endpoint() -> None:
     pytest.importorskip("openai", reason="the real-endpoint path needs outlay[openai]")
-    from .fakeprovider import FakeProvider, Script
+    from outlay.testing import FakeProvider, Script
 
     with FakeProvider() as provider:
         provider.script(
@@ -134,3 +135,46 @@ def test_gpu_jobs_recovers_the_killed_workers_job_and_the_spend_adds_up() -> Non
     assert spend, out
     assert Decimal(spend.group(1)) == Decimal(spend.group(2)) == sum(costs) == Decimal("31.80")
     assert Decimal(spend.group(3)) == 0
+
+
+def test_routing_agent_steps_down_from_premium_to_cheap_and_prints_each_decision() -> None:
+    out = run("routing_agent.py")
+    assert "model request -> premium-large (cloud); budget: 0.05 usd left" in out
+    assert "question 1: [premium-large] answer to: Which hotels are near the venue?" in out
+    # the ladder: once under 40% is left, the premium model is refused with the reason
+    assert ("premium-large  cloud  -            -           refused: ladder: 35.5% of the "
+            "budget left, below 40%: start at 'cheap-mini'") in out
+    assert "question 8: [cheap-mini] answer to: Write the packing list." in out
+    assert "models used: premium-large x3, cheap-mini x5" in out
+    spent = re.search(r"spent (\S+) of 0.05 USD", out)
+    assert spent, out
+    assert Decimal(spent.group(1)) == 3 * Decimal("0.01075") + 5 * Decimal("0.000285")
+
+
+def test_routing_agent_on_a_small_budget_never_overspends() -> None:
+    out = run("routing_agent.py", "--usd", "0.012")
+    assert "models used: premium-large x1, cheap-mini x1, local-llama x6" in out
+    assert "refused: ladder: 8.04% of the budget left, below 10%: start at 'local-llama'" in out
+    spent = re.search(r"spent (\S+) of 0.012 USD", out)
+    assert spent, out
+    assert Decimal(spent.group(1)) <= Decimal("0.012")
+
+
+def test_gpu_routing_runs_local_then_cloud_and_sdk_only_when_allowed() -> None:
+    out = run("gpu_routing.py")
+    blocks = out.split("\n\n")
+    assert blocks[0].startswith("small-lora -> workstation (local)")
+    assert "small-lora: ran on workstation (local, node ws-01); charged 0 USD" in blocks[0]
+    assert blocks[1].startswith("small-lora -> cloud-h100 (cloud)")
+    assert ("workstation  local  ws-01    -           refused: needs 1 accelerator(s) of >= "
+            "16 GiB; has no free accelerator") in blocks[1]
+    assert blocks[2].startswith("big-lora -> cloud-h100 (cloud)")
+    assert "0 of 1 free accelerator(s) fit" in blocks[2]
+    assert blocks[3].startswith("two-gpu-run: refused\ntwo-gpu-run -> no candidate can take it")
+    assert "managed-sdk  sdk    -        -           refused: a paid SDK backend" in blocks[3]
+    assert blocks[4].startswith("two-gpu-run -> managed-sdk (sdk)")
+    assert "two-gpu-run: ran on managed-sdk (sdk); charged 4.00 USD" in blocks[4]
+    # worst cases are held, actuals (60% of the declared runtime) committed
+    assert "cloud-h100   cloud  eu-west  2.32128     chosen" in blocks[1]
+    assert "charged 1.4227200 USD" in blocks[1]
+    assert "left in the budget: 1.4781600 USD" in out

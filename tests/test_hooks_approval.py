@@ -33,24 +33,11 @@ from outlay import (
     ToolInvocation,
     ToolInvocationResult,
 )
+from outlay.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """Advances one second per reading, so requested_at and decided_at differ visibly."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-        self.readings = 0
-
-    def __call__(self) -> datetime:
-        value = self.now
-        self.now += timedelta(seconds=1)
-        self.readings += 1
-        return value
 
 
 class Ran:
@@ -79,7 +66,7 @@ def ran() -> Ran:
 
 def make(ran: Ran, approver: Approver, **kwargs: Any) -> tuple[ToolDispatcher, MemoryApprovalLog]:
     log = MemoryApprovalLog()
-    kwargs.setdefault("clock", FakeClock())
+    kwargs.setdefault("clock", FakeClock(T0, tick=1).utcnow)
     hook = ApprovalHook(approver, threshold=Decimal("1.00"), cost=job_cost, audit=log, **kwargs)
     return ToolDispatcher({"train": _kw(ran.train), "lookup": _kw(ran.lookup)}, [hook]), log
 
@@ -296,7 +283,7 @@ async def test_the_audit_record_is_written_even_if_cancelled_while_recording(ran
     queue = ApprovalQueue()
     sink = BlockingSink()
     assert isinstance(sink, ApprovalAuditSink)
-    hook = ApprovalHook(queue, threshold=1, cost=5, audit=sink, clock=FakeClock())
+    hook = ApprovalHook(queue, threshold=1, cost=5, audit=sink, clock=FakeClock(T0, tick=1).utcnow)
     dispatcher = ToolDispatcher({"train": _kw(ran.train)}, [hook])
     scope = anyio.CancelScope()
     cancelled: list[bool] = []
@@ -402,7 +389,7 @@ async def test_a_rejected_call_releases_the_budget_held_before_it(ran: Ran) -> N
     budget = AtomicBudget(10)
     queue = ApprovalQueue()
     hooks = [DispatchBudgetHook(budget, 4, mode="in_flight"),
-             ApprovalHook(queue, threshold=1, cost=5, clock=FakeClock())]
+             ApprovalHook(queue, threshold=1, cost=5, clock=FakeClock(T0, tick=1).utcnow)]
     dispatcher = ToolDispatcher({"train": _kw(ran.train)}, hooks)
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, call("c1", "5"))

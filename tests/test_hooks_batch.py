@@ -16,8 +16,9 @@ from outlay import (
     ToolInvocation,
     UnknownTool,
 )
+from outlay.testing import Gate, RecordingHook, methods
 
-from .hookkit import Gate, Recorder, methods, terminate
+from .hookkit import terminate
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +57,7 @@ async def test_all_or_nothing_runs_no_tool_when_one_call_does_not_fit() -> None:
         ran.append(key)
         return key
 
-    dispatcher = ToolDispatcher({"gate": tool}, [Recorder("log", ledger),
+    dispatcher = ToolDispatcher({"gate": tool}, [RecordingHook("log", ledger),
                                                  DispatchBudgetHook(budget, 1, mode="in_flight")],
                                 batch_policy="all_or_nothing")
     with capture_logs() as logs:
@@ -91,7 +92,7 @@ async def test_befores_run_in_order_then_tools_run_concurrently() -> None:
     ledger: Ledger = []
     gate = Gate()
     budget = AtomicBudget(10)
-    dispatcher = ToolDispatcher({"gate": gate}, [Recorder("r", ledger),
+    dispatcher = ToolDispatcher({"gate": gate}, [RecordingHook("r", ledger),
                                                  DispatchBudgetHook(budget, 3, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a", "b", "c"))
@@ -111,7 +112,7 @@ async def test_cancelling_a_batch_mid_flight_ends_every_hold() -> None:
     ledger: Ledger = []
     gate = Gate()
     budget = AtomicBudget(10)
-    dispatcher = ToolDispatcher({"gate": gate}, [Recorder("r", ledger),
+    dispatcher = ToolDispatcher({"gate": gate}, [RecordingHook("r", ledger),
                                                  DispatchBudgetHook(budget, 3, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch_batch, gated("a", "b", "c"))
@@ -130,7 +131,7 @@ async def test_cancelling_during_the_admission_phase_ends_every_hold() -> None:
     gate = Gate()
     waiting = anyio.Event()
 
-    class SlowForB(Recorder):
+    class SlowForB(RecordingHook):
         async def before_invocation(self, invocation: ToolInvocation) -> Any:
             if invocation.call_id == "id-b":
                 waiting.set()
@@ -161,7 +162,7 @@ async def test_a_tool_error_cancels_the_batch_and_raises_itself() -> None:
             raise RuntimeError("bad tool")
         return await gate(key)
 
-    dispatcher = ToolDispatcher({"gate": tool}, [Recorder("r", ledger),
+    dispatcher = ToolDispatcher({"gate": tool}, [RecordingHook("r", ledger),
                                                  DispatchBudgetHook(budget, 2, mode="in_flight")])
     # "bad" raises on its first step, before the other tasks have started on asyncio: they are
     # cancelled before running any code of their own, and must be unwound all the same.
@@ -214,7 +215,7 @@ async def test_terminate_in_the_admission_phase_unwinds_the_admitted_calls() -> 
         ran.append(key)
         return key
 
-    class StopAtC(Recorder):
+    class StopAtC(RecordingHook):
         async def before_invocation(self, invocation: ToolInvocation) -> Any:
             if invocation.call_id == "id-c":
                 return terminate("c is forbidden")
@@ -270,7 +271,7 @@ async def test_a_failing_after_of_a_skipped_call_stops_the_batch_before_tools_st
         ran.append(key)
         return key
 
-    class FailsOnSkip(Recorder):
+    class FailsOnSkip(RecordingHook):
         async def after_invocation(self, invocation: ToolInvocation, result: Any,
                                    state: Any) -> None:
             await super().after_invocation(invocation, result, state)

@@ -24,8 +24,9 @@ from outlay import (
     ToolInvocation,
     Window,
 )
+from outlay.testing import Gate, RecordingHook
 
-from .hookkit import Gate, Recorder, skip, terminate
+from .hookkit import skip, terminate
 
 pytestmark = pytest.mark.anyio
 
@@ -70,9 +71,9 @@ async def test_commit_mode_caps_cumulative_spend() -> None:
 async def test_commit_mode_does_not_charge_skips_errors_or_terminations() -> None:
     budget = AtomicBudget(3)
     hook = DispatchBudgetHook(budget, 1)
-    await ToolDispatcher({"echo": echo}, [hook, Recorder("s", [], skip())]).dispatch(call())
+    await ToolDispatcher({"echo": echo}, [hook, RecordingHook("s", [], skip())]).dispatch(call())
     with pytest.raises(DispatchTerminated):
-        await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
+        await ToolDispatcher({"echo": echo}, [hook, RecordingHook("t", [], terminate())]
                              ).dispatch(call())
     with pytest.raises(RuntimeError):
         await ToolDispatcher({"echo": broken}, [hook]).dispatch(call())
@@ -90,7 +91,7 @@ async def test_charge_failures_commits_failed_calls_but_not_terminations() -> No
     await ToolDispatcher({"echo": broken}, [hook], errors="result").dispatch(call())
     assert budget.available == 3
     with pytest.raises(DispatchTerminated):
-        await ToolDispatcher({"echo": echo}, [hook, Recorder("t", [], terminate())]
+        await ToolDispatcher({"echo": echo}, [hook, RecordingHook("t", [], terminate())]
                              ).dispatch(call())
     assert budget.available == 3
     with pytest.raises(ValueError, match="needs mode='charge'"):
@@ -238,9 +239,9 @@ async def test_call_limits_count_attempts_not_skips_terminations_or_cancels() ->
     with pytest.raises(RuntimeError):
         await ToolDispatcher({"echo": broken}, [limits]).dispatch(call())
     assert limits.remaining("echo") == 4  # a failed call was attempted: it counts
-    await ToolDispatcher({"echo": echo}, [limits, Recorder("s", [], skip())]).dispatch(call())
+    await ToolDispatcher({"echo": echo}, [limits, RecordingHook("s", [], skip())]).dispatch(call())
     with pytest.raises(DispatchTerminated):
-        await ToolDispatcher({"echo": echo}, [limits, Recorder("t", [], terminate())]
+        await ToolDispatcher({"echo": echo}, [limits, RecordingHook("t", [], terminate())]
                              ).dispatch(call())
     assert limits.remaining("echo") == 4
     assert limits.remaining() is None
@@ -284,7 +285,7 @@ async def test_logging_hook_reports_failures_terminations_and_cancellations() ->
             await ToolDispatcher({"echo": broken}, [log]).dispatch(call(1))
         await ToolDispatcher({"echo": broken}, [log], errors="result").dispatch(call(2))
         with pytest.raises(DispatchTerminated):
-            await ToolDispatcher({"echo": echo}, [log, Recorder("t", [], terminate("no"))]
+            await ToolDispatcher({"echo": echo}, [log, RecordingHook("t", [], terminate("no"))]
                                  ).dispatch(call(3))
         async with anyio.create_task_group() as tg:
             tg.start_soon(ToolDispatcher({"gate": gate}, [log]).dispatch,

@@ -22,8 +22,9 @@ from outlay import (
     ToolInvocationResult,
     UnknownTool,
 )
+from outlay.testing import Gate, RecordingHook, methods
 
-from .hookkit import Gate, Recorder, methods, skip, terminate
+from .hookkit import skip, terminate
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +41,7 @@ def call(call_id: str = "c1", text: str = "hi") -> ToolInvocation:
 
 async def test_hooks_run_as_an_onion() -> None:
     ledger: Ledger = []
-    hooks = [Recorder(n, ledger) for n in "abc"]
+    hooks = [RecordingHook(n, ledger) for n in "abc"]
     result = await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
     assert result.output == "hi"
     assert not result.skipped
@@ -50,7 +51,7 @@ async def test_hooks_run_as_an_onion() -> None:
 
 async def test_after_sees_the_state_its_own_before_returned() -> None:
     ledger: Ledger = []
-    await ToolDispatcher({"echo": echo}, [Recorder("a", ledger), Recorder("b", ledger)]
+    await ToolDispatcher({"echo": echo}, [RecordingHook("a", ledger), RecordingHook("b", ledger)]
                          ).dispatch(call("x"))
     states = {(name, state) for name, method, _, state in ledger if method == "after"}
     assert states == {("a", "a:x"), ("b", "b:x")}
@@ -65,8 +66,8 @@ async def test_skip_stops_the_chain_and_every_hook_that_ran_sees_after() -> None
         ran = True
         return text
 
-    hooks = [Recorder("a", ledger), Recorder("b", ledger, skip("cached")),
-             Recorder("c", ledger)]
+    hooks = [RecordingHook("a", ledger), RecordingHook("b", ledger, skip("cached")),
+             RecordingHook("c", ledger)]
     result = await ToolDispatcher({"echo": tool}, hooks).dispatch(call())
     assert not ran
     assert result.skipped
@@ -79,8 +80,8 @@ async def test_skip_stops_the_chain_and_every_hook_that_ran_sees_after() -> None
 
 async def test_terminate_raises_and_calls_on_error_on_hooks_that_ran() -> None:
     ledger: Ledger = []
-    hooks = [Recorder("a", ledger), Recorder("b", ledger, terminate("over budget")),
-             Recorder("c", ledger)]
+    hooks = [RecordingHook("a", ledger), RecordingHook("b", ledger, terminate("over budget")),
+             RecordingHook("c", ledger)]
     with pytest.raises(DispatchTerminated) as info:
         await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
     assert info.value.reason == "over budget"
@@ -95,7 +96,8 @@ async def test_tool_error_reaches_on_error_in_reverse_and_propagates() -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        await ToolDispatcher({"echo": broken}, [Recorder("a", ledger), Recorder("b", ledger)]
+        await ToolDispatcher({"echo": broken},
+                             [RecordingHook("a", ledger), RecordingHook("b", ledger)]
                              ).dispatch(call())
     assert methods(ledger) == ["a.before", "b.before", "b.error", "a.error"]
     assert {detail for _, m, _, detail in ledger if m == "error"} == {"RuntimeError"}
@@ -107,7 +109,7 @@ async def test_errors_result_turns_a_tool_exception_into_an_error_result() -> No
     async def broken(text: str) -> str:
         raise RuntimeError("boom")
 
-    result = await ToolDispatcher({"echo": broken}, [Recorder("a", ledger)], errors="result"
+    result = await ToolDispatcher({"echo": broken}, [RecordingHook("a", ledger)], errors="result"
                                   ).dispatch(call())
     assert result.is_error
     assert not result.skipped
@@ -128,7 +130,8 @@ class BeforeFails(ToolDispatchHook):
 async def test_a_before_that_raises_unwinds_the_hooks_before_it_and_releases() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(5)
-    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"), BeforeFails()]
+    hooks = [RecordingHook("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"),
+             BeforeFails()]
     with pytest.raises(ValueError, match="hook broke"):
         await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
     assert methods(ledger) == ["a.before", "a.error"]
@@ -147,7 +150,7 @@ class AfterFails(ToolDispatchHook):
 async def test_a_failing_after_still_lets_outer_hooks_end_their_holds() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(5)
-    hooks = [Recorder("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"),
+    hooks = [RecordingHook("a", ledger), DispatchBudgetHook(budget, 2, mode="in_flight"),
              AfterFails(RuntimeError("after broke"))]
     with pytest.raises(RuntimeError, match="after broke"):
         await ToolDispatcher({"echo": echo}, hooks).dispatch(call())
@@ -223,7 +226,7 @@ async def test_a_hook_may_implement_only_some_methods() -> None:
 async def test_unknown_tool_raises_before_any_hook_runs() -> None:
     ledger: Ledger = []
     budget = AtomicBudget(3)
-    dispatcher = ToolDispatcher({"echo": echo}, [Recorder("a", ledger),
+    dispatcher = ToolDispatcher({"echo": echo}, [RecordingHook("a", ledger),
                                                  DispatchBudgetHook(budget, 1, mode="in_flight")])
     with pytest.raises(UnknownTool, match="unknown tool 'nope'; known tools: echo") as info:
         await dispatcher.dispatch(ToolInvocation("c1", "nope", {}))
@@ -288,7 +291,7 @@ async def test_cancelling_the_dispatch_while_the_tool_runs_ends_every_hold() -> 
     ledger: Ledger = []
     budget = AtomicBudget(5)
     gate = Gate()
-    dispatcher = ToolDispatcher({"gate": gate}, [Recorder("a", ledger),
+    dispatcher = ToolDispatcher({"gate": gate}, [RecordingHook("a", ledger),
                                                  DispatchBudgetHook(budget, 2, mode="in_flight")])
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.dispatch, ToolInvocation("c1", "gate", {"key": "k"}))
@@ -329,7 +332,7 @@ async def test_cancelling_during_an_after_still_runs_the_outer_afters() -> None:
                                    result: ToolInvocationResult, state: Any) -> None:
             await anyio.sleep_forever()
 
-    dispatcher = ToolDispatcher({"echo": echo}, [Recorder("a", ledger),
+    dispatcher = ToolDispatcher({"echo": echo}, [RecordingHook("a", ledger),
                                                  DispatchBudgetHook(budget, 2, mode="in_flight"),
                                                  SlowAfter()])
     async with anyio.create_task_group() as tg:
@@ -350,7 +353,7 @@ async def test_concurrent_invocations_end_exactly_their_own_holds() -> None:
     ledger: Ledger = []
     dispatcher = ToolDispatcher(
         {"gate": gate},
-        [Recorder("r", ledger),
+        [RecordingHook("r", ledger),
          DispatchBudgetHook(budget, lambda inv: costs[inv.arguments["key"]], mode="in_flight")])
     async with anyio.create_task_group() as tg:
         for key in costs:

@@ -85,17 +85,22 @@ def test_bad_hooks_are_refused_when_the_chain_is_built() -> None:
 
 def test_import_outlay_imports_no_agent_framework() -> None:
     code = ("import sys, outlay, outlay.integrations; "
-            "bad = [m for m in ('pydantic_ai', 'agents') if m in sys.modules]; "
+            "bad = [m for m in ('pydantic_ai', 'agents', 'langchain', 'langchain_core', "
+            "'langgraph', 'litellm') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(("module", "framework", "names"), [
     ("outlay.integrations.pydantic_ai", "pydantic_ai",
-     ("OutlayCapability", "estimate_request_tokens")),
+     ("OutlayCapability", "estimate_messages_input", "estimate_request_input")),
     ("outlay.integrations.openai_agents", "agents",
-     ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "estimate_call_tokens",
-      "wrap_tool", "wrap_tools")),
+     ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "RunTerminated",
+      "estimate_call_input", "wrap_tool", "wrap_tools")),
+    ("outlay.integrations.langchain", "langchain",
+     ("BudgetedChatModel", "OutlayMiddleware", "estimate_messages_input")),
+    ("outlay.integrations.litellm", "litellm",
+     ("OutlayCallback", "by_principal", "litellm_prices")),
 ])
 def test_integration_exports(module: str, framework: str, names: tuple[str, ...]) -> None:
     pytest.importorskip(framework)
@@ -105,3 +110,17 @@ def test_integration_exports(module: str, framework: str, names: tuple[str, ...]
     assert mod.__all__ == names
     for name in names:
         assert getattr(mod, name).__module__ == module
+
+
+@pytest.mark.parametrize(("module", "framework", "extra"), [
+    ("outlay.integrations.pydantic_ai", "pydantic_ai", "pydantic-ai"),
+    ("outlay.integrations.openai_agents", "agents", "openai-agents"),
+])
+def test_a_missing_framework_says_what_to_install(module: str, framework: str,
+                                                  extra: str) -> None:
+    code = (f"import sys; sys.modules[{framework!r}] = None\n"
+            f"try:\n    import {module}\n"
+            f"except ModuleNotFoundError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert f"pip install 'outlay[{extra}]'" in out, out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +23,7 @@ from agents import (
     function_tool,
 )
 from agents.agent_output import AgentOutputSchemaBase
+from agents.exceptions import AgentsException
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelTracing
@@ -32,11 +34,11 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from outlay import (
     AtomicBudget,
-    AtomicTokenBudget,
     BudgetExceeded,
     Continue,
     DispatchBudgetHook,
     DispatchTerminated,
+    TokenPrices,
     ToolCallLimitHook,
     ToolDispatchHook,
     ToolInvocation,
@@ -47,10 +49,13 @@ from outlay.integrations.openai_agents import (
     ModelCallInput,
     OutlayModel,
     OutlayModelProvider,
-    estimate_call_tokens,
+    RunTerminated,
+    estimate_call_input,
     wrap_tool,
     wrap_tools,
 )
+
+from .budgetkit import figures, token_budget, unit_budget, whole
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +77,7 @@ class ScriptModel(Model):
         self.respond = respond
         self.usage = usage
         self.calls = 0
+        self.settings: list[ModelSettings] = []
 
     async def get_response(
         self, system_instructions: str | None, input: Items,
@@ -81,6 +87,7 @@ class ScriptModel(Model):
         conversation_id: str | None, prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
         self.calls += 1
+        self.settings.append(model_settings)
         output = await self.respond(input)
         prompt_tokens, completion_tokens = self.usage
         return ModelResponse(output=output, response_id=None, usage=Usage(
@@ -183,9 +190,13 @@ async def test_terminate_ends_the_run_with_dispatch_terminated() -> None:
     hook = ToolCallLimitHook({"delete": 0}, on_exceeded="terminate")
     agent = Agent(name="a", model=ScriptModel(calls_then_answer(("delete", {}))),
                   tools=[wrap_tool(delete, [hook])])
-    with pytest.raises(DispatchTerminated, match="delete"):
+    with pytest.raises(DispatchTerminated, match="delete") as info:
         await Runner.run(agent, "go", run_config=NO_TRACING)
     assert ran == []
+    # A public class, catchable as outlay's DispatchTerminated or the SDK's AgentsException.
+    assert type(info.value) is RunTerminated
+    assert RunTerminated.__module__ == "outlay.integrations.openai_agents"
+    assert isinstance(info.value, AgentsException)
 
 
 async def test_a_tool_failure_is_an_sdk_error_string_the_hooks_see_as_completed() -> None:
@@ -212,42 +223,45 @@ async def test_wrap_tools_keeps_other_tools_and_refuses_non_function_tools() -> 
 
 
 async def test_model_calls_hold_the_estimate_and_record_reported_usage() -> None:
-    tokens = AtomicTokenBudget(1000)
-    held: list[int] = []
+    tokens = token_budget(1000)
+    held: list[Any] = []
 
     async def respond(input: Items) -> list[Any]:
-        held.append(tokens.held)
+        held.append((await figures(tokens, "tokens"))[1])
         return [assistant_message("hi")]
 
-    model = OutlayModel(ScriptModel(respond, usage=(30, 7)), tokens, estimate=200)
+    model = OutlayModel(ScriptModel(respond, usage=(30, 7)), tokens, estimate_input=200,
+                        max_output_tokens=0)
     agent = Agent(name="a", model=model)
     assert (await Runner.run(agent, "hello", run_config=NO_TRACING)).final_output == "hi"
     assert held == [200]
-    assert tokens.tokens_consumed_nowait() == 37
-    assert tokens.held == 0
+    assert (await figures(tokens, "tokens"))[0] == 37
+    assert (await figures(tokens, "tokens"))[1] == 0
 
 
 async def test_a_call_that_does_not_fit_is_never_sent() -> None:
-    tokens = AtomicTokenBudget(100)
+    tokens = token_budget(100)
     inner = ScriptModel(calls_then_answer())
-    agent = Agent(name="a", model=OutlayModel(inner, tokens, estimate=101))
+    agent = Agent(name="a", model=OutlayModel(
+        inner, tokens, estimate_input=101, max_output_tokens=0))
     with pytest.raises(BudgetExceeded, match="101 tokens"):
         await Runner.run(agent, "hello", run_config=NO_TRACING)
     assert inner.calls == 0
-    assert tokens.available == 100
+    assert (await figures(tokens, "tokens"))[2] == 100
 
 
 async def test_failed_and_cancelled_calls_are_refunded() -> None:
-    tokens = AtomicTokenBudget(500)
+    tokens = token_budget(500)
 
     async def fail(input: Items) -> list[Any]:
         raise RuntimeError("provider down")
 
-    agent = Agent(name="a", model=OutlayModel(ScriptModel(fail), tokens, estimate=100))
+    agent = Agent(name="a", model=OutlayModel(
+        ScriptModel(fail), tokens, estimate_input=100, max_output_tokens=0))
     with pytest.raises(RuntimeError, match="provider down"):
         await Runner.run(agent, "hello", run_config=NO_TRACING)
-    assert tokens.held == 0
-    assert tokens.available == 500
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[2] == 500
 
     started = anyio.Event()
 
@@ -256,28 +270,30 @@ async def test_failed_and_cancelled_calls_are_refunded() -> None:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
-    agent = Agent(name="a", model=OutlayModel(ScriptModel(hang), tokens, estimate=100))
+    agent = Agent(name="a", model=OutlayModel(
+        ScriptModel(hang), tokens, estimate_input=100, max_output_tokens=0))
     async with anyio.create_task_group() as tg:
         tg.start_soon(functools.partial(Runner.run, agent, "hello", run_config=NO_TRACING))
         await started.wait()
-        assert tokens.held == 100
+        assert (await figures(tokens, "tokens"))[1] == 100
         tg.cancel_scope.cancel()
-    assert tokens.held == 0
-    assert tokens.available == 500
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[2] == 500
 
 
 async def test_streamed_runs_record_the_usage_of_the_completed_event() -> None:
-    tokens = AtomicTokenBudget(1000)
+    tokens = token_budget(1000)
     inner = ScriptedModel([ModelStep(output=[assistant_message("streamed")],
                                      usage=Usage(requests=1, input_tokens=40, output_tokens=9,
                                                  total_tokens=49))])
-    agent = Agent(name="a", model=OutlayModel(inner, tokens, estimate=300))
+    agent = Agent(name="a", model=OutlayModel(
+        inner, tokens, estimate_input=300, max_output_tokens=0))
     result = Runner.run_streamed(agent, "hello", run_config=NO_TRACING)
     async for _ in result.stream_events():
         pass
     assert result.final_output == "streamed"
-    assert tokens.tokens_consumed_nowait() == 49
-    assert tokens.held == 0
+    assert (await figures(tokens, "tokens"))[0] == 49
+    assert (await figures(tokens, "tokens"))[1] == 0
 
 
 class EventsModel(ScriptModel):
@@ -312,8 +328,8 @@ def stream_args() -> tuple[tuple[Any, ...], dict[str, Any]]:
      None, 7),
 ], ids=["error-first", "closed-early", "error-later", "no-usage", "usage"])
 async def test_stream_settlement(events: list[Any], consume: int | None, consumed: int) -> None:
-    tokens = AtomicTokenBudget(100)
-    model = OutlayModel(EventsModel(events), tokens, estimate=50)
+    tokens = token_budget(100)
+    model = OutlayModel(EventsModel(events), tokens, estimate_input=50, max_output_tokens=0)
     args, kwargs = stream_args()
     stream = model.stream_response(*args, **kwargs)
     got = 0
@@ -326,40 +342,55 @@ async def test_stream_settlement(events: list[Any], consume: int | None, consume
         pass
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
-    assert tokens.held == 0
-    assert tokens.tokens_consumed_nowait() == consumed
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[0] == consumed
 
 
-async def test_default_estimate_counts_input_tools_and_output_bound() -> None:
+async def test_the_output_bound_is_held_and_sent() -> None:
+    tokens = token_budget(10_000)
+    seen: list[Any] = []
+
+    async def respond(input: Any) -> list[Any]:
+        seen.append((await figures(tokens, "tokens"))[1])
+        return [assistant_message("hi")]
+
+    inner = ScriptModel(respond)
+    agent = Agent(name="a", model=OutlayModel(inner, tokens, estimate_input=100,
+                                              max_output_tokens=50))
+    await Runner.run(agent, "go", run_config=NO_TRACING)
+    bounded = Agent(name="b", model=OutlayModel(inner, tokens, estimate_input=100),
+                    model_settings=ModelSettings(max_tokens=7))
+    await Runner.run(bounded, "go", run_config=NO_TRACING)
+    assert seen == [150, 107]
+    assert [s.max_tokens for s in inner.settings] == [50, 7]  # the bound held is the bound sent
+
+
+async def test_default_estimate_is_the_clients_estimate() -> None:
     @function_tool
     def lookup(city: str) -> str:
         return city
 
-    base = ModelCallInput("be brief", "x" * 400, ModelSettings(), [lookup], [])
-    bounded = ModelCallInput("be brief", "x" * 400, ModelSettings(max_tokens=7), [lookup], [])
-    assert estimate_call_tokens(base, max_output_tokens=50) >= 100 + 50
-    assert estimate_call_tokens(bounded) == estimate_call_tokens(base, max_output_tokens=7)
-
-
-async def test_default_estimate_is_the_clients_estimate() -> None:
-    text = "日本語" * 300  # one token per non-ASCII character, as the budgeted clients count
+    text = "日本語" * 300  # 1.4 tokens per CJK character, as the budgeted clients count
     call = ModelCallInput(None, text, ModelSettings(), [], [])
-    assert estimate_call_tokens(call, max_output_tokens=0) == estimate_prompt_tokens([text], 1)
-    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 900
+    assert estimate_call_input(call) == estimate_prompt_tokens([text], 1)
+    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 1260
     items: list[Any] = [{"role": "user", "content": "abcdef"}]
     with_items = ModelCallInput("be brief", items, ModelSettings(), [], [])
-    assert estimate_call_tokens(with_items, max_output_tokens=10) == (
-        estimate_prompt_tokens(["be brief", items], 2) + 10)
+    assert estimate_call_input(with_items) == estimate_prompt_tokens(["be brief", items], 2)
+    with_tools = ModelCallInput("be brief", "x" * 400, ModelSettings(), [lookup], [])
+    assert estimate_call_input(with_tools) > estimate_prompt_tokens(["be brief", "x" * 400], 2)
 
 
 async def test_bad_configuration_is_refused_up_front() -> None:
     inner = ScriptModel(calls_then_answer())
-    with pytest.raises(TypeError, match="TokenBudget"):
+    with pytest.raises(TypeError, match="outlay budget"):
         OutlayModel(inner, AtomicBudget(3))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Model"):
-        OutlayModel(object(), AtomicTokenBudget(3))  # type: ignore[arg-type]
+        OutlayModel(object(), token_budget(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="estimate"):
-        OutlayModel(inner, AtomicTokenBudget(3), estimate=-1)
+        OutlayModel(inner, token_budget(3), estimate_input=-1)
+    with pytest.raises(TypeError, match="prices="):
+        OutlayModel(inner, unit_budget({"usd": Decimal(1)}))
 
 
 @pytest.mark.parametrize("shared_budget", [True, False], ids=["budget", "control"])
@@ -431,7 +462,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
 async def test_a_model_provider_wraps_every_named_model() -> None:
     from agents.models.interface import ModelProvider
 
-    tokens = AtomicTokenBudget(1000)
+    tokens = token_budget(1000)
     names: list[str | None] = []
 
     class Provider(ModelProvider):
@@ -441,10 +472,11 @@ async def test_a_model_provider_wraps_every_named_model() -> None:
 
     agent = Agent(name="a", model="house-model")
     config = RunConfig(tracing_disabled=True,
-                       model_provider=OutlayModelProvider(Provider(), tokens, estimate=100))
+                       model_provider=OutlayModelProvider(Provider(), tokens, estimate_input=100,
+                                                                         max_output_tokens=0))
     await Runner.run(agent, "hello", run_config=config)
     assert names == ["house-model"]
-    assert tokens.tokens_consumed_nowait() == 23
+    assert (await figures(tokens, "tokens"))[0] == 23
     with pytest.raises(TypeError, match="ModelProvider"):
         OutlayModelProvider(object(), tokens)  # type: ignore[arg-type]
 
@@ -477,7 +509,7 @@ async def test_terminate_inside_an_agent_as_tool(raise_errors: bool) -> None:
 async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_holds() -> None:
     """8 sub-agent runs start at once on a token budget that holds 5 call estimates: exactly 5
     calls are sent (all in flight together), 3 are refused before sending."""
-    tokens = AtomicTokenBudget(500)
+    tokens = token_budget(500)
     release = anyio.Event()
     sent = 0
 
@@ -489,7 +521,7 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
 
     sub_agent = Agent(name="researcher",
                       model=OutlayModel(ScriptModel(sub_respond, usage=(60, 20)), tokens,
-                                        estimate=100))
+                                        estimate_input=100, max_output_tokens=0))
     answers: list[str] = []
 
     @function_tool
@@ -510,19 +542,87 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
             tg.start_soon(functools.partial(Runner.run, parent, "go", run_config=NO_TRACING))
             await anyio.wait_all_tasks_blocked()
             assert sent == 5
-            assert tokens.held == 500
+            assert (await figures(tokens, "tokens"))[1] == 500
             release.set()
     assert sorted(answers)[:5] == ["answer"] * 5
     assert sum("cannot reserve 100 tokens" in a for a in answers) == 3
-    assert tokens.tokens_consumed_nowait() == 5 * 80
-    assert tokens.held == 0
+    assert (await figures(tokens, "tokens"))[0] == 5 * 80
+    assert (await figures(tokens, "tokens"))[1] == 0
 
 
 def test_the_wrapper_passes_on_what_the_sdk_probes_on_models() -> None:
     inner = ScriptModel(calls_then_answer())
     inner.model = "house-model"  # type: ignore[attr-defined]
-    wrapped = OutlayModel(inner, AtomicTokenBudget(10))
+    wrapped = OutlayModel(inner, token_budget(10))
     assert wrapped.wrapped is inner
     assert wrapped.model == "house-model"
     with pytest.raises(AttributeError):
         _ = wrapped.no_such_attribute
+
+
+# -- the budget object: dollars, tokens, requests and tool-call batches, before sending -------
+
+
+def batches(*sizes: int, usage: Usage | None = None) -> ScriptedModel:
+    steps: list[Any] = [[function_call("search", {"q": f"{i}-{j}"}, call_id=f"c{i}-{j}")
+                         for j in range(size)] for i, size in enumerate(sizes)]
+    steps.append([assistant_message("done")])
+    return ScriptedModel(steps, default_usage=usage or Usage(
+        requests=1, input_tokens=10, output_tokens=5, total_tokens=15))
+
+
+def searching(ran: list[str]) -> Any:
+    @function_tool
+    async def search(q: str) -> str:
+        ran.append(q)
+        return f"results for {q}"
+
+    return search
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+async def test_tool_calls_stop_at_the_limit_exactly(streamed: bool) -> None:
+    """A limit of 5 tool calls runs 5 (batches of 2 and 3) and none of the next batch of 3."""
+    budget = unit_budget({"tool_calls": 5, "tokens": 100_000})
+    ran: list[str] = []
+    agent = Agent(name="a", model=OutlayModel(batches(2, 3, 3), budget, max_output_tokens=100),
+                  tools=[searching(ran)])
+    with pytest.raises(BudgetExceeded) as info:
+        if streamed:
+            result = Runner.run_streamed(agent, "go", run_config=NO_TRACING)
+            async for _ in result.stream_events():
+                pass
+        else:
+            await Runner.run(agent, "go", run_config=NO_TRACING)
+    assert len(ran) == 5
+    assert (info.value.unit, info.value.requested) == ("tool_calls", 3)
+    await whole(budget, 5, "tool_calls")
+    await whole(budget, 3 * 15)  # three model calls, each settled at its reported usage
+
+
+async def test_a_tool_call_batch_is_refused_all_or_nothing() -> None:
+    budget = unit_budget({"tool_calls": 5})
+    ran: list[str] = []
+    agent = Agent(name="a", model=OutlayModel(batches(2, 2, 2), budget),
+                  tools=[searching(ran)])
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(agent, "go", run_config=NO_TRACING)
+    assert ran == ["0-0", "0-1", "1-0", "1-1"]
+    await whole(budget, 4, "tool_calls")
+
+
+async def test_dollars_are_enforced_before_sending_and_an_overshoot_is_recorded() -> None:
+    budget = unit_budget({"usd": Decimal("0.01")})
+    prices = TokenPrices(Decimal("2"), Decimal("8"))  # $ per million tokens
+    # Held per call: 1000 in + 500 out = $0.006; the provider reports more: 3000 in, 200 out.
+    usage = Usage(requests=1, input_tokens=3000, output_tokens=200, total_tokens=3200)
+    inner = ScriptedModel([[assistant_message("one")], [assistant_message("two")]],
+                          default_usage=usage)
+    agent = Agent(name="a", model=OutlayModel(inner, budget, prices=prices, estimate_input=1000,
+                                              max_output_tokens=500))
+    await Runner.run(agent, "go", run_config=NO_TRACING)
+    await whole(budget, Decimal("0.0076"), "usd")  # 3000 * 2 + 200 * 8, above the hold
+    with pytest.raises(BudgetExceeded) as info:  # $0.0024 left: the next $0.006 is refused
+        await Runner.run(agent, "again", run_config=NO_TRACING)
+    assert info.value.unit == "usd"
+    await whole(budget, Decimal("0.0076"), "usd")

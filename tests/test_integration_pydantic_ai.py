@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -25,18 +26,20 @@ from pydantic_ai.usage import RequestUsage
 
 from outlay import (
     AtomicBudget,
-    AtomicTokenBudget,
     BudgetExceeded,
     Continue,
     DispatchBudgetHook,
     DispatchTerminated,
+    TokenPrices,
     ToolCallLimitHook,
     ToolDispatchHook,
     ToolInvocation,
     ToolInvocationResult,
 )
 from outlay.clients import MESSAGE_OVERHEAD, REQUEST_OVERHEAD, estimate_prompt_tokens
-from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_tokens
+from outlay.integrations.pydantic_ai import OutlayCapability, estimate_request_input
+
+from .budgetkit import figures, token_budget, unit_budget, whole
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +86,8 @@ def answered(messages: list[ModelMessage]) -> bool:
 
 async def test_tool_calls_pass_the_hook_chain_with_validated_arguments() -> None:
     recorder = Recorder()
-    agent = Agent(TestModel(), capabilities=[OutlayCapability([recorder], principal="alice")])
+    agent = Agent(TestModel(), capabilities=[
+        OutlayCapability(tool_hooks=[recorder], principal="alice")])
 
     @agent.tool_plain
     async def lookup(city: str, days: int) -> str:
@@ -109,7 +113,7 @@ async def test_a_budget_hook_skips_calls_beyond_the_budget_and_the_model_sees_wh
         return calls(("work", {"n": 1}), ("work", {"n": 2}), ("work", {"n": 3}))
 
     hook = DispatchBudgetHook(budget, 1)
-    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability([hook])])
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(tool_hooks=[hook])])
 
     @agent.tool_plain
     async def work(n: int) -> str:
@@ -128,7 +132,7 @@ async def test_terminate_ends_the_run_with_dispatch_terminated() -> None:
     ran: list[str] = []
     hook = ToolCallLimitHook({"delete": 0}, on_exceeded="terminate")
     agent = Agent(FunctionModel(lambda m, i: calls(("delete", {}))),
-                  capabilities=[OutlayCapability([hook])])
+                  capabilities=[OutlayCapability(tool_hooks=[hook])])
 
     @agent.tool_plain
     def delete() -> str:
@@ -151,7 +155,7 @@ async def test_model_retry_from_a_tool_reaches_the_hooks_and_releases_the_hold()
         return calls(("flaky", {}))
 
     hooks = [recorder, DispatchBudgetHook(budget, 1)]
-    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(hooks)])
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(tool_hooks=hooks)])
 
     @agent.tool_plain(retries=3)
     def flaky() -> str:
@@ -164,25 +168,26 @@ async def test_model_retry_from_a_tool_reaches_the_hooks_and_releases_the_hold()
 
 
 async def test_model_requests_hold_the_estimate_and_record_reported_usage() -> None:
-    tokens = AtomicTokenBudget(1000)
-    held: list[int] = []
+    tokens = token_budget(1000)
+    held: list[Any] = []
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        held.append(tokens.held)
+        held.append((await figures(tokens, "tokens"))[1])
         return ModelResponse(parts=[TextPart("hi")],
                              usage=RequestUsage(input_tokens=30, output_tokens=7))
 
     agent = Agent(FunctionModel(model),
-                  capabilities=[OutlayCapability(token_budget=tokens, estimate=200)])
+                  capabilities=[
+        OutlayCapability(tokens, estimate_input=200, max_output_tokens=0)])
     await agent.run("hello")
     assert held == [200]  # held while the request ran
-    assert tokens.tokens_consumed_nowait() == 37
-    assert tokens.held == 0
-    assert tokens.available == 963
+    assert (await figures(tokens, "tokens"))[0] == 37
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[2] == 963
 
 
 async def test_a_request_that_does_not_fit_is_never_sent() -> None:
-    tokens = AtomicTokenBudget(100)
+    tokens = token_budget(100)
     sent: list[int] = []
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -190,30 +195,32 @@ async def test_a_request_that_does_not_fit_is_never_sent() -> None:
         return ModelResponse(parts=[TextPart("hi")])
 
     agent = Agent(FunctionModel(model),
-                  capabilities=[OutlayCapability(token_budget=tokens, estimate=101)])
+                  capabilities=[
+        OutlayCapability(tokens, estimate_input=101, max_output_tokens=0)])
     with pytest.raises(BudgetExceeded, match="101 tokens"):
         await agent.run("hello")
     assert sent == []
-    assert tokens.available == 100
+    assert (await figures(tokens, "tokens"))[2] == 100
 
 
 async def test_a_failed_request_is_refunded() -> None:
-    tokens = AtomicTokenBudget(500)
+    tokens = token_budget(500)
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         raise RuntimeError("provider down")
 
     agent = Agent(FunctionModel(model),
-                  capabilities=[OutlayCapability(token_budget=tokens, estimate=100)])
+                  capabilities=[
+        OutlayCapability(tokens, estimate_input=100, max_output_tokens=0)])
     with pytest.raises(RuntimeError, match="provider down"):
         await agent.run("hello")
-    assert tokens.held == 0
-    assert tokens.available == 500
-    assert tokens.tokens_consumed_nowait() == 0
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[2] == 500
+    assert (await figures(tokens, "tokens"))[0] == 0
 
 
 async def test_a_cancelled_request_is_refunded() -> None:
-    tokens = AtomicTokenBudget(500)
+    tokens = token_budget(500)
     started = anyio.Event()
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -222,67 +229,78 @@ async def test_a_cancelled_request_is_refunded() -> None:
         raise AssertionError("unreachable")
 
     agent = Agent(FunctionModel(model),
-                  capabilities=[OutlayCapability(token_budget=tokens, estimate=100)])
+                  capabilities=[
+        OutlayCapability(tokens, estimate_input=100, max_output_tokens=0)])
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run, "hello")
         await started.wait()
-        assert tokens.held == 100
+        assert (await figures(tokens, "tokens"))[1] == 100
         tg.cancel_scope.cancel()
-    assert tokens.held == 0
-    assert tokens.available == 500
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[2] == 500
 
 
 async def test_streamed_runs_record_the_final_usage() -> None:
-    tokens = AtomicTokenBudget(10_000)
+    tokens = token_budget(10_000)
     agent = Agent(TestModel(custom_output_text="streamed"),
-                  capabilities=[OutlayCapability(token_budget=tokens)])
+                  capabilities=[OutlayCapability(tokens)])
     async with agent.run_stream("hello") as stream:
         assert await stream.get_output() == "streamed"
         usage = stream.usage
-    assert tokens.held == 0
-    assert tokens.tokens_consumed_nowait() == usage.input_tokens + usage.output_tokens > 0
+    assert (await figures(tokens, "tokens"))[1] == 0
+    assert (await figures(tokens, "tokens"))[0] == usage.input_tokens + usage.output_tokens > 0
 
 
-async def test_default_estimate_counts_the_request_and_the_output_bound() -> None:
-    seen: list[int] = []
-    tokens = AtomicTokenBudget(100_000)
+async def test_the_output_bound_is_held_and_sent() -> None:
+    tokens = token_budget(100_000)
+    inputs: list[int] = []
+    sent: list[Any] = []
 
     def estimate(request_context: Any) -> int:
-        seen.append(estimate_request_tokens(request_context, max_output_tokens=50))
-        return seen[-1]
+        inputs.append(estimate_request_input(request_context))
+        return inputs[-1]
 
-    agent = Agent(TestModel(), capabilities=[OutlayCapability(token_budget=tokens,
-                                                              estimate=estimate)])
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        sent.append((info.model_settings or {}).get("max_tokens"))
+        held.append((await figures(tokens, "tokens"))[1])
+        return ModelResponse(parts=[TextPart("hi")])
+
+    held: list[Any] = []
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(
+        tokens, estimate_input=estimate, max_output_tokens=50)])
     await agent.run("x" * 400)
     await agent.run("x" * 400, model_settings={"max_tokens": 7})
-    # >= 100 tokens of prompt text plus the output bound; the second uses max_tokens
-    assert seen[0] >= 150
-    assert seen[1] == seen[0] - 50 + 7
+    assert inputs[0] >= 100  # >= 100 tokens of prompt text
+    assert sent == [50, 7]  # the bound held is the bound the provider is told
+    assert held == [inputs[0] + 50, inputs[1] + 7]
 
 
 async def test_default_estimate_is_the_clients_estimate() -> None:
     seen: list[int] = []
-    tokens = AtomicTokenBudget(100_000)
+    tokens = token_budget(100_000)
 
     def estimate(request_context: Any) -> int:
-        seen.append(estimate_request_tokens(request_context, max_output_tokens=0))
+        seen.append(estimate_request_input(request_context))
         return seen[-1]
 
-    agent = Agent(TestModel(), capabilities=[OutlayCapability(token_budget=tokens,
-                                                              estimate=estimate)])
-    text = "日本語" * 300  # one token per non-ASCII character, as the budgeted clients count
+    agent = Agent(TestModel(), capabilities=[
+        OutlayCapability(tokens, estimate_input=estimate)])
+    text = "日本語" * 300  # 1.4 tokens per CJK character, as the budgeted clients count
     await agent.run(text)
     # at least the prompt text as the clients estimate it; ~4 characters per token was 225
-    assert seen[0] >= estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 900
+    assert seen[0] >= estimate_prompt_tokens([text], 1) == (
+        REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 1260)
 
 
 def test_bad_configuration_is_refused_up_front() -> None:
-    with pytest.raises(TypeError, match="TokenBudget"):
-        OutlayCapability(token_budget=AtomicBudget(3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="outlay budget"):
+        OutlayCapability(AtomicBudget(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="estimate"):
-        OutlayCapability(token_budget=AtomicTokenBudget(3), estimate=-1)
+        OutlayCapability(token_budget(3), estimate_input=-1)
+    with pytest.raises(TypeError, match="prices="):
+        OutlayCapability(unit_budget({"usd": Decimal(1)}))
     with pytest.raises(TypeError, match="implements none"):
-        OutlayCapability([object()])  # type: ignore[list-item]
+        OutlayCapability(tool_hooks=[object()])  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize("shared_budget", [True, False], ids=["budget", "control"])
@@ -295,7 +313,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
     admitted tool blocks until the test has seen all of them running at once."""
     budget = AtomicBudget(9, name="tool-calls")
     hooks = [DispatchBudgetHook(budget, 1)] if shared_budget else []
-    sub_capability = OutlayCapability(hooks)
+    sub_capability = OutlayCapability(tool_hooks=hooks)
     all_in_flight = anyio.Event()
     release_tools = anyio.Event()
     first_requests = 0
@@ -361,7 +379,7 @@ async def test_eight_parallel_sub_agents_sharing_nine_tool_calls_run_at_most_nin
 async def test_terminate_inside_a_sub_agent_ends_the_parent_run() -> None:
     ran: list[str] = []
     sub = Agent(FunctionModel(lambda m, i: calls(("delete", {}))),
-                capabilities=[OutlayCapability([ToolCallLimitHook({"delete": 0},
+                capabilities=[OutlayCapability(tool_hooks=[ToolCallLimitHook({"delete": 0},
                                                                   on_exceeded="terminate")])])
 
     @sub.tool_plain
@@ -384,8 +402,8 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
     """8 sub-agents start at once on a token budget that holds 5 request estimates: exactly 5
     requests are sent (all in flight together), 3 are refused before sending, and the parent's
     tool turns the refusal into an answer for the parent model."""
-    tokens = AtomicTokenBudget(500)
-    sub_capability = OutlayCapability(token_budget=tokens, estimate=100)
+    tokens = token_budget(500)
+    sub_capability = OutlayCapability(tokens, estimate_input=100, max_output_tokens=0)
     release = anyio.Event()
     sent = 0
 
@@ -420,20 +438,21 @@ async def test_parallel_sub_agents_sharing_a_token_budget_send_only_what_it_hold
             tg.start_soon(parent.run, "research")
             await anyio.wait_all_tasks_blocked()
             assert sent == 5
-            assert tokens.held == 500
+            assert (await figures(tokens, "tokens"))[1] == 500
             release.set()
     assert sorted(answers)[:5] == ["answer"] * 5
     assert sum("cannot reserve 100 tokens" in a for a in answers) == 3
-    assert tokens.tokens_consumed_nowait() == 5 * 80
-    assert tokens.held == 0
+    assert (await figures(tokens, "tokens"))[0] == 5 * 80
+    assert (await figures(tokens, "tokens"))[1] == 0
 
 
 async def test_a_stream_whose_consumer_fails_is_charged_what_pydantic_ai_counted() -> None:
     """Regression guard: the provider billed the streamed response, so refunding it would let
     the budget forget real spend."""
-    tokens = AtomicTokenBudget(10_000)
+    tokens = token_budget(10_000)
     agent = Agent(TestModel(custom_output_text="word " * 50),
-                  capabilities=[OutlayCapability(token_budget=tokens, estimate=1000)])
+                  capabilities=[
+        OutlayCapability(tokens, estimate_input=1000, max_output_tokens=0)])
 
     async def consume_and_fail() -> None:
         async with agent.run_stream("hello") as stream:
@@ -442,8 +461,8 @@ async def test_a_stream_whose_consumer_fails_is_charged_what_pydantic_ai_counted
 
     with pytest.raises(RuntimeError, match="consumer failed"):
         await consume_and_fail()
-    assert tokens.held == 0
-    consumed = tokens.tokens_consumed_nowait()
+    assert (await figures(tokens, "tokens"))[1] == 0
+    consumed = (await figures(tokens, "tokens"))[0]
     assert 0 < consumed < 1000  # the billed response, not the estimate, not a refund
 
 
@@ -466,16 +485,16 @@ async def test_rejected_attempts_within_a_step_are_recorded_too() -> None:
                 raise RetryModelRequest()
             return response
 
-    tokens = AtomicTokenBudget(10_000)
+    tokens = token_budget(10_000)
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("hi")],
                              usage=RequestUsage(input_tokens=30, output_tokens=7))
 
     agent = Agent(FunctionModel(model), capabilities=[
-        OutlayCapability(token_budget=tokens, estimate=100), RejectFirst()])
+        OutlayCapability(tokens, estimate_input=100, max_output_tokens=0), RejectFirst()])
     assert (await agent.run("hello")).output == "hi"
-    assert tokens.tokens_consumed_nowait() == 2 * 37
+    assert (await figures(tokens, "tokens"))[0] == 2 * 37
 
 
 def test_billed_usage_falls_back_when_pydantic_ai_does_not_expose_it() -> None:
@@ -489,3 +508,128 @@ def test_billed_usage_falls_back_when_pydantic_ai_does_not_expose_it() -> None:
 
     assert _billed_usage(Bare()) is None  # type: ignore[arg-type]
     assert _billed_usage(Odd()) is None  # type: ignore[arg-type]
+
+
+# -- the budget object: dollars, tokens, requests and tool-call batches, before sending -------
+
+
+def scripted(*batches: int, usage: RequestUsage | None = None) -> tuple[FunctionModel, list[str]]:
+    """A model that asks for ``batches[i]`` ``search`` calls in its i-th response, then
+    answers; and the list of tool runs."""
+    ran: list[str] = []
+    step = itertools.count()
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        i = next(step)
+        if i < len(batches):
+            return calls(*[("search", {"q": f"{i}-{j}"}) for j in range(batches[i])],
+                         usage=usage)
+        return ModelResponse(parts=[TextPart("done")], usage=usage or RequestUsage(
+            input_tokens=10, output_tokens=5))
+
+    return FunctionModel(model), ran
+
+
+def agent_with(budget: Any, model: FunctionModel, ran: list[str], **options: Any) -> Agent:
+    agent = Agent(model, capabilities=[OutlayCapability(budget, **options)])
+
+    @agent.tool_plain
+    async def search(q: str) -> str:
+        ran.append(q)
+        return f"results for {q}"
+
+    return agent
+
+
+async def test_tool_calls_stop_at_the_limit_exactly() -> None:
+    """A limit of 5 tool calls runs 5 (batches of 2 and 3), and the next batch none of its 3.
+    Regression: the capability admitted call by call through hooks; 6 ran where 5 was meant."""
+    budget = unit_budget({"tool_calls": 5, "tokens": 100_000})
+    model, ran = scripted(2, 3, 3)
+    agent = agent_with(budget, model, ran)
+    with pytest.raises(BudgetExceeded) as info:
+        await agent.run("go")
+    assert len(ran) == 5
+    assert info.value.unit == "tool_calls"
+    assert (info.value.requested, info.value.available) == (3, 0)
+    await whole(budget, 5, "tool_calls")
+
+
+async def test_a_tool_call_batch_is_refused_all_or_nothing() -> None:
+    budget = unit_budget({"tool_calls": 5})
+    model, ran = scripted(2, 2, 2)
+    agent = agent_with(budget, model, ran)
+    with pytest.raises(BudgetExceeded):
+        await agent.run("go")
+    assert ran == ["0-0", "0-1", "1-0", "1-1"]  # the third batch does not fit: none of it ran
+    await whole(budget, 4, "tool_calls")
+
+
+@pytest.mark.parametrize(("unit", "cap"), [("usd", Decimal("0.001")), ("input_tokens", 150),
+                                           ("output_tokens", 150), ("requests", 2),
+                                           ("tokens", 300)])
+async def test_every_unit_is_enforced_before_sending(unit: str, cap: Any) -> None:
+    budget = unit_budget({unit: cap})
+    sent: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        sent.append(1)
+        return ModelResponse(parts=[TextPart("hi")],
+                             usage=RequestUsage(input_tokens=40, output_tokens=20))
+
+    prices = TokenPrices(Decimal("2"), Decimal("8"))  # $ per million tokens
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(
+        budget, prices=prices, estimate_input=100, max_output_tokens=50)])
+    # Each request holds 100 in + 50 out (150 tokens, $0.0006) and one request.
+    await agent.run("one")
+    with pytest.raises(BudgetExceeded) as info:
+        for _ in range(10):
+            await agent.run("more")
+    assert info.value.unit == unit
+    settled: Any = {"usd": Decimal("0.00024"), "input_tokens": 40, "output_tokens": 20,
+               "requests": 1, "tokens": 60}[unit]
+    runs = len(sent)
+    await whole(budget, settled * runs, unit)  # committed at the reported usage, never more
+    assert runs == {"usd": 2, "input_tokens": 2, "output_tokens": 6, "requests": 2,
+                    "tokens": 3}[unit]
+
+
+async def test_an_overshoot_is_recorded_and_the_next_request_refused() -> None:
+    budget = unit_budget({"tokens": 1000})
+    sent: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        sent.append(1)  # the provider reports more than was held (200 + 100)
+        return ModelResponse(parts=[TextPart("hi")],
+                             usage=RequestUsage(input_tokens=700, output_tokens=200))
+
+    agent = Agent(FunctionModel(model), capabilities=[OutlayCapability(
+        budget, estimate_input=200, max_output_tokens=100)])
+    await agent.run("one")
+    await whole(budget, 900)  # the overshoot is committed, not capped at the hold
+    with pytest.raises(BudgetExceeded):
+        await agent.run("two")  # 100 left: the next 300 do not fit
+    assert len(sent) == 1
+
+
+async def test_a_streamed_run_refuses_a_tool_call_batch_that_does_not_fit() -> None:
+    budget = unit_budget({"tool_calls": 1, "tokens": 100_000})
+    ran: list[str] = []
+    agent = Agent(TestModel(), capabilities=[OutlayCapability(budget)])  # calls every tool
+
+    @agent.tool_plain
+    async def search(q: str) -> str:
+        ran.append("search")
+        return "ok"
+
+    @agent.tool_plain
+    async def fetch(url: str) -> str:
+        ran.append("fetch")
+        return "ok"
+
+    with pytest.raises(BudgetExceeded) as info:
+        async with agent.run_stream("go") as stream:
+            await stream.get_output()
+    assert info.value.unit == "tool_calls"
+    assert ran == []  # two asked for, one left: neither ran
+    await whole(budget, 0, "tool_calls")

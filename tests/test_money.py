@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outlay import AdmissionDecision, BudgetCap, CostRates, WindowState, admits, estimate_cost
+from outlay import (
+    AdmissionDecision,
+    BudgetCap,
+    CostRates,
+    InfeasibleWork,
+    WindowState,
+    accelerator_refusal,
+    admits,
+    estimate_cost,
+)
 
 D = Decimal
 
@@ -108,3 +118,73 @@ def test_estimate_cost_refuses_bad_input() -> None:
         estimate_cost(CostRates(), max_runtime_s=float("inf"), vcpus=1, memory_gib=1)
     with pytest.raises(TypeError):
         estimate_cost(CostRates(), max_runtime_s="10", vcpus=1, memory_gib=1)  # type: ignore[arg-type]
+
+
+def test_estimate_cost_prices_accelerators_per_device_second() -> None:
+    rates = CostRates(per_vcpu_second=D("0.00001"), per_accelerator_second=D("0.0006"),
+                      idle_tail_s=60, billing_increment_s=60)
+    # 3590 s + 60 s idle = 3650 s -> 3660 s billed; 4 vCPU and 2 GPUs
+    cost = estimate_cost(rates, max_runtime_s=3590, vcpus=4, memory_gib=0, accelerators=2)
+    assert cost == 3660 * (4 * D("0.00001") + 2 * D("0.0006"))
+    assert cost == D("4.5384")
+
+
+def test_no_accelerator_makes_an_accelerator_job_infeasible_not_free() -> None:
+    cpu_only = CostRates(per_vcpu_second=D("0.00001"))  # no per_accelerator_second
+    with pytest.raises(InfeasibleWork, match=r"needs 1 accelerator.*has no free accelerator"):
+        estimate_cost(cpu_only, max_runtime_s=10, vcpus=1, memory_gib=0, accelerators=1)
+    assert estimate_cost(cpu_only, max_runtime_s=10, vcpus=1, memory_gib=0) == D("0.0001")
+    # the same rule the router applies to a backend's free accelerators
+    assert accelerator_refusal(1, D(0), ()) == "needs 1 accelerator(s); has no free accelerator"
+    assert accelerator_refusal(2, D(24), [D(80), D(16)]) == (
+        "needs 2 accelerator(s) of >= 24 GiB; 1 of 2 free accelerator(s) fit")
+    assert accelerator_refusal(1, D(24), [D(80), D(16)]) is None
+    assert accelerator_refusal(0, D(24), ()) is None
+    with pytest.raises(TypeError):
+        estimate_cost(cpu_only, max_runtime_s=1, vcpus=1, memory_gib=0,
+                      accelerators=1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        CostRates(per_accelerator_second=0.5)  # type: ignore[arg-type]
+
+
+def test_estimate_cost_is_exact_where_the_default_context_would_round() -> None:
+    rates = CostRates(per_vcpu_second=D("0.0000000000000000123456789"),
+                      per_accelerator_second=D("0.000123456789012345678901"))
+    cost = estimate_cost(rates, max_runtime_s=D("123456789.123456789"), vcpus=3,
+                         memory_gib=0, accelerators=7)
+    exact = (Fraction(123456790) * (3 * Fraction("0.0000000000000000123456789")
+                                    + 7 * Fraction("0.000123456789012345678901")))
+    assert Fraction(cost) == exact  # 28 significant digits would have rounded this
+
+
+rate = st.decimals(min_value=0, max_value=1, places=9)
+quantity = st.decimals(min_value=0, max_value=100_000, places=3)
+
+
+@given(per_vcpu=rate, per_gib=rate, per_acc=rate, per_job=rate,
+       tail=st.integers(0, 600), minimum=st.integers(0, 3600), step=st.integers(1, 3600),
+       runtime=quantity, cpus=quantity, gib=quantity, devices=st.integers(0, 16),
+       shrink=st.tuples(*[st.fractions(0, 1)] * 4))
+def test_estimate_cost_is_an_exact_upper_bound(
+    per_vcpu: Decimal, per_gib: Decimal, per_acc: Decimal, per_job: Decimal, tail: int,
+    minimum: int, step: int, runtime: Decimal, cpus: Decimal, gib: Decimal, devices: int,
+    shrink: tuple[Fraction, Fraction, Fraction, Fraction],
+) -> None:
+    """Any job within its declared maximums is billed at most the estimate, and the estimate
+    is exactly what the billing rule says (checked in rationals)."""
+    rates = CostRates(per_vcpu_second=per_vcpu, per_gib_second=per_gib, per_job=per_job,
+                      idle_tail_s=tail, minimum_billed_s=minimum, billing_increment_s=step,
+                      per_accelerator_second=per_acc)
+
+    def billed(run: Fraction, c: Fraction, g: Fraction, a: int) -> Fraction:
+        seconds = max(run + tail, Fraction(minimum))
+        steps = -((-seconds) // step)  # ceiling
+        return (steps * step * (c * Fraction(per_vcpu) + g * Fraction(per_gib)
+                                + a * Fraction(per_acc)) + Fraction(per_job))
+
+    worst = estimate_cost(rates, max_runtime_s=runtime, vcpus=cpus, memory_gib=gib,
+                          accelerators=devices)
+    assert Fraction(worst) == billed(Fraction(runtime), Fraction(cpus), Fraction(gib), devices)
+    actual = billed(Fraction(runtime) * shrink[0], Fraction(cpus) * shrink[1],
+                    Fraction(gib) * shrink[2], int(devices * shrink[3]))
+    assert actual <= Fraction(worst)

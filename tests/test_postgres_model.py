@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from outlay import MemoryStore
+from outlay.testing import FakeClock
 
 from .pgserver import PostgresServer, drop_schema, fresh_schema
-from .test_sqlite_model import Clock, apply, operations, snapshot
+from .test_sqlite_model import apply, operations, snapshot
 
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_postgres_store_matches_the_memory_store(
 ) -> None:
     from outlay.stores import PostgresStore
 
-    clock = Clock()
+    clock = FakeClock()
     schema = fresh_schema()
 
     async def run() -> None:

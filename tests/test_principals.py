@@ -24,23 +24,11 @@ from outlay import (
     money_limits,
     parse_limit_key,
 )
+from outlay.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 D = Decimal
-
-
-class Clock:
-    """An injected wall clock (UNIX seconds) that tests move by hand."""
-
-    def __init__(self, when: datetime) -> None:
-        self.now = when.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when.timestamp()
 
 
 TEMPLATE = [
@@ -50,13 +38,13 @@ TEMPLATE = [
 ]
 
 
-def principals(clock: Clock, store: MemoryStore | None = None, **kw: object) -> Principals:
+def principals(clock: FakeClock, store: MemoryStore | None = None, **kw: object) -> Principals:
     return Principals(store or MemoryStore(), template=TEMPLATE, clock=clock, run_id="r1",
                       **kw)  # type: ignore[arg-type]
 
 
 async def test_one_reservation_holds_every_window_and_unit() -> None:
-    clock = Clock(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, 12, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme")
     async with acme.reserve({"usd": D("0.10"), "tokens": 4000}) as held:
@@ -74,7 +62,7 @@ async def test_one_reservation_holds_every_window_and_unit() -> None:
 
 
 async def test_all_or_nothing_across_windows_and_units() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme")
     await store.set_limit("tenant:acme/tokens/day:2026-11-23", 100)
@@ -93,7 +81,7 @@ async def test_all_or_nothing_across_windows_and_units() -> None:
 
 
 async def test_a_new_month_starts_fresh_without_a_sweeper() -> None:
-    clock = Clock(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme", caps=[
         LimitSpec("usd", Window.month(), D("10"))])
@@ -117,7 +105,7 @@ async def test_period_end_is_passed_as_expire_at() -> None:
             return await super().reserve(rid, amounts, lease=lease, defaults=defaults,
                                          expire_at=expire_at)
 
-    clock = Clock(datetime(2028, 2, 29, 22, tzinfo=UTC))
+    clock = FakeClock(datetime(2028, 2, 29, 22, tzinfo=UTC))
     acme = principals(clock, Recording()).get("tenant:acme")
     await (await acme.reserve({"usd": D(1), "tokens": 1})).release()
     assert seen == {
@@ -127,7 +115,7 @@ async def test_period_end_is_passed_as_expire_at() -> None:
 
 
 async def test_day_window_in_a_time_zone_rolls_at_local_midnight() -> None:
-    clock = Clock(datetime(2026, 11, 23, 14, 59, tzinfo=UTC))  # 23:59 in Tokyo
+    clock = FakeClock(datetime(2026, 11, 23, 14, 59, tzinfo=UTC))  # 23:59 in Tokyo
     acme = principals(clock).get("tenant:acme", caps=[
         LimitSpec("tokens", Window.day("Asia/Tokyo"), 10)])
     await (await acme.reserve({"tokens": 10})).commit()
@@ -139,7 +127,7 @@ async def test_day_window_in_a_time_zone_rolls_at_local_midnight() -> None:
 
 
 async def test_new_run_starts_run_limits_fresh() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     budgets = principals(clock)
     acme = budgets.get("tenant:acme")
     await (await acme.reserve({"usd": D("50")})).commit()
@@ -153,7 +141,7 @@ async def test_new_run_starts_run_limits_fresh() -> None:
 
 
 async def test_unit_without_any_cap_is_refused_by_default() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     acme = Principals(MemoryStore(), clock=clock).get("tenant:acme")
     assert await acme.try_reserve({"usd": D("0.01")}) is None
     with pytest.raises(BudgetExceeded, match="default cap is 0"):
@@ -161,7 +149,7 @@ async def test_unit_without_any_cap_is_refused_by_default() -> None:
 
 
 async def test_kind_templates_and_explicit_caps() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     budgets = Principals(MemoryStore(), template=TEMPLATE, clock=clock, run_id="r1",
                          templates={"tool": [LimitSpec("calls", Window.hour(), 3)]})
     assert budgets.get("tool:search").caps == (LimitSpec("calls", Window.hour(), 3),)
@@ -181,7 +169,7 @@ async def test_kind_templates_and_explicit_caps() -> None:
 
 
 async def test_child_reservation_holds_against_every_ancestor() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     budgets = Principals(store, clock=clock, run_id="r1")
     tenant = budgets.get("tenant:acme", caps=[LimitSpec("usd", Window.month(), D("5"))])
@@ -211,7 +199,7 @@ async def test_child_reservation_holds_against_every_ancestor() -> None:
 
 
 async def test_a_child_never_spends_past_its_parent() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     budgets = Principals(store, clock=clock, run_id="r1")
     parent = budgets.get("agent:root", caps=[LimitSpec("usd", Window.run(), D("1.00"))])
@@ -241,7 +229,7 @@ async def test_a_child_never_spends_past_its_parent() -> None:
 
 
 async def test_commit_by_unit_and_reservation_ends_once() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     acme = principals(clock).get("tenant:acme")
     held = await acme.reserve({"usd": D("1"), "tokens": 10})
     with pytest.raises(ValueError, match="does not hold"):
@@ -256,7 +244,7 @@ async def test_commit_by_unit_and_reservation_ends_once() -> None:
 
 
 async def test_bad_amounts_take_nothing() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme")
     with pytest.raises(TypeError):
@@ -271,7 +259,7 @@ async def test_bad_amounts_take_nothing() -> None:
 
 
 async def test_committed_spend_goes_to_the_bounded_ledger() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     budgets = principals(clock, ledger_capacity=2)
     for name, cost in [("user:a", "3"), ("user:b", "1"), ("user:c", "2"), ("user:a", "1")]:
         await (await budgets.get(name).reserve({"usd": D(cost)})).commit()
@@ -295,7 +283,7 @@ def test_parse_limit_key() -> None:
 
 
 async def test_reservation_made_before_month_end_is_spent_in_its_month() -> None:
-    clock = Clock(datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme", caps=[
         LimitSpec("usd", Window.month(), D("10"))])
@@ -316,7 +304,7 @@ def test_money_limits_from_a_budget_cap() -> None:
 
 
 async def test_check_previews_admission_across_the_chain() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     budgets = Principals(MemoryStore(), clock=clock, run_id="r1")
     tenant = budgets.get("tenant:acme", caps=money_limits(BudgetCap(month=D("10")),
                                                          [Window.month()]))
@@ -335,7 +323,7 @@ async def test_check_previews_admission_across_the_chain() -> None:
 async def test_refusal_by_a_limit_not_created_yet_names_it() -> None:
     """Regression guard: the first reservation of a period, above the template cap, must name
     the limit the store would have created, not report a vague refusal."""
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme")
     with pytest.raises(BudgetExceeded) as info:
@@ -351,7 +339,7 @@ async def test_refusal_by_a_limit_not_created_yet_names_it() -> None:
 
 
 async def test_refusals_are_logged_with_principal_and_reason() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     acme = principals(clock).get("tenant:acme")
     with capture_logs() as logs:
         assert await acme.try_reserve({"usd": D("60")}) is None
@@ -364,7 +352,7 @@ async def test_refusals_are_logged_with_principal_and_reason() -> None:
 
 
 async def test_an_uncapped_whole_unit_is_not_limited_and_holds_nothing() -> None:
-    clock = Clock(datetime(2026, 11, 23, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=UTC))
     store = MemoryStore()
     acme = principals(clock, store).get("tenant:acme")
     held = await acme.reserve({"usd": D("1"), "gpu_hours": 7})
@@ -379,7 +367,7 @@ async def test_an_uncapped_whole_unit_is_not_limited_and_holds_nothing() -> None
 
 async def test_a_25_hour_day_is_one_period_in_its_time_zone() -> None:
     # 1 November 2026 in New York falls back: the local day lasts 25 hours.
-    clock = Clock(datetime(2026, 11, 1, 4, 30, tzinfo=UTC))  # 00:30 EDT
+    clock = FakeClock(datetime(2026, 11, 1, 4, 30, tzinfo=UTC))  # 00:30 EDT
     acme = principals(clock).get("tenant:acme", caps=[
         LimitSpec("calls", Window.day("America/New_York"), 3)])
     for hour in (4, 6, 28):  # 00:30 EDT, 01:30 EST (second pass), 23:30 EST

@@ -20,16 +20,9 @@ from hypothesis.stateful import (
 )
 
 from outlay import AtomicBudget, AtomicTokenBudget, MemoryStore, ReservationError, TokenReservation
+from outlay.testing import FakeClock
 
 CAPS: dict[str, int | Decimal] = {"calls": 10, "usd": Decimal("1.00")}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 amounts_st = st.fixed_dictionaries(

@@ -263,22 +263,12 @@ async def test_clients_and_the_budget_hook_label_their_reservations(tmp_path: Pa
     """The LLM clients label reservations with the model, the budget hook with the tool, so
     a report groups spend by them with no code of the caller's."""
     openai = pytest.importorskip("openai", reason="the OpenAI client needs outlay[openai]")
-    from outlay import (
-        Budget,
-        DispatchBudgetHook,
-        KeyedBudget,
-        TokenPrices,
-        ToolDispatcher,
-        ToolInvocation,
-    )
-    from outlay.clients import MoneyLimit
+    from outlay import Budget, DispatchBudgetHook, TokenPrices, ToolDispatcher, ToolInvocation
     from outlay.clients.openai import BudgetedAsyncOpenAI
-
-    from .fakeprovider import FakeProvider, Script
+    from outlay.testing import FakeProvider, Script
 
     store = RecordingStore(SQLiteStore(tmp_path / "labels.db"))
-    money = KeyedBudget(store)  # what MoneyLimit takes
-    await money.set_limit("run/usd", D("1"))
+    money = Budget(usd=D("1"), store=store, principal="agent:llm")
     calls = Budget(tool_calls=10, store=store, principal="agent:x")
 
     async def search(query: str) -> str:
@@ -288,8 +278,7 @@ async def test_clients_and_the_budget_hook_label_their_reservations(tmp_path: Pa
     try:
         with FakeProvider() as fake:
             sdk = openai.AsyncOpenAI(api_key="test", base_url=fake.openai_url, max_retries=0)
-            llm = BudgetedAsyncOpenAI(sdk, money=MoneyLimit(
-                money, "run/usd", {"m-test": TokenPrices(D("1"), D("2"))}))
+            llm = BudgetedAsyncOpenAI(sdk, money, prices={"m-test": TokenPrices(D("1"), D("2"))})
             fake.script(Script(input_tokens=100, output_tokens=10))
             await llm.chat.completions.create(model="m-test", max_completion_tokens=50,
                                               messages=[{"role": "user", "content": "hi"}])

@@ -17,16 +17,9 @@ from outlay import (
     UnknownLimit,
     store_from_url,
 )
+from outlay.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def make_budget() -> KeyedBudget:

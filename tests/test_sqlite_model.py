@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from outlay import Amount, LimitUsage, MemoryStore, Store
 from outlay.stores import SQLiteStore
+from outlay.testing import FakeClock
 
 KEYS = ["calls", "tokens", "usd", "fresh"]
 RIDS = ["r0", "r1", "r2"]
@@ -52,14 +53,6 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("release"), st.sampled_from(RIDS)),
     st.tuples(st.just("extend"), st.sampled_from(RIDS), leases),
 ), min_size=10, max_size=30)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def apply(store: Store, op: tuple[Any, ...]) -> object:
@@ -98,7 +91,7 @@ async def snapshot(store: Store) -> list[LimitUsage | type[Exception]]:
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
 def test_sqlite_store_matches_the_memory_store(ops: list[tuple[Any, ...]]) -> None:
-    clock = Clock()
+    clock = FakeClock()
 
     async def run(path: Path) -> None:
         memory = MemoryStore(clock=clock)

@@ -127,17 +127,14 @@ async def test_the_figures_exported_equal_what_the_store_holds(store: Store, ote
 
 async def test_spans_around_model_and_tool_calls(tmp_path: Path, otel: Otel) -> None:
     openai = pytest.importorskip("openai", reason="the model-call span needs outlay[openai]")
-    from outlay import Budget, DispatchBudgetHook, KeyedBudget, TokenPrices
-    from outlay.clients import MoneyLimit
+    from outlay import Budget, DispatchBudgetHook, TokenPrices
     from outlay.clients.openai import BudgetedAsyncOpenAI
     from outlay.stores import SQLiteStore
-
-    from .fakeprovider import FakeProvider, Script
+    from outlay.testing import FakeProvider, Script
 
     store = instrument(SQLiteStore(tmp_path / "spans.db"), meter_provider=otel.meters,
                        tracer_provider=otel.tracers)
-    money = KeyedBudget(store)  # what MoneyLimit takes
-    await money.set_limit("run/usd", D("1"))
+    money = Budget(usd=D("1"), store=store, principal="agent:llm", run_id="r1")
     calls = Budget(tool_calls=5, store=store, principal="agent:x", run_id="r1")
 
     async def search(query: str) -> str:
@@ -152,8 +149,7 @@ async def test_spans_around_model_and_tool_calls(tmp_path: Path, otel: Otel) -> 
     try:
         with FakeProvider() as fake:
             sdk = openai.AsyncOpenAI(api_key="test", base_url=fake.openai_url, max_retries=0)
-            llm = BudgetedAsyncOpenAI(sdk, money=MoneyLimit(
-                money, "run/usd", {"m-test": TokenPrices(D("1"), D("2"))}))
+            llm = BudgetedAsyncOpenAI(sdk, money, prices={"m-test": TokenPrices(D("1"), D("2"))})
             fake.script(Script(input_tokens=100, output_tokens=10))
             await llm.chat.completions.create(model="m-test", max_completion_tokens=50,
                                               messages=[{"role": "user", "content": "hi"}])

@@ -14,9 +14,11 @@ from ._core._exceptions import BudgetExceeded as BudgetExceeded
 from ._core._exceptions import CompositionError as CompositionError
 from ._core._exceptions import ConfigurationError as ConfigurationError
 from ._core._exceptions import DispatchTerminated as DispatchTerminated
+from ._core._exceptions import InfeasibleWork as InfeasibleWork
 from ._core._exceptions import InvalidToolArguments as InvalidToolArguments
 from ._core._exceptions import JobRejected as JobRejected
 from ._core._exceptions import MissingSecret as MissingSecret
+from ._core._exceptions import NoRoute as NoRoute
 from ._core._exceptions import OutlayError as OutlayError
 from ._core._exceptions import RemoteJobError as RemoteJobError
 from ._core._exceptions import ReservationError as ReservationError
@@ -36,6 +38,7 @@ from ._core._money import AdmissionDecision as AdmissionDecision
 from ._core._money import BudgetCap as BudgetCap
 from ._core._money import CostRates as CostRates
 from ._core._money import WindowState as WindowState
+from ._core._money import accelerator_refusal as accelerator_refusal
 from ._core._money import admits as admits
 from ._core._money import estimate_cost as estimate_cost
 from ._core._reservation import KeyedBudget as KeyedBudget
@@ -58,12 +61,15 @@ from .adapters import AnthropicStreamUsage as AnthropicStreamUsage
 from .adapters import TokenUsage as TokenUsage
 from .adapters import anthropic_tool_calls as anthropic_tool_calls
 from .adapters import anthropic_tool_results as anthropic_tool_results
+from .adapters import anthropic_tools as anthropic_tools
 from .adapters import anthropic_usage as anthropic_usage
 from .adapters import openai_chat_tool_calls as openai_chat_tool_calls
 from .adapters import openai_chat_tool_messages as openai_chat_tool_messages
+from .adapters import openai_chat_tools as openai_chat_tools
 from .adapters import openai_chat_usage as openai_chat_usage
 from .adapters import openai_responses_tool_calls as openai_responses_tool_calls
 from .adapters import openai_responses_tool_outputs as openai_responses_tool_outputs
+from .adapters import openai_responses_tools as openai_responses_tools
 from .adapters import openai_responses_usage as openai_responses_usage
 from .adapters import record_token_usage as record_token_usage
 from .hooks import ApprovalAuditSink as ApprovalAuditSink
@@ -87,6 +93,7 @@ from .hooks import ToolDispatcher as ToolDispatcher
 from .hooks import ToolDispatchHook as ToolDispatchHook
 from .hooks import ToolInvocation as ToolInvocation
 from .hooks import ToolInvocationResult as ToolInvocationResult
+from .hooks import ToolSpec as ToolSpec
 from .jobs import Artifact as Artifact
 from .jobs import Claim as Claim
 from .jobs import Hold as Hold
@@ -106,6 +113,22 @@ from .jobs import verify_artifacts as verify_artifacts
 from .report import RecordingStore as RecordingStore
 from .report import SpendReport as SpendReport
 from .report import labels as labels
+from .routing import Accelerator as Accelerator
+from .routing import Backend as Backend
+from .routing import BackendKind as BackendKind
+from .routing import Ladder as Ladder
+from .routing import RemainingBudget as RemainingBudget
+from .routing import RouteChoice as RouteChoice
+from .routing import Routed as Routed
+from .routing import RoutedClient as RoutedClient
+from .routing import RouteDecision as RouteDecision
+from .routing import Router as Router
+from .routing import RouteVerdict as RouteVerdict
+from .routing import Work as Work
+from .routing import alternatives as alternatives
+from .routing import read_remaining as read_remaining
+from .routing import select_backend as select_backend
+from .routing import worst_case_cost as worst_case_cost
 from .stores import FailOpenStore as FailOpenStore
 from .stores import HoldUsage as HoldUsage
 from .stores import LimitUsage as LimitUsage
@@ -115,6 +138,7 @@ from .stores import Store as Store
 from .stores import store_from_url as store_from_url
 
 __all__ = (
+    "Accelerator",
     "AdmissionDecision",
     "Amount",
     "AnthropicStreamUsage",
@@ -130,6 +154,8 @@ __all__ = (
     "ArtifactMismatch",
     "AtomicBudget",
     "AtomicTokenBudget",
+    "Backend",
+    "BackendKind",
     "Budget",
     "BudgetCap",
     "BudgetExceeded",
@@ -148,6 +174,7 @@ __all__ = (
     "HeldPeak",
     "Hold",
     "HoldUsage",
+    "InfeasibleWork",
     "InvalidToolArguments",
     "Job",
     "JobEndpoint",
@@ -157,6 +184,7 @@ __all__ = (
     "JobState",
     "JobStore",
     "KeyedBudget",
+    "Ladder",
     "LedgerEntry",
     "LedgerStatistics",
     "LimitKey",
@@ -166,16 +194,24 @@ __all__ = (
     "MemoryApprovalLog",
     "MemoryStore",
     "MissingSecret",
+    "NoRoute",
     "OutlayError",
     "Period",
     "PriceTable",
     "Principals",
     "RecordingStore",
     "RecoveryReport",
+    "RemainingBudget",
     "RemoteJobError",
     "Reservation",
     "ReservationError",
     "ReserveContext",
+    "RouteChoice",
+    "RouteDecision",
+    "RouteVerdict",
+    "Routed",
+    "RoutedClient",
+    "Router",
     "Secret",
     "SecretLeak",
     "Skip",
@@ -197,6 +233,7 @@ __all__ = (
     "ToolDispatcher",
     "ToolInvocation",
     "ToolInvocationResult",
+    "ToolSpec",
     "Transport",
     "UnknownJob",
     "UnknownLimit",
@@ -205,10 +242,14 @@ __all__ = (
     "UsageLedger",
     "Window",
     "WindowState",
+    "Work",
     "Worker",
+    "accelerator_refusal",
     "admits",
+    "alternatives",
     "anthropic_tool_calls",
     "anthropic_tool_results",
+    "anthropic_tools",
     "anthropic_usage",
     "estimate_cost",
     "job_cost",
@@ -216,13 +257,18 @@ __all__ = (
     "money_limits",
     "openai_chat_tool_calls",
     "openai_chat_tool_messages",
+    "openai_chat_tools",
     "openai_chat_usage",
     "openai_responses_tool_calls",
     "openai_responses_tool_outputs",
+    "openai_responses_tools",
     "openai_responses_usage",
     "parse_limit_key",
+    "read_remaining",
     "record_token_usage",
+    "select_backend",
     "store_from_url",
     "token_cost",
     "verify_artifacts",
+    "worst_case_cost",
 )

@@ -25,9 +25,11 @@ from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import CompositionError as CompositionError
 from ._exceptions import ConfigurationError as ConfigurationError
 from ._exceptions import DispatchTerminated as DispatchTerminated
+from ._exceptions import InfeasibleWork as InfeasibleWork
 from ._exceptions import InvalidToolArguments as InvalidToolArguments
 from ._exceptions import JobRejected as JobRejected
 from ._exceptions import MissingSecret as MissingSecret
+from ._exceptions import NoRoute as NoRoute
 from ._exceptions import OutlayError as OutlayError
 from ._exceptions import RemoteJobError as RemoteJobError
 from ._exceptions import ReservationError as ReservationError
@@ -43,8 +45,10 @@ from ._money import AdmissionDecision as AdmissionDecision
 from ._money import BudgetCap as BudgetCap
 from ._money import CostRates as CostRates
 from ._money import WindowState as WindowState
+from ._money import accelerator_refusal as accelerator_refusal
 from ._money import admits as admits
 from ._money import check_money as check_money
+from ._money import check_quantity as check_quantity
 from ._money import estimate_cost as estimate_cost
 from ._observe import annotate as annotate
 from ._observe import current_labels as current_labels

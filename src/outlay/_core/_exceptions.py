@@ -9,6 +9,8 @@ The hierarchy::
     ├── ConfigurationError          a bad store URL or option (``store_from_url``, graph executor)
     ├── CompositionError            a graph composition is malformed or names an unknown stage
     ├── UnknownModelPrice           no price is known for an LLM model (``PriceTable``, clients)
+    ├── InfeasibleWork              a job needs what its machine lacks (``estimate_cost``)
+    ├── NoRoute                     no backend is eligible for a piece of work (``Router``)
     ├── StoreError                  a store backend failed; the driver error is ``__cause__``
     │   └── StoreUnavailable        the backend cannot be reached (fail-closed by default)
     ├── DispatchTerminated          a hook's ``before`` returned ``Terminate`` (``ToolDispatcher``)
@@ -35,6 +37,7 @@ from ._amounts import Amount
 
 if TYPE_CHECKING:
     from ..hooks import ToolInvocation
+    from ..routing import RouteDecision
 
 
 class OutlayError(Exception):
@@ -307,3 +310,21 @@ class RemoteJobError(OutlayError):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
+class InfeasibleWork(OutlayError, ValueError):
+    """The work needs what the machine cannot give: an accelerator job priced on rates with no
+    accelerator rate. Raised by ``estimate_cost``; the router refuses such a backend with the
+    same words (``accelerator_refusal``)."""
+
+
+class NoRoute(OutlayError):
+    """No candidate backend or model can take the work; nothing was reserved or run.
+
+    Raised by ``Router.decide`` / ``Router.run`` and the routed clients and models.
+    ``decision`` is the ``RouteDecision``: every candidate with why it was refused (kind not
+    allowed, a requirement unmet, its worst case over the budget charged for it, a provider
+    error), and the budget that remained. ``str()`` lists them all.
+    """
+
+    def __init__(self, decision: RouteDecision) -> None:
+        super().__init__(str(decision))
+        self.decision = decision

@@ -3,23 +3,38 @@
 Nothing here does I/O or keeps state. ``BudgetCap`` caps money per window and defaults to zero,
 so paid work stays off until someone sets a budget. ``admits`` decides whether an estimate fits
 every window and says why in words. ``estimate_cost`` bounds what a compute job billed per
-second can cost, idle tail included. ``float`` money is refused with ``TypeError`` everywhere.
+second can cost (vCPUs, memory and accelerators), idle tail included, computed exactly;
+``accelerator_refusal`` is the one rule that says a job needing accelerators cannot run where
+none fits (the cost gate and the router both use it). ``float`` money is refused with
+``TypeError`` everywhere.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
 
-from ._amounts import Amount, minus, plus
+from ._amounts import Amount, check_count, minus, plus
+from ._exceptions import InfeasibleWork
 
 __all__ = (
     "AdmissionDecision",
     "BudgetCap",
     "CostRates",
     "WindowState",
+    "accelerator_refusal",
     "admits",
     "check_money",
     "estimate_cost",
@@ -27,6 +42,11 @@ __all__ = (
 )
 
 ZERO = Decimal(0)
+
+# Products and sums of finite Decimals are exact at this precision; Inexact is trapped so a
+# rounded result can never pass for an exact one.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                 traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 
 
 def check_money(value: object, name: str = "amount") -> Decimal:
@@ -45,7 +65,7 @@ def check_money(value: object, name: str = "amount") -> Decimal:
     return value
 
 
-def _check_quantity(value: object, name: str) -> Decimal:
+def check_quantity(value: object, name: str) -> Decimal:
     """A non-money quantity (seconds, vCPUs, GiB): int, Decimal, or float taken as written."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got bool")
@@ -172,15 +192,38 @@ def admits(
     return AdmissionDecision(True, None, "fits every window: " + ", ".join(fits))
 
 
+def accelerator_refusal(
+    needed: int, memory_gib: Decimal, offered: Iterable[Decimal]
+) -> str | None:
+    """The one accelerator rule: why ``needed`` accelerators of at least ``memory_gib`` GiB each
+    cannot be had from accelerators with memories ``offered`` (free ones only), or ``None``.
+
+    A job needing none always fits; "no accelerator" makes any job needing one infeasible.
+    Used by ``estimate_cost`` (rates without an accelerator rate) and by the router.
+    """
+    if needed == 0:
+        return None
+    memories = list(offered)
+    fitting = sum(1 for memory in memories if memory >= memory_gib)
+    if fitting >= needed:
+        return None
+    want = f"needs {needed} accelerator(s)" + (f" of >= {memory_gib} GiB" if memory_gib else "")
+    if not memories:
+        return f"{want}; has no free accelerator"
+    return f"{want}; {fitting} of {len(memories)} free accelerator(s) fit"
+
+
 @dataclass(frozen=True, slots=True)
 class CostRates:
     """Prices of a compute job billed per second, all ``Decimal`` money.
 
-    ``per_vcpu_second`` and ``per_gib_second`` are charged for every billed second;
-    ``per_job`` once. Billed time is the runtime plus ``idle_tail_s`` (the machine lingers
-    before it is torn down), at least ``minimum_billed_s``, rounded up to whole
-    ``billing_increment_s``. Raises ``TypeError`` for ``float`` money and ``ValueError`` for
-    negative figures or a non-positive increment.
+    ``per_vcpu_second``, ``per_gib_second`` and ``per_accelerator_second`` (per device) are
+    charged for every billed second; ``per_job`` once. ``per_accelerator_second=None`` (the
+    default) says the machine has no accelerator: a job that needs one is infeasible there
+    (``InfeasibleWork``), never priced as free. Billed time is the runtime plus ``idle_tail_s``
+    (the machine lingers before it is torn down), at least ``minimum_billed_s``, rounded up to
+    whole ``billing_increment_s``. Raises ``TypeError`` for ``float`` money and ``ValueError``
+    for negative figures or a non-positive increment.
     """
 
     per_vcpu_second: Decimal = ZERO
@@ -189,11 +232,14 @@ class CostRates:
     idle_tail_s: int = 0
     minimum_billed_s: int = 0
     billing_increment_s: int = 1
+    per_accelerator_second: Decimal | None = None
 
     def __post_init__(self) -> None:
         check_money(self.per_vcpu_second, "per_vcpu_second")
         check_money(self.per_gib_second, "per_gib_second")
         check_money(self.per_job, "per_job")
+        if self.per_accelerator_second is not None:
+            check_money(self.per_accelerator_second, "per_accelerator_second")
         for name in ("idle_tail_s", "minimum_billed_s", "billing_increment_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -210,21 +256,35 @@ def estimate_cost(
     max_runtime_s: int | Decimal | float,
     vcpus: int | Decimal | float,
     memory_gib: int | Decimal | float,
+    accelerators: int = 0,
 ) -> Decimal:
-    """Upper bound on what one job costs: billed seconds x (vCPU + memory rate) + per-job fee.
+    """Upper bound on what one job costs: billed seconds x (vCPU + memory + accelerator rate)
+    + per-job fee, exact in ``Decimal`` (never rounded).
 
     Billed seconds are ``max_runtime_s + idle_tail_s``, at least ``minimum_billed_s``, rounded
     up to a whole ``billing_increment_s``. Quantities may be ``int``, ``Decimal`` or ``float``
-    (a float is taken as written: ``0.5`` is exactly one half); the result is an exact
-    ``Decimal``. Raises ``TypeError``/``ValueError`` for bad input.
+    (a float is taken as written: ``0.5`` is exactly one half); ``accelerators`` is a whole
+    device count. A job at or below every declared figure never costs more. Raises
+    ``InfeasibleWork`` when ``accelerators > 0`` and the rates have no accelerator rate, and
+    ``TypeError``/``ValueError`` for bad input.
     """
     if not isinstance(rates, CostRates):
         raise TypeError(f"rates must be CostRates, got {type(rates).__name__}")
-    runtime = _check_quantity(max_runtime_s, "max_runtime_s")
-    cpus = _check_quantity(vcpus, "vcpus")
-    gib = _check_quantity(memory_gib, "memory_gib")
-    seconds = max(runtime + rates.idle_tail_s, Decimal(rates.minimum_billed_s))
-    step = rates.billing_increment_s
-    increments = (seconds / step).to_integral_value(rounding=ROUND_CEILING)
-    billed = increments * step
-    return billed * (cpus * rates.per_vcpu_second + gib * rates.per_gib_second) + rates.per_job
+    runtime = check_quantity(max_runtime_s, "max_runtime_s")
+    cpus = check_quantity(vcpus, "vcpus")
+    gib = check_quantity(memory_gib, "memory_gib")
+    devices = check_count(accelerators, "accelerators")
+    accelerator_rate = rates.per_accelerator_second
+    if accelerator_rate is None:
+        refusal = accelerator_refusal(devices, ZERO, ())
+        if refusal is not None:
+            raise InfeasibleWork(f"{refusal} (these rates price no accelerator)")
+        accelerator_rate = ZERO
+    ctx = _EXACT
+    seconds = max(ctx.add(runtime, rates.idle_tail_s), Decimal(rates.minimum_billed_s))
+    whole, part = ctx.divmod(seconds, rates.billing_increment_s)
+    billed = ctx.multiply(ctx.add(whole, 1 if part else 0), rates.billing_increment_s)
+    per_second = ctx.add(ctx.add(ctx.multiply(cpus, rates.per_vcpu_second),
+                                 ctx.multiply(gib, rates.per_gib_second)),
+                         ctx.multiply(devices, accelerator_rate))
+    return ctx.add(ctx.multiply(billed, per_second), rates.per_job)

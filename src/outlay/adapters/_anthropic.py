@@ -11,7 +11,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..hooks import ToolInvocation, ToolInvocationResult
-from ._common import TokenUsage, count, get, invocation_from_object, output_text
+from ._common import (
+    TokenUsage,
+    ToolSource,
+    count,
+    get,
+    invocation_from_object,
+    output_text,
+    tool_specs,
+)
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                  "cache_read_input_tokens")
@@ -33,6 +41,13 @@ def anthropic_tool_calls(
     return [invocation_from_object(get(b, "id"), get(b, "name"), get(b, "input"),
                                    principal=principal, metadata=metadata)
             for b in blocks or () if get(b, "type") == "tool_use"]
+
+
+def anthropic_tools(source: ToolSource) -> list[dict[str, Any]]:
+    """Messages ``tools=``: one ``{"name", "description", "input_schema"}`` per tool of a
+    ``ToolDispatcher`` (or per ``ToolSpec``), the schema the dispatcher validates against."""
+    return [{"name": spec.name, "description": spec.description,
+             "input_schema": dict(spec.parameters)} for spec in tool_specs(source)]
 
 
 def anthropic_tool_results(results: Iterable[ToolInvocationResult]) -> dict[str, Any]:

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._core import TokenReservation
 from .._protocols import TokenBudget
-from ..hooks import ToolInvocation
+from ..hooks import ToolDispatcher, ToolInvocation, ToolSpec
+
+ToolSource = ToolDispatcher | Iterable[ToolSpec]
+"""Where tool definitions come from: a ``ToolDispatcher`` (its ``tool_specs``) or specs."""
+
+
+def tool_specs(source: ToolSource) -> list[ToolSpec]:
+    """The specs of ``source``; ``TypeError`` for anything that is not a ``ToolSpec``."""
+    specs = list(source.tool_specs if isinstance(source, ToolDispatcher) else source)
+    for spec in specs:
+        if not isinstance(spec, ToolSpec):
+            raise TypeError(f"expected a ToolDispatcher or ToolSpec objects, got "
+                            f"{type(spec).__name__}")
+    return specs
 
 
 def get(obj: Any, name: str) -> Any:

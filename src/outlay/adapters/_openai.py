@@ -11,7 +11,33 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..hooks import ToolInvocation, ToolInvocationResult
-from ._common import TokenUsage, count, get, invocation_from_json, output_text
+from ._common import (
+    TokenUsage,
+    ToolSource,
+    count,
+    get,
+    invocation_from_json,
+    output_text,
+    tool_specs,
+)
+
+
+def openai_chat_tools(source: ToolSource) -> list[dict[str, Any]]:
+    """Chat Completions ``tools=``: one ``{"type": "function", "function": {"name",
+    "description", "parameters"}}`` per tool of a ``ToolDispatcher`` (or per ``ToolSpec``),
+    the parameters being the JSON schema the dispatcher validates calls against."""
+    return [{"type": "function", "function": {"name": spec.name, "description": spec.description,
+                                              "parameters": dict(spec.parameters)}}
+            for spec in tool_specs(source)]
+
+
+def openai_responses_tools(source: ToolSource) -> list[dict[str, Any]]:
+    """Responses ``tools=``: one ``{"type": "function", "name", "description", "parameters",
+    "strict": False}`` per tool, from the same schema as ``openai_chat_tools``. (Strict mode
+    needs every property required, which optional parameters are not.)"""
+    return [{"type": "function", "name": spec.name, "description": spec.description,
+             "parameters": dict(spec.parameters), "strict": False}
+            for spec in tool_specs(source)]
 
 
 def openai_chat_tool_calls(

@@ -1,6 +1,7 @@
 """What every LLM client wrapper shares: estimate, reserve (maybe clamped), settle, stream.
 
-Pure Python over outlay's budgets; imports no provider SDK. The per-API modules
+Pure Python over the budget object (the reservation policy of one call is
+``outlay._llm_call``); imports no provider SDK. The per-API modules
 (``outlay.clients.openai``, ``outlay.clients.anthropic``) say which request fields are prompt,
 which field bounds the output and where the usage is reported.
 """
@@ -8,251 +9,50 @@ which field bounds the output and where the usage is reported.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import anyio
 
-from .._core import (
-    BudgetExceeded,
-    KeyedBudget,
-    Reservation,
-    TokenReservation,
-    annotate,
-    check_count,
-    labels,
-    log,
-    operation,
-)
-from .._pricing import PriceTable, TokenPrices, token_cost
-from .._protocols import TokenBudget
+from .._core import annotate, check_count, labels, operation
+from .._llm_call import Call, CallPolicy, CallSpec, Charge
+from .._pricing import Prices
 from ..adapters import TokenUsage
+from ._estimate import InputEstimator
 
 T = TypeVar("T")
 
-MESSAGE_OVERHEAD = 4
-"""Tokens added per message (role, separators) by ``estimate_prompt_tokens``."""
-REQUEST_OVERHEAD = 3
-"""Tokens added once per request (the reply's priming) by ``estimate_prompt_tokens``."""
-MEDIA_TOKENS = 2_000
-"""Tokens counted for one inline media item (a ``data:`` URL or a base64 source)."""
-_CLAMP_ATTEMPTS = 64
-
-Outcome = Literal["recorded", "conservative", "refunded"]
-InputEstimator = Callable[[Mapping[str, Any]], int]
-"""Counts a request's prompt tokens from its keyword arguments (a conservative guess)."""
-
-
-# -- money -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MoneyLimit:
-    """A ``Decimal`` money limit ``key`` on ``budget``, charged at ``prices``.
-
-    ``prices`` is one ``TokenPrices`` for every model, a ``PriceTable`` (per model, optionally
-    backed by ``genai-prices``) or a mapping model name -> ``TokenPrices`` (taken as
-    ``PriceTable(mapping)``). A call for a model that has no price raises ``UnknownModelPrice``
-    before anything is reserved (fail closed: an unpriced model is never free). Cached input
-    tokens the provider reports are charged at ``cached_input_per_mtok`` when the price has one.
-    Raises ``TypeError`` for a bad ``budget``, ``key`` or ``prices``.
-    """
-
-    budget: KeyedBudget
-    key: str
-    prices: TokenPrices | PriceTable | Mapping[str, TokenPrices]
-    lease: float | None = None
-    """Seconds the money hold lives (default: the budget's lease). Spend is recorded even when
-    a call outlives its lease; only the hold stops counting."""
-    _priced: TokenPrices | PriceTable = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.budget, KeyedBudget):
-            raise TypeError(f"budget must be an outlay.KeyedBudget, got "
-                            f"{type(self.budget).__name__}")
-        if not isinstance(self.key, str) or not self.key:
-            raise TypeError(f"key must be a non-empty str, got {self.key!r}")
-        prices = self.prices
-        if isinstance(prices, Mapping):
-            prices = PriceTable(prices)  # checks every entry is a TokenPrices
-        elif not isinstance(prices, TokenPrices | PriceTable):
-            raise TypeError(f"prices must be TokenPrices, a PriceTable or a mapping model -> "
-                            f"TokenPrices, got {type(prices).__name__}")
-        object.__setattr__(self, "_priced", prices)
-
-    def cost(self, model: str, *, input_tokens: int, output_tokens: int,
-             cached_input_tokens: int = 0) -> Decimal:
-        """Exact ``Decimal`` cost of one call of ``model``. Raises ``UnknownModelPrice``, and
-        ``TypeError``/``ValueError`` for bad counts (see ``token_cost``)."""
-        if isinstance(self._priced, TokenPrices):
-            return token_cost(self._priced, input_tokens=input_tokens,
-                              output_tokens=output_tokens,
-                              cached_input_tokens=cached_input_tokens)
-        return self._priced.cost(model, input_tokens=input_tokens, output_tokens=output_tokens,
-                                 cached_input_tokens=cached_input_tokens)
-
-    def affordable_output(self, model: str, money: Decimal, input_tokens: int,
-                          bound: int) -> int:
-        """The most output tokens, at most ``bound``, that ``money`` pays for after
-        ``input_tokens`` of ``model``; ``-1`` if it does not even pay for the input.
-
-        A binary search over ``cost`` (which never falls as output grows), so it also holds
-        for tiered library prices."""
-        if self.cost(model, input_tokens=input_tokens, output_tokens=0) > money:
-            return -1
-        low, high = 0, bound  # cost(low) fits; find the largest that does
-        while low < high:
-            mid = (low + high + 1) // 2
-            if self.cost(model, input_tokens=input_tokens, output_tokens=mid) <= money:
-                low = mid
-            else:
-                high = mid - 1
-        return low
-
-
-# -- what a call cost ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """How one model call was settled.
-
-    ``outcome`` is ``"recorded"`` (the provider's reported usage), ``"conservative"`` (no final
-    usage was reported, e.g. a stream that ended early: prompt is the reported input, else the
-    estimate, and completion is the whole output bound) or ``"refunded"`` (the call failed or
-    was cancelled before a result: nothing charged). ``max_output_tokens`` is the output bound
-    after clamping, times ``n`` where the API returns ``n`` choices. ``cached_prompt_tokens`` is
-    the part of ``prompt_tokens`` the provider reported as read from its prompt cache (charged
-    at the cached rate of the model's ``TokenPrices`` when it has one).
-    """
-
-    api: str
-    model: str
-    input_estimate: int
-    max_output_tokens: int
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int
-    reserved_cost: Decimal | None
-    cost: Decimal | None
-    outcome: Outcome
-
-    @property
-    def reserved_tokens(self) -> int:
-        """Tokens held before the call: the input estimate plus the output bound."""
-        return self.input_estimate + self.max_output_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        """Tokens charged: ``prompt_tokens + completion_tokens``."""
-        return self.prompt_tokens + self.completion_tokens
-
-
-# -- estimating ------------------------------------------------------------------------------
-
-
-def estimate_tokens(value: object) -> int:
-    """A heuristic, deliberately high token count for ``value`` (text or JSON-like data).
-
-    ASCII characters count one token per 3 (English averages about 4 per token), every other
-    character one token each; mapping keys count too. Inline media (``data:`` URLs, base64
-    sources) count ``MEDIA_TOKENS`` each. Pydantic models are counted by their dumped fields.
-    Not an upper bound for every tokenizer; pass your own estimator where it must be exact.
-    """
-    ascii_chars = 0
-    other_chars = 0
-    media = 0
-    stack: list[object] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if item.startswith("data:") and len(item) > 256:
-                media += 1
-                continue
-            n_ascii = len(item.encode("ascii", "ignore"))
-            ascii_chars += n_ascii
-            other_chars += len(item) - n_ascii
-        elif isinstance(item, Mapping):
-            if item.get("type") == "base64" and isinstance(item.get("data"), str):
-                media += 1
-                item = {k: v for k, v in item.items() if k != "data"}
-            for key, val in item.items():
-                stack.append(str(key))
-                stack.append(val)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif item is None or isinstance(item, bool):
-            continue
-        elif isinstance(item, int | float | Decimal):
-            ascii_chars += len(str(item))
-        elif hasattr(item, "model_dump"):
-            stack.append(item.model_dump(exclude_none=True))
-        else:
-            stack.append(str(item))
-    return -(-ascii_chars // 3) + other_chars + media * MEDIA_TOKENS
-
-
-def estimate_prompt_tokens(parts: Iterable[object], messages: int) -> int:
-    """``estimate_tokens`` of every prompt part, plus ``MESSAGE_OVERHEAD`` per message and
-    ``REQUEST_OVERHEAD`` once."""
-    return (REQUEST_OVERHEAD + MESSAGE_OVERHEAD * messages
-            + sum(estimate_tokens(part) for part in parts if part is not None))
-
-
-# -- the budgets a wrapper draws from ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallSpec:
-    """What a per-API module extracted from one request before it is sent."""
-
-    api: str
-    model: str
-    input_estimate: int
-    max_output: int
-    """The per-choice output bound requested (or the default)."""
-    choices: int
-    """How many choices share that bound (Chat Completions ``n``; else 1)."""
+# -- the budget a wrapper draws from --------------------------------------------------------
 
 
 class Limits:
-    """The budgets and options one wrapper applies to every call.
+    """The budget policy (``CallPolicy``) and request options one wrapper applies to every
+    call. Raises ``TypeError``/``ValueError`` for bad options at construction."""
 
-    Raises ``TypeError``/``ValueError`` for bad options at construction.
-    """
+    __slots__ = ("default_max_output_tokens", "estimate_input", "policy")
 
     def __init__(
         self,
-        tokens: TokenBudget | None,
-        money: MoneyLimit | None,
+        budget: object,
+        prices: Prices | None,
         *,
         clamp: bool,
         min_output_tokens: int,
+        lease: float | None,
         default_max_output_tokens: int | None,
         estimate_input: InputEstimator | None,
         on_settle: Callable[[Charge], object] | None,
     ) -> None:
-        if tokens is None and money is None:
-            raise TypeError("give a token budget (tokens=), a money limit (money=), or both")
-        if tokens is not None and not isinstance(tokens, TokenBudget):
-            raise TypeError(f"tokens must implement outlay.TokenBudget, got "
-                            f"{type(tokens).__name__}")
-        if money is not None and not isinstance(money, MoneyLimit):
-            raise TypeError(f"money must be a MoneyLimit, got {type(money).__name__}")
-        self.tokens = tokens
-        self.money = money
-        self.clamp = bool(clamp)
-        self.min_output_tokens = check_count(min_output_tokens, "min_output_tokens")
-        if self.min_output_tokens < 1:
-            raise ValueError("min_output_tokens must be >= 1")
+        self.policy = CallPolicy(budget, prices, clamp=clamp,
+                                 min_output_tokens=min_output_tokens, lease=lease,
+                                 on_settle=on_settle)
         self.default_max_output_tokens = (
             None if default_max_output_tokens is None
             else check_count(default_max_output_tokens, "default_max_output_tokens"))
         self.estimate_input = estimate_input
-        self.on_settle = on_settle
 
     def output_bound(self, requested: object, field: str) -> int:
         """The request's output bound, or the default; ``ValueError`` if there is neither."""
@@ -267,202 +67,28 @@ class Limits:
             raise ValueError(f"{field} must be >= 1")
         return bound
 
-    def input_estimate(self, params: Mapping[str, Any], default: int) -> int:
-        if self.estimate_input is None:
-            return default
-        return check_count(self.estimate_input(params), "estimate_input(...)")
-
-    async def open(self, spec: CallSpec) -> Call:
-        """Reserve for ``spec`` and return the open ``Call``.
-
-        Without ``clamp`` the full bound is reserved or ``BudgetExceeded`` is raised. With
-        ``clamp`` the per-choice output bound shrinks to what the budgets afford (read from a
-        token budget's ``available`` when it has one, else halved per refusal) down to
-        ``min_output_tokens``, below which ``BudgetExceeded`` is raised. Nothing stays held
-        when this raises or is cancelled. ``UnknownModelPrice`` (an unpriced model) is raised
-        before anything is reserved.
-        """
-        money = self.money
-        if money is not None:  # price the whole bound first: an unpriced model fails here
-            money.cost(spec.model, input_tokens=spec.input_estimate,
-                       output_tokens=spec.max_output * spec.choices)
-        out = spec.max_output
-        refused_by = "tokens" if self.tokens is not None else "money"
-        if self.clamp and self.tokens is not None:
-            out = min(out, self._tokens_affordable(spec, out))
-        if self.clamp and money is not None:
-            by_money = await self._money_affordable(spec, money, out)
-            if by_money < out:
-                out, refused_by = by_money, "money"
-        for _ in range(_CLAMP_ATTEMPTS):
-            if out < self.min_output_tokens:
-                break
-            held_tokens: TokenReservation | None = None
-            held_money: Reservation | None = None
-            cost: Decimal | None = None
-            try:
-                if self.tokens is not None:
-                    held_tokens = await self.tokens.try_reserve_tokens(
-                        spec.input_estimate + out * spec.choices)
-                    if held_tokens is None:
-                        if not self.clamp:
-                            raise self._exceeded(spec, out, "tokens")
-                        refused_by = "tokens"
-                        out = min(out - 1, self._tokens_affordable(spec, out // 2))
-                        continue
-                if money is not None:
-                    cost = money.cost(spec.model, input_tokens=spec.input_estimate,
-                                      output_tokens=out * spec.choices)
-                    held_money = await money.budget.try_reserve({money.key: cost},
-                                                                lease=money.lease)
-                    if held_money is None:
-                        await _release(held_tokens)
-                        held_tokens = None
-                        if not self.clamp:
-                            raise self._exceeded(spec, out, "money")
-                        refused_by = "money"
-                        out = min(out - 1, await self._money_affordable(spec, money, out))
-                        continue
-            except BaseException:
-                await _release(held_tokens)
-                raise
-            return Call(self, spec, out, held_tokens, held_money, cost)
-        raise self._exceeded(spec, out, refused_by)
-
-    def _tokens_affordable(self, spec: CallSpec, fallback: int) -> int:
-        available = getattr(self.tokens, "available", None)
-        if type(available) is not int:
-            return fallback
-        return (available - spec.input_estimate) // spec.choices
-
-    async def _money_affordable(self, spec: CallSpec, money: MoneyLimit, fallback: int) -> int:
-        usage = await money.budget.usage(money.key)
-        available = usage.available
-        if not isinstance(available, Decimal):
-            return fallback
-        return money.affordable_output(spec.model, available, spec.input_estimate,
-                                       fallback * spec.choices) // spec.choices
-
-    def _exceeded(self, spec: CallSpec, out: int, what: str) -> BudgetExceeded:
-        per_choice = self.min_output_tokens if self.clamp else out
-        need = spec.input_estimate + per_choice * spec.choices
-        if log.enabled():
-            log.emit("outlay.clients.denied", api=spec.api, model=spec.model,
-                     input_estimate=spec.input_estimate, max_output_tokens=per_choice,
-                     limit=what)
-        note = (f"{spec.api} call to {spec.model!r}: ~{spec.input_estimate} input tokens + "
-                f"{per_choice * spec.choices} output tokens"
-                + (", clamped to min_output_tokens" if self.clamp else ""))
-        if what == "money" and self.money is not None:
-            cost = self.money.cost(spec.model, input_tokens=spec.input_estimate,
-                                   output_tokens=per_choice * spec.choices)
-            return BudgetExceeded(unit="usd", requested=cost, key=self.money.key, note=note)
-        available = getattr(self.tokens, "available", None)
-        capacity = getattr(self.tokens, "capacity", None)
-        if type(available) is int and type(capacity) is int:
-            return BudgetExceeded(unit="tokens", requested=need, cap=capacity, spent=0,
-                                  held=capacity - available, note=note)
-        return BudgetExceeded(unit="tokens", requested=need, note=note)
+    async def open(self, spec: CallSpec, params: Mapping[str, Any]) -> Call:
+        """Reserve for ``spec`` (see ``CallPolicy.open``), its input estimate replaced by
+        ``estimate_input(params)`` (awaited if it returns an awaitable) when one was given."""
+        if self.estimate_input is not None:
+            value = self.estimate_input(params)
+            if inspect.isawaitable(value):
+                value = await value
+            spec = dataclasses.replace(
+                spec, input_estimate=check_count(value, "estimate_input(...)"))
+        return await self.policy.open(spec)
 
 
-async def _release(reservation: Reservation | None) -> None:
-    if reservation is not None and not reservation.ended:
-        with anyio.CancelScope(shield=True):
-            await reservation.release()
-
-
-class Call:
-    """The holds of one model call; ends exactly once by ``settle`` or ``refund`` (shielded)."""
-
-    __slots__ = ("_cost", "_limits", "_money", "_tokens", "charge", "max_output", "spec")
-
-    def __init__(self, limits: Limits, spec: CallSpec, max_output: int,
-                 tokens: TokenReservation | None, money: Reservation | None,
-                 cost: Decimal | None) -> None:
-        self._limits = limits
-        self.spec = spec
-        self.max_output = max_output
-        """The per-choice output bound to send (clamped if the budget asked for it)."""
-        self._tokens = tokens
-        self._money = money
-        self._cost = cost
-        self.charge: Charge | None = None
-
-    @property
-    def output_bound(self) -> int:
-        """The whole output bound: ``max_output`` times the number of choices."""
-        return self.max_output * self.spec.choices
-
-    async def settle(self, prompt: int | None, completion: int | None, *, final: bool,
-                     cached: int = 0) -> Charge:
-        """Charge the reported usage when ``final``; otherwise charge conservatively: the reported
-        ``prompt`` (else the estimate) plus the whole output bound. ``cached`` is the part of
-        ``prompt`` read from the prompt cache (priced at the cached rate); it counts only with
-        a reported ``prompt`` and never exceeds it."""
-        if final and prompt is not None and completion is not None:
-            outcome: Outcome = "recorded"
-        else:
-            outcome = "conservative"
-            if prompt is None:
-                prompt, cached = self.spec.input_estimate, 0
-            completion = self.output_bound
-        return await self._end(prompt, completion, min(cached, prompt), outcome)
-
-    async def refund(self) -> Charge:
-        """Give every hold back; nothing is charged."""
-        return await self._end(0, 0, 0, "refunded")
-
-    async def _end(self, prompt: int, completion: int, cached: int,
-                   outcome: Outcome) -> Charge:
-        if self.charge is not None:
-            return self.charge
-        money = self._limits.money
-        cost = (money.cost(self.spec.model, input_tokens=prompt, output_tokens=completion,
-                           cached_input_tokens=cached)
-                if money is not None and self._money is not None and outcome != "refunded"
-                else None)
-        self.charge = charge = Charge(
-            api=self.spec.api, model=self.spec.model, input_estimate=self.spec.input_estimate,
-            max_output_tokens=self.output_bound, prompt_tokens=prompt,
-            completion_tokens=completion, cached_prompt_tokens=cached,
-            reserved_cost=self._cost, cost=cost, outcome=outcome)
-        with anyio.CancelScope(shield=True):
-            try:
-                if self._tokens is not None:
-                    if outcome == "refunded":
-                        await _release(self._tokens)
-                    else:
-                        tokens = self._limits.tokens
-                        assert tokens is not None
-                        await tokens.record_usage(self._tokens, prompt, completion)
-            finally:
-                if self._money is not None:
-                    if cost is None:
-                        await _release(self._money)
-                    else:
-                        assert money is not None
-                        await self._money.commit({money.key: cost})
-        if log.enabled():
-            log.emit("outlay.clients.settled", api=charge.api, model=charge.model,
-                      outcome=outcome, input_estimate=charge.input_estimate,
-                      max_output_tokens=charge.max_output_tokens,
-                      prompt_tokens=prompt, completion_tokens=completion,
-                      cached_prompt_tokens=cached, reserved_cost=charge.reserved_cost,
-                      cost=charge.cost)
-        if self._limits.on_settle is not None:
-            try:
-                self._limits.on_settle(charge)
-            except Exception as exc:  # an observer: logged and skipped
-                log.warn("outlay.clients.on_settle_failed", error=repr(exc))
-        return charge
-
-
-async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[T]],
-                    usage: Callable[[T], TokenUsage | None]) -> T:
-    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded). The
-    reservations are labelled with the model (and the call is a span, with telemetry on)."""
+async def call_once(limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                    send: Callable[[Call], Awaitable[T]],
+                    usage: Callable[[T], TokenUsage | None],
+                    tool_calls: Callable[[T], int] | None = None) -> T:
+    """Reserve, send, settle: refund if ``send`` raises or is cancelled (shielded). Then admit
+    the result's tool calls as one batch (``tool_calls(result)``): ``BudgetExceeded`` if the
+    budget cannot take them all (the call itself is settled and charged). The reservations
+    are labelled with the model (and the call is a span, with telemetry on)."""
     with operation("model", spec.model):
-        call = await limits.open(spec)
+        call = await limits.open(spec, params)
         try:
             result = await send(call)
         except BaseException:
@@ -476,11 +102,19 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
         if reported is None:
             charge = await call.settle(None, None, final=False)
         else:
-            charge = await call.settle(reported.input_tokens, reported.output_tokens,
-                                       final=True, cached=reported.cached_input_tokens)
+            charge = await settle_usage(call, reported)
         annotate({"gen_ai.usage.input_tokens": charge.prompt_tokens,
                   "gen_ai.usage.output_tokens": charge.completion_tokens})
+        if tool_calls is not None and limits.policy.caps_tool_calls:
+            await limits.policy.admit_tool_calls(tool_calls(result), f"a {spec.api} response")
         return result
+
+
+async def settle_usage(call: Call, usage: TokenUsage) -> Charge:
+    """Settle ``call`` at the reported ``usage`` (cache reads and writes included)."""
+    return await call.settle(usage.input_tokens, usage.output_tokens, final=True,
+                             cached=usage.cached_input_tokens,
+                             written=usage.cache_creation_input_tokens)
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -489,22 +123,29 @@ async def call_once(limits: Limits, spec: CallSpec, send: Callable[[Call], Await
 class Tally:
     """Usage a stream has reported so far. Providers fill it as events arrive."""
 
-    __slots__ = ("cached", "final", "input", "output")
+    __slots__ = ("cached", "final", "input", "output", "tool_calls", "written")
 
     def __init__(self) -> None:
         self.input: int | None = None
         self.output: int | None = None
         self.cached = 0
         """The part of ``input`` read from the prompt cache."""
+        self.written = 0
+        """The part of ``input`` written to the prompt cache."""
         self.final = False
         """True once the final usage (both counts) was reported."""
+        self.tool_calls = 0
+        """The tool calls the response asked for so far."""
 
 
 class BudgetedStream(Generic[T]):
     """An SDK stream whose call is settled exactly once, when the stream ends.
 
     Iterate it like the SDK stream (``async for event in stream``). Use ``async with stream:``
-    or ``await stream.close()`` if you may stop early: a ``break`` alone does not end it.
+    or ``await stream.close()`` if you may stop early: a ``break`` alone does not end it. Once
+    the final usage arrived, ending the stream (reading it to the end, or closing it) also
+    charges the response's tool calls as one batch: ``BudgetExceeded`` if they do not fit (the
+    call itself stays charged), and then none of them should run.
     Settlement: the reported usage if the stream reported its final usage; otherwise (the
     consumer stopped early, an error or a cancellation ended it, the server sent no usage) the
     conservative figure of ``Charge`` (reported input, else the estimate, plus the whole output
@@ -547,7 +188,7 @@ class BudgetedStream(Generic[T]):
             event = await self._iterator.__anext__()
             self._observe(event, self._tally)
         except StopAsyncIteration:
-            await self._settle()
+            await self._settle(admit=True)
             raise
         except BaseException:
             await self._finish(quiet=True)
@@ -570,13 +211,17 @@ class BudgetedStream(Generic[T]):
                         await self._stream.close()
                 else:
                     await self._stream.close()
-        finally:
-            await self._settle()
+        except BaseException:
+            await self._settle(admit=False)
+            raise
+        await self._settle(admit=not quiet)
 
-    async def _settle(self) -> None:
+    async def _settle(self, *, admit: bool) -> None:
         tally = self._tally
         await self._call.settle(tally.input, tally.output, final=tally.final,
-                                cached=tally.cached)
+                                cached=tally.cached, written=tally.written)
+        if admit and tally.final and tally.tool_calls:
+            await self._call.admit_tool_calls(tally.tool_calls)
 
     async def __aenter__(self) -> Self:
         return self
@@ -586,15 +231,89 @@ class BudgetedStream(Generic[T]):
         await self.close()
 
 
-async def open_stream(limits: Limits, spec: CallSpec, send: Callable[[Call], Awaitable[Any]],
+async def open_stream(limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                      send: Callable[[Call], Awaitable[Any]],
                       observe: Callable[[T, Tally], None]) -> BudgetedStream[T]:
     """Reserve and start a stream; refund if starting it raises or is cancelled. The
     reservation is labelled with the model."""
     with labels(model=spec.model):
-        call = await limits.open(spec)
+        call = await limits.open(spec, params)
     try:
         stream = await send(call)
     except BaseException:
         await call.refund()
         raise
     return BudgetedStream(stream, call, observe)
+
+
+class BudgetedStreamManager(Generic[T]):
+    """What a wrapped helper ``.stream(...)`` returns (``chat.completions.stream``,
+    ``messages.stream``): use it as the SDK's stream manager, ``async with llm....stream(...)
+    as stream:``; ``stream`` is the SDK's own helper stream (events, ``get_final_*``, text
+    iterators), untouched.
+
+    Entering reserves (``BudgetExceeded``: nothing is sent) and opens the SDK's stream (an error
+    or a cancellation refunds). Leaving closes it and settles exactly once, shielded: at the
+    final usage the SDK's accumulated snapshot reports, else conservatively (as
+    ``BudgetedStream``); with the final usage it then charges the response's tool calls as one
+    batch (``BudgetExceeded`` on leaving if they do not fit): run the tool calls after the
+    ``async with`` block. ``charge`` is the settlement once it has left.
+    """
+
+    __slots__ = ("_call", "_limits", "_manager", "_params", "_read", "_spec", "_start",
+                 "_stream")
+
+    def __init__(self, limits: Limits, spec: CallSpec, params: Mapping[str, Any],
+                 start: Callable[[Call], Any],
+                 read: Callable[[T], tuple[TokenUsage | None, bool, int]]) -> None:
+        self._limits = limits
+        self._spec = spec
+        self._params = params
+        self._start = start
+        self._read = read
+        self._call: Call | None = None
+        self._manager: Any = None
+        self._stream: T | None = None
+
+    @property
+    def charge(self) -> Charge | None:
+        """How the call was settled, once the manager has exited; ``None`` before."""
+        return None if self._call is None else self._call.charge
+
+    async def __aenter__(self) -> T:
+        if self._call is not None:
+            raise RuntimeError("a budgeted stream manager can be entered once")
+        with labels(model=self._spec.model):
+            call = self._call = await self._limits.open(self._spec, self._params)
+        try:
+            self._manager = self._start(call)
+            self._stream = stream = await self._manager.__aenter__()
+        except BaseException:
+            await call.refund()
+            raise
+        return stream  # type: ignore[no-any-return]
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        call = self._call
+        assert call is not None
+        assert self._stream is not None
+        tool_calls = 0
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._manager.__aexit__(exc_type, exc, tb)
+        finally:
+            try:
+                usage, final, tool_calls = self._read(self._stream)
+            except Exception:  # no snapshot yet (nothing arrived): conservative
+                usage, final = None, False
+            if usage is None:
+                await call.settle(None, None, final=False)
+            elif final:
+                await settle_usage(call, usage)
+            else:
+                await call.settle(usage.input_tokens, None, final=False,
+                                  cached=usage.cached_input_tokens,
+                                  written=usage.cache_creation_input_tokens)
+        if exc_type is None and call.charge is not None and call.charge.outcome == "recorded":
+            await call.admit_tool_calls(tool_calls)

@@ -1,42 +1,49 @@
 """Budgeted ``anthropic.AsyncAnthropic``: Messages (extra ``outlay[anthropic]``).
 
-Each ``messages.create`` reserves before the HTTP request (``BudgetExceeded`` if it cannot fit,
-and then no request is sent): the prompt estimate (``system``, ``messages``, ``tools``) plus
-``max_tokens``. After the call the reported usage is recorded, counting as prompt every input
-token the API reports (``input_tokens + cache_creation_input_tokens +
-cache_read_input_tokens``); an error or a cancellation refunds the hold. Streams
-(``stream=True``) read usage from ``message_start`` and from ``message_delta``, whose counts are
-cumulative: each replaces the last, never adds.
+Each ``messages.create`` makes ONE reservation on the budget before the HTTP request
+(``BudgetExceeded`` if it cannot fit, and then no request is sent): the units the budget caps
+among ``tokens`` (prompt estimate of ``system``, ``messages``, ``tools`` + ``max_tokens``),
+``input_tokens``, ``output_tokens``, ``usd`` and one of ``requests``. After the call the
+reported usage is committed, counting as prompt every input token the API reports
+(``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``; cache reads and
+writes priced at their own rates); an error or a cancellation refunds the hold. The answer's
+``tool_use`` blocks are then admitted as one batch of ``tool_calls``. Streams (``stream=True``)
+read usage from ``message_start`` and from ``message_delta``, whose counts are cumulative: each
+replaces the last, never adds. Everything not wrapped (``messages.count_tokens``,
+``base_url``, ``models``...) is the wrapped client's own attribute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Literal, overload
 
-import anthropic
-from anthropic.types import Message, RawMessageStreamEvent
-
-from .._protocols import TokenBudget
+from .._extras import missing_extra
+from .._llm_call import Call, CallSpec, Charge
+from .._pricing import Prices
 from ..adapters import AnthropicStreamUsage, TokenUsage, anthropic_usage
 from ._core import (
     BudgetedStream,
-    Call,
-    CallSpec,
-    Charge,
-    InputEstimator,
+    BudgetedStreamManager,
     Limits,
-    MoneyLimit,
     Tally,
     call_once,
-    estimate_prompt_tokens,
     open_stream,
 )
+from ._estimate import InputEstimator, estimate_prompt_tokens
+
+try:
+    import anthropic
+    from anthropic.types import Message, RawMessageStreamEvent
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise missing_extra(__name__, "anthropic", "anthropic") from exc
 
 __all__ = ("BudgetedAsyncAnthropic",)
 
 _ABSENT = (anthropic.NotGiven, anthropic.Omit)
 _PROMPT_FIELDS = ("system", "tools", "tool_choice")
+_UNBUDGETED = frozenset({"with_raw_response", "with_streaming_response"})
 
 
 def _given(params: dict[str, Any], key: str) -> Any:
@@ -45,41 +52,88 @@ def _given(params: dict[str, Any], key: str) -> Any:
 
 
 class BudgetedAsyncAnthropic:
-    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` draws from outlay budgets.
+    """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` draw from
+    ``budget``.
 
-    Options as ``BudgetedAsyncOpenAI``: ``tokens`` (any ``TokenBudget``) and/or ``money`` (a
-    ``MoneyLimit``), ``clamp``/``min_output_tokens`` (lower ``max_tokens`` to what the budgets
-    afford, sent in the request), ``default_max_output_tokens`` (used when ``max_tokens`` is
-    missing, else ``ValueError``), ``estimate_input(params)`` (e.g. backed by the API's token
-    counting endpoint) and ``on_settle(charge)``. SDK errors propagate unchanged after the
-    refund. ``client`` is the wrapped client.
+    Options as ``BudgetedAsyncOpenAI``: ``budget`` (the budget object) and ``prices`` (required
+    when it caps ``usd``), ``clamp``/``min_output_tokens`` (lower ``max_tokens`` to what the
+    budget affords, sent in the request), ``default_max_output_tokens`` (used when
+    ``max_tokens`` is missing, else ``ValueError``), ``estimate_input(params)`` (sync or async,
+    e.g. backed by ``messages.count_tokens``), ``lease`` and ``on_settle(charge)``. SDK errors
+    propagate unchanged after the refund. Every other attribute is the wrapped client's;
+    ``with_options`` / ``copy`` return a wrapped copy over the same budget. ``client`` is the
+    wrapped client.
     """
 
     def __init__(
         self,
         client: anthropic.AsyncAnthropic,
+        budget: object,
         *,
-        tokens: TokenBudget | None = None,
-        money: MoneyLimit | None = None,
+        prices: Prices | None = None,
         clamp: bool = False,
         min_output_tokens: int = 1,
         default_max_output_tokens: int | None = None,
         estimate_input: InputEstimator | None = None,
+        lease: float | None = None,
         on_settle: Callable[[Charge], object] | None = None,
     ) -> None:
         if not isinstance(client, anthropic.AsyncAnthropic):
             raise TypeError(f"client must be an anthropic.AsyncAnthropic, got "
                             f"{type(client).__name__}")
+        self._setup(client, Limits(
+            budget, prices, clamp=clamp, min_output_tokens=min_output_tokens, lease=lease,
+            default_max_output_tokens=default_max_output_tokens,
+            estimate_input=estimate_input, on_settle=on_settle))
+
+    def _setup(self, client: anthropic.AsyncAnthropic, limits: Limits) -> None:
         self.client = client
-        self.limits = Limits(tokens, money, clamp=clamp, min_output_tokens=min_output_tokens,
-                             default_max_output_tokens=default_max_output_tokens,
-                             estimate_input=estimate_input, on_settle=on_settle)
+        self.limits = limits
         self.messages = _Messages(self)
+
+    @property
+    def budget(self) -> object:
+        """The budget every call draws from."""
+        return self.limits.policy.budget
+
+    def with_options(self, **options: Any) -> BudgetedAsyncAnthropic:
+        """``client.with_options(**options)``, wrapped over the same budget and options."""
+        copy = object.__new__(BudgetedAsyncAnthropic)
+        copy._setup(self.client.with_options(**options), self.limits)
+        return copy
+
+    copy = with_options
+
+    def __getattr__(self, name: str) -> Any:
+        client = self.__dict__.get("client")
+        if client is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(client, name)
+
+    async def __aenter__(self) -> BudgetedAsyncAnthropic:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.client.close()  # as the SDK client's own ``async with``
+
+    def __repr__(self) -> str:
+        return f"<BudgetedAsyncAnthropic over {self.client!r}>"
 
 
 class _Messages:
+    __slots__ = ("_owner",)
+
     def __init__(self, owner: BudgetedAsyncAnthropic) -> None:
         self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _UNBUDGETED:
+            raise AttributeError(f"{name} is not budgeted by outlay; call it on the wrapped "
+                                 "client (llm.client) for unbudgeted calls")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._owner.client.messages, name)
 
     @overload
     async def create(self, *, stream: Literal[True],
@@ -90,39 +144,54 @@ class _Messages:
 
     async def create(self, *, stream: bool = False,
                      **params: Any) -> Message | BudgetedStream[RawMessageStreamEvent]:
-        """``client.messages.create(**params)`` under the budgets.
+        """``client.messages.create(**params)`` under the budget.
 
-        Raises ``BudgetExceeded`` (no request sent), ``ValueError`` (no ``max_tokens`` and no
-        default), ``UnknownModelPrice`` (no price for the model). With ``stream=True`` returns
-        a ``BudgetedStream`` of ``RawMessageStreamEvent``.
+        Raises ``BudgetExceeded`` (no request sent; or, after a paid answer, when its tool
+        calls do not fit), ``ValueError`` (no ``max_tokens`` and no default),
+        ``UnknownModelPrice`` (no price for the model). With ``stream=True`` returns a
+        ``BudgetedStream`` of ``RawMessageStreamEvent``.
         """
-        owner = self._owner
-        limits = owner.limits
+        limits = self._owner.limits
+        raw = self._owner.client.messages
+        spec = self._spec(params)
+
+        if not stream:
+            async def send(call: Call) -> Message:
+                result: Message = await raw.create(**{**params, "max_tokens": call.max_output})
+                return result
+
+            return await call_once(limits, spec, params, send, _message_usage, _tool_uses)
+
+        async def start(call: Call) -> Any:
+            return await raw.create(**{**params, "max_tokens": call.max_output, "stream": True})
+
+        return await open_stream(limits, spec, params, start, _StreamObserver())
+
+    def stream(self, **params: Any) -> BudgetedStreamManager[Any]:
+        """``client.messages.stream(**params)`` under the budget: ``async with`` it as the
+        SDK's manager (``text_stream``, ``get_final_message()`` ...); reserves on entry, settles
+        on exit from the SDK's message snapshot. Raises as ``create``; see
+        ``BudgetedStreamManager``."""
+        spec = self._spec(params)
+        raw = self._owner.client.messages
+
+        def start(call: Call) -> Any:
+            return raw.stream(**{**params, "max_tokens": call.max_output})
+
+        return BudgetedStreamManager(self._owner.limits, spec, params, start, _snapshot_usage)
+
+    def _spec(self, params: dict[str, Any]) -> CallSpec:
+        limits = self._owner.limits
         messages = list(_given(params, "messages") or ())
         if _given(params, "messages") is not None:
             params["messages"] = messages  # an iterator is read once, here
         system = 1 if _given(params, "system") is not None else 0
-        spec = CallSpec(
+        return CallSpec(
             api="messages", model=str(_given(params, "model") or ""),
-            input_estimate=limits.input_estimate(params, estimate_prompt_tokens(
+            input_estimate=estimate_prompt_tokens(
                 [messages, *(_given(params, f) for f in _PROMPT_FIELDS)],
-                len(messages) + system)),
-            max_output=limits.output_bound(_given(params, "max_tokens"), "max_tokens"),
-            choices=1)
-
-        if not stream:
-            async def send(call: Call) -> Message:
-                result: Message = await owner.client.messages.create(
-                    **{**params, "max_tokens": call.max_output})
-                return result
-
-            return await call_once(limits, spec, send, _message_usage)
-
-        async def start(call: Call) -> Any:
-            return await owner.client.messages.create(
-                **{**params, "max_tokens": call.max_output, "stream": True})
-
-        return await open_stream(limits, spec, start, _StreamObserver())
+                len(messages) + system),
+            max_output=limits.output_bound(_given(params, "max_tokens"), "max_tokens"))
 
 
 # Usage comes from outlay.adapters, the one place that knows each provider's usage shape.
@@ -131,6 +200,15 @@ def _message_usage(message: Message) -> TokenUsage:
     usage = anthropic_usage(message)
     assert usage is not None  # a Message always carries usage
     return usage
+
+
+def _snapshot_usage(stream: Any) -> tuple[TokenUsage | None, bool, int]:
+    snapshot = stream.current_message_snapshot  # usage accumulated from the stream's events
+    return anthropic_usage(snapshot), snapshot.stop_reason is not None, _tool_uses(snapshot)
+
+
+def _tool_uses(message: Any) -> int:
+    return sum(1 for block in message.content if block.type == "tool_use")
 
 
 class _StreamObserver:
@@ -143,11 +221,14 @@ class _StreamObserver:
         self._started = False  # final usage needs the input counts of message_start
 
     def __call__(self, event: RawMessageStreamEvent, tally: Tally) -> None:
+        if event.type == "content_block_start" and event.content_block.type == "tool_use":
+            tally.tool_calls += 1
         if event.type not in ("message_start", "message_delta"):
             return
         usage = self._usage.update(event)
         tally.input, tally.output = usage.input_tokens, usage.output_tokens
         tally.cached = usage.cached_input_tokens
+        tally.written = usage.cache_creation_input_tokens
         if event.type == "message_start":
             self._started = True
         elif event.delta.stop_reason is not None and self._started:

@@ -18,6 +18,7 @@ from ._egress import EgressAuditHook as EgressAuditHook
 from ._egress import Secret as Secret
 from ._limits import ToolCallLimitHook as ToolCallLimitHook
 from ._logging import DispatchLoggingHook as DispatchLoggingHook
+from ._signature import ToolSpec as ToolSpec
 from ._types import CONTINUE as CONTINUE
 from ._types import Continue as Continue
 from ._types import Skip as Skip
@@ -54,4 +55,5 @@ __all__ = (
     "ToolDispatcher",
     "ToolInvocation",
     "ToolInvocationResult",
+    "ToolSpec",
 )

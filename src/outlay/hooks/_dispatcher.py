@@ -7,6 +7,7 @@ of ``(hook, state)`` pairs, so concurrent invocations never share bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Literal, NoReturn
 import anyio
 
 from .._core import DispatchTerminated, InvalidToolArguments, ToolCallError, UnknownTool, log
+from ._signature import ToolSignature, ToolSpec
 from ._types import (
     Continue,
     Skip,
@@ -66,7 +68,7 @@ def _method(hook: object, name: str, default: object) -> Any:
 
 
 class _Tool:
-    __slots__ = ("allowed", "fn", "is_async", "name", "required")
+    __slots__ = ("fn", "is_async", "name", "signature")
 
     def __init__(self, name: str, fn: Callable[..., Any]) -> None:
         if not callable(fn):
@@ -75,19 +77,7 @@ class _Tool:
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None))  # noqa: B004 - an object with an async __call__
-        self.required: frozenset[str] = frozenset()
-        self.allowed: frozenset[str] | None = None
-        try:
-            signature = inspect.signature(fn)
-        except (TypeError, ValueError):  # a builtin without a signature: accept anything
-            return
-        kinds = {p.kind for p in signature.parameters.values()}
-        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        self.required = frozenset(p.name for p in signature.parameters.values()
-                                  if p.kind in keyword and p.default is inspect.Parameter.empty)
-        if inspect.Parameter.VAR_KEYWORD not in kinds:
-            self.allowed = frozenset(p.name for p in signature.parameters.values()
-                                     if p.kind in keyword)
+        self.signature = ToolSignature(name, fn)
 
 
 class _Call:
@@ -110,7 +100,11 @@ class ToolDispatcher:
     ``tools`` maps names to callables (or is an iterable of callables, named by ``__name__``).
     A tool is called with the invocation's ``arguments`` as keyword arguments; async tools are
     awaited, sync ones run in a worker thread (``anyio.to_thread.run_sync``; cancellation waits
-    for the thread, so no hold is ended while the tool still runs).
+    for the thread, so no hold is ended while the tool still runs). Before any hook runs the
+    arguments are validated and coerced against the tool's signature with pydantic (``"8"``
+    becomes ``8`` for an ``int`` parameter); hooks and the tool see the coerced invocation.
+    ``tool_specs`` is the same signature as JSON schema, for the model. Raises ``TypeError`` at
+    construction for a tool whose annotations pydantic cannot validate.
 
     ``errors="raise"`` (default): an unknown tool raises ``UnknownTool``, bad arguments raise
     ``InvalidToolArguments`` (both before any hook runs, so nothing is reserved) and a tool's
@@ -153,6 +147,13 @@ class ToolDispatcher:
         return tuple(self._tools)
 
     @property
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        """Each tool's name, description and JSON-schema parameters, in registration order:
+        the schema the dispatcher validates against (give it to the model with
+        ``outlay.adapters.openai_chat_tools`` and the like)."""
+        return tuple(tool.signature.spec for tool in self._tools.values())
+
+    @property
     def hooks(self) -> tuple[object, ...]:
         """The hook chain, in ``before`` order."""
         return tuple(h.hook for h in self._hooks)
@@ -166,8 +167,11 @@ class ToolDispatcher:
         ``on_invocation_error`` (the latter shielded from cancellation).
         """
         tool = self._tools.get(invocation.tool_name)
-        if tool is None or invocation.argument_error is not None or not _fits(tool, invocation):
-            return self._refuse(invocation, tool)
+        checked = self._check(invocation, tool)
+        if isinstance(checked, ToolInvocationResult):
+            return checked
+        assert tool is not None  # _check refuses an unknown tool
+        invocation = checked
         # The chain is inlined here (rather than calling _before/_finish) because each
         # coroutine call costs about a microsecond; dispatch_batch uses the shared helpers.
         ran: list[tuple[_Hook, Any]] = []
@@ -234,11 +238,12 @@ class ToolDispatcher:
         calls: list[_Call] = []
         for index, invocation in enumerate(invocations):
             tool = self._tools.get(invocation.tool_name)
-            if tool is None or invocation.argument_error is not None or not _fits(tool,
-                                                                                   invocation):
-                results[index] = self._refuse(invocation, tool)  # raises with errors="raise"
+            checked = self._check(invocation, tool)  # raises with errors="raise"
+            if isinstance(checked, ToolInvocationResult):
+                results[index] = checked
             else:
-                calls.append(_Call(index, invocation, tool))
+                assert tool is not None
+                calls.append(_Call(index, checked, tool))
         failures: list[BaseException] = []
         try:
             for call in calls:
@@ -338,15 +343,28 @@ class ToolDispatcher:
                                         is_error=True, error=exc)
         return ToolInvocationResult(invocation, output)
 
-    def _refuse(self, invocation: ToolInvocation, tool: _Tool | None) -> ToolInvocationResult:
-        error: ToolCallError
+    def _check(self, invocation: ToolInvocation,
+               tool: _Tool | None) -> ToolInvocation | ToolInvocationResult:
+        """The invocation with validated, coerced arguments, or the refusal (raised with
+        ``errors="raise"``): an unknown tool, malformed JSON, arguments the signature rejects."""
         if tool is None:
-            error = UnknownTool(
+            return self._refuse(invocation, UnknownTool(
                 f"unknown tool {invocation.tool_name!r}; known tools: "
-                f"{', '.join(sorted(self._tools)) or '(none)'}", invocation=invocation)
-        else:
-            error = InvalidToolArguments(_argument_problem(tool, invocation),
-                                         invocation=invocation)
+                f"{', '.join(sorted(self._tools)) or '(none)'}", invocation=invocation))
+        where = f"tool {tool.name!r} (call {invocation.call_id})"
+        if invocation.argument_error is not None:
+            return self._refuse(invocation, InvalidToolArguments(
+                f"malformed arguments for {where}: {invocation.argument_error}",
+                invocation=invocation))
+        checked = tool.signature.validate(invocation.arguments)
+        if isinstance(checked, str):
+            return self._refuse(invocation, InvalidToolArguments(
+                f"bad arguments for {where}: {checked}", invocation=invocation))
+        if checked == invocation.arguments:
+            return invocation
+        return dataclasses.replace(invocation, arguments=checked)
+
+    def _refuse(self, invocation: ToolInvocation, error: ToolCallError) -> ToolInvocationResult:
         if log.enabled():
             log.emit("outlay.hooks.invalid_call", call_id=invocation.call_id,
                       tool=invocation.tool_name, reason=error.reason)
@@ -367,32 +385,6 @@ def _check_policy(policy: object) -> BatchPolicy:
         return "all_or_nothing"
     raise ValueError(f"batch policy must be 'admit_what_fits' or 'all_or_nothing', "
                      f"got {policy!r}")
-
-
-def _fits(tool: _Tool, invocation: ToolInvocation) -> bool:
-    arguments: object = invocation.arguments
-    if type(arguments) is not dict and not isinstance(arguments, Mapping):
-        return False
-    allowed = tool.allowed
-    return tool.required.issubset(arguments) and (allowed is None or allowed.issuperset(arguments))
-
-
-def _argument_problem(tool: _Tool, invocation: ToolInvocation) -> str:
-    where = f"tool {tool.name!r} (call {invocation.call_id})"
-    if invocation.argument_error is not None:
-        return f"malformed arguments for {where}: {invocation.argument_error}"
-    arguments: object = invocation.arguments
-    if not isinstance(arguments, Mapping):
-        return f"arguments for {where} must be an object, got {type(arguments).__name__}"
-    problems = []
-    missing = sorted(tool.required.difference(arguments))
-    if missing:
-        problems.append(f"missing {', '.join(missing)}")
-    if tool.allowed is not None:
-        unexpected = sorted(str(k) for k in arguments if k not in tool.allowed)
-        if unexpected:
-            problems.append(f"unexpected {', '.join(unexpected)}")
-    return f"bad arguments for {where}: {'; '.join(problems)}"
 
 
 def _refuse_whole_batch(calls: list[_Call]) -> None:

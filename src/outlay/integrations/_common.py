@@ -1,4 +1,5 @@
-"""What the framework integrations share: the hook chain around one call, token holds."""
+"""What the framework integrations share: the hook chain around one tool call, and the model
+call's reservation (``outlay._llm_call``: one reservation per request, tool-call batches)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-import anyio
-
-from .._core import BudgetExceeded, TokenReservation, check_count
-from .._protocols import TokenBudget
+from .._core import check_count
 from ..hooks import ToolDispatcher, ToolDispatchHook, ToolInvocation, ToolInvocationResult
 
 _CALL: ContextVar[Callable[[], Awaitable[Any]]] = ContextVar("outlay_integration_call")
@@ -68,31 +66,3 @@ class HookChain:
 def check_estimate(estimate: object, name: str = "estimate") -> int:
     """A token estimate must be a non-negative ``int``."""
     return check_count(estimate, name)
-
-
-async def hold_tokens(budget: TokenBudget, estimate: int, what: str) -> TokenReservation:
-    """Hold ``estimate`` tokens on ``budget`` or raise ``BudgetExceeded`` (nothing taken)."""
-    estimate = check_estimate(estimate)
-    reservation = await budget.try_reserve_tokens(estimate)
-    if reservation is None:
-        available = getattr(budget, "available", None)
-        capacity = getattr(budget, "capacity", None)
-        if type(available) is int and type(capacity) is int:
-            raise BudgetExceeded(unit="tokens", requested=estimate, cap=capacity, spent=0,
-                                 held=capacity - available, key=getattr(budget, "_name", None),
-                                 note=what)
-        raise BudgetExceeded(unit="tokens", requested=estimate, note=what)
-    return reservation
-
-
-async def settle_tokens(budget: TokenBudget, reservation: TokenReservation, input_tokens: int,
-                        output_tokens: int) -> None:
-    """Record the reported usage; shielded, so a cancellation cannot lose the record."""
-    with anyio.CancelScope(shield=True):
-        await budget.record_usage(reservation, input_tokens, output_tokens)
-
-
-async def refund_tokens(reservation: TokenReservation) -> None:
-    """Give the whole hold back (error, cancellation); shielded."""
-    with anyio.CancelScope(shield=True):
-        await reservation.release()

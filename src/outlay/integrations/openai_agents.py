@@ -1,19 +1,26 @@
-"""OpenAI Agents SDK integration: function tools wrapped in outlay's hook chain, and a ``Model``
-wrapper that holds tokens on a ``TokenBudget`` around every model call.
+"""OpenAI Agents SDK integration: a ``Model`` wrapper that holds every model call and every
+tool-call batch on the budget object, and function tools wrapped in outlay's hook chain.
 
 Install with the ``openai-agents`` extra. Importing this module imports the SDK (``agents``);
 ``import outlay`` does not. The SDK runs on asyncio only.
 
 Enforced *before* a call:
 
+- ``OutlayModel`` makes ONE reservation on the budget before every ``get_response`` /
+  ``stream_response`` of the model it wraps, of the units the budget caps among ``tokens``
+  (input estimate + output bound), ``input_tokens``, ``output_tokens``, ``usd`` (priced by
+  ``prices``) and one of ``requests``; a call that does not fit raises ``BudgetExceeded`` and is
+  never sent. The output bound is ``model_settings.max_tokens``, else ``max_output_tokens``,
+  which is then sent as ``max_tokens`` so the provider enforces it;
+- the function-tool calls of each response are charged to ``tool_calls`` as one batch before
+  the SDK runs any of them: all fit, or ``BudgetExceeded`` ends the run and none runs;
 - a wrapped ``FunctionTool`` (``wrap_tool`` / ``wrap_tools``; agents-as-tools included) passes
   the hook chain before its ``on_invoke_tool`` runs: ``Skip`` returns the skip output to the
-  model instead of running the tool, ``Terminate`` ends the run with ``DispatchTerminated``;
-- ``OutlayModel`` holds a token estimate before every ``get_response`` / ``stream_response``
-  of the model it wraps; a call that does not fit raises ``BudgetExceeded`` and is never sent.
+  model instead of running the tool, ``Terminate`` ends the run with ``RunTerminated`` (a
+  ``DispatchTerminated``).
 
 Only observed *after* a call: the usage the model reported (``ModelResponse.usage``, or the
-``response.completed`` event of a stream), recorded on the reservation; a tool's result. The
+``response.completed`` event of a stream), committed on the reservation; a tool's result. The
 SDK's ``RunHooks`` / ``AgentHooks`` (``on_tool_start``, ``on_llm_start``) can only observe, so
 outlay does not use them for enforcement. Hosted tools (web search, file search, code
 interpreter...) run on the provider's side and cannot be wrapped.
@@ -26,30 +33,29 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from agents.agent_output import AgentOutputSchemaBase
-from agents.exceptions import AgentsException
-from agents.handoffs import Handoff
-from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
-from agents.model_settings import ModelSettings
-from agents.models.interface import Model, ModelProvider, ModelTracing
-from agents.tool import FunctionTool, Tool
-from agents.tool_context import ToolContext
-from openai.types.responses.response_prompt_param import ResponsePromptParam
-
-from .._core import DispatchTerminated, TokenReservation
-from .._protocols import TokenBudget
+from .._core import Budget, DispatchTerminated
+from .._extras import missing_extra
+from .._llm_call import Call, CallPolicy, CallSpec
+from .._pricing import Prices
 from ..clients import estimate_prompt_tokens
 from ..hooks import ToolDispatchHook, ToolInvocation
-from ._common import (
-    HookChain,
-    check_estimate,
-    hold_tokens,
-    refund_tokens,
-    settle_tokens,
-)
+from ._common import HookChain, check_estimate
 
-__all__ = ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "estimate_call_tokens",
-           "wrap_tool", "wrap_tools")
+try:
+    from agents.agent_output import AgentOutputSchemaBase
+    from agents.exceptions import AgentsException
+    from agents.handoffs import Handoff
+    from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+    from agents.model_settings import ModelSettings
+    from agents.models.interface import Model, ModelProvider, ModelTracing
+    from agents.tool import FunctionTool, Tool
+    from agents.tool_context import ToolContext
+    from openai.types.responses.response_prompt_param import ResponsePromptParam
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise missing_extra(__name__, "openai-agents", "openai-agents") from exc
+
+__all__ = ("ModelCallInput", "OutlayModel", "OutlayModelProvider", "RunTerminated",
+           "estimate_call_input", "wrap_tool", "wrap_tools")
 
 _FRAMEWORK = "openai-agents"
 
@@ -85,15 +91,18 @@ def _wrap(tool: FunctionTool, chain: HookChain, principal: str | None) -> Functi
         except DispatchTerminated as exc:
             if isinstance(exc, AgentsException):
                 raise
-            raise _RunTerminated(exc.reason, invocation=exc.invocation) from exc
+            raise RunTerminated(exc.reason, invocation=exc.invocation) from exc
         return result.output
 
     return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool)
 
 
-class _RunTerminated(DispatchTerminated, AgentsException):
-    """``DispatchTerminated`` that the SDK lets through unwrapped (it wraps every exception of
-    a tool that is not an ``AgentsException`` in its ``UserError``)."""
+class RunTerminated(DispatchTerminated, AgentsException):
+    """A hook's ``Terminate`` ended the run: raised by ``Runner.run`` out of a wrapped tool.
+
+    It is both an ``outlay.DispatchTerminated`` (``reason``, ``invocation``) and an
+    ``agents.exceptions.AgentsException``, which the SDK lets through unwrapped (it wraps
+    every other exception a tool raises in its ``UserError``). Catch either."""
 
 
 def wrap_tools(tools: Iterable[Tool], hooks: Sequence[ToolDispatchHook], *,
@@ -132,16 +141,16 @@ class ModelCallInput:
     handoffs: list[Handoff]
 
 
-TokenEstimate = Callable[[ModelCallInput], int]
+InputEstimate = Callable[[ModelCallInput], int]
+"""Computes the input tokens to hold for one model call."""
 
 
-def estimate_call_tokens(call: ModelCallInput, *, max_output_tokens: int = 1024) -> int:
-    """The default estimate for one model call: input + output bound.
+def estimate_call_input(call: ModelCallInput) -> int:
+    """The default input estimate for one model call.
 
-    Input: ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the
+    ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the
     instructions, the input items, and the function tools' and handoffs' names, descriptions
     and parameter schemas, with one message overhead per input item and for the instructions.
-    Output: the call's ``model_settings.max_tokens``, or ``max_output_tokens`` when it has none.
     """
     items: list[object] = [call.input] if isinstance(call.input, str) else list(call.input)
     tools: list[object] = [[tool.name, tool.description, tool.params_json_schema]
@@ -149,56 +158,80 @@ def estimate_call_tokens(call: ModelCallInput, *, max_output_tokens: int = 1024)
     tools += [[handoff.tool_name, handoff.tool_description, handoff.input_json_schema]
               for handoff in call.handoffs]
     messages = len(items) + (1 if call.system_instructions is not None else 0)
-    prompt = estimate_prompt_tokens([call.system_instructions, items, tools], messages)
-    max_tokens = call.model_settings.max_tokens
-    output = max_tokens if isinstance(max_tokens, int) and max_tokens >= 0 else max_output_tokens
-    return prompt + output
+    return estimate_prompt_tokens([call.system_instructions, items, tools], messages)
 
 
 class OutlayModel(Model):
-    """An Agents SDK ``Model`` that holds tokens on ``token_budget`` around ``model``'s calls.
+    """An Agents SDK ``Model`` whose every call draws from ``budget``.
 
     Use it wherever the SDK takes a model: ``Agent(model=OutlayModel(model, budget))`` or
     ``RunConfig(model=...)``. ``wrapped`` is the model; attributes it does not define (the
     ``model`` name, provider features the SDK probes for) are read from the wrapped model.
 
-    Before each call it holds ``estimate`` tokens (an ``int``, a function of a
-    ``ModelCallInput``, or by default ``estimate_call_tokens`` with ``max_output_tokens``) and
-    raises ``BudgetExceeded`` if they do not fit; nothing is sent.
+    ``budget`` is the budget object (``outlay.Budget(usd=Decimal("0.50"), tokens=100_000,
+    tool_calls=20)``, or one on a store, windowed, per principal); ``prices`` is required when
+    it caps ``usd``, and the price is looked up by ``model_name`` (default: the wrapped model's
+    ``model`` attribute). Each call holds ``estimate_input`` (an ``int``, a function of a
+    ``ModelCallInput``, or by default ``estimate_call_input``) plus the output bound
+    (``model_settings.max_tokens``, else ``max_output_tokens``, sent) as the module says, and
+    raises ``BudgetExceeded`` if it does not fit; nothing is sent.
 
-    ``get_response``: records ``usage.input_tokens + usage.output_tokens`` of the response;
-    refunds the hold if the call raises or is cancelled. ``stream_response``: records the usage
-    of the ``response.completed`` event. A stream that fails or is closed before its first event
-    is refunded; one that ends (normally, by error or by the consumer closing it) after events
-    arrived but without a usage report is charged the whole estimate (the conservative figure:
-    the provider has billed an unknown part of it). Every record and refund runs shielded.
+    ``get_response``: commits the response's usage (cache reads at their rate); refunds the
+    hold if the call raises or is cancelled; then charges the response's function-tool calls
+    as one batch. ``stream_response``: the same from the ``response.completed`` event. A
+    stream that fails or is closed before its first event is refunded; one that ends after
+    events arrived but without a usage report is charged the whole hold (the conservative
+    figure: the provider has billed an unknown part of it). Every commit and refund runs
+    shielded. ``lease`` is the seconds a hold lives.
     """
 
-    def __init__(self, model: Model, token_budget: TokenBudget, *,
-                 estimate: int | TokenEstimate | None = None,
-                 max_output_tokens: int = 1024) -> None:
+    def __init__(self, model: Model, budget: Budget, *, prices: Prices | None = None,
+                 estimate_input: int | InputEstimate | None = None,
+                 max_output_tokens: int = 4096, model_name: str | None = None,
+                 lease: float | None = None) -> None:
         if not isinstance(model, Model):
             raise TypeError(f"model must be an agents Model, got {type(model).__name__}")
-        if not isinstance(token_budget, TokenBudget):
-            raise TypeError(f"token_budget must be a TokenBudget, got "
-                            f"{type(token_budget).__name__}")
-        if estimate is not None and not callable(estimate):
-            check_estimate(estimate)
-        self.wrapped = model
-        self.token_budget = token_budget
-        self._estimate = estimate
-        self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
+        self._setup(model, CallPolicy(budget, prices, lease=lease), estimate_input,
+                    max_output_tokens, model_name)
 
-    async def _hold(self, call: ModelCallInput) -> TokenReservation:
+    def _setup(self, model: Model, policy: CallPolicy,
+               estimate_input: int | InputEstimate | None, max_output_tokens: int,
+               model_name: str | None) -> None:
+        if estimate_input is not None and not callable(estimate_input):
+            check_estimate(estimate_input, "estimate_input")
+        self.wrapped = model
+        self.policy = policy
+        self._estimate = estimate_input
+        self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
+        self._model_name = model_name
+
+    @property
+    def budget(self) -> Budget:
+        """The budget every call draws from."""
+        return self.policy.budget
+
+    async def _open(self, call: ModelCallInput) -> tuple[Call, ModelSettings]:
+        settings = call.model_settings
+        bound = settings.max_tokens
+        if not (isinstance(bound, int) and bound >= 0):
+            bound = self._max_output_tokens
+            settings = dataclasses.replace(settings, max_tokens=bound)  # the provider enforces it
         estimate = self._estimate
         if estimate is None:
-            tokens = estimate_call_tokens(call, max_output_tokens=self._max_output_tokens)
+            input_estimate = estimate_call_input(call)
         elif callable(estimate):
-            tokens = estimate(call)
+            input_estimate = check_estimate(estimate(call), "estimate_input(...)")
         else:
-            tokens = estimate
-        what = f"a call to {type(self.wrapped).__name__}"
-        return await hold_tokens(self.token_budget, tokens, what)
+            input_estimate = estimate
+        name = self._model_name or str(getattr(self.wrapped, "model", "") or "")
+        opened = await self.policy.open(CallSpec("openai-agents", name, input_estimate, bound))
+        return opened, settings
+
+    async def _admit_tool_calls(self, output: Sequence[Any], tools: list[Tool]) -> None:
+        functions = {tool.name for tool in tools if isinstance(tool, FunctionTool)}
+        batch = sum(1 for item in output if getattr(item, "type", None) == "function_call"
+                    and getattr(item, "name", None) in functions)
+        await self.policy.admit_tool_calls(batch, f"a response of {type(self.wrapped).__name__}")
 
     async def get_response(
         self,
@@ -214,8 +247,8 @@ class OutlayModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
-        """Hold the estimate, call the wrapped model, record the reported usage."""
-        reservation = await self._hold(
+        """Reserve, call the wrapped model, commit the reported usage, charge the tool calls."""
+        call, model_settings = await self._open(
             ModelCallInput(system_instructions, input, model_settings, tools, handoffs))
         try:
             response = await self.wrapped.get_response(
@@ -223,11 +256,10 @@ class OutlayModel(Model):
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
         except BaseException:
-            await refund_tokens(reservation)
+            await call.refund()
             raise
-        usage = response.usage
-        await settle_tokens(self.token_budget, reservation, usage.input_tokens,
-                            usage.output_tokens)
+        await _settle(call, response.usage)
+        await self._admit_tool_calls(response.output, tools)
         return response
 
     async def stream_response(
@@ -244,10 +276,10 @@ class OutlayModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        """Hold the estimate, relay the wrapped stream, settle when it ends (see the class)."""
-        reservation = await self._hold(
+        """Reserve, relay the wrapped stream, settle when it ends (see the class)."""
+        call, model_settings = await self._open(
             ModelCallInput(system_instructions, input, model_settings, tools, handoffs))
-        usage: tuple[int, int] | None = None
+        completed: Any = None
         started = False
         try:
             async for event in self.wrapped.stream_response(
@@ -256,23 +288,26 @@ class OutlayModel(Model):
                     conversation_id=conversation_id, prompt=prompt):
                 started = True
                 if getattr(event, "type", None) == "response.completed":
-                    reported = getattr(getattr(event, "response", None), "usage", None)
-                    if reported is not None:
-                        usage = (reported.input_tokens, reported.output_tokens)
+                    completed = getattr(event, "response", None)
+                    await self._settle_stream(call, completed, started)
+                    await self._admit_tool_calls(getattr(completed, "output", ()), tools)
                 yield event
-        except BaseException:
-            await self._settle_stream(reservation, usage, started)
-            raise
-        await self._settle_stream(reservation, usage, started)
+        finally:
+            await self._settle_stream(call, completed, started)
 
-    async def _settle_stream(self, reservation: TokenReservation, usage: tuple[int, int] | None,
-                             started: bool) -> None:
+    @staticmethod
+    async def _settle_stream(call: Call, completed: Any, started: bool) -> None:
+        if call.charge is not None:
+            return
+        usage = getattr(completed, "usage", None)
         if usage is not None:
-            await settle_tokens(self.token_budget, reservation, *usage)
+            details = getattr(usage, "input_tokens_details", None)
+            await call.settle(usage.input_tokens, usage.output_tokens, final=True,
+                              cached=getattr(details, "cached_tokens", 0) or 0)
         elif started:
-            await settle_tokens(self.token_budget, reservation, reservation.estimate, 0)
+            await call.settle(None, None, final=False)
         else:
-            await refund_tokens(reservation)
+            await call.refund()
 
     async def close(self) -> None:
         """Close the wrapped model."""
@@ -297,34 +332,40 @@ class OutlayModel(Model):
         return f"<OutlayModel {type(self.wrapped).__name__}>"
 
 
+async def _settle(call: Call, usage: Any) -> None:
+    details = getattr(usage, "input_tokens_details", None)
+    await call.settle(usage.input_tokens, usage.output_tokens, final=True,
+                      cached=getattr(details, "cached_tokens", 0) or 0)
+
+
 class OutlayModelProvider(ModelProvider):
-    """A ``ModelProvider`` whose every model is an ``OutlayModel`` over ``token_budget``.
+    """A ``ModelProvider`` whose every model is an ``OutlayModel`` over ``budget``.
 
     For agents whose model is a name (``Agent(model="gpt-...")``):
-    ``RunConfig(model_provider=OutlayModelProvider(MultiProvider(), budget))``. ``estimate`` and
-    ``max_output_tokens`` are passed to each ``OutlayModel``.
+    ``RunConfig(model_provider=OutlayModelProvider(MultiProvider(), budget, prices=...))``.
+    The options are passed to each ``OutlayModel``; prices are looked up by the model name.
     """
 
-    def __init__(self, provider: ModelProvider, token_budget: TokenBudget, *,
-                 estimate: int | TokenEstimate | None = None,
-                 max_output_tokens: int = 1024) -> None:
+    def __init__(self, provider: ModelProvider, budget: Budget, *,
+                 prices: Prices | None = None,
+                 estimate_input: int | InputEstimate | None = None,
+                 max_output_tokens: int = 4096, lease: float | None = None) -> None:
         if not isinstance(provider, ModelProvider):
             raise TypeError(f"provider must be an agents ModelProvider, got "
                             f"{type(provider).__name__}")
-        if estimate is not None and not callable(estimate):
-            check_estimate(estimate)
-        if not isinstance(token_budget, TokenBudget):
-            raise TypeError(f"token_budget must be a TokenBudget, got "
-                            f"{type(token_budget).__name__}")
+        if estimate_input is not None and not callable(estimate_input):
+            check_estimate(estimate_input, "estimate_input")
         self.provider = provider
-        self.token_budget = token_budget
-        self._estimate = estimate
+        self.policy = CallPolicy(budget, prices, lease=lease)
+        self._estimate = estimate_input
         self._max_output_tokens = check_estimate(max_output_tokens, "max_output_tokens")
 
     def get_model(self, model_name: str | None) -> Model:
         """The wrapped provider's model for ``model_name``, inside an ``OutlayModel``."""
-        return OutlayModel(self.provider.get_model(model_name), self.token_budget,
-                           estimate=self._estimate, max_output_tokens=self._max_output_tokens)
+        model = OutlayModel.__new__(OutlayModel)
+        model._setup(self.provider.get_model(model_name), self.policy, self._estimate,
+                     self._max_output_tokens, model_name)
+        return model
 
     async def aclose(self) -> None:
         """Close the wrapped provider."""

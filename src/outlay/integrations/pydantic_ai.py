@@ -1,21 +1,26 @@
-"""pydantic-ai integration: an agent capability that runs tool calls through outlay's hook chain
-and model requests through a ``TokenBudget``.
+"""pydantic-ai integration: an agent capability that holds every model request and every tool-call
+batch on the budget object, and runs tool calls through outlay's hook chain.
 
 Install with the ``pydantic-ai`` extra (``pydantic-ai-slim``). Importing this module imports
 pydantic-ai; ``import outlay`` does not.
 
 Enforced *before* a call:
 
-- every tool call the model asked for passes the ``tool_hooks`` chain (``wrap_tool_execute``,
-  after pydantic-ai validated the arguments): a budget or limit hook that does not admit it
-  returns ``Skip`` (the tool does not run; the model gets the skip output as the tool's return
-  value) or ``Terminate`` (``DispatchTerminated`` ends the run);
-- every model request holds its token estimate on ``token_budget`` (``wrap_model_request``); a
-  request that does not fit raises ``BudgetExceeded`` and is never sent.
+- every model request makes ONE reservation on ``budget`` (``wrap_model_request``) of the units
+  it caps among ``tokens`` (input estimate + output bound), ``input_tokens``,
+  ``output_tokens``, ``usd`` (priced by ``prices``) and one of ``requests``; a request that
+  does not fit raises ``BudgetExceeded`` and is never sent. The output bound is the request's
+  ``max_tokens`` setting, else ``max_output_tokens``, which is then sent as ``max_tokens`` so
+  the provider enforces it;
+- the function-tool calls of each response are charged to ``tool_calls`` as one batch, before
+  any of them runs: all of them fit or ``BudgetExceeded`` ends the run and none runs;
+- every tool call passes the ``tool_hooks`` chain (``wrap_tool_execute``, after pydantic-ai
+  validated the arguments): ``Skip`` returns the skip output to the model instead of running
+  the tool, ``Terminate`` ends the run with ``DispatchTerminated``.
 
-Only observed *after* a call: the tokens a request step really used (every response pydantic-ai
-counted for it, recorded on the reservation; an overage beyond the estimate is counted, never
-lost) and a tool's result.
+Only observed *after* a call: the usage a request step really used (every response pydantic-ai
+counted for it, committed on the reservation; an overshoot beyond the hold is committed, never
+lost, and the next request that does not fit is refused) and a tool's result.
 """
 
 from __future__ import annotations
@@ -24,55 +29,60 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from pydantic_ai import RunContext
-from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.capabilities.abstract import (
-    ValidatedToolArgs,
-    WrapModelRequestHandler,
-    WrapToolExecuteHandler,
-)
-from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelResponse, ToolCallPart
-from pydantic_ai.models import ModelRequestContext
-from pydantic_ai.tools import ToolDefinition
-
-from .._protocols import TokenBudget
+from .._core import Budget
+from .._extras import missing_extra
+from .._llm_call import Call, CallPolicy, CallSpec
+from .._pricing import Prices
 from ..clients import estimate_prompt_tokens
 from ..hooks import ToolDispatchHook, ToolInvocation
-from ._common import (
-    HookChain,
-    check_estimate,
-    hold_tokens,
-    refund_tokens,
-    settle_tokens,
-)
+from ._common import HookChain, check_estimate
 
-__all__ = ("OutlayCapability", "estimate_request_tokens")
+try:
+    from pydantic_ai import RunContext
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.capabilities.abstract import (
+        ValidatedToolArgs,
+        WrapModelRequestHandler,
+        WrapToolExecuteHandler,
+    )
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelResponse,
+        ToolCallPart,
+    )
+    from pydantic_ai.models import ModelRequestContext, ModelRequestParameters
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.usage import RequestUsage
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise missing_extra(__name__, "pydantic-ai-slim", "pydantic-ai") from exc
 
-TokenEstimate = Callable[[ModelRequestContext], int]
-"""Computes the tokens to hold before one model request."""
+__all__ = ("OutlayCapability", "estimate_messages_input", "estimate_request_input")
+
+InputEstimate = Callable[[ModelRequestContext], int]
+"""Computes the input tokens to hold for one model request."""
 
 
-def estimate_request_tokens(request_context: ModelRequestContext, *,
-                            max_output_tokens: int = 1024) -> int:
-    """The default estimate for one request: input + output bound.
+def estimate_request_input(request_context: ModelRequestContext) -> int:
+    """The default input estimate of one request: ``estimate_messages_input`` of its messages
+    and request parameters."""
+    return estimate_messages_input(request_context.messages,
+                                   request_context.model_request_parameters)
 
-    Input: ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the
-    request's messages as JSON data (binary content counts at its base64 size, so images are
-    over-estimated) and the tool definitions, with one message overhead per message part.
-    Output: the request's ``max_tokens`` model setting, or ``max_output_tokens`` when it has
-    none.
+
+def estimate_messages_input(messages: list[ModelMessage],
+                            parameters: ModelRequestParameters) -> int:
+    """The input estimate of ``messages`` sent with ``parameters``.
+
+    ``outlay.clients.estimate_prompt_tokens`` (the budgeted clients' estimate) of the messages
+    as JSON data (binary content counts at its base64 size, so images are over-estimated) and
+    the tool definitions, with one message overhead per message part.
     """
-    messages = request_context.messages
-    parameters = request_context.model_request_parameters
     tools = [_tool_fields(tool)
              for tool in (*parameters.function_tools, *parameters.output_tools)]
-    prompt = estimate_prompt_tokens(
+    return estimate_prompt_tokens(
         [ModelMessagesTypeAdapter.dump_python(messages, mode="json"), tools],
         sum(len(message.parts) for message in messages))
-    settings = request_context.model_settings or {}
-    max_tokens = settings.get("max_tokens")
-    output = max_tokens if isinstance(max_tokens, int) and max_tokens >= 0 else max_output_tokens
-    return prompt + output
 
 
 def _tool_fields(tool: ToolDefinition) -> list[object]:
@@ -83,41 +93,51 @@ def _tool_fields(tool: ToolDefinition) -> list[object]:
 class OutlayCapability(AbstractCapability[Any]):
     """Budgets and hooks for a pydantic-ai ``Agent``: ``Agent(model, capabilities=[cap])``.
 
-    ``tool_hooks``: outlay ``ToolDispatchHook``s (``DispatchBudgetHook``,
-    ``ToolCallLimitHook``, your own) run around every function-tool call, in order, as a
-    ``ToolDispatcher`` runs them; their state (budgets, counts) is shared by every agent and
-    run that uses hooks over the same budgets, so one capability can govern many concurrent
-    (sub-)agents. ``ToolInvocation.call_id`` is pydantic-ai's ``tool_call_id``, ``arguments``
-    the validated arguments, ``principal`` this capability's ``principal``, ``metadata``
-    ``{"framework": "pydantic-ai", "run_step": ...}``. A tool's exception (``ModelRetry``
-    included) reaches the hooks' ``on_invocation_error`` and then pydantic-ai unchanged.
+    ``budget``: the budget object (``outlay.Budget(usd=Decimal("0.50"), tokens=100_000,
+    tool_calls=20)``, or one on a store, windowed, per principal); ``None`` for hooks only.
+    ``prices`` (one ``TokenPrices``, a mapping model name -> ``TokenPrices`` or a
+    ``PriceTable``) is required when the budget caps ``usd``. Before each model request
+    (once per request step, around every attempt and fallback of that step) the request is
+    held as the module says: ``estimate_input`` (an ``int``, a function of the
+    ``ModelRequestContext``, or by default ``estimate_request_input``) plus the output bound
+    (``max_tokens``, else ``max_output_tokens``, sent). After the step the reservation is
+    committed at the usage of every response pydantic-ai counted for it (attempts a fallback
+    rejected and the partial response of a stream whose consumer failed included; where this
+    pydantic-ai version does not expose that, the usage of the response the step ends with),
+    cache reads and writes priced at their own rates. A step that raises or is cancelled with
+    no response counted is refunded. Then the response's function-tool calls are charged as
+    one batch of ``tool_calls`` or ``BudgetExceeded`` is raised (none of them runs). Every
+    commit and refund runs shielded from cancellation. ``lease`` is the seconds a hold lives.
 
-    ``token_budget``: before each model request (once per request step, around every attempt
-    and fallback of that step) hold ``estimate`` tokens (an ``int``, a function of the
-    ``ModelRequestContext``, or by default ``estimate_request_tokens`` with
-    ``max_output_tokens``); raise ``BudgetExceeded`` if it does not fit. After the step, record
-    ``input_tokens + output_tokens`` of every response pydantic-ai counted for it (attempts a
-    fallback rejected and the partial response of a stream whose consumer failed included);
-    where this pydantic-ai version does not expose that, the usage of the response the step
-    ends with. A step that raises or is cancelled with no response counted is refunded. Every
-    record and refund runs shielded from cancellation.
+    ``tool_hooks``: outlay ``ToolDispatchHook``s (``ToolCallLimitHook``, approval, your own)
+    run around every function-tool call, in order, as a ``ToolDispatcher`` runs them; their
+    state is shared by every agent and run that uses them. ``ToolInvocation.call_id`` is
+    pydantic-ai's ``tool_call_id``, ``arguments`` the validated arguments, ``principal`` this
+    capability's ``principal``, ``metadata`` ``{"framework": "pydantic-ai", "run_step": ...}``.
+    A tool's exception (``ModelRetry`` included) reaches the hooks' ``on_invocation_error``
+    and then pydantic-ai unchanged.
+
+    One capability (or several over the same budget) can govern many concurrent (sub-)agents:
+    they all draw from the one budget.
     """
 
-    tool_hooks: Sequence[ToolDispatchHook] = ()
-    token_budget: TokenBudget | None = None
-    estimate: int | TokenEstimate | None = None
+    budget: Budget | None = None
     _: KW_ONLY
-    max_output_tokens: int = 1024
+    prices: Prices | None = None
+    tool_hooks: Sequence[ToolDispatchHook] = ()
+    estimate_input: int | InputEstimate | None = None
+    max_output_tokens: int = 4096
     principal: str | None = None
+    lease: float | None = None
     _chain: HookChain = field(init=False, repr=False, compare=False)
+    _policy: CallPolicy | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._chain = HookChain(self.tool_hooks)
-        if self.token_budget is not None and not isinstance(self.token_budget, TokenBudget):
-            raise TypeError(f"token_budget must be a TokenBudget, got "
-                            f"{type(self.token_budget).__name__}")
-        if self.estimate is not None and not callable(self.estimate):
-            check_estimate(self.estimate)
+        self._policy = (None if self.budget is None
+                        else CallPolicy(self.budget, self.prices, lease=self.lease))
+        if self.estimate_input is not None and not callable(self.estimate_input):
+            check_estimate(self.estimate_input, "estimate_input")
         check_estimate(self.max_output_tokens, "max_output_tokens")
 
     async def wrap_tool_execute(
@@ -144,37 +164,51 @@ class OutlayCapability(AbstractCapability[Any]):
         request_context: ModelRequestContext,
         handler: WrapModelRequestHandler,
     ) -> ModelResponse:
-        """Hold the estimate, send the request, record its usage (refund on error)."""
-        budget = self.token_budget
-        if budget is None:
+        """Reserve, send the request, commit its usage (refund on error), then charge the
+        response's tool-call batch."""
+        policy = self._policy
+        if policy is None:
             return await handler(request_context)
-        if self.estimate is None:
-            estimate = estimate_request_tokens(request_context,
-                                               max_output_tokens=self.max_output_tokens)
-        elif callable(self.estimate):
-            estimate = self.estimate(request_context)
+        settings = dict(request_context.model_settings or {})
+        max_tokens = settings.get("max_tokens")
+        if not (isinstance(max_tokens, int) and max_tokens >= 0):
+            max_tokens = self.max_output_tokens
+            settings["max_tokens"] = max_tokens  # the provider enforces the bound held
+            request_context.model_settings = settings  # type: ignore[assignment]
+        estimate = self.estimate_input
+        if estimate is None:
+            input_estimate = estimate_request_input(request_context)
+        elif callable(estimate):
+            input_estimate = check_estimate(estimate(request_context), "estimate_input(...)")
         else:
-            estimate = self.estimate
-        what = f"a request to {request_context.model.model_name}"
-        reservation = await hold_tokens(budget, estimate, what)
+            input_estimate = estimate
+        model = request_context.model.model_name
+        call = await policy.open(CallSpec("pydantic-ai", model, input_estimate, max_tokens))
         try:
             response = await handler(request_context)
         except BaseException:
             billed = _billed_usage(request_context)
             if billed is None:
-                await refund_tokens(reservation)
+                await call.refund()
             else:
-                await settle_tokens(budget, reservation, *billed)
+                await _settle(call, billed)
             raise
-        billed = _billed_usage(request_context)
-        if billed is None:
-            billed = (response.usage.input_tokens, response.usage.output_tokens)
-        await settle_tokens(budget, reservation, *billed)
+        await _settle(call, _billed_usage(request_context) or response.usage)
+        functions = {tool.name for tool in
+                     request_context.model_request_parameters.function_tools}
+        batch = sum(1 for part in response.parts
+                    if isinstance(part, ToolCallPart) and part.tool_name in functions)
+        await policy.admit_tool_calls(batch, f"a response of {model}")
         return response
 
 
-def _billed_usage(request_context: ModelRequestContext) -> tuple[int, int] | None:
-    """Input and output tokens of every response pydantic-ai counted for this request step.
+async def _settle(call: Call, usage: RequestUsage) -> None:
+    await call.settle(usage.input_tokens, usage.output_tokens, final=True,
+                      cached=usage.cache_read_tokens, written=usage.cache_write_tokens)
+
+
+def _billed_usage(request_context: ModelRequestContext) -> RequestUsage | None:
+    """The usage of every response pydantic-ai counted for this request step, summed.
 
     pydantic-ai keeps them on the request context (``_usage_responses``, private but read by
     its own instrumentation): they include attempts a fallback rejected and the partial
@@ -186,5 +220,7 @@ def _billed_usage(request_context: ModelRequestContext) -> tuple[int, int] | Non
         return None
     if not all(isinstance(r, ModelResponse) for r in responses):
         return None
-    return (sum(r.usage.input_tokens for r in responses),
-            sum(r.usage.output_tokens for r in responses))
+    total = RequestUsage()
+    for response in responses:
+        total = total + response.usage
+    return total

@@ -7,7 +7,9 @@ thread and answers, non-streaming and as server-sent events:
   request asks for it with ``stream_options.include_usage``, as the real API does),
 - ``POST /v1/responses`` (OpenAI Responses; usage in ``response.completed``),
 - ``POST /v1/messages`` (Anthropic Messages; usage in ``message_start`` and, cumulative, in
-  ``message_delta``).
+  ``message_delta``),
+- ``POST /v1/messages/count_tokens`` and ``POST /v1/responses/input_tokens`` (the providers'
+  token counting; they answer the script's ``input_tokens``).
 
 Every request is recorded (``requests``). Answers are scripted with ``Script`` in FIFO order
 (``provider.script(...)``); without a script the server answers 200 with ``default``. A script can
@@ -105,15 +107,17 @@ class FakeProvider:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._release.set()
-        assert self._server is not None
-        assert self._thread is not None
+        if self._server is None or self._thread is None:
+            return
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "FakeProvider is not started"
+        """The port the server listens on (127.0.0.1)."""
+        if self._server is None:
+            raise RuntimeError("FakeProvider is not started: use it as a context manager")
         return int(self._server.server_address[1])
 
     @property
@@ -385,7 +389,20 @@ class _Messages(_Route):
         return "error", self.error(script)
 
 
+class _CountTokens(_Route):
+    def __init__(self, extra: dict[str, Any]) -> None:
+        self.extra = extra
+
+    def complete(self, body: dict[str, Any], script: Script) -> dict[str, Any]:
+        return {**self.extra, "input_tokens": script.input_tokens}
+
+    def events(self, body: dict[str, Any], script: Script) -> list[Event]:
+        raise ValueError("token counting does not stream")
+
+
 _ROUTES: dict[str, _Route] = {
+    "/v1/messages/count_tokens": _CountTokens({}),
+    "/v1/responses/input_tokens": _CountTokens({"object": "response.input_tokens"}),
     "/v1/chat/completions": _Chat(),
     "/v1/responses": _Responses(),
     "/v1/messages": _Messages(),
