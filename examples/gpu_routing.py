@@ -25,9 +25,12 @@ from outlay import (
     BackendKind,
     Budget,
     CostRates,
+    MemoryStore,
     NoRoute,
+    RecordingStore,
     RouteChoice,
     Router,
+    SpendReport,
     Work,
     estimate_cost,
 )
@@ -71,7 +74,7 @@ async def submit(router: Router, work: Work, *, allow_sdk: bool = False) -> None
 
 
 async def main() -> None:
-    budget = Budget(usd=Decimal("10"))
+    budget = Budget(usd=Decimal("10"), store=RecordingStore(MemoryStore()))  # for the report
     router = Router([MANAGED, CLOUD, LAN_BOX, WORKSTATION], budget=budget)  # any order
 
     small = Work(tool="finetune", accelerator_memory_gib=16, max_runtime_s=1800, vcpus=8,
@@ -91,6 +94,8 @@ async def main() -> None:
     await submit(router, huge, allow_sdk=True)
     left = await budget.remaining()
     print(f"left in the budget: {left['usd']} USD")
+    print("\n== spend report ==")
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":

@@ -30,9 +30,12 @@ from outlay import (
     BackendKind,
     Budget,
     Ladder,
+    MemoryStore,
     NoRoute,
+    RecordingStore,
     Routed,
     Router,
+    SpendReport,
     TokenPrices,
     read_remaining,
 )
@@ -68,7 +71,8 @@ def scripted(name: str) -> FunctionModel:
 
 
 async def main(usd: Decimal) -> None:
-    budget = Budget(usd=usd)  # this run only, in memory
+    # this run only, in memory, recording events for the spend report printed at the end
+    budget = Budget(usd=usd, store=RecordingStore(MemoryStore()))
     router = Router(
         [Backend("premium-large", BackendKind.CLOUD, prices=PRICES["premium-large"]),
          Backend("cheap-mini", BackendKind.CLOUD, prices=PRICES["cheap-mini"]),
@@ -100,6 +104,8 @@ async def main(usd: Decimal) -> None:
     spent = usd - left.left
     print(f"models used: {', '.join(f'{m} x{used.count(m)}' for m in dict.fromkeys(used))}")
     print(f"spent {spent} of {usd} USD; {left}")
+    print("\n== spend report ==")
+    print((await SpendReport.from_store(budget.store)).to_text())
 
 
 if __name__ == "__main__":
