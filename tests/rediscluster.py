@@ -9,6 +9,7 @@ every node still running. Node timeout is short (1 s) so a failover takes second
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,12 @@ NODE_TIMEOUT_MS = 4000
 """How long a master may be unreachable before its replica takes over. At 1 s a loaded 2-core
 machine (the full suite) made masters look dead: a spurious failover then lost writes the old
 master had acknowledged but not replicated, which the failover test reads as lost limits."""
+
+
+def _replication(port: int) -> dict[str, str]:
+    """``INFO replication`` of the node on ``port`` as a mapping."""
+    lines = cli(port, "info", "replication").splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line)
 
 
 def binaries_present() -> bool:
@@ -83,10 +90,23 @@ class RedisCluster:
                 raise TimeoutError(f"no replica took over slot {slot} from port {old}")
             time.sleep(0.05)
 
-    def replicate(self, slot: int) -> None:
-        """Wait until the master of ``slot`` has every write so far on its replica (WAIT)."""
-        acknowledged = cli(self.master_of(slot), "wait", "1", "5000").strip()
-        assert acknowledged == "1", acknowledged
+    def replicate(self, slot: int, *, timeout: float = 10) -> None:
+        """Wait until the replica of ``slot``'s master has acknowledged every write the master
+        has so far. (``WAIT`` would not do: it waits only for the writes of the connection that
+        sends it, and redis-cli's connection made none.)"""
+        master = self.master_of(slot)
+        target = _replication(master)["master_repl_offset"]
+        deadline = time.monotonic() + timeout
+        while True:
+            replicas = [value for key, value in _replication(master).items()
+                        if re.fullmatch(r"slave\d+", key)]
+            offsets = [int(dict(part.split("=", 1) for part in replica.split(","))["offset"])
+                       for replica in replicas]
+            if offsets and max(offsets) >= int(target):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the replica of port {master} did not catch up to {target}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         for process in self.processes.values():
