@@ -867,3 +867,18 @@ def test_a_database_in_a_read_only_directory_can_still_be_read() -> None:
         assert sorted(p.name for p in folder.iterdir()) == ["budgets.db"]
     finally:
         shutil.rmtree(folder)
+
+
+async def test_a_fail_open_store_passes_inspection_through_to_its_store() -> None:
+    """``FailOpenStore`` is a ``DelegatingStore``: what it does not fake (holds, the event log,
+    pruning) reaches the wrapped store instead of raising ``NotImplementedError``."""
+    from outlay import FailOpenStore, MemoryStore
+
+    inner = MemoryStore()
+    store = FailOpenStore(inner)
+    await store.set_limit("k", 5)
+    assert (await store.reserve("r1", {"k": 2}, lease=60)).admitted
+    assert [(h.rid, dict(h.amounts)) for h in await store.holds()] == [("r1", {"k": 2})]
+    assert await store.drop_idle_limit("k", idle=0) is False  # held: kept
+    assert await store.events() == []
+    await store.aclose()

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import Amount, ReservationError, StoreError, check_amount, log
-from ._base import Admission, LimitUsage, Store
+from ._base import Admission, Store
 from ._decide import zero_of
+from ._wrapper import DelegatingStore
 
 OPENED_MEMORY = 65_536
 """How many reservations admitted while failing open are remembered for their endings."""
@@ -37,25 +38,13 @@ class _Opened:
     expire_at: dict[str, float] | None
 
 
-class FailOpenStore(Store):
-    """``inner``, admitting when it cannot answer (see the module docstring)."""
+class FailOpenStore(DelegatingStore):
+    """``inner``, admitting when it cannot answer (see the module docstring). What it does not
+    fake (reads, caps, inspection) goes to ``inner`` unchanged."""
 
     def __init__(self, inner: Store) -> None:
-        if not isinstance(inner, Store):
-            raise TypeError(f"inner must be a Store, got {type(inner).__name__}")
-        self._inner = inner
+        super().__init__(inner)
         self._opened: OrderedDict[str, _Opened] = OrderedDict()
-
-    @property
-    def inner(self) -> Store:
-        """The store this one fails open over."""
-        return self._inner
-
-    def __getattr__(self, name: str) -> Any:
-        # Store-specific extras (``namespace``, ``client``, ``path``...) of the wrapped store.
-        if name == "_inner":
-            raise AttributeError(name)
-        return getattr(self._inner, name)
 
     def __repr__(self) -> str:
         return f"<FailOpenStore {self._inner!r}>"
@@ -63,9 +52,6 @@ class FailOpenStore(Store):
     def _failed(self, operation: str, exc: BaseException, **fields: Any) -> None:
         log.warn("outlay.store.failed_open", store=type(self._inner).__name__,
                   operation=operation, error=str(exc), error_type=type(exc).__name__, **fields)
-
-    async def set_limit(self, key: str, cap: Amount) -> None:
-        await self._inner.set_limit(key, cap)
 
     async def reserve(
         self,
@@ -141,21 +127,6 @@ class FailOpenStore(Store):
             self._failed("extend", exc, reservation=rid)
             return True
 
-    async def usage(self, key: str) -> LimitUsage:
-        return await self._inner.usage(key)
-
-    async def limits(self, prefix: str = "") -> list[LimitUsage]:
-        return await self._inner.limits(prefix)
-
-    async def reset_spend(self, key: str) -> LimitUsage:
-        return await self._inner.reset_spend(key)
-
-    async def held_reservations(self) -> int:
-        return await self._inner.held_reservations()
-
     def release_abandoned(self, rid: str) -> None:
         self._opened.pop(rid, None)
         self._inner.release_abandoned(rid)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
