@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -116,14 +117,40 @@ class RedisCluster:
             process.wait(timeout=10)
 
 
-def start_cluster(directory: Path) -> RedisCluster:
-    """Start six nodes and form a cluster of three masters with one replica each."""
+class _NodeDidNotStart(RuntimeError):
+    """A node could not take its ports (another process took one after we chose it)."""
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def start_cluster(directory: Path, *, attempts: int = 3) -> RedisCluster:
+    """Start six nodes and form a cluster of three masters with one replica each. Ports are
+    chosen free (the client port and the cluster bus port, port + 10000); a node that still
+    finds one taken (a race with another process) makes it start over on new ports."""
+    for attempt in range(attempts):
+        try:
+            return _start_cluster(directory / f"attempt-{attempt}")
+        except _NodeDidNotStart:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_cluster(directory: Path) -> RedisCluster:
     ports: list[int] = []
     while len(ports) < 6:
         port = free_port()
         # The cluster bus listens on port + 10000: both must be free.
-        if port < 55535 and port not in ports:
+        if port < 55535 and port not in ports and _bindable(port + 10000):
             ports.append(port)
+    directory.mkdir(parents=True)
     cluster = RedisCluster(directory, ports)
     try:
         for port in ports:
@@ -139,8 +166,8 @@ def start_cluster(directory: Path) -> RedisCluster:
         deadline = time.monotonic() + 20
         for port in ports:
             while not answers(HOST, port):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
+                if cluster.processes[port].poll() is not None or time.monotonic() > deadline:
+                    raise _NodeDidNotStart(f"redis-server did not start on port {port}")
                 time.sleep(0.02)
         subprocess.run(["redis-cli", "--cluster", "create",
                         *(f"{HOST}:{port}" for port in ports), "--cluster-replicas", "1",
