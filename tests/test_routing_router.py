@@ -318,3 +318,18 @@ async def test_a_hold_refused_after_a_stale_read_falls_back_and_reads_again(
     assert routed.decision.reasons() == {
         "a": "its budget refused the hold of 0.1 usd (spent meanwhile)"}
     assert (await budget.remaining())["usd"] == 0  # nothing overspent
+
+
+def test_for_models_narrows_the_router_to_the_named_candidates() -> None:
+    """The routed framework models are built on ``Router.for_models``: it checks the mapping
+    and keeps only the candidates that have a model."""
+    router = Router([Backend("a", BackendKind.LOCAL), Backend("b", BackendKind.LAN)])
+    narrowed, models = router.for_models({"b": 2}, int, "a number")
+    assert [b.name for b in narrowed.candidates] == ["b"]
+    assert models == {"b": 2}
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        router.for_models({}, int, "a number")
+    with pytest.raises(ConfigurationError, match=r"unknown candidates \['c'\]"):
+        router.for_models({"c": 1}, int, "a number")
+    with pytest.raises(TypeError, match=r"models\['a'\] must be a number, got 'x'"):
+        router.for_models({"a": "x"}, int, "a number")

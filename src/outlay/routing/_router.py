@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -126,6 +126,22 @@ class Router:
         return Router(candidates, budget=self._budget, unit=self._unit,
                       allow_sdk=self._allow_sdk, order=self._order, ladder=self._ladder,
                       fallback_on=self._fallback_on)
+
+    def for_models(self, models: Mapping[str, Any], kind: type,
+                   what: str) -> tuple[Router, dict[str, Any]]:
+        """This router narrowed to the candidates ``models`` names (candidate name -> model
+        object of ``kind``, described as ``what`` in errors), and the models as a dict.
+        ``TypeError`` for an empty mapping or a wrong object, ``ConfigurationError`` for a
+        name no candidate has. The routed framework models are built on it."""
+        if not isinstance(models, Mapping) or not models:
+            raise TypeError("models must be a non-empty mapping candidate name -> Model")
+        unknown = sorted(set(models) - {b.name for b in self._candidates})
+        if unknown:
+            raise ConfigurationError(f"models for unknown candidates {unknown}")
+        for name, model in models.items():
+            if not isinstance(model, kind):
+                raise TypeError(f"models[{name!r}] must be {what}, got {model!r}")
+        return self.replace([b for b in self._candidates if b.name in models]), dict(models)
 
     async def _snapshot(self) -> tuple[dict[str, RemainingBudget], RemainingBudget | None]:
         read: dict[int, RemainingBudget] = {}

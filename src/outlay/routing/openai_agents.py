@@ -22,7 +22,7 @@ from agents.model_settings import ModelSettings
 from agents.models.interface import Model, ModelTracing
 from agents.tool import Tool
 
-from .._core import ConfigurationError, check_count
+from .._core import check_count
 from ..integrations.openai_agents import InputEstimate, ModelCallInput, estimate_call_input
 from ._model import Work
 from ._router import RouteChoice, Routed, Router
@@ -56,16 +56,8 @@ class RoutedModel(Model):
     ) -> None:
         if not isinstance(router, Router):
             raise TypeError(f"router must be a Router, got {type(router).__name__}")
-        if not isinstance(models, Mapping) or not models:
-            raise TypeError("models must be a non-empty mapping candidate name -> Model")
-        unknown = sorted(set(models) - {b.name for b in router.candidates})
-        if unknown:
-            raise ConfigurationError(f"models for unknown candidates {unknown}")
-        for name, model in models.items():
-            if not isinstance(model, Model):
-                raise TypeError(f"models[{name!r}] must be an Agents SDK Model, got {model!r}")
-        self._router = router.replace([b for b in router.candidates if b.name in models])
-        self._models = dict(models)
+        self._router, checked = router.for_models(models, Model, "an Agents SDK Model")
+        self._models: dict[str, Model] = checked
         self._max_output = check_count(max_output_tokens, "max_output_tokens")
         self._estimate = estimate or estimate_call_input
         self._fallback_on = fallback_on

@@ -22,7 +22,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from .._core import ConfigurationError, check_count
+from .._core import check_count
 from ..integrations.pydantic_ai import estimate_messages_input
 from ._model import Work
 from ._router import RouteChoice, Routed, Router
@@ -59,17 +59,10 @@ class RoutedModel(WrapperModel):
     ) -> None:
         if not isinstance(router, Router):
             raise TypeError(f"router must be a Router, got {type(router).__name__}")
-        if not isinstance(models, Mapping) or not models:
-            raise TypeError("models must be a non-empty mapping candidate name -> Model")
-        unknown = sorted(set(models) - {b.name for b in router.candidates})
-        if unknown:
-            raise ConfigurationError(f"models for unknown candidates {unknown}")
-        for name, model in models.items():
-            if not isinstance(model, Model):
-                raise TypeError(f"models[{name!r}] must be a pydantic-ai Model, got {model!r}")
-        super().__init__(next(iter(models.values())))
-        self._router = router.replace([b for b in router.candidates if b.name in models])
-        self._models = dict(models)
+        narrowed, checked = router.for_models(models, Model, "a pydantic-ai Model")
+        super().__init__(next(iter(checked.values())))
+        self._router = narrowed
+        self._models: dict[str, Model] = checked
         self._max_output = check_count(max_output_tokens, "max_output_tokens")
         self._estimate = estimate or estimate_messages_input
         self._fallback_on = fallback_on
