@@ -24,13 +24,12 @@ import argparse
 import json
 import platform
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
+from _timing import ROUNDS, timed, timed_sync
 
 from outlay import (
     Budget,
@@ -54,27 +53,6 @@ TEMPLATE = [
 ]
 
 
-ROUNDS = 3  # best of three: the figures are for a quiet machine, not a loaded one
-
-
-async def timed(n: int, op: Callable[[int], Awaitable[None]]) -> float:
-    best = 0.0
-    for r in range(ROUNDS):
-        start = time.perf_counter()
-        for i in range(r * n, (r + 1) * n):
-            await op(i)
-        best = max(best, n / (time.perf_counter() - start))
-    return best
-
-
-def timed_sync(n: int, op: Callable[[int], object]) -> float:
-    best = 0.0
-    for r in range(ROUNDS):
-        start = time.perf_counter()
-        for i in range(r * n, (r + 1) * n):
-            op(i)
-        best = max(best, n / (time.perf_counter() - start))
-    return best
 
 
 async def run(n: int) -> dict[str, float]:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
+from _timing import ROUNDS, timed, timed_sync
 
 from outlay import (
     Accelerator,
@@ -42,7 +41,6 @@ from outlay import (
 
 D = Decimal
 NOW = 1_764_547_200.0
-ROUNDS = 3  # best of three
 GPU = CostRates(per_vcpu_second=D("0.0000125"), per_gib_second=D("0.0000015"),
                 per_accelerator_second=D("0.0011"), idle_tail_s=60, billing_increment_s=60)
 BACKENDS = [
@@ -55,26 +53,6 @@ BACKENDS = [
 ]
 JOB = Work(tool="t", accelerator_memory_gib=40, max_runtime_s=3600, vcpus=16, memory_gib=64)
 CALL = Work(input_tokens=2_000, max_output_tokens=500)
-
-
-async def timed(n: int, op: Callable[[int], Awaitable[object]]) -> float:
-    best = 0.0
-    for r in range(ROUNDS):
-        start = time.perf_counter()
-        for i in range(r * n, (r + 1) * n):
-            await op(i)
-        best = max(best, n / (time.perf_counter() - start))
-    return best
-
-
-def timed_sync(n: int, op: Callable[[int], object]) -> float:
-    best = 0.0
-    for r in range(ROUNDS):
-        start = time.perf_counter()
-        for i in range(r * n, (r + 1) * n):
-            op(i)
-        best = max(best, n / (time.perf_counter() - start))
-    return best
 
 
 async def run(n: int) -> dict[str, float]:
