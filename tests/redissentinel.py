@@ -4,7 +4,9 @@
 and three ``redis-server --sentinel`` processes monitoring them as ``SERVICE``, each in its own
 temporary directory on free loopback ports, all protected by passwords (one for the data nodes,
 one for the sentinels), and waits until every sentinel knows the replica and the other two.
-``kill_master`` SIGKILLs the master and waits until the sentinels have promoted the replica;
+``kill_master`` SIGKILLs the master and waits until the sentinels have promoted the replica,
+``switch_master`` has them promote it with the old master alive (``SENTINEL FAILOVER``) and
+``demoted`` waits until they have made the old master a replica;
 ``replicate`` waits until the replica has every write the master has; ``stop`` stops what runs.
 ``down_after_ms`` (how long the master may be silent before a sentinel calls it down) is short
 so a failover takes seconds.
@@ -112,6 +114,31 @@ class SentinelDeployment:
         process = self.processes[old]
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+        return old, self._promoted(old, timeout)
+
+    def switch_master(self, *, timeout: float = 60) -> tuple[int, int]:
+        """``SENTINEL FAILOVER``: promote the replica with the old master alive; wait until
+        every sentinel names the new master. The old one still serves as a master until the
+        sentinels demote it (``demoted``). Returns (old port, new port)."""
+        old = self.master()
+        cli(self._live_sentinels()[0], "sentinel", "failover", SERVICE,
+            password=SENTINEL_PASSWORD)
+        return old, self._promoted(old, timeout)
+
+    def demoted(self, port: int, *, timeout: float = 60) -> None:
+        """Wait until the node on ``port`` is a replica again, synced with the master."""
+
+        def synced() -> bool:
+            try:  # while it loads the master's data it answers LOADING
+                return _info(port, "replication").get("master_link_status") == "up"
+            except subprocess.CalledProcessError:
+                return False
+
+        _wait(synced, f"port {port} did not become a synced replica", timeout)
+
+    def _promoted(self, old: int, timeout: float) -> int:
+        """Wait until every live sentinel names one master other than ``old`` and it serves
+        as master; its port."""
         deadline = time.monotonic() + timeout
         while True:
             named = {int(cli(port, "sentinel", "get-master-addr-by-name", SERVICE,
@@ -120,7 +147,7 @@ class SentinelDeployment:
             if len(named) == 1 and old not in named:
                 new = named.pop()
                 if _info(new, "replication").get("role") == "master":
-                    return old, new
+                    return new
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the sentinels did not promote a replica of port {old}")
             time.sleep(0.05)

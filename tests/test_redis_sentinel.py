@@ -9,6 +9,8 @@ from __future__ import annotations
 import traceback
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -33,7 +35,7 @@ from .redissentinel import (
     cli,
     start_sentinels,
 )
-from .redisserver import RedisServer, free_port
+from .redisserver import HOST, RedisServer, free_port
 from .storekit import REDIS_TEST_DB, drop_namespace, redis_store_at
 from .test_cli import run
 from .test_redis import check_fleet
@@ -77,6 +79,7 @@ def shown(exc: BaseException) -> str:
 
 
 def pool_of(store: RedisStore) -> _SentinelPool:
+    assert isinstance(store.client, Redis)
     pool = store.client.connection_pool
     assert isinstance(pool, _SentinelPool)
     return pool
@@ -247,6 +250,58 @@ async def test_a_master_killed_mid_run_fails_over_through_the_sentinels(
                                    kill=doomed_sentinel.kill_master)
         assert doomed_sentinel.master() != first
         assert pool_of(store).master_address == ("127.0.0.1", doomed_sentinel.master())
+
+
+@pytest.fixture
+def switched_sentinel(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    """A deployment of the test's own, for a switch of master with the old one alive."""
+    if not binaries_present():
+        pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start Redis Sentinel")
+    deployment = start_sentinels(tmp_path / "sentinel", down_after_ms=2000)
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhile(
+    switched_sentinel: SentinelDeployment,
+) -> None:
+    """``SENTINEL FAILOVER`` (maintenance: the old master alive). The sentinels promote the
+    replica and only seconds later demote the old master (at their next look at it); until
+    then a connection the store already holds reaches the old master, which still accepts
+    writes: a commit is acknowledged there and lost when it becomes a replica of the new
+    master (the hold it settled is back until its lease ends). The next write then answers
+    ``READONLY`` (the script wrote nothing); the driver drops that connection, asks the
+    sentinels and sends the call again to the new master: no error reaches the application."""
+    async with redis_store_at(switched_sentinel) as store:
+        budget = KeyedBudget(store)
+        await budget.set_limit("usd", Decimal("10"))
+        held = await budget.reserve({"usd": Decimal("2")}, lease=600)
+        pool = pool_of(store)
+        assert pool.master_address == (HOST, switched_sentinel.master())
+        await anyio.to_thread.run_sync(switched_sentinel.replicate)
+        old, new = await anyio.to_thread.run_sync(switched_sentinel.switch_master)
+        key = f"{{{store.namespace}}}:l:usd"
+
+        def spent_on(port: int) -> str:
+            return cli(port, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip()
+
+        await held.commit({"usd": Decimal("1.5")})  # acknowledged...
+        assert (spent_on(old), spent_on(new)) == ("1500000000", "0")  # ...by the old master
+        await anyio.to_thread.run_sync(switched_sentinel.demoted, old)
+        assert spent_on(old) == "0"  # the commit is gone: the old master took the new's data
+
+        after = await budget.reserve({"usd": Decimal("1")})  # READONLY, then the new master
+        assert pool.master_address == (HOST, new)
+        usage = await store.usage("usd")
+        assert (usage.spent, usage.held) == (Decimal("0"), Decimal("3"))  # the lost commit's
+        await after.release()                                            # hold is back
+        assert await store.commit(held.id, {"usd": Decimal("1.5")})  # a retry would count
+        usage = await store.usage("usd")
+        assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))
 
 
 @pytest.mark.anyio
