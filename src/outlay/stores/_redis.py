@@ -844,8 +844,9 @@ def _sentinel_client(parts: SplitResult, base: str, query: list[tuple[str, str]]
     node.pop("connection_class", None)
     tls = base == "rediss"
     # The sentinels' own clients: the same socket and TLS options, their own credentials.
+    takes = inspect.signature(aioredis.Redis.__init__).parameters
     asked: dict[str, Any] = {key: value for key, value in node.items()
-                             if key.startswith(("socket_", "ssl_"))}
+                             if key.startswith(("socket_", "ssl_")) and key in takes}
     asked.update(retry=_retry(), ssl=tls)
     for option in ("username", "password"):
         if f"sentinel_{option}" in mine:
