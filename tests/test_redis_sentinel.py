@@ -57,10 +57,11 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def doomed_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeployment]:
     """A deployment of this module's own, for the test that kills its master; the sentinels
-    call a master down after 2 s of silence."""
+    call a master down after 3 s of silence, room for a loaded machine before a live master
+    looks dead (a spurious failover would lose acknowledged writes)."""
     if not binaries_present():
         pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start Redis Sentinel")
-    deployment = start_sentinels(tmp_path_factory.mktemp("doomed-sentinel"), down_after_ms=2000)
+    deployment = start_sentinels(tmp_path_factory.mktemp("doomed-sentinel"), down_after_ms=3000)
     try:
         yield deployment
     finally:
