@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -152,6 +152,15 @@ class SentinelDeployment:
                 raise TimeoutError(f"the sentinels did not promote a replica of port {old}")
             time.sleep(0.05)
 
+    def good_replicas(self, port: int) -> int:
+        """How many replicas the node on ``port`` counts towards ``min-replicas-to-write``."""
+        return int(_info(port, "replication").get("min_slaves_good_slaves", "-1"))
+
+    def await_good_replicas(self, port: int, count: int, *, timeout: float = 30) -> None:
+        """Wait until the node on ``port`` counts ``count`` good replicas."""
+        _wait(lambda: self.good_replicas(port) == count,
+              f"port {port} did not reach {count} good replicas", timeout)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -165,19 +174,21 @@ class _DidNotStart(RuntimeError):
 
 
 def start_sentinels(directory: Path, *, down_after_ms: int = 5000,
-                    attempts: int = 3) -> SentinelDeployment:
-    """Start the deployment; a process that finds its port taken (a race with another process)
-    makes it start over on new ports."""
+                    data_options: Sequence[str] = (), attempts: int = 3) -> SentinelDeployment:
+    """Start the deployment (``data_options``: more ``redis-server`` arguments for both data
+    nodes); a process that finds its port taken (a race with another process) makes it start
+    over on new ports."""
     for attempt in range(attempts):
         try:
-            return _start(directory / f"attempt-{attempt}", down_after_ms)
+            return _start(directory / f"attempt-{attempt}", down_after_ms, data_options)
         except _DidNotStart:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start(directory: Path, down_after_ms: int) -> SentinelDeployment:
+def _start(directory: Path, down_after_ms: int,
+           data_options: Sequence[str]) -> SentinelDeployment:
     ports: list[int] = []
     while len(ports) < 5:
         port = free_port()
@@ -195,7 +206,7 @@ def _start(directory: Path, down_after_ms: int) -> SentinelDeployment:
                 "redis-server", "--port", str(port), "--bind", HOST, "--dir", str(node),
                 "--requirepass", PASSWORD, "--masterauth", PASSWORD, "--appendonly", "no",
                 "--save", "", "--daemonize", "no", "--loglevel", "warning",
-                "--logfile", str(node / "redis.log"), *extra], PASSWORD)
+                "--logfile", str(node / "redis.log"), *data_options, *extra], PASSWORD)
         _wait(lambda: _info(replica, "replication").get("master_link_status") == "up",
               "the replica did not sync")
         for port in deployment.sentinel_ports:

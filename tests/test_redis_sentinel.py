@@ -253,12 +253,19 @@ async def test_a_master_killed_mid_run_fails_over_through_the_sentinels(
         assert pool_of(store).master_address == ("127.0.0.1", doomed_sentinel.master())
 
 
-@pytest.fixture
-def switched_sentinel(tmp_path: Path) -> Iterator[SentinelDeployment]:
-    """A deployment of the test's own, for a switch of master with the old one alive."""
+#: What the docs advise against losing writes in a switch: a master refuses writes once no
+#: replica has acknowledged it for a second.
+GUARDED = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "1")
+
+
+@pytest.fixture(params=[pytest.param((), id="plain"), pytest.param(GUARDED, id="guarded")])
+def switched_sentinel(request: pytest.FixtureRequest,
+                      tmp_path: Path) -> Iterator[SentinelDeployment]:
+    """A deployment of the test's own, for a switch of master with the old one alive: plain,
+    or with the data nodes' ``min-replicas-to-write 1`` / ``min-replicas-max-lag 1``."""
     if not binaries_present():
         pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start Redis Sentinel")
-    deployment = start_sentinels(tmp_path / "sentinel", down_after_ms=2000)
+    deployment = start_sentinels(tmp_path / "sentinel", data_options=request.param)
     try:
         yield deployment
     finally:
@@ -267,6 +274,7 @@ def switched_sentinel(tmp_path: Path) -> Iterator[SentinelDeployment]:
 
 @pytest.mark.anyio
 @pytest.mark.slow
+@pytest.mark.parametrize("switched_sentinel", [()], ids=["plain"], indirect=True)
 async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhile(
     switched_sentinel: SentinelDeployment,
 ) -> None:
@@ -301,6 +309,42 @@ async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhi
         assert (usage.spent, usage.held) == (Decimal("0"), Decimal("3"))  # the lost commit's
         await after.release()                                            # hold is back
         assert await store.commit(held.id, {"usd": Decimal("1.5")})  # a retry would count
+        usage = await store.usage("usd")
+        assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("switched_sentinel", [GUARDED], ids=["guarded"], indirect=True)
+async def test_min_replicas_to_write_makes_the_old_master_refuse_instead_of_losing(
+    switched_sentinel: SentinelDeployment,
+) -> None:
+    """With ``min-replicas-to-write 1``, once the old master has had no replica acknowledging
+    it for ``min-replicas-max-lag`` seconds it refuses writes (``NOREPLICAS``): the commit
+    raises ``StoreError`` (fail closed) and changes nothing, instead of being acknowledged and
+    lost; retried once the old master is demoted and replicates from the new one, it counts
+    once on the new master. (Within that second the old master still acknowledges writes
+    that will be lost.)"""
+    async with redis_store_at(switched_sentinel) as store:
+        budget = KeyedBudget(store)
+        await budget.set_limit("usd", Decimal("10"))
+        held = await budget.reserve({"usd": Decimal("2")}, lease=600)
+        await anyio.to_thread.run_sync(switched_sentinel.replicate)
+        old, new = await anyio.to_thread.run_sync(switched_sentinel.switch_master)
+        await anyio.to_thread.run_sync(switched_sentinel.await_good_replicas, old, 0)
+        with pytest.raises(StoreError, match="NOREPLICAS") as refused:
+            await held.commit({"usd": Decimal("1.5")})
+        assert not isinstance(refused.value, StoreUnavailable)
+        key = f"{{{store.namespace}}}:l:usd"
+        assert cli(old, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip() == "0"
+        # The new master has no replica either until the old one is demoted and synced: it
+        # refuses writes too (with one replica, this setting trades availability after a
+        # failover for not losing writes).
+        assert switched_sentinel.good_replicas(new) == 0
+        await anyio.to_thread.run_sync(switched_sentinel.demoted, old)
+        await anyio.to_thread.run_sync(switched_sentinel.await_good_replicas, new, 1)
+        await held.commit({"usd": Decimal("1.5")})  # READONLY, then the new master
+        assert pool_of(store).master_address == (HOST, new)
         usage = await store.usage("usd")
         assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))
 
