@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from . import pgserver, rediscluster
+from . import pgserver, rediscluster, redissentinel
 from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
 
 
@@ -80,3 +80,21 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisclu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redissentinel.SentinelDeployment]:
+    """A real Sentinel deployment we start: a master, its replica and three sentinels on free
+    loopback ports, with passwords, stopped at the end of the session. Skips when the
+    binaries are missing."""
+    pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
+    if not redissentinel.binaries_present():
+        pytest.skip("no redis-server/redis-cli binaries on PATH: cannot start Redis Sentinel "
+                    "(apt-get install redis-server)")
+    deployment = redissentinel.start_sentinels(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        yield deployment
+    finally:
+        deployment.stop()

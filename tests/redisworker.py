@@ -70,7 +70,7 @@ async def work(url: str, worker: int, tasks: int, ops: int, seed: int) -> None:
 
 def main(argv: list[str]) -> None:
     url, namespace = argv[0], argv[1]
-    url = f"{url}?namespace={namespace}"
+    url += ("&" if "?" in url else "?") + f"namespace={namespace}"
     if argv[2] == "hog":
         anyio.run(hog, url, backend="asyncio")
     else:

@@ -21,6 +21,7 @@ from outlay.stores import SQLiteStore
 
 from .pgserver import PostgresServer, drop_schema, fresh_schema
 from .rediscluster import RedisCluster
+from .redissentinel import SentinelDeployment
 from .redisserver import RedisServer
 
 if TYPE_CHECKING:
@@ -51,9 +52,10 @@ async def drop_namespace(store: RedisStore) -> None:
 
 
 @asynccontextmanager
-async def redis_store_at(server: RedisServer | RedisCluster,
+async def redis_store_at(server: RedisServer | RedisCluster | SentinelDeployment,
                          **options: object) -> AsyncIterator[RedisStore]:
-    """A ``RedisStore`` on ``server`` (or a cluster) in a fresh namespace, deleted afterwards."""
+    """A ``RedisStore`` on ``server`` (or a cluster, or the master behind sentinels) in a fresh
+    namespace, deleted afterwards."""
     from outlay.stores._redis import RedisStore
 
     namespace = f"outlay-test-{uuid.uuid4().hex[:12]}"
@@ -80,6 +82,14 @@ async def redis_cluster_store(tmp_path: Path,
                               request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
     async with redis_store_at(cluster) as store:
+        yield store
+
+
+@asynccontextmanager
+async def redis_sentinel_store(tmp_path: Path,
+                               request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    deployment: SentinelDeployment = request.getfixturevalue("redis_sentinel")
+    async with redis_store_at(deployment) as store:
         yield store
 
 
@@ -123,5 +133,6 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "postgres": postgres_store,
     "redis": redis_store,
     "redis-cluster": redis_cluster_store,
+    "redis-sentinel": redis_sentinel_store,
     "sqlite": sqlite_store,
 }

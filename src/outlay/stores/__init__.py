@@ -7,8 +7,9 @@ never imports a database driver:
 - ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> ``SQLiteStore``, embedded and
   durable, shared by several processes on one host.
 - ``redis://host:port/db`` (``rediss://``, ``unix://``) -> ``RedisStore``, for many processes
-  and machines (needs the ``redis`` extra); ``redis+cluster://host:port`` (``rediss+cluster://``)
-  for a Redis or Valkey cluster.
+  and machines (needs the ``redis`` extra); ``redis+cluster://host:port`` for a cluster,
+  ``redis+sentinel://host:port,host:port/service`` for a master behind Sentinel (``rediss+``
+  for TLS); ``valkey`` / ``valkeys`` in place of ``redis`` / ``rediss`` open the same client.
 - ``postgresql://user@host:port/db?schema=outlay`` (``postgres://``) -> ``PostgresStore``, for
   teams that run PostgreSQL (needs the ``postgresql`` extra).
 
@@ -41,22 +42,22 @@ __all__ = (
     "RedisStore", "SQLiteStore", "SpendEvent", "Store", "store_from_url",
 )
 
+#: The schemes ``RedisStore.from_url`` reads: one server, a cluster or a master behind
+#: Sentinel, on Redis or Valkey, plain or TLS; and a Unix socket.
+_REDIS_SCHEMES = ("unix", *(f"{server}{tls}{topology}" for server in ("redis", "valkey")
+                            for tls in ("", "s") for topology in ("", "+cluster", "+sentinel")))
+
 #: URL scheme -> "module:Class"; the class builds itself with ``from_url(url)``.
 _SCHEMES: dict[str, str] = {
     "memory": "outlay.stores._memory:MemoryStore",
     "postgres": "outlay.stores._postgres:PostgresStore",
     "postgresql": "outlay.stores._postgres:PostgresStore",
-    "redis": "outlay.stores._redis:RedisStore",
-    "redis+cluster": "outlay.stores._redis:RedisStore",
-    "rediss+cluster": "outlay.stores._redis:RedisStore",
-    "rediss": "outlay.stores._redis:RedisStore",
-    "unix": "outlay.stores._redis:RedisStore",
+    **dict.fromkeys(_REDIS_SCHEMES, "outlay.stores._redis:RedisStore"),
     "sqlite": "outlay.stores._sqlite:SQLiteStore",
 }
 
 #: URL scheme -> the optional extra that installs its driver.
-_EXTRAS: dict[str, str] = {"rediss": "redis", "unix": "redis", "redis+cluster": "redis",
-                           "rediss+cluster": "redis", "postgres": "postgresql"}
+_EXTRAS: dict[str, str] = {**dict.fromkeys(_REDIS_SCHEMES, "redis"), "postgres": "postgresql"}
 
 #: Public names whose module imports an optional driver: loaded on first attribute access.
 _LAZY: dict[str, str] = {

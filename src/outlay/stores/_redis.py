@@ -35,11 +35,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterError,
@@ -199,19 +206,30 @@ class RedisStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
-        """``redis://[user:pass@]host:port/db`` (or ``rediss://``, ``unix://``) -> a store.
+        """A store from a URL; the store owns the client and closes it in ``aclose``.
 
-        ``redis+cluster://[user:pass@]host:port`` (``rediss+cluster://`` for TLS) opens a Redis
-        Cluster (or a Valkey cluster) through any one of its nodes; the client discovers the
-        others and follows failovers. The query may carry ``namespace`` and
-        ``decimal_places`` (``fail_open`` belongs to ``store_from_url``, which wraps the store
-        in ``FailOpenStore``); every other query option goes to the driver's connection pool
-        (``max_connections``,
-        default 64, ``socket_timeout``, ...). Keyword ``options`` win over the URL. Connections
-        are made on first use; tasks beyond ``max_connections`` wait for one. The store owns the
-        client and closes it in ``aclose``.
+        - ``redis://[user:pass@]host:port/db`` (``rediss://`` for TLS, ``unix:///path``): one
+          server.
+        - ``redis+cluster://[user:pass@]host:port`` (``rediss+cluster://``): a Redis Cluster,
+          through any one of its nodes; the client discovers the others and follows failovers.
+        - ``redis+sentinel://[user:pass@]host:port[,host:port...]/service[/db]``
+          (``rediss+sentinel://``): the master of ``service`` as the sentinels name it (port
+          26379 by default), asked again after a connection fails, so a failover is followed.
+          ``user:pass`` authenticate to the master; ``sentinel_username`` /
+          ``sentinel_password`` in the query to the sentinels; ``min_other_sentinels`` is the
+          driver's. Socket and TLS options apply to both.
+        - ``valkey`` / ``valkeys`` in place of ``redis`` / ``rediss`` in any of these: the same
+          client (Valkey speaks the protocol).
+
+        The query may carry ``namespace`` and ``decimal_places`` (``fail_open`` belongs to
+        ``store_from_url``, which wraps the store in ``FailOpenStore``); every other option
+        goes to the driver's connection pool (``max_connections``, default 64,
+        ``socket_timeout``, ...); an option none of them takes is refused, naming the closest.
+        Keyword ``options`` win over the URL. Connections are made on first use; tasks beyond
+        ``max_connections`` wait for one.
         """
         parts = urlsplit(url)
+        base, topology = _scheme(parts.scheme, url)
         own: dict[str, Any] = {}
         rest = []
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -229,25 +247,22 @@ class RedisStore(Store):
                 f"fail_open in {redact_url(url)!r}: RedisStore.from_url does not fail open; "
                 "use store_from_url(url) or FailOpenStore(store)")
         own.update(options)
+        _check_query(url, [key for key, _ in rest], _accepted_query(base, topology))
         query = dict(rest)
-        cluster = parts.scheme.endswith("+cluster")
-        scheme = parts.scheme.removesuffix("+cluster")
-        driver_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest)))
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"retry": _retry(), "max_connections": 64}
         if "socket_connect_timeout" not in query:
             kwargs["socket_connect_timeout"] = 5.0
         if "socket_timeout" not in query:
             kwargs["socket_timeout"] = 10.0
-        # Endings are idempotent by reservation id, so the driver may retry a dropped call;
-        # a short budget of retries keeps an unreachable server failing fast.
-        kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
-        kwargs["max_connections"] = 64
+        driver_url = urlunsplit(parts._replace(scheme=base, query=urlencode(rest)))
         try:
             client: aioredis.Redis | aioredis.RedisCluster
-            if cluster:
+            if topology == "cluster":
                 # Per node. After a connection error or MOVED the client re-reads the slot map
                 # and retries on the new master (its retry budget), then gives up.
                 client = aioredis.RedisCluster.from_url(driver_url, **kwargs)
+            elif topology == "sentinel":
+                client = _sentinel_client(parts, base, rest, kwargs)
             else:
                 # Tasks beyond max_connections wait (up to 20 s) for a connection.
                 pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0,
@@ -255,10 +270,6 @@ class RedisStore(Store):
                 client = aioredis.Redis.from_pool(pool)
         except (ValueError, TypeError, RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
-        if cluster:
-            _check_query(url, [key for key, _ in rest], aioredis.RedisCluster, aioredis.Connection)
-        else:
-            _check_query(url, [key for key, _ in rest], type(pool), pool.connection_class)
         return cls(client, owns_client=True, **own)
 
     @property
@@ -773,21 +784,132 @@ class _Bridge:
         self.loop.close()
 
 
-def _check_query(url: str, names: Sequence[str], *driver_classes: type) -> None:
-    """Refuse a query option neither outlay nor the driver's pool or connection takes (a
-    misspelled ``?namepsace=`` would otherwise fail deep in the driver on first use)."""
+#: The scheme's part before ``+`` -> the driver's scheme for one node (Valkey is the protocol's
+#: other server: same client).
+_BASES: Final = {"redis": "redis", "rediss": "rediss", "valkey": "redis", "valkeys": "rediss",
+                 "unix": "unix"}
+_TOPOLOGIES: Final = ("", "cluster", "sentinel")
+#: Query options of a Sentinel URL that configure the sentinels, not the master's pool.
+_SENTINEL_QUERY: Final = ("sentinel_username", "sentinel_password", "min_other_sentinels")
+#: Pool and connection arguments a Sentinel URL cannot set: the sentinels choose the address.
+_SENTINEL_FIXED: Final = ("service_name", "sentinel_manager", "connection_class", "host", "port")
+DEFAULT_SENTINEL_PORT: Final = 26379
+
+
+def _scheme(scheme: str, url: str) -> tuple[str, str]:
+    """``redis+sentinel`` -> (``redis``, ``sentinel``): the driver's scheme and the topology."""
+    base, _, topology = scheme.partition("+")
+    if base not in _BASES or topology not in _TOPOLOGIES or (base == "unix" and topology):
+        raise ConfigurationError(f"unknown Redis URL scheme {scheme!r} in {redact_url(url)!r}")
+    return _BASES[base], topology
+
+
+def _retry() -> Retry:
+    """The driver's retry budget for one client. Endings are idempotent by reservation id, so
+    the driver may retry a dropped call; two quick retries keep an unreachable server failing
+    fast."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2)
+
+
+class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's pool behind the sentinels, blocking like the one-server pool (tasks beyond
+    ``max_connections`` wait for a connection); closing it closes the sentinels' clients."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_client(parts: SplitResult, base: str, query: list[tuple[str, str]],
+                     defaults: dict[str, Any]) -> aioredis.Redis:
+    """The client of a ``redis+sentinel://`` URL's master (see ``RedisStore.from_url``).
+    Raises ``ValueError`` for a malformed URL, never showing its credentials."""
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    sentinels = [_sentinel_address(host) for host in hosts.split(",")]
+    path = parts.path.split("/")[1:]
+    if path[-1:] == [""]:
+        path.pop()
+    service = unquote(path[0]) if path else ""
+    if not service or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("a Sentinel URL names its service and optionally a database: "
+                         "/service[/db]")
+    mine = dict(pair for pair in query if pair[0] in _SENTINEL_QUERY)
+    # The master's options, read by the driver's own URL parser as for redis:// URLs.
+    node_url = urlunsplit((base, f"{userinfo}{at}sentinel", "/" + "/".join(path[1:]),
+                           urlencode([p for p in query if p[0] not in _SENTINEL_QUERY]), ""))
+    node: dict[str, Any] = {**defaults, **parse_url(node_url)}
+    del node["host"]
+    node.pop("connection_class", None)
+    tls = base == "rediss"
+    # The sentinels' own clients: the same socket and TLS options, their own credentials.
+    takes = inspect.signature(aioredis.Redis.__init__).parameters
+    asked: dict[str, Any] = {key: value for key, value in node.items()
+                             if key.startswith(("socket_", "ssl_")) and key in takes}
+    asked.update(retry=_retry(), ssl=tls)
+    for option in ("username", "password"):
+        if f"sentinel_{option}" in mine:
+            asked[option] = mine[f"sentinel_{option}"]
+    try:
+        quorum = int(mine.get("min_other_sentinels", "0"))
+    except ValueError:
+        raise ValueError("min_other_sentinels must be an integer") from None
+    manager = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        sentinels, min_other_sentinels=quorum, sentinel_kwargs=asked)
+    client: aioredis.Redis = manager.master_for(
+        service, connection_pool_class=_SentinelPool, ssl=tls, **{"timeout": 20.0, **node})
+    return client
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` -> (host, port), 26379 by default."""
+    if text.startswith("["):
+        host, _, tail = text[1:].partition("]")
+        port = tail.removeprefix(":") if tail.startswith(":") or not tail else "!"
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            host, port = text, ""
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"bad sentinel address {text!r}")
+    return unquote(host), int(port or DEFAULT_SENTINEL_PORT)
+
+
+def _accepted_query(base: str, topology: str) -> set[str]:
+    """The query options a URL of this kind takes: outlay's own, and every argument of the
+    driver's pool and connection classes (and the sentinels' options)."""
+    connection: type = {"rediss": aioredis.SSLConnection,
+                        "unix": aioredis.UnixDomainSocketConnection}.get(base, aioredis.Connection)
+    classes: tuple[type, ...] = (aioredis.BlockingConnectionPool, connection)
+    if topology == "cluster":
+        classes = (aioredis.RedisCluster, aioredis.Connection)
+    elif topology == "sentinel":
+        classes = (_SentinelPool, SentinelManagedSSLConnection if base == "rediss"
+                   else SentinelManagedConnection)
     accepted = set(_OWN_QUERY)
-    for cls in (c for driver_class in driver_classes for c in driver_class.__mro__):
+    for cls in (c for driver_class in classes for c in driver_class.__mro__):
         init = cls.__dict__.get("__init__")
         if init is not None:
             accepted.update(name for name, param in inspect.signature(init).parameters.items()
-                            if param.kind is not param.VAR_KEYWORD)
+                            if param.kind is not param.VAR_KEYWORD and name != "self")
+    if topology == "sentinel":
+        accepted = (accepted - set(_SENTINEL_FIXED)) | set(_SENTINEL_QUERY)
+    return accepted
+
+
+def _check_query(url: str, names: Sequence[str], accepted: set[str]) -> None:
+    """Refuse a query option outside ``accepted`` (a misspelled ``?namepsace=`` would otherwise
+    fail deep in the driver on first use), naming the closest one. The URL is shown without
+    the option's value: it may be a misspelled credential (``?sentinel_pasword=``)."""
     for name in names:
         if name not in accepted:
             close = difflib.get_close_matches(name, sorted(accepted), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigurationError(f"unknown option {name!r} in Redis URL "
-                                     f"{redact_url(url)!r}{hint}")
+                                     f"{redact_url(url, hide=(name,))!r}{hint}")
+
+
 def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:
     """A done-callback that drops a finished task from ``tasks`` and retrieves its exception
     (nobody awaits a task whose caller was cancelled)."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: Query options whose value is a credential (compared case-insensitively).
 _SECRET_OPTIONS = ("password", "passwd", "pass", "secret", "token", "auth", "key")
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, *, hide: Collection[str] = ()) -> str:
     """``url`` without credentials: the password of its user info and the value of any query
-    option that carries one (``?password=...``) become ``***``. A URL that cannot be parsed is
-    not shown at all."""
+    option that carries one (``?password=...``), or that ``hide`` names, become ``***``. A URL
+    that cannot be parsed is not shown at all."""
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -22,7 +23,8 @@ def redact_url(url: str) -> str:
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if any(s in k.lower() for s in _SECRET_OPTIONS) else v)
+            query = urlencode([(k, "***" if k in hide or any(s in k.lower() for s in
+                                                             _SECRET_OPTIONS) else v)
                                for k, v in pairs], safe="*")
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
