@@ -128,6 +128,18 @@ def test_errors_and_repr_never_show_the_password() -> None:
     assert "s3cret" not in str(info.value)
 
 
+def test_a_misspelled_option_is_refused_without_its_value() -> None:
+    # the value of a misspelled option may be a credential: before, it was kept in the
+    # connection string and shown by repr(store)
+    with pytest.raises(ConfigurationError) as info:
+        PostgresStore.from_url("postgresql://u:s3cret@127.0.0.1:1/db?pasword=t0psecret")
+    assert "did you mean 'password'?" in str(info.value)
+    assert "t0psecret" not in str(info.value) and "s3cret" not in str(info.value)
+    options = "sslmode=disable&keepalives=1&application_name=a&schema=s&pool_size=2"
+    store = PostgresStore.from_url(f"postgresql://u@127.0.0.1:1/db?{options}")
+    assert "keepalives=1" in repr(store)
+
+
 def test_missing_driver_is_a_configuration_error() -> None:
     code = ("import sys; sys.modules['psycopg'] = None\n"
             "from outlay import store_from_url, ConfigurationError\n"

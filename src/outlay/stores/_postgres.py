@@ -45,6 +45,7 @@ This module imports ``psycopg``; ``import outlay`` never does (``store_from_url`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import re
@@ -60,6 +61,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import anyio.lowlevel
 import psycopg
+import psycopg.pq
 
 from .._core._amounts import Amount, check_amount, check_count, check_lease
 from .._core._exceptions import (
@@ -72,7 +74,7 @@ from .._core._exceptions import (
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import decide_commit, decide_reserve
 from ._events import SpendEvent, decode_event, encode_event
-from ._url import redact_url
+from ._url import check_query, redact_url
 
 T = TypeVar("T")
 
@@ -134,6 +136,12 @@ _TOUCHED_MEMORY: Final = 65_536
 
 #: Taken (transaction-scoped) while a schema is created or migrated.
 _SETUP_LOCK: Final = 0x6F75746C  # "outl"
+
+
+@functools.cache
+def _libpq_options() -> frozenset[str]:
+    """The connection options this libpq accepts, as ``?name=`` in a URL."""
+    return frozenset(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
 
 
 class _NoSchema(Exception):
@@ -254,8 +262,9 @@ class PostgresStore(Store):
 
         ``schema`` (default ``outlay``), ``pool_size`` and ``history`` are the store's own
         options; every other query option goes to libpq (``sslmode``, ``connect_timeout``,
-        ``application_name``, ...). Keyword ``options`` win over the URL. ``postgres://`` is
-        accepted too. Connections are made on first use.
+        ``application_name``, ...) and must be one libpq knows: a misspelled one is refused with
+        its closest match, without its value (it may be a credential). Keyword ``options`` win
+        over the URL. ``postgres://`` is accepted too. Connections are made on first use.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres") or not url.startswith(
@@ -269,6 +278,7 @@ class PostgresStore(Store):
                 own[key] = value
             else:
                 rest.append((key, value))
+        check_query(url, [key for key, _ in rest], _libpq_options(), "PostgreSQL")
         for name, kind in (("pool_size", int), ("history", float)):
             if name in own:
                 try:

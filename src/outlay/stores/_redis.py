@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import difflib
 import hashlib
 import inspect
 import math
@@ -81,7 +80,7 @@ from ._base import (
     oldest_first,
 )
 from ._events import SpendEvent, decode_event, encode_event
-from ._url import redact_url
+from ._url import check_query, redact_url
 
 MAX_UNITS: Final = 2**53 - 1
 """The largest count (units, or money scaled by ``10**decimal_places``) a limit can hold."""
@@ -247,7 +246,7 @@ class RedisStore(Store):
                 f"fail_open in {redact_url(url)!r}: RedisStore.from_url does not fail open; "
                 "use store_from_url(url) or FailOpenStore(store)")
         own.update(options)
-        _check_query(url, [key for key, _ in rest], _accepted_query(base, topology))
+        check_query(url, [key for key, _ in rest], _accepted_query(base, topology), "Redis")
         query = dict(rest)
         kwargs: dict[str, Any] = {"retry": _retry(), "max_connections": 64}
         if "socket_connect_timeout" not in query:
@@ -896,18 +895,6 @@ def _accepted_query(base: str, topology: str) -> set[str]:
     if topology == "sentinel":
         accepted = (accepted - set(_SENTINEL_FIXED)) | set(_SENTINEL_QUERY)
     return accepted
-
-
-def _check_query(url: str, names: Sequence[str], accepted: set[str]) -> None:
-    """Refuse a query option outside ``accepted`` (a misspelled ``?namepsace=`` would otherwise
-    fail deep in the driver on first use), naming the closest one. The URL is shown without
-    the option's value: it may be a misspelled credential (``?sentinel_pasword=``)."""
-    for name in names:
-        if name not in accepted:
-            close = difflib.get_close_matches(name, sorted(accepted), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigurationError(f"unknown option {name!r} in Redis URL "
-                                     f"{redact_url(url, hide=(name,))!r}{hint}")
 
 
 def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:
