@@ -250,7 +250,7 @@ class SQLiteStore(Store):
         batch = self._batch()
         item = _Op(op, write, direct)
         if batch.running:
-            item.wake = anyio.Event()
+            item.wake = batch.event()
             batch.queue.append(item)
             try:
                 await item.wake.wait()  # set when it is to lead the next hop, or is done
@@ -480,8 +480,9 @@ class SQLiteStore(Store):
             "SELECT rid, amounts FROM holds WHERE expires_at <= ?", (now,)).fetchall()
         if expired:
             for _, amounts_json in expired:
-                rows = tx.load(json.loads(amounts_json))
-                tx.write(decide_release(rows, _amounts(rows, amounts_json)))
+                stored = json.loads(amounts_json)
+                rows = tx.load(stored)
+                tx.write(decide_release(rows, _amounts(rows, stored)))
             conn.executemany("INSERT OR REPLACE INTO endings VALUES (?, 'expired', ?, NULL, ?)",
                              [(rid, amounts_json, now) for rid, amounts_json in expired])
             conn.executemany("DELETE FROM holds WHERE rid = ?", [(r,) for r, _ in expired])
@@ -539,7 +540,8 @@ class SQLiteStore(Store):
                     conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
                                   str(limit.held), ends.get(key), now))
-                tx.write({k: v for k, v in decision.after.items() if k not in decision.created})
+                tx.write({k: v for k, v in decision.after.items() if k not in decision.created}
+                         if decision.created else decision.after)
             return decision.admission  # a refusal keeps the sweep; nothing else was written
 
         return await self._run(op)
@@ -551,24 +553,27 @@ class SQLiteStore(Store):
             conn = tx.conn
             found = conn.execute("SELECT amounts FROM holds WHERE rid = ?", (rid,)).fetchone()
             live = found is not None
-            if not live:
-                found = conn.execute("SELECT amounts, outcome FROM endings WHERE rid = ?",
+            if live:
+                (amounts_json,) = found
+            else:
+                ended = conn.execute("SELECT amounts, outcome FROM endings WHERE rid = ?",
                                      (rid,)).fetchone()
-                if found is None:
+                if ended is None:
                     raise ReservationError(f"unknown reservation {rid!r}")
-                if found[1] != "expired":
+                if ended[1] != "expired":
                     return False
                 # The lease expired before the commit: the hold is gone, the spend still counts.
-            stored: dict[str, str] = json.loads(found[0])
+                amounts_json = ended[0]
+            stored: dict[str, str] = json.loads(amounts_json)
             rows = tx.load(stored)
             # A limit dropped since (drop_idle_limit) stays a held key, so an ``actual`` naming
             # it is not refused as foreign; decide_commit gives it no spend (it is not in rows).
-            held: dict[str, Amount] = {**dict.fromkeys(stored, 0), **_amounts(rows, found[0])}
+            held: dict[str, Amount] = {**dict.fromkeys(stored, 0), **_amounts(rows, stored)}
             after, spend = decide_commit(rows, held, checked, live=live)
             if live:
                 conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'committed', ?, ?, ?)",
-                         (rid, found[0], _dump(spend), tx.now))
+                         (rid, amounts_json, _dump(spend), tx.now))
             tx.write(after)
             return True
 
@@ -603,8 +608,9 @@ class SQLiteStore(Store):
                 conn.execute("INSERT OR IGNORE INTO endings VALUES (?, 'released', '{}', NULL, ?)",
                              (rid, now))
                 return False
-            rows = tx.load(json.loads(found[0]))
-            after = decide_release(rows, _amounts(rows, found[0]))
+            stored = json.loads(found[0])
+            rows = tx.load(stored)
+            after = decide_release(rows, _amounts(rows, stored))
             conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'released', ?, NULL, ?)",
                          (rid, found[0], now))
@@ -798,6 +804,8 @@ class _Batch:
 
     queue: list[_Op] = field(default_factory=list)
     running: bool = False
+    #: The event loop's own ``anyio.Event`` class (made directly: no backend lookup per op).
+    event: Callable[[], anyio.Event] = field(default_factory=lambda: type(anyio.Event()))
 
 
 class _Tx:
@@ -838,6 +846,8 @@ class _Tx:
         self._staged.update(after)
 
     def keep(self) -> None:
+        if not self._staged:
+            return
         self._limits.update(self._staged)
         self._dirty.update(self._staged)
         self._staged.clear()
@@ -869,9 +879,9 @@ def _usage(key: str, unit: str, cap: str, spent: str, held: str) -> LimitUsage:
                       _parse(unit, held, key))
 
 
-def _amounts(rows: Mapping[str, LimitUsage], amounts_json: str) -> dict[str, Amount]:
-    """A hold's stored amounts, in the unit of each limit that still exists."""
-    stored: dict[str, str] = json.loads(amounts_json)
+def _amounts(rows: Mapping[str, LimitUsage], stored: Mapping[str, str]) -> dict[str, Amount]:
+    """A hold's stored amounts (its decoded JSON), in the unit of each limit that still
+    exists."""
     return {key: _parse("decimal" if isinstance(rows[key].cap, Decimal) else "int", text, key)
             for key, text in stored.items() if key in rows}
 
