@@ -302,41 +302,44 @@ class SQLiteStore(Store):
 
     def _call(self, items: list[_Op]) -> None:
         """Run ``items`` under the lock in one transaction and record each one's outcome; never
-        raises. Each operation is all-or-nothing on its own, without savepoints: one that fails
-        before it writes (a refusal, bad input, an unknown id) fails alone; one that fails
-        after it wrote, or an error that ends the transaction, rolls the whole transaction back
-        and the others run again in a new one. If the transaction itself cannot start, sweep,
-        write back its limits or commit, every operation in it fails and none took effect."""
-        with self._lock:
-            try:
-                if self._closed:
-                    raise StoreError(f"{self!r} is closed")
-                conn = self._connection_mapped()
-            except BaseException as exc:
-                for item in items:
-                    item.error = exc
-                return
-            while items:
-                items = self._attempt(conn, items)
+        raises. Each operation is all-or-nothing on its own, without savepoints:
 
-    def _attempt(self, conn: sqlite3.Connection, items: list[_Op]) -> list[_Op]:
-        """One transaction over ``items``; returns those to run again (see ``_call``)."""
+        - one that fails before it writes (a refusal, bad input, an unknown id) fails alone,
+          the others go on;
+        - one that fails after it wrote, or an error that ends the transaction, rolls the
+          whole transaction back; it fails, and all the others run again in a new one (their
+          outcomes are those of the transaction that commits);
+        - if a step of the transaction itself fails (the sweep, writing back the limits, the
+          commit), it is rolled back and each operation runs again in a transaction of its own,
+          so an error is the answer of exactly the operations it comes from;
+        - if the transaction cannot start (busy past ``busy_timeout``), every operation in it
+          fails and none took effect.
+        """
+        with self._lock:
+            groups = [items]
+            while groups:
+                groups[:1] = self._attempt(groups[0])
+
+    def _attempt(self, items: list[_Op]) -> list[list[_Op]]:
+        """One transaction over ``items``; returns the groups to run next (see ``_call``)."""
+        for item in items:  # outcomes of an earlier attempt do not count
+            item.result, item.error = _MISSING, None
         write = any(item.write for item in items)
         try:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            conn = self._connection_mapped()
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.Error as exc:
-            error = self._mapped(exc)
-            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_READONLY:
-                for item in items:
-                    item.error = error
-                return []
-            # A read-only snapshot: the writes fail, the reads run in a read transaction.
+        except BaseException as exc:
+            error = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
+            readonly = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY
             for item in items:
-                if item.write:
+                if item.write or not readonly:
                     item.error = error
-            return [item for item in items if not item.write]
+            # A read-only snapshot: the writes fail, the reads run in a read transaction.
+            reads = [item for item in items if not item.write] if readonly else []
+            return [reads] if reads else []
         tx = _Tx(conn, self._clock())
-        ran: list[_Op] = []
         try:
             if write:
                 self._sweep(tx)
@@ -345,7 +348,7 @@ class SQLiteStore(Store):
                     tx.flush()
                 before = conn.total_changes
                 try:
-                    item.result, item.error = item.op(tx), None
+                    item.result = item.op(tx)
                 except BaseException as exc:
                     tx.drop()
                     item.error = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
@@ -353,23 +356,24 @@ class SQLiteStore(Store):
                         # Part of it was written (or the transaction is gone): undo it all.
                         if conn.in_transaction:
                             conn.rollback()
-                        return ran + items[n + 1:]
+                        rest = items[:n] + items[n + 1:]
+                        return [rest] if rest else []
                 else:
                     tx.keep()
-                    ran.append(item)
                 if item.direct:
                     tx.flush()  # it may have changed the table: read it afresh
             tx.flush()
             conn.execute("COMMIT")
         except BaseException as exc:  # the transaction's own steps: sweep, write-back, commit
             failure: BaseException = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
-            for item in items:
-                if item.error is None:  # one that failed alone keeps its own error
-                    item.error = failure
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.rollback()
             self._discard_if_broken()
+            if len(items) > 1:  # find out whose error it is: each one again, alone
+                return [[item] for item in items]
+            if items[0].error is None:  # an operation that failed alone keeps its own error
+                items[0].error = failure
         return []
 
     def _mapped(self, exc: sqlite3.Error) -> StoreError:
