@@ -25,21 +25,34 @@ How it stays exact and atomic:
 The ``sqlite3`` driver is synchronous; every call runs in a worker thread via
 ``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock**. SQLite lets one
 writer at a time into a file anyway, so a pool would only add parallel readers while every
-connection paid for its own cache and WAL bookkeeping. Each store also takes one worker-thread
-slot per event loop (an ``anyio.CapacityLimiter(1)``): concurrent operations of one store queue
-in the event loop, where they can still be cancelled with no effect, instead of parking threads
-of anyio's shared pool on the lock. Once an operation has its thread it is never abandoned: if
-the caller is cancelled then, the thread finishes (commits or rolls back) the transaction and
-the caller sees the cancellation afterwards. The operation may therefore have taken effect;
-every operation is idempotent by reservation id, so a retry is safe, and ``Budget`` releases a
-reservation whose ``reserve`` was cancelled.
+connection paid for its own cache and WAL bookkeeping. Each store sends at most one hop at a time
+per event loop: concurrent operations of one store queue in the event loop, where they can still
+be cancelled with no effect, instead of parking threads of anyio's shared pool on the lock. Once
+an operation is taken into a hop it is never abandoned: if the caller is cancelled then, the
+thread finishes (commits or rolls back) the transaction and the caller sees the cancellation
+afterwards. The operation may therefore have taken effect; every operation is idempotent by
+reservation id, so a retry is safe, and ``Budget`` releases a reservation whose ``reserve`` was
+cancelled.
 
-Group commit: operations of one store that queue while another is in the worker thread go into
-the next hop together and run in **one** ``BEGIN IMMEDIATE`` transaction, each inside its own
-savepoint (its own ``BEGIN``/``COMMIT`` become ``SAVEPOINT``/``RELEASE``). Each is still
-all-or-nothing and idempotent: one that fails is rolled back to its savepoint and raises its
-own error, the others go on; if the shared transaction cannot start or commit, every operation
-in it fails and none took effect. A lone operation runs as before, in a transaction of its own.
+Group commit: the operations that queue while a hop is in the worker thread go into the next hop
+together and run in **one** transaction (``BEGIN IMMEDIATE`` if any of them writes), which
+sweeps expired holds once. The limit rows it reads are parsed once and kept in memory (``_Tx``);
+each operation's new figures are written back together, once per transaction (and before an
+operation that reads the ``limits`` table with its own SQL). There are no savepoints: each
+operation is still all-or-nothing and idempotent by reservation id because (``_call``)
+
+- an operation decides before it writes, so one that fails before its first write (a refusal,
+  bad input, an unknown or ended id) has changed nothing and fails alone;
+- one that fails after it wrote (``total_changes`` moved), or an error that ends the
+  transaction, rolls the transaction back; that one fails, and the others run again in a new
+  transaction (their answers are those of the transaction that commits);
+- if a step of the transaction itself fails (the sweep, the write-back, the commit), it is
+  rolled back and every operation runs again in a transaction of its own, so an error is the
+  answer of exactly the operations it comes from;
+- if the transaction cannot start (busy past ``busy_timeout``), every operation in it fails
+  and none took effect.
+
+A lone operation is a transaction of its own, as before.
 """
 
 from __future__ import annotations
