@@ -33,9 +33,9 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = SQLiteStore._call
 
-    def spy(self: SQLiteStore, items: list[Any]) -> None:
-        sizes.append(len(items))
-        real(self, items)
+    def spy(self: SQLiteStore, items: list[Any], *rest: Any) -> None:
+        real(self, items, *rest)
+        sizes.append(len(items))  # with those it took in while it ran
 
     monkeypatch.setattr(SQLiteStore, "_call", spy)
     return sizes
@@ -57,7 +57,7 @@ async def test_queued_operations_share_one_transaction(tmp_path: Path, hops: lis
                     tg.start_soon(reserve, n)
                 await anyio.wait_all_tasks_blocked()  # one waits for the lock, 19 are queued
                 raw.execute("COMMIT")
-        assert hops[-2:] == [1, 19]  # the first ran alone; the 19 queued behind it shared one
+        assert hops[-1] == 20  # the first waited for the lock; the 19 queued behind it joined
         assert sorted(admitted) == [False] * 5 + [True] * 15  # never over the cap
         assert (await store.usage("calls")).held == 15
         assert await store.held_reservations() == 15
@@ -94,7 +94,7 @@ async def test_a_failing_operation_fails_alone_in_a_shared_transaction(
                 tg.start_soon(run, "commit", store.commit("held", {"usd": Decimal("0.25")}))
                 await anyio.wait_all_tasks_blocked()
                 raw.execute("COMMIT")
-        assert hops[-2:] == [1, 5]
+        assert hops[-1] == 6
         assert outcomes["unit"] is TypeError
         assert outcomes["unknown"] is ReservationError
         assert outcomes["nolimit"] is UnknownLimit
@@ -160,7 +160,7 @@ async def test_one_that_fails_after_it_wrote_is_undone_and_the_others_run_again(
             "good": lambda: store.commit("good"),
             "after": lambda: store.reserve("after", {"calls": 3}, lease=60),
         })
-        assert hops[-1] == 4  # one hop for the four; inside it, two transactions
+        assert hops[-1] == 5  # one hop for all; inside it, two transactions
         assert got["bad"] is StoreError
         assert got["good"] is True
         assert got["before"].admitted
@@ -193,7 +193,7 @@ async def test_a_failing_shared_step_is_run_again_alone_by_each_operation(
             "p": lambda: store.reserve("p", {"poison": 1, "calls": 1}, lease=60),
             "b": lambda: store.reserve("b", {"calls": 2}, lease=60),
         })
-        assert hops[-1] == 3
+        assert hops[-1] == 4
         assert got["p"] is StoreError
         assert got["a"].admitted
         assert got["b"].admitted
@@ -222,7 +222,7 @@ async def test_operations_in_one_transaction_see_those_before_them(
             "end": lambda: store.commit("a", {"calls": 1}),
             "last": lambda: store.usage("calls"),
         })
-        assert hops[-1] == 7
+        assert hops[-1] == 8
         assert got["seen"].held == 3
         assert got["b"].admitted  # 3 + 5 <= 10: the new cap counts at once
         assert not got["c"].admitted  # 3 + 5 + 3 > 10
@@ -300,7 +300,7 @@ async def test_cancelled_while_its_shared_transaction_is_in_flight(
             await anyio.wait_all_tasks_blocked()
             tg.start_soon(reserve, "b")
             await anyio.wait_all_tasks_blocked()
-            first_gate.set()  # the first hop ends; the next takes a, the second blocker and b
+            first_gate.set()  # the first blocker ends; its hop takes a, the second blocker, b
             await anyio.to_thread.run_sync(inside.wait)
             tg.start_soon(reserve, "queued", queued_scope)  # behind the hop in flight
             await anyio.wait_all_tasks_blocked()
@@ -309,7 +309,7 @@ async def test_cancelled_while_its_shared_transaction_is_in_flight(
             await anyio.wait_all_tasks_blocked()
             assert "b" not in got  # the hop with "a" in it is still in the worker thread
             gate.set()
-        assert hops[-2:] == [1, 3]  # the first blocker alone, then a, the second blocker, b
+        assert hops[-1] == 4  # both blockers, a and b; not "queued"
         assert scope.cancelled_caught
         assert queued_scope.cancelled_caught
         assert "a" not in got
@@ -319,5 +319,46 @@ async def test_cancelled_while_its_shared_transaction_is_in_flight(
             await store.commit("queued")
     finally:
         first_gate.set()
+        gate.set()
+        await store.aclose()
+
+
+async def test_operations_queued_while_a_transaction_runs_join_it(
+    tmp_path: Path, hops: list[int]
+) -> None:
+    # A gate holds the worker thread inside a transaction; operations queued meanwhile are
+    # taken into that transaction when the gate opens (one hop, one commit), and each caller
+    # gets its own answer.
+    db = tmp_path / "b.db"
+    store = SQLiteStore(db)
+    entered, gate = threading.Event(), threading.Event()
+    try:
+        await store.set_limit("calls", 2)
+        got: dict[str, Any] = {}
+
+        def blocker(tx: Any) -> str:
+            entered.set()
+            gate.wait(10)
+            return "blocker"
+
+        async def run(name: str, work: Callable[[], Awaitable[Any]]) -> None:
+            got[name] = await outcome(work())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "blocker", lambda: store._run(blocker))
+            await anyio.to_thread.run_sync(entered.wait)
+            for n in range(3):
+                tg.start_soon(run, f"r{n}", lambda n=n: store.reserve(f"r{n}", {"calls": 1},
+                                                                       lease=60))
+                await anyio.wait_all_tasks_blocked()  # queued in this order
+            tg.start_soon(run, "bad", lambda: store.commit("never"))
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+        assert hops[-1] == 5  # the blocker's hop took the four queued behind it
+        assert got["blocker"] == "blocker"
+        assert [got[f"r{n}"].admitted for n in range(3)] == [True, True, False]
+        assert got["bad"] is ReservationError
+        assert (await store.usage("calls")).held == 2
+    finally:
         gate.set()
         await store.aclose()

@@ -34,11 +34,12 @@ afterwards. The operation may therefore have taken effect; every operation is id
 reservation id, so a retry is safe, and ``Budget`` releases a reservation whose ``reserve`` was
 cancelled.
 
-Group commit: the operations that queue while a hop is in the worker thread go into the next hop
-together and run in **one** transaction (``BEGIN IMMEDIATE`` if any of them writes), which
-sweeps expired holds once. The limit rows it reads are parsed once and kept in memory (``_Tx``);
-each operation's new figures are written back together, once per transaction (and before an
-operation that reads the ``limits`` table with its own SQL). There are no savepoints: each
+Group commit: the operations that queue while a hop is in the worker thread join its
+transaction before it commits (up to 256 in one), or else go into the next hop together: **one**
+transaction (``BEGIN IMMEDIATE`` if any of them writes), which sweeps expired holds once. The
+limit rows it reads are parsed once and kept in memory (``_Tx``); each operation's new figures
+are written back together, once per transaction (and before an operation that reads the
+``limits`` table with its own SQL). There are no savepoints: each
 operation is still all-or-nothing and idempotent by reservation id because (``_call``)
 
 - an operation decides before it writes, so one that fails before its first write (a refusal,
@@ -254,8 +255,9 @@ class SQLiteStore(Store):
         ``op`` reads or writes the ``limits`` table with its own SQL, not through ``tx``.
 
         Group commit: operations of this store that arrive while a hop is in the worker thread
-        queue in the event loop; the next hop takes all of them into one transaction
-        (``_call``). A lone operation is a transaction of its own.
+        queue in the event loop; the running hop takes them into its transaction before it
+        commits (``_drain``), and the next hop takes those that came too late (``_call``). A
+        lone operation is a transaction of its own.
 
         Cancelled while queued: nothing happened. Cancelled once taken into a hop: the
         transaction finishes, one way or the other, and then the cancellation is raised.
@@ -264,12 +266,16 @@ class SQLiteStore(Store):
         item = _Op(op, write, direct)
         if batch.running:
             item.wake = batch.event()
-            batch.queue.append(item)
+            with batch.lock:
+                batch.queue.append(item)
             try:
                 await item.wake.wait()  # set when it is to lead the next hop, or is done
             except BaseException:
-                if not item.taken:  # never taken into a hop: nothing happened
-                    batch.queue.remove(item)
+                with batch.lock:  # the worker thread may be taking it into the running hop
+                    untaken = not item.taken
+                    if untaken:  # never taken into a hop: nothing happened
+                        batch.queue.remove(item)
+                if untaken:
                     if item.leads:  # it was to lead the next hop: hand that on
                         self._hand_on(batch)
                     raise
@@ -279,12 +285,13 @@ class SQLiteStore(Store):
             if item.done:
                 return cast(T, item.outcome())
         batch.running = True
-        taken, batch.queue = batch.queue or [item], []
-        try:
+        with batch.lock:
+            taken, batch.queue = batch.queue or [item], []
             for queued in taken:
                 queued.taken = True
+        try:
             with anyio.CancelScope(shield=True):  # every operation taken runs, once
-                await anyio.to_thread.run_sync(self._call, taken)
+                await anyio.to_thread.run_sync(self._call, taken, batch)
         finally:
             for queued in taken:
                 queued.done = True
@@ -313,9 +320,10 @@ class SQLiteStore(Store):
             bound = self._bound_batch = (loop, _Batch())
         return bound[1]
 
-    def _call(self, items: list[_Op]) -> None:
-        """Run ``items`` under the lock in one transaction and record each one's outcome; never
-        raises. Each operation is all-or-nothing on its own, without savepoints:
+    def _call(self, items: list[_Op], batch: _Batch | None = None) -> None:
+        """Run ``items`` under the lock in one transaction, with the operations of ``batch``
+        queued meanwhile (``_drain``), and record each one's outcome; never raises. Each
+        operation is all-or-nothing on its own, without savepoints:
 
         - one that fails before it writes (a refusal, bad input, an unknown id) fails alone,
           the others go on;
@@ -331,9 +339,10 @@ class SQLiteStore(Store):
         with self._lock:
             groups = [items]
             while groups:
-                groups[:1] = self._attempt(groups[0])
+                group = groups[0]
+                groups[:1] = self._attempt(group, batch if group is items else None)
 
-    def _attempt(self, items: list[_Op]) -> list[list[_Op]]:
+    def _attempt(self, items: list[_Op], batch: _Batch | None = None) -> list[list[_Op]]:
         """One transaction over ``items``; returns the groups to run next (see ``_call``)."""
         for item in items:  # outcomes of an earlier attempt do not count
             item.result, item.error = _MISSING, None
@@ -356,7 +365,10 @@ class SQLiteStore(Store):
         try:
             if write:
                 self._sweep(tx)
-            for n, item in enumerate(items):
+            n = 0
+            while n < len(items) or (batch is not None and _drain(batch, items)):
+                item = items[n]
+                n += 1
                 if item.direct:
                     tx.flush()
                 before = conn.total_changes
@@ -369,7 +381,7 @@ class SQLiteStore(Store):
                         # Part of it was written (or the transaction is gone): undo it all.
                         if conn.in_transaction:
                             conn.rollback()
-                        rest = items[:n] + items[n + 1:]
+                        rest = items[:n - 1] + items[n:]
                         return [rest] if rest else []
                 else:
                     tx.keep()
@@ -791,6 +803,22 @@ _RID_STATE = ("SELECT EXISTS (SELECT 1 FROM holds WHERE rid = ?), "
 
 _MISSING: Any = object()
 
+#: The most operations one hop takes from the queue while it runs.
+_MAX_BATCH = 256
+
+
+def _drain(batch: _Batch, items: list[_Op]) -> bool:
+    """In the worker thread, at the end of the operations of a hop: take the operations queued
+    since it started into its transaction (up to ``_MAX_BATCH`` in all); whether there were
+    any. Their callers are answered with the others when the hop returns."""
+    with batch.lock:
+        more = batch.queue[:max(0, _MAX_BATCH - len(items))]
+        del batch.queue[:len(more)]
+        for item in more:
+            item.taken = True
+    items.extend(more)
+    return bool(more)
+
 
 class _Op:
     """One operation: what it runs, and its outcome; while queued in the event loop, the event
@@ -821,6 +849,8 @@ class _Batch:
 
     queue: list[_Op] = field(default_factory=list)
     running: bool = False
+    #: Guards ``queue`` and ``_Op.taken`` between the event loop and the worker thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     #: The event loop's own ``anyio.Event`` class (made directly: no backend lookup per op).
     event: Callable[[], anyio.Event] = field(default_factory=lambda: type(anyio.Event()))
 
