@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -241,10 +240,10 @@ async def test_one_sqlite_transaction_per_reservation_and_per_ending(tmp_path: P
                     window=[Window.run(), Window.day(), Window.month()], store=store)
     statements: list[str] = []
 
-    def trace(conn: sqlite3.Connection, now: float) -> None:
-        conn.set_trace_callback(statements.append)
+    def trace(tx: Any) -> None:
+        tx.conn.set_trace_callback(statements.append)
 
-    store._call(trace)
+    await store._run(trace, write=False)
     try:
         for _ in range(3):
             statements.clear()

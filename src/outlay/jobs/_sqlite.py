@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from .._core import StoreError
 from ..stores import Store
-from ..stores._sqlite import SQLiteStore
+from ..stores._sqlite import SQLiteStore, _Tx
 from ._model import JobRow
 from ._store import (
     JobStore,
@@ -76,34 +76,28 @@ class SQLiteJobStore(JobStore):
         return cls(store)
 
     async def _run(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
-        """``op`` in one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        """``op`` in one write transaction of the store (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
 
-        def step(conn: sqlite3.Connection, now: float) -> T:
-            conn.execute("BEGIN IMMEDIATE")
+        def step(tx: _Tx) -> T:
             if not self._ready:
-                self._migrate(conn)
-            result = op(conn, now)
-            conn.execute("COMMIT")
-            self._ready = True
-            return result
+                self._migrate(tx.conn)
+            return op(tx.conn, tx.now)
 
-        return await self._store._run(step)
+        result = await self._store._run(step)
+        self._ready = True  # committed: the tables are there
+        return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T], empty: T) -> T:
         """``op`` in one read transaction; ``empty`` if this file has no job tables yet (a
         read never creates them)."""
 
-        def step(conn: sqlite3.Connection, now: float) -> T:
-            conn.execute("BEGIN")
-            try:
-                if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                                    "name = 'jobs'").fetchone():
-                    return empty
-                return op(conn)
-            finally:
-                conn.execute("COMMIT")
+        def step(tx: _Tx) -> T:
+            if not tx.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                   "name = 'jobs'").fetchone():
+                return empty
+            return op(tx.conn)
 
-        return await self._store._run(step)
+        return await self._store._run(step, write=False)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "

@@ -83,23 +83,6 @@ def decide_reserve(
     return ReserveDecision(Admission(True), after, frozenset(created))
 
 
-def settle(
-    current: Mapping[str, LimitUsage],
-    held: Mapping[str, Amount],
-    actual: Mapping[str, Amount],
-) -> dict[str, Amount]:
-    """The spend a commit records on each held limit: ``actual`` where given, else what was
-    held. ``ValueError`` if ``actual`` names a limit the reservation does not hold,
-    ``TypeError`` for a ``Decimal`` on an ``int`` limit."""
-    unknown = sorted(actual.keys() - held.keys())
-    if unknown:
-        raise ValueError(f"actual names limits the reservation does not hold: {unknown}")
-    spend = {key: actual.get(key, amount) for key, amount in held.items()}
-    for key, amount in spend.items():
-        check_unit(current[key].cap, amount, key)
-    return spend
-
-
 def decide_commit(
     current: Mapping[str, LimitUsage],
     held: Mapping[str, Amount],
@@ -108,24 +91,30 @@ def decide_commit(
     live: bool,
 ) -> tuple[dict[str, LimitUsage], dict[str, Amount]]:
     """The figures after committing a reservation that held ``held``, and the spend recorded
-    on each limit. ``live`` is False when the hold is already gone (its lease expired): the
-    spend still counts, nothing is unheld. Limits missing from ``current`` (a forgotten period)
-    take no spend."""
-    present = {key: amount for key, amount in held.items() if key in current}
-    spend = settle(current, present, {k: v for k, v in actual.items() if k in present}
-                   ) if present else {}
-    foreign = sorted(actual.keys() - held.keys())
-    if foreign:
+    on each limit: ``actual`` where given, else what was held. ``live`` is False when the hold
+    is already gone (its lease expired): the spend still counts, nothing is unheld. Limits
+    missing from ``current`` (a forgotten period) take no spend. ``TypeError`` for a
+    ``Decimal`` spend on an ``int`` limit, then ``ValueError`` if ``actual`` names a limit the
+    reservation does not hold or a spend cannot be counted exactly."""
+    spend: dict[str, Amount] = {}
+    for key, amount in held.items():
+        limit = current.get(key)
+        if limit is not None:
+            used = actual.get(key, amount) if actual else amount
+            check_unit(limit.cap, used, key)
+            spend[key] = used
+    if actual and not actual.keys() <= held.keys():
+        foreign = sorted(actual.keys() - held.keys())
         raise ValueError(f"actual names limits the reservation does not hold: {foreign}")
     after: dict[str, LimitUsage] = {}
-    for key, amount in present.items():
+    for key, used in spend.items():
         limit = current[key]
-        remaining = minus(limit.held, amount) if live else limit.held
-        spent = plus(limit.spent, spend[key])
+        spent = plus(limit.spent, used)
         if spent > MAX_AMOUNT:
             raise ValueError(f"limit {key!r} cannot count that much spend exactly (at most "
                              "10**30); nothing was recorded")
-        after[key] = LimitUsage(key, limit.cap, spent, remaining)
+        after[key] = LimitUsage(key, limit.cap, spent,
+                                minus(limit.held, held[key]) if live else limit.held)
     return after, spend
 
 

@@ -25,27 +25,40 @@ How it stays exact and atomic:
 The ``sqlite3`` driver is synchronous; every call runs in a worker thread via
 ``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock**. SQLite lets one
 writer at a time into a file anyway, so a pool would only add parallel readers while every
-connection paid for its own cache and WAL bookkeeping. Each store also takes one worker-thread
-slot per event loop (an ``anyio.CapacityLimiter(1)``): concurrent operations of one store queue
-in the event loop, where they can still be cancelled with no effect, instead of parking threads
-of anyio's shared pool on the lock. Once an operation has its thread it is never abandoned: if
-the caller is cancelled then, the thread finishes (commits or rolls back) the transaction and
-the caller sees the cancellation afterwards. The operation may therefore have taken effect;
-every operation is idempotent by reservation id, so a retry is safe, and ``Budget`` releases a
-reservation whose ``reserve`` was cancelled.
+connection paid for its own cache and WAL bookkeeping. Each store sends at most one hop at a time
+per event loop: concurrent operations of one store queue in the event loop, where they can still
+be cancelled with no effect, instead of parking threads of anyio's shared pool on the lock. Once
+an operation is taken into a hop it is never abandoned: if the caller is cancelled then, the
+thread finishes (commits or rolls back) the transaction and the caller sees the cancellation
+afterwards. The operation may therefore have taken effect; every operation is idempotent by
+reservation id, so a retry is safe, and ``Budget`` releases a reservation whose ``reserve`` was
+cancelled.
 
-Group commit: operations of one store that queue while another is in the worker thread go into
-the next hop together and run in **one** ``BEGIN IMMEDIATE`` transaction, each inside its own
-savepoint (its own ``BEGIN``/``COMMIT`` become ``SAVEPOINT``/``RELEASE``). Each is still
-all-or-nothing and idempotent: one that fails is rolled back to its savepoint and raises its
-own error, the others go on; if the shared transaction cannot start or commit, every operation
-in it fails and none took effect. A lone operation runs as before, in a transaction of its own.
+Group commit: the operations that queue while a hop is in the worker thread join its
+transaction before it commits (up to 256 in one), or else go into the next hop together: **one**
+transaction (``BEGIN IMMEDIATE`` if any of them writes), which sweeps expired holds once. The
+limit rows it reads are parsed once and kept in memory (``_Tx``); each operation's new figures
+are written back together, once per transaction (and before an operation that reads the
+``limits`` table with its own SQL). There are no savepoints: each
+operation is still all-or-nothing and idempotent by reservation id because (``_call``)
+
+- an operation decides before it writes, so one that fails before its first write (a refusal,
+  bad input, an unknown or ended id) has changed nothing and fails alone;
+- one that fails after it wrote (``total_changes`` moved), or an error that ends the
+  transaction, rolls the transaction back; that one fails, and the others run again in a new
+  transaction (their answers are those of the transaction that commits);
+- if a step of the transaction itself fails (the sweep, the write-back, the commit), it is
+  rolled back and every operation runs again in a transaction of its own, so an error is the
+  answer of exactly the operations it comes from;
+- if the transaction cannot start (busy past ``busy_timeout``), every operation in it fails
+  and none took effect.
+
+A lone operation is a transaction of its own, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import sqlite3
@@ -206,7 +219,6 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._pruned_at = float("-inf")
-        self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
         self._bound_batch: tuple[object, _Batch] | None = None
         self._abandoned: list[threading.Thread] = []
 
@@ -235,45 +247,56 @@ class SQLiteStore(Store):
 
     # -- the one boundary: threads, the lock, the connection, error mapping -----------------
 
-    async def _run(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
-        """Run ``op(conn, now)`` in a worker thread under the lock, mapping driver errors.
+    async def _run(self, op: Callable[[_Tx], T], *, write: bool = True,
+                   direct: bool = False) -> T:
+        """Run ``op(tx)`` in a worker thread under the lock, in a transaction (``write``: one
+        that holds the write lock and has swept expired holds; else a read transaction), with
+        driver errors mapped. ``op`` must not begin or end the transaction itself. ``direct``:
+        ``op`` reads or writes the ``limits`` table with its own SQL, not through ``tx``.
 
-        Group commit: operations of this store that arrive while one is in the worker thread
-        queue in the event loop; the next hop takes all of them and runs them in **one**
-        ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint (``_call_batch``). A lone
-        operation runs exactly as before (one transaction, no savepoint).
+        Group commit: operations of this store that arrive while a hop is in the worker thread
+        queue in the event loop; the running hop takes them into its transaction before it
+        commits (``_drain``), and the next hop takes those that came too late (``_call``). A
+        lone operation is a transaction of its own.
 
         Cancelled while queued: nothing happened. Cancelled once taken into a hop: the
         transaction finishes, one way or the other, and then the cancellation is raised.
         """
         batch = self._batch()
-        item = _Queued(op)
-        batch.queue.append(item)
+        item = _Op(op, write, direct)
         if batch.running:
+            item.wake = batch.event()
+            with batch.lock:
+                batch.queue.append(item)
             try:
-                await item.lead.wait()  # our turn to lead the next hop, or our outcome is in
+                await item.wake.wait()  # set when it is to lead the next hop, or is done
             except BaseException:
-                if item in batch.queue:  # never taken into a hop: nothing happened
-                    batch.queue.remove(item)
-                    if item.lead.is_set():  # it was to lead the next hop: hand that on
+                with batch.lock:  # the worker thread may be taking it into the running hop
+                    untaken = not item.taken
+                    if untaken:  # never taken into a hop: nothing happened
+                        batch.queue.remove(item)
+                if untaken:
+                    if item.leads:  # it was to lead the next hop: hand that on
                         self._hand_on(batch)
                     raise
                 with anyio.CancelScope(shield=True):  # taken: wait for its transaction
-                    await item.done.wait()
+                    await item.wake.wait()
                 raise
-            if item.done.is_set():
+            if item.done:
                 return cast(T, item.outcome())
         batch.running = True
-        try:
-            taken, batch.queue[:] = list(batch.queue), []
-            call = (functools.partial(self._call_one, taken[0]) if len(taken) == 1
-                    else functools.partial(self._call_batch, taken))
-            with anyio.CancelScope(shield=True):  # every operation taken runs, once
-                await anyio.to_thread.run_sync(call, limiter=self._limiter())
+        with batch.lock:
+            taken, batch.queue = batch.queue or [item], []
             for queued in taken:
-                queued.done.set()
-                queued.lead.set()
+                queued.taken = True
+        try:
+            with anyio.CancelScope(shield=True):  # every operation taken runs, once
+                await anyio.to_thread.run_sync(self._call, taken, batch)
         finally:
+            for queued in taken:
+                queued.done = True
+                if queued.wake is not None and queued is not item:
+                    queued.wake.set()
             self._hand_on(batch)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return cast(T, item.outcome())
@@ -282,7 +305,10 @@ class SQLiteStore(Store):
     def _hand_on(batch: _Batch) -> None:
         """The first queued operation leads the next hop; with none, no hop is running."""
         if batch.queue:
-            batch.queue[0].lead.set()
+            first = batch.queue[0]
+            first.leads = True
+            assert first.wake is not None
+            first.wake.set()
         else:
             batch.running = False
 
@@ -294,89 +320,98 @@ class SQLiteStore(Store):
             bound = self._bound_batch = (loop, _Batch())
         return bound[1]
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        """This store's one worker-thread slot in the running event loop."""
-        loop = anyio.lowlevel.current_token().native_token
-        bound = self._bound_limiter
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_limiter = (loop, anyio.CapacityLimiter(1))
-        return bound[1]
+    def _call(self, items: list[_Op], batch: _Batch | None = None) -> None:
+        """Run ``items`` under the lock in one transaction, with the operations of ``batch``
+        queued meanwhile (``_drain``), and record each one's outcome; never raises. Each
+        operation is all-or-nothing on its own, without savepoints:
 
-    def _call_one(self, item: _Queued) -> None:
-        try:
-            item.result = self._call(item.op)
-        except BaseException as exc:
-            item.error = exc
-
-    def _call(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
+        - one that fails before it writes (a refusal, bad input, an unknown id) fails alone,
+          the others go on;
+        - one that fails after it wrote, or an error that ends the transaction, rolls the
+          whole transaction back; it fails, and all the others run again in a new one (their
+          outcomes are those of the transaction that commits);
+        - if a step of the transaction itself fails (the sweep, writing back the limits, the
+          commit), it is rolled back and each operation runs again in a transaction of its own,
+          so an error is the answer of exactly the operations it comes from;
+        - if the transaction cannot start (busy past ``busy_timeout``), every operation in it
+          fails and none took effect.
+        """
         with self._lock:
+            groups = [items]
+            while groups:
+                group = groups[0]
+                groups[:1] = self._attempt(group, batch if group is items else None)
+
+    def _attempt(self, items: list[_Op], batch: _Batch | None = None) -> list[list[_Op]]:
+        """One transaction over ``items``; returns the groups to run next (see ``_call``)."""
+        for item in items:  # outcomes of an earlier attempt do not count
+            item.result, item.error = _MISSING, None
+        write = any(item.write for item in items)
+        try:
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
-            try:
-                conn = self._connection()
+            conn = self._connection_mapped()
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except BaseException as exc:
+            error = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
+            readonly = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY
+            for item in items:
+                if item.write or not readonly:
+                    item.error = error
+            # A read-only snapshot: the writes fail, the reads run in a read transaction.
+            reads = [item for item in items if not item.write] if readonly else []
+            return [reads] if reads else []
+        tx = _Tx(conn, self._clock())
+        try:
+            if write:
+                self._sweep(tx)
+            n = 0
+            while n < len(items) or (batch is not None and _drain(batch, items)):
+                item = items[n]
+                n += 1
+                if item.direct:
+                    tx.flush()
+                before = conn.total_changes
                 try:
-                    return op(conn, self._clock())
-                finally:
-                    if conn.in_transaction:
-                        conn.rollback()
-            except sqlite3.Error as exc:
-                self._discard_if_broken()
-                raise _map_error(exc, self._path) from exc
-
-    def _call_batch(self, items: list[_Queued]) -> None:
-        """Run several operations in one write transaction, each in a savepoint: one that
-        fails is rolled back to its savepoint alone and raises its own error; the commit is
-        one write to the file for all. If the transaction cannot start or commit, every
-        operation in it fails (none took effect). A read-only snapshot runs them one by one."""
-        with self._lock:
-            together = self._batch_locked(items)
-        if not together:
-            for item in items:
-                self._call_one(item)
-
-    def _batch_locked(self, items: list[_Queued]) -> bool:
-        """``_call_batch`` under the lock; False if the connection cannot write (run the
-        operations one by one instead)."""
-        try:
-            if self._closed:
-                raise StoreError(f"{self!r} is closed")
-            try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY:
-                    return False
-                self._discard_if_broken()
-                raise _map_error(exc, self._path) from exc
-        except BaseException as exc:
-            for item in items:
-                item.error = exc
-            return True
-        ran: list[_Queued] = []
-        for item in items:
-            view = _Savepoint(conn)
-            try:
-                item.result = item.op(cast(sqlite3.Connection, view), self._clock())
-                ran.append(item)
-            except sqlite3.Error as exc:
-                item.error = _map_error(exc, self._path)
-                item.error.__cause__ = exc
-            except BaseException as exc:
-                item.error = exc
-            finally:
-                with contextlib.suppress(sqlite3.Error):
-                    view.close()
-        try:
+                    item.result = item.op(tx)
+                except BaseException as exc:
+                    tx.drop()
+                    item.error = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
+                    if conn.total_changes != before or not conn.in_transaction:
+                        # Part of it was written (or the transaction is gone): undo it all.
+                        if conn.in_transaction:
+                            conn.rollback()
+                        rest = items[:n - 1] + items[n:]
+                        return [rest] if rest else []
+                else:
+                    tx.keep()
+                if item.direct:
+                    tx.flush()  # it may have changed the table: read it afresh
+            tx.flush()
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            error = _map_error(exc, self._path)
-            error.__cause__ = exc
-            for item in ran:
-                item.error = error
+        except BaseException as exc:  # the transaction's own steps: sweep, write-back, commit
+            failure: BaseException = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
             with contextlib.suppress(sqlite3.Error):
-                conn.rollback()
+                if conn.in_transaction:
+                    conn.rollback()
             self._discard_if_broken()
-        return True
+            if len(items) > 1:  # find out whose error it is: each one again, alone
+                return [[item] for item in items]
+            if items[0].error is None:  # an operation that failed alone keeps its own error
+                items[0].error = failure
+        return []
+
+    def _mapped(self, exc: sqlite3.Error) -> StoreError:
+        error = _map_error(exc, self._path)
+        error.__cause__ = exc
+        return error
+
+    def _connection_mapped(self) -> sqlite3.Connection:
+        try:
+            return self._connection()
+        except sqlite3.Error as exc:
+            self._discard_if_broken()
+            raise self._mapped(exc) from exc
 
     def _discard_if_broken(self) -> None:
         conn = self._conn
@@ -467,18 +502,20 @@ class SQLiteStore(Store):
 
     # -- helpers (run in the worker thread, inside a transaction) -----------------------------
 
-    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+    def _sweep(self, tx: _Tx) -> None:
         """Move holds whose lease has expired into the history; prune old history."""
+        conn, now = tx.conn, tx.now
         expired = conn.execute(
             "SELECT rid, amounts FROM holds WHERE expires_at <= ?", (now,)).fetchall()
         if expired:
-            for rid, amounts_json in expired:
-                rows = _load(conn, json.loads(amounts_json))
-                held = _amounts(rows, amounts_json)
-                _write(conn, decide_release(rows, held), now)
-                conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'expired', ?, NULL, ?)",
-                             (rid, amounts_json, now))
+            for _, amounts_json in expired:
+                stored = json.loads(amounts_json)
+                rows = tx.load(stored)
+                tx.write(decide_release(rows, _amounts(rows, stored)))
+            conn.executemany("INSERT OR REPLACE INTO endings VALUES (?, 'expired', ?, NULL, ?)",
+                             [(rid, amounts_json, now) for rid, amounts_json in expired])
             conn.executemany("DELETE FROM holds WHERE rid = ?", [(r,) for r, _ in expired])
+            tx.keep()
         if now - self._pruned_at >= _PRUNE_EVERY:
             conn.execute("DELETE FROM endings WHERE ended_at < ?", (now - self._history,))
             self._pruned_at = now
@@ -488,19 +525,18 @@ class SQLiteStore(Store):
     async def set_limit(self, key: str, cap: Amount) -> None:
         cap = check_amount(cap, "cap")
 
-        def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            current = _load(conn, [key]).get(key)
+        def op(tx: _Tx) -> None:
+            current = tx.load([key]).get(key)
             after = decide_set_limit(current, key, cap)
             if current is None:
-                conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                             (key, _unit(cap), str(cap), str(after.spent), str(after.held), now))
+                tx.conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                                (key, _unit(cap), str(cap), str(after.spent), str(after.held),
+                                 tx.now))
             else:
-                conn.execute("UPDATE limits SET cap = ?, updated_at = ? WHERE key = ?",
-                             (str(cap), now, key))
-            conn.execute("COMMIT")
+                tx.conn.execute("UPDATE limits SET cap = ?, updated_at = ? WHERE key = ?",
+                                (str(cap), tx.now, key))
 
-        await self._run(op)
+        await self._run(op, direct=True)
 
     async def reserve(
         self,
@@ -515,60 +551,59 @@ class SQLiteStore(Store):
         caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
         ends = dict(expire_at or {})
         check_lease(lease)
+        text = _dump(checked)
 
-        def op(conn: sqlite3.Connection, now: float) -> Admission:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
-            if conn.execute("SELECT 1 FROM holds WHERE rid = ?", (rid,)).fetchone():
-                conn.execute("COMMIT")
+        def op(tx: _Tx) -> Admission:
+            conn, now = tx.conn, tx.now
+            held, ended = conn.execute(_RID_STATE, (rid, rid)).fetchone()
+            if held:
                 return Admission(True)
-            if conn.execute("SELECT 1 FROM endings WHERE rid = ?", (rid,)).fetchone():
+            if ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
-            decision = decide_reserve(_load(conn, checked), checked, caps)
+            decision = decide_reserve(tx.load(checked), checked, caps)
             if decision.admission.admitted:
-                for key, limit in decision.after.items():
-                    if key in decision.created:
-                        conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                     (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
-                                      str(limit.held), ends.get(key), now))
-                _write(conn, {k: v for k, v in decision.after.items()
-                              if k not in decision.created}, now)
                 conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)",
-                             (rid, _dump(checked), now + lease, now))
-            conn.execute("COMMIT")  # a refusal keeps the sweep; nothing else was written
-            return decision.admission
+                             (rid, text, now + lease, now))
+                for key in decision.created:
+                    limit = decision.after[key]
+                    conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
+                                  str(limit.held), ends.get(key), now))
+                tx.write({k: v for k, v in decision.after.items() if k not in decision.created}
+                         if decision.created else decision.after)
+            return decision.admission  # a refusal keeps the sweep; nothing else was written
 
         return await self._run(op)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
 
-        def op(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
+        def op(tx: _Tx) -> bool:
+            conn = tx.conn
             found = conn.execute("SELECT amounts FROM holds WHERE rid = ?", (rid,)).fetchone()
             live = found is not None
-            if not live:
-                found = conn.execute("SELECT amounts, outcome FROM endings WHERE rid = ?",
+            if live:
+                (amounts_json,) = found
+            else:
+                ended = conn.execute("SELECT amounts, outcome FROM endings WHERE rid = ?",
                                      (rid,)).fetchone()
-                if found is None:
+                if ended is None:
                     raise ReservationError(f"unknown reservation {rid!r}")
-                if found[1] != "expired":
-                    conn.execute("COMMIT")
+                if ended[1] != "expired":
                     return False
                 # The lease expired before the commit: the hold is gone, the spend still counts.
-            stored: dict[str, str] = json.loads(found[0])
-            rows = _load(conn, stored)
+                amounts_json = ended[0]
+            stored: dict[str, str] = json.loads(amounts_json)
+            rows = tx.load(stored)
             # A limit dropped since (drop_idle_limit) stays a held key, so an ``actual`` naming
             # it is not refused as foreign; decide_commit gives it no spend (it is not in rows).
-            held: dict[str, Amount] = {**dict.fromkeys(stored, 0), **_amounts(rows, found[0])}
+            held: dict[str, Amount] = {**dict.fromkeys(stored, 0), **_amounts(rows, stored)}
             after, spend = decide_commit(rows, held, checked, live=live)
-            _write(conn, after, now)
             if live:
                 conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'committed', ?, ?, ?)",
-                         (rid, found[0], _dump(spend), now))
-            conn.execute("COMMIT")
+                         (rid, amounts_json, _dump(spend), tx.now))
+            tx.write(after)
             return True
 
         return await self._run(op)
@@ -580,22 +615,19 @@ class SQLiteStore(Store):
         """Release a garbage-collected reservation from a short-lived background thread, so the
         finaliser never blocks; ``aclose`` waits for it. If it cannot run (the store is closed,
         the interpreter is exiting), the lease reclaims the hold."""
-        op = self._release_op(rid)
-
-        def run() -> None:
-            with contextlib.suppress(Exception):  # best effort; the lease is the fallback
-                self._call(op)
-
-        thread = threading.Thread(target=run, name=f"outlay-sqlite-release-{rid}", daemon=True)
+        op = _Op(self._release_op(rid), write=True, direct=False)
+        # Best effort: _call records an error instead of raising; the lease is the fallback.
+        thread = threading.Thread(target=self._call, args=([op],),
+                                  name=f"outlay-sqlite-release-{rid}", daemon=True)
         # No lock here: a finaliser can run inside any critical section of this thread.
         thread.start()
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         self._abandoned.append(thread)
 
-    def _release_op(self, rid: str) -> Callable[[sqlite3.Connection, float], bool]:
-        def op(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
+    @staticmethod
+    def _release_op(rid: str) -> Callable[[_Tx], bool]:
+        def op(tx: _Tx) -> bool:
+            conn, now = tx.conn, tx.now
             found = conn.execute("SELECT amounts FROM holds WHERE rid = ?", (rid,)).fetchone()
             if found is None:
                 # An expired hold that is released is over: a later commit no longer counts.
@@ -604,14 +636,14 @@ class SQLiteStore(Store):
                              "WHERE rid = ? AND outcome = 'expired'", (now, rid))
                 conn.execute("INSERT OR IGNORE INTO endings VALUES (?, 'released', '{}', NULL, ?)",
                              (rid, now))
-                conn.execute("COMMIT")
                 return False
-            rows = _load(conn, json.loads(found[0]))
-            _write(conn, decide_release(rows, _amounts(rows, found[0])), now)
+            stored = json.loads(found[0])
+            rows = tx.load(stored)
+            after = decide_release(rows, _amounts(rows, stored))
             conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'released', ?, NULL, ?)",
                          (rid, found[0], now))
-            conn.execute("COMMIT")
+            tx.write(after)
             return True
 
         return op
@@ -619,60 +651,55 @@ class SQLiteStore(Store):
     async def extend(self, rid: str, lease: float) -> bool:
         check_lease(lease)
 
-        def op(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
-            cursor = conn.execute("UPDATE holds SET expires_at = ? WHERE rid = ?",
-                                  (now + lease, rid))
-            conn.execute("COMMIT")
+        def op(tx: _Tx) -> bool:
+            cursor = tx.conn.execute("UPDATE holds SET expires_at = ? WHERE rid = ?",
+                                     (tx.now + lease, rid))
             return cursor.rowcount > 0
 
         return await self._run(op)
 
     async def usage(self, key: str) -> LimitUsage:
-        def op(conn: sqlite3.Connection, now: float) -> LimitUsage:
-            found = _snapshot(conn, now, key)
+        def op(tx: _Tx) -> LimitUsage:
+            found = _snapshot(tx, key)
             if not found:
                 raise UnknownLimit(key)
             return found[0]
 
-        return await self._run(op)
+        return await self._run(op, write=False, direct=True)
 
     async def limits(self, prefix: str = "") -> list[LimitUsage]:
         """Snapshot every limit whose key starts with ``prefix``, sorted by key."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
-        return await self._run(lambda conn, now: _snapshot(conn, now, prefix, prefix=True))
+        return await self._run(lambda tx: _snapshot(tx, prefix, prefix=True),
+                               write=False, direct=True)
 
     async def reset_spend(self, key: str) -> LimitUsage:
         """Set the committed spend of ``key`` to zero, keeping its cap and live holds; one write
         transaction (see ``Store.reset_spend``). Returns the usage as it was before."""
 
-        def op(conn: sqlite3.Connection, now: float) -> LimitUsage:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
-            row = conn.execute("SELECT unit, cap, spent, held FROM limits WHERE key = ?",
-                               (key,)).fetchone()
+        def op(tx: _Tx) -> LimitUsage:
+            row = tx.conn.execute("SELECT unit, cap, spent, held FROM limits WHERE key = ?",
+                                  (key,)).fetchone()
             if row is None:
                 raise UnknownLimit(key)
             unit, cap, spent, held = row
-            conn.execute("UPDATE limits SET spent = ?, updated_at = ? WHERE key = ?",
-                         ("0", now, key))
-            conn.execute("COMMIT")
+            tx.conn.execute("UPDATE limits SET spent = ?, updated_at = ? WHERE key = ?",
+                            ("0", tx.now, key))
             return LimitUsage(key, _parse(unit, cap, key), _parse(unit, spent, key),
                               _parse(unit, held, key))
 
-        return await self._run(op)
+        return await self._run(op, direct=True)
 
     async def held_reservations(self) -> int:
         """How many holds are live right now (for diagnostics and tests)."""
 
-        def op(conn: sqlite3.Connection, now: float) -> int:
-            count: int = conn.execute("SELECT count(*) FROM holds WHERE expires_at > ?",
-                                      (now,)).fetchone()[0]
+        def op(tx: _Tx) -> int:
+            count: int = tx.conn.execute("SELECT count(*) FROM holds WHERE expires_at > ?",
+                                         (tx.now,)).fetchone()[0]
             return count
 
-        return await self._run(op)
+        return await self._run(op, write=False)
 
     async def holds(self, prefix: str = "") -> list[HoldUsage]:
         """Every live hold on a limit whose key starts with ``prefix``, oldest first; one read
@@ -680,17 +707,14 @@ class SQLiteStore(Store):
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
 
-        def op(conn: sqlite3.Connection, now: float) -> list[HoldUsage]:
-            conn.execute("BEGIN")
-            try:
-                rows = conn.execute(
-                    "SELECT rid, amounts, expires_at, created_at FROM holds "
-                    "WHERE expires_at > ? ORDER BY created_at, rid", (now,)).fetchall()
-                units = dict(conn.execute(
-                    "SELECT key, unit FROM limits WHERE key IN (SELECT j.key FROM holds h, "
-                    "json_each(h.amounts) j WHERE h.expires_at > ?)", (now,)).fetchall())
-            finally:
-                conn.execute("COMMIT")
+        def op(tx: _Tx) -> list[HoldUsage]:
+            conn, now = tx.conn, tx.now
+            rows = conn.execute(
+                "SELECT rid, amounts, expires_at, created_at FROM holds "
+                "WHERE expires_at > ? ORDER BY created_at, rid", (now,)).fetchall()
+            units = dict(conn.execute(
+                "SELECT key, unit FROM limits WHERE key IN (SELECT j.key FROM holds h, "
+                "json_each(h.amounts) j WHERE h.expires_at > ?)", (now,)).fetchall())
             found = []
             for rid, amounts_json, expires_at, created_at in rows:
                 texts: dict[str, str] = json.loads(amounts_json)
@@ -699,28 +723,25 @@ class SQLiteStore(Store):
                     found.append(HoldUsage(rid, amounts, expires_at - now, now - created_at))
             return found
 
-        return await self._run(op)
+        return await self._run(op, write=False, direct=True)
 
     async def drop_idle_limit(self, key: str, *, idle: float) -> bool:
         """Delete ``key`` if it has no live hold and has not changed for ``idle`` seconds (the
         ``updated_at`` column); one write transaction (see ``Store.drop_idle_limit``)."""
         idle = check_seconds(idle, "idle")
 
-        def op(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            self._sweep(conn, now)
+        def op(tx: _Tx) -> bool:
+            conn = tx.conn
             found = conn.execute("SELECT updated_at FROM limits WHERE key = ?",
                                  (key,)).fetchone()
             held = conn.execute("SELECT 1 FROM holds h JOIN json_each(h.amounts) j "
                                 "WHERE j.key = ? LIMIT 1", (key,)).fetchone()
-            if found is None or held is not None or now - found[0] < idle:
-                conn.execute("COMMIT")
+            if found is None or held is not None or tx.now - found[0] < idle:
                 return False
             conn.execute("DELETE FROM limits WHERE key = ?", (key,))
-            conn.execute("COMMIT")
             return True
 
-        return await self._run(op)
+        return await self._run(op, direct=True)
 
     async def append_events(self, events: Sequence[SpendEvent], *, keep: int) -> None:
         """Append to the ``events`` table (made on first use, so a file without events never
@@ -728,13 +749,11 @@ class SQLiteStore(Store):
         keep = check_count(keep, "keep")
         bodies = [(encode_event(event),) for event in events]
 
-        def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_EVENTS_TABLE)
-            conn.executemany("INSERT INTO events (body) VALUES (?)", bodies)
-            conn.execute("DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?",
-                         (keep,))
-            conn.execute("COMMIT")
+        def op(tx: _Tx) -> None:
+            tx.conn.execute(_EVENTS_TABLE)
+            tx.conn.executemany("INSERT INTO events (body) VALUES (?)", bodies)
+            tx.conn.execute("DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?",
+                            (keep,))
 
         await self._run(op)
 
@@ -742,15 +761,15 @@ class SQLiteStore(Store):
         """The ``events`` table, oldest first; one read transaction."""
         count = -1 if limit is None else check_count(limit, "limit")
 
-        def op(conn: sqlite3.Connection, now: float) -> list[str]:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                            "name = 'events'").fetchone() is None:
+        def op(tx: _Tx) -> list[str]:
+            if tx.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'events'").fetchone() is None:
                 return []
-            rows = conn.execute("SELECT body FROM (SELECT seq, body FROM events ORDER BY seq "
-                                "DESC LIMIT ?) ORDER BY seq", (count,)).fetchall()
+            rows = tx.conn.execute("SELECT body FROM (SELECT seq, body FROM events ORDER BY "
+                                   "seq DESC LIMIT ?) ORDER BY seq", (count,)).fetchall()
             return [body for (body,) in rows]
 
-        return [decode_event(body) for body in await self._run(op)]
+        return [decode_event(body) for body in await self._run(op, write=False)]
 
     async def aclose(self) -> None:
         """Finish pending releases of abandoned reservations, then close the connection. Later
@@ -778,19 +797,49 @@ def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"SQLite store {path!r}: {exc}")
 
 
-class _Queued:
-    """One operation waiting for (or taken into) a worker-thread hop, and its outcome."""
+#: Whether a reservation id is held, and whether it has ended: one statement for both.
+_RID_STATE = ("SELECT EXISTS (SELECT 1 FROM holds WHERE rid = ?), "
+              "EXISTS (SELECT 1 FROM endings WHERE rid = ?)")
 
-    def __init__(self, op: Callable[[sqlite3.Connection, float], Any]) -> None:
+_MISSING: Any = object()
+
+#: The most operations one hop takes from the queue while it runs.
+_MAX_BATCH = 256
+
+
+def _drain(batch: _Batch, items: list[_Op]) -> bool:
+    """In the worker thread, at the end of the operations of a hop: take the operations queued
+    since it started into its transaction (up to ``_MAX_BATCH`` in all); whether there were
+    any. Their callers are answered with the others when the hop returns."""
+    with batch.lock:
+        more = batch.queue[:max(0, _MAX_BATCH - len(items))]
+        del batch.queue[:len(more)]
+        for item in more:
+            item.taken = True
+    items.extend(more)
+    return bool(more)
+
+
+class _Op:
+    """One operation: what it runs, and its outcome; while queued in the event loop, the event
+    that wakes it (to lead the next hop, or because it is done)."""
+
+    __slots__ = ("direct", "done", "error", "leads", "op", "result", "taken", "wake", "write")
+
+    def __init__(self, op: Callable[[_Tx], Any], write: bool, direct: bool) -> None:
         self.op = op
-        self.lead = anyio.Event()  # set: run the queue now, or the outcome is in
-        self.done = anyio.Event()
-        self.result: Any = None
+        self.write = write
+        self.direct = direct
+        self.wake: anyio.Event | None = None
+        self.leads = self.taken = self.done = False
+        self.result: Any = _MISSING
         self.error: BaseException | None = None
 
     def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
+        if self.result is _MISSING:
+            raise StoreError("the SQLite store's worker thread did not run the operation")
         return self.result
 
 
@@ -798,52 +847,78 @@ class _Queued:
 class _Batch:
     """The operations of one store queued in one event loop, and whether a hop is running."""
 
-    queue: list[_Queued] = field(default_factory=list)
+    queue: list[_Op] = field(default_factory=list)
     running: bool = False
+    #: Guards ``queue`` and ``_Op.taken`` between the event loop and the worker thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The event loop's own ``anyio.Event`` class (made directly: no backend lookup per op).
+    event: Callable[[], anyio.Event] = field(default_factory=lambda: type(anyio.Event()))
 
 
-class _Savepoint:
-    """The connection as one operation of a group commit sees it: the operation's own
-    ``BEGIN``/``COMMIT`` become a savepoint and its release, a rollback rolls back to it."""
+class _Tx:
+    """One transaction as its operations see it: the connection, its time, and the limits read
+    so far, parsed once (``load``). An operation stages its new limit figures (``write``); they
+    count for the operations after it once it succeeded (``keep``), are dropped if it failed
+    (``drop``), and are written to the file together before an operation that reads the
+    ``limits`` table itself and before the commit (``flush``)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self.in_transaction = False
+    __slots__ = ("_dirty", "_limits", "_staged", "conn", "now")
 
-    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
-        if sql in ("BEGIN IMMEDIATE", "BEGIN"):
-            self.in_transaction = True
-            return self._conn.execute("SAVEPOINT outlay_op")
-        if sql == "COMMIT":
-            self.in_transaction = False
-            return self._conn.execute("RELEASE outlay_op")
-        return self._conn.execute(sql, parameters)
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+        self._limits: dict[str, LimitUsage] = {}
+        self._staged: dict[str, LimitUsage] = {}
+        self._dirty: set[str] = set()
 
-    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
-        return self._conn.executemany(sql, parameters)
+    def load(self, keys: Iterable[str]) -> dict[str, LimitUsage]:
+        """The named limits that exist, as this transaction has them."""
+        found: dict[str, LimitUsage] = {}
+        missing = []
+        for key in keys:
+            limit = self._staged.get(key) or self._limits.get(key)
+            if limit is None:
+                missing.append(key)
+            else:
+                found[key] = limit
+        if missing:
+            marks = ",".join("?" * len(missing))
+            for key, unit, cap, spent, held in self.conn.execute(
+                    f"SELECT key, unit, cap, spent, held FROM limits WHERE key IN ({marks})",
+                    missing):
+                found[key] = self._limits[key] = _usage(key, unit, cap, spent, held)
+        return found
 
-    def rollback(self) -> None:
-        self._conn.execute("ROLLBACK TO outlay_op")
-        self._conn.execute("RELEASE outlay_op")
-        self.in_transaction = False
+    def write(self, after: Mapping[str, LimitUsage]) -> None:
+        self._staged.update(after)
 
-    def close(self) -> None:
-        """End the operation: roll back whatever it left open."""
-        if self.in_transaction:
-            self.rollback()
+    def keep(self) -> None:
+        if not self._staged:
+            return
+        self._limits.update(self._staged)
+        self._dirty.update(self._staged)
+        self._staged.clear()
+
+    def drop(self) -> None:
+        self._staged.clear()
+
+    def flush(self) -> None:
+        """Write the kept figures, and forget every limit read (the next operation may change
+        the table)."""
+        if self._dirty:
+            self.conn.executemany(
+                "UPDATE limits SET spent = ?, held = ?, updated_at = ? WHERE key = ?",
+                [(str(u.spent), str(u.held), self.now, key)
+                 for key, u in self._limits.items() if key in self._dirty])
+            self._dirty.clear()
+        self._limits.clear()
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 def _dump(amounts: Mapping[str, Amount]) -> str:
-    return json.dumps({key: str(amount) for key, amount in amounts.items()}, sort_keys=True)
-
-
-def _load(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, LimitUsage]:
-    """The named limits that exist, as ``LimitUsage``."""
-    wanted = list(keys)
-    marks = ",".join("?" * len(wanted))
-    rows = conn.execute(
-        f"SELECT key, unit, cap, spent, held FROM limits WHERE key IN ({marks})", wanted)
-    return {key: _usage(key, unit, cap, spent, held) for key, unit, cap, spent, held in rows}
+    return _ENCODER.encode({key: str(amount) for key, amount in amounts.items()})
 
 
 def _usage(key: str, unit: str, cap: str, spent: str, held: str) -> LimitUsage:
@@ -851,44 +926,33 @@ def _usage(key: str, unit: str, cap: str, spent: str, held: str) -> LimitUsage:
                       _parse(unit, held, key))
 
 
-def _amounts(rows: Mapping[str, LimitUsage], amounts_json: str) -> dict[str, Amount]:
-    """A hold's stored amounts, in the unit of each limit that still exists."""
-    stored: dict[str, str] = json.loads(amounts_json)
+def _amounts(rows: Mapping[str, LimitUsage], stored: Mapping[str, str]) -> dict[str, Amount]:
+    """A hold's stored amounts (its decoded JSON), in the unit of each limit that still
+    exists."""
     return {key: _parse("decimal" if isinstance(rows[key].cap, Decimal) else "int", text, key)
             for key, text in stored.items() if key in rows}
 
 
-def _write(conn: sqlite3.Connection, after: Mapping[str, LimitUsage], now: float) -> None:
-    """Write the spent and held figures the decision module computed."""
-    conn.executemany("UPDATE limits SET spent = ?, held = ?, updated_at = ? WHERE key = ?",
-                     [(str(u.spent), str(u.held), now, key) for key, u in after.items()])
-
-
-def _snapshot(
-    conn: sqlite3.Connection, now: float, key: str, *, prefix: bool = False
-) -> list[LimitUsage]:
-    """Read limits in one read transaction, not counting holds whose lease has expired but
-    which no write has swept yet (so a read never needs the write lock)."""
-    conn.execute("BEGIN")
-    try:
-        if prefix:
-            # Keys sort by their UTF-8 bytes (as str sorts by code point): the keys starting
-            # with ``key`` are the run from ``key`` on; compared in Python, so any character
-            # (NUL included) is matched exactly.
-            found = conn.execute("SELECT key, unit, cap, spent, held FROM limits "
-                                 "WHERE key >= ? ORDER BY key", (key,))
-            rows = list(itertools.takewhile(lambda row: row[0].startswith(key), found))
-        else:
-            rows = conn.execute("SELECT key, unit, cap, spent, held FROM limits WHERE key = ?",
-                                (key,)).fetchall()
-        stale: dict[str, list[str]] = {}
-        if rows:
-            for (amounts_json,) in conn.execute(
-                    "SELECT amounts FROM holds WHERE expires_at <= ?", (now,)):
-                for k, text in json.loads(amounts_json).items():
-                    stale.setdefault(k, []).append(text)
-    finally:
-        conn.execute("COMMIT")
+def _snapshot(tx: _Tx, key: str, *, prefix: bool = False) -> list[LimitUsage]:
+    """Read limits, not counting holds whose lease has expired but which no write has swept
+    yet (so a read never needs the write lock)."""
+    conn, now = tx.conn, tx.now
+    if prefix:
+        # Keys sort by their UTF-8 bytes (as str sorts by code point): the keys starting
+        # with ``key`` are the run from ``key`` on; compared in Python, so any character
+        # (NUL included) is matched exactly.
+        found = conn.execute("SELECT key, unit, cap, spent, held FROM limits "
+                             "WHERE key >= ? ORDER BY key", (key,))
+        rows = list(itertools.takewhile(lambda row: row[0].startswith(key), found))
+    else:
+        rows = conn.execute("SELECT key, unit, cap, spent, held FROM limits WHERE key = ?",
+                            (key,)).fetchall()
+    stale: dict[str, list[str]] = {}
+    if rows:
+        for (amounts_json,) in conn.execute(
+                "SELECT amounts FROM holds WHERE expires_at <= ?", (now,)):
+            for k, text in json.loads(amounts_json).items():
+                stale.setdefault(k, []).append(text)
     result = []
     for k, unit, cap, spent, held in rows:
         usage = _usage(k, unit, cap, spent, held)
