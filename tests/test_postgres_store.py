@@ -557,6 +557,35 @@ async def test_queued_operations_share_one_transaction_and_fail_alone(
                      "period": (0, 2)}  # made by c, not by the refused "full"
 
 
+async def test_the_callers_of_a_batch_go_on_in_one_batch(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards against batches alternating with lone transactions: when a batch answers its
+    # callers, the first to call again must not start a transaction of its own before the
+    # others have called again too (they all become ready at once).
+    await store.set_limit("gate", 10)
+    await store.set_limit("calls", 10)
+    answers: dict[str, object] = {}
+
+    async def twice(n: int) -> None:
+        answers[f"{n}"] = await store.reserve(f"{n}", {"calls": 1}, lease=60)
+        answers[f"{n}+"] = await store.reserve(f"{n}+", {"calls": 1}, lease=60)
+
+    with key_locked(postgres_server, store, "gate") as gate:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            for n in range(3):
+                tg.start_soon(twice, n)
+                await anyio.wait_all_tasks_blocked()
+            unlock(gate, store, "gate")
+    made = created(postgres_server, store)
+    assert made["0"] == made["1"] == made["2"]
+    assert made["0+"] == made["1+"] == made["2+"] != made["0"]
+    assert (await store.usage("calls")).held == 6
+
+
 async def test_a_database_error_in_a_batch_runs_its_operations_alone(
     store: PostgresStore, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:

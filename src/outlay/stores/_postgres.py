@@ -51,7 +51,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
@@ -230,10 +230,17 @@ class _Queued:
 
 @dataclass(slots=True)
 class _Group:
-    """The operations of one store queued in one event loop, and whether a batch is running."""
+    """The operations of one store queued in one event loop, whether a batch is running, and
+    how many callers the last one answered."""
 
     queue: list[_Queued] = field(default_factory=list)
     running: bool = False
+    woken: int = 0
+
+
+async def _two_turns() -> None:
+    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint()
 
 
 def _take(queue: list[_Queued]) -> list[_Queued]:
@@ -642,9 +649,17 @@ class PostgresStore(Store):
         group = self._group()
         item = _Queued(op)
         group.queue.append(item)
+        wait: Callable[[], Awaitable[object]] | None = None
         if group.running:
+            wait = item.lead.wait  # our turn to lead the next batch, or our outcome is in
+        else:  # we lead
+            group.running = True
+            if group.woken > 1:  # the last batch's other callers may be about to submit their
+                item.lead.set()  # next operations: two turns of the loop let them join ours
+                wait = _two_turns  # (trio runs the tasks ready in one turn in either order)
+        if wait is not None:
             try:
-                await item.lead.wait()  # our turn to lead the next batch, or our outcome is in
+                await wait()
             except BaseException:
                 if item in group.queue:  # never taken into a batch: nothing happened
                     group.queue.remove(item)
@@ -656,7 +671,6 @@ class PostgresStore(Store):
                 raise
             if item.done.is_set():
                 return item.outcome()
-        group.running = True
         taken = _take(group.queue)
         assert taken[0] is item  # the leader is the oldest queued operation
         try:
@@ -667,6 +681,7 @@ class PostgresStore(Store):
             for queued in taken:
                 queued.done.set()
                 queued.lead.set()
+            group.woken = len(taken)
             self._hand_on(group)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return item.outcome()
