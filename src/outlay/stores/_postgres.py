@@ -313,25 +313,30 @@ class _View:
         number; rows in id order, so two batches lock index entries in one order."""
         out: list[tuple[str, tuple[object, ...]]] = []
         now = self.now
-        if self.created:
-            keys = sorted(self.created)
-            out.append((sql.create, (
-                [_enc(k) for k in keys], [_unit(self.limits[k].cap) for k in keys],
-                [str(self.limits[k].cap) for k in keys], [self.created[k] for k in keys], now)))
         if self.new_holds:
             holds = sorted(self.new_holds, key=lambda h: h[0])
             items = [(rid, key, amount, expires_at) for rid, expires_at, amounts in holds
                      for key, amount in amounts.items()]
-            out.append((sql.insert_holds, (
+            parameters: tuple[object, ...] = (
                 now, [h[0] for h in holds], [h[1] for h in holds], [i[0] for i in items],
-                [_enc(i[1]) for i in items], [str(i[2]) for i in items], [i[3] for i in items])))
-        if self.spend:
-            keys = sorted(self.spend)
-            out.append((sql.add_spend, (now, [_enc(k) for k in keys],
-                                        [str(self.spend[k]) for k in keys])))
+                [_enc(i[1]) for i in items], [str(i[2]) for i in items], [i[3] for i in items])
+            if self.created:  # only reservations create limits: in the same statement
+                made = sorted(self.created)
+                out.append((sql.insert_holds_made, (
+                    [_enc(k) for k in made], [_unit(self.limits[k].cap) for k in made],
+                    [str(self.limits[k].cap) for k in made], [self.created[k] for k in made],
+                    now, *parameters)))
+            else:
+                out.append((sql.insert_holds, parameters))
         if self.endings:
             rids = sorted(self.endings)
-            out.append((sql.end, (rids, rids, now, rids, [self.endings[r] for r in rids])))
+            parameters = (rids, rids, now, rids, [self.endings[r] for r in rids])
+            if self.spend:  # only commits spend: in the same statement
+                keys = sorted(self.spend)
+                out.append((sql.end_spending, (now, [_enc(k) for k in keys],
+                                               [str(self.spend[k]) for k in keys], *parameters)))
+            else:
+                out.append((sql.end, parameters))
         if self.remembered:
             out.append((sql.remember_release, (now, sorted(self.remembered))))
         if self.extended:
@@ -341,14 +346,18 @@ class _View:
         return out
 
 
-def _holds(cursor: psycopg.Cursor[Any]) -> dict[str, _Hold]:
-    """The reservations a ``holds_of`` statement returned, by id."""
+def _ids(cursor: psycopg.Cursor[Any]) -> tuple[dict[str, _Hold], set[str]]:
+    """What an ``ids`` statement returned: the reservations by id, and the ids that ended."""
     found: dict[str, _Hold] = {}
-    for rid, expires_at, key, amount in cursor:
-        entry = found.setdefault(rid, (float(expires_at), {}))
-        if key is not None:
-            entry[1][_dec(key)] = amount
-    return found
+    ended: set[str] = set()
+    for rid, expires_at, key, amount, over in cursor:
+        if over:
+            ended.add(rid)
+        if expires_at is not None:
+            entry = found.setdefault(rid, (float(expires_at), {}))
+            if key is not None:
+                entry[1][_dec(key)] = amount
+    return found, ended
 
 
 def _copy(error: StoreError) -> StoreError:
@@ -718,8 +727,8 @@ class PostgresStore(Store):
 
     def _call_batch(self, items: list[_Queued]) -> None:
         """Run the operations ``items`` in one transaction: ``BEGIN``, the advisory locks of
-        every limit any of them names (sorted, all up front), and one statement each for the
-        limits, the holds (row-locked, in id order) and the endings they name, in one round
+        every limit any of them names (sorted, all up front), one statement for those limits
+        and one for their reservations (row-locked, in id order) and endings, in one round
         trip; then each decides in turn on the figures the earlier ones left (``_View``), in
         Python; then the writes of all of them (a few statements, whatever their number) and
         ``COMMIT`` in a second round trip. An operation that raises or is refused writes
@@ -731,17 +740,16 @@ class PostgresStore(Store):
         operations it touches. A lost connection fails every operation in it (a commit's
         outcome is unknown; each is idempotent by reservation id)."""
         keys = frozenset().union(*(item.op.keys for item in items))
-        rids = [item.op.rid for item in items]
+        rids = sorted(item.op.rid for item in items)
         cursors: list[psycopg.Cursor[Any]] = []
 
         def reads(conn: psycopg.Connection[Any]) -> None:  # again on another connection
             cursors[:] = [conn.execute(self._sql.load, ([_enc(key) for key in keys],)),
-                          conn.execute(self._sql.holds_of, (rids,)),
-                          conn.execute(self._sql.ended_of, (rids,))]
+                          conn.execute(self._sql.ids, (rids,))]
 
         def run(conn: psycopg.Connection[Any], now: float) -> list[_Outcome]:
-            limits, holds, ended = cursors
-            view = _View(now, keys, _rows(limits), _holds(holds), {rid for (rid,) in ended})
+            limits, ids = cursors
+            view = _View(now, keys, _rows(limits), *_ids(ids))
             outcomes: list[_Outcome] = []
             for item in items:
                 try:
@@ -1092,32 +1100,39 @@ class _Statements:
         self.set_cap = (
             f"UPDATE {s}.limits SET cap = %s::numeric, updated_at = %s WHERE key = %s")
         self.reset = (f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
-        # Parameters: rids. Row-locked in id order (see ``_call_batch``).
-        self.holds_of = (
-            f"SELECT r.rid, r.expires_at, h.key, h.amount FROM {s}.reservations r "
-            f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid WHERE r.rid = ANY(%s::text[]) "
-            "ORDER BY r.rid FOR UPDATE OF r")
-        self.ended_of = (f"SELECT rid FROM {s}.endings WHERE rid = ANY(%s::text[])")
-        # Parameters: now, rids, expires_ats, then per item: rids, keys, amounts, expires_ats.
-        self.insert_holds = (
-            f"WITH hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
+        # Parameters: rids (sorted). Per id: its reservation (row-locked, in the order of the
+        # ids), one row per hold item, and whether it has ended.
+        self.ids = (
+            f"SELECT u.rid, r.expires_at, h.key, h.amount, "
+            f"EXISTS (SELECT 1 FROM {s}.endings e WHERE e.rid = u.rid) "
+            "FROM unnest(%s::text[]) AS u(rid) "
+            f"LEFT JOIN LATERAL (SELECT rid, expires_at FROM {s}.reservations "
+            "WHERE rid = u.rid FOR UPDATE) AS r ON true "
+            f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid")
+        # Parameters: now, rids, expires_ats; then per item: rids, keys, amounts, expires_ats.
+        # ``insert_holds_made``: first those of ``create`` (the limits they create).
+        holds = (
+            f"hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
             "SELECT r, e, %s FROM unnest(%s::text[], %s::float8[]) AS t(r, e)) "
             f"INSERT INTO {s}.hold_items (rid, key, amount, expires_at) "
             "SELECT r, k, a::numeric, e "
             "FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) AS t(r, k, a, e)")
-        # Parameters: now, keys, amounts.
-        self.add_spend = (
-            f"UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, updated_at = n "
-            "FROM (SELECT %s::float8 AS n) AS at, "
-            "unnest(%s::text[], %s::text[]) AS t(k, a) WHERE l.key = t.k")
-        # Parameters: rids, rids, now, rids, outcomes.
-        self.end = (
-            f"WITH items AS (DELETE FROM {s}.hold_items WHERE rid = ANY(%s::text[])), "
+        self.insert_holds = f"WITH {holds}"
+        self.insert_holds_made = f"WITH made AS ({self.create}), {holds}"
+        # Parameters: rids, rids, now, rids, outcomes. ``end_spending``: first now, keys,
+        # amounts (the spend of the commits).
+        ending = (
+            f"items AS (DELETE FROM {s}.hold_items WHERE rid = ANY(%s::text[])), "
             f"hold AS (DELETE FROM {s}.reservations WHERE rid = ANY(%s::text[])) "
             f"INSERT INTO {s}.endings (rid, outcome, ended_at) "
             "SELECT r, o, %s FROM unnest(%s::text[], %s::text[]) AS t(r, o) "
             "ON CONFLICT (rid) DO UPDATE SET outcome = EXCLUDED.outcome, "
             "ended_at = EXCLUDED.ended_at")
+        self.end = f"WITH {ending}"
+        self.end_spending = (
+            f"WITH spend AS (UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, "
+            "updated_at = n FROM (SELECT %s::float8 AS n) AS at, "
+            f"unnest(%s::text[], %s::text[]) AS t(k, a) WHERE l.key = t.k), {ending}")
         # Parameters: rids, expires_ats, rids, expires_ats.
         self.extend = (
             f"WITH hold AS (UPDATE {s}.reservations r SET expires_at = t.e "
