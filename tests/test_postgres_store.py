@@ -586,6 +586,40 @@ async def test_the_callers_of_a_batch_go_on_in_one_batch(
     assert (await store.usage("calls")).held == 6
 
 
+async def test_a_batch_locks_again_for_reservations_another_store_made(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards the lock rule inside a batch: this store does not know which limits another
+    # store's reservations hold, so its batch did not lock them; those operations do nothing
+    # there and run again with the limits locked, while their neighbours go on.
+    other = PostgresStore(postgres_server.url, schema=store.schema)
+    try:
+        for key in ("gate", "calls", "usd"):
+            await store.set_limit(key, 10)
+        for rid in ("c", "e", "r"):
+            assert (await other.reserve(rid, {"calls": 2, "usd": 1}, lease=60)).admitted
+    finally:
+        await other.aclose()
+    answers: dict[str, object] = {}
+    with key_locked(postgres_server, store, "gate") as gate:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            await queue(tg, answers, "commit", lambda: store.commit("c", {"usd": 3}))
+            await queue(tg, answers, "extend", lambda: store.extend("e", 600))
+            await queue(tg, answers, "release", lambda: store.release("r"))
+            await queue(tg, answers, "mine", lambda: store.reserve("m", {"calls": 1}, lease=60))
+            unlock(gate, store, "gate")
+    assert [answers[n] for n in ("commit", "extend", "release")] == [True, True, True]
+    assert answers["mine"].admitted  # type: ignore[attr-defined]
+    usage = {u.key: (u.spent, u.held) for u in await store.limits()}
+    assert usage == {"gate": (0, 1), "calls": (2, 3), "usd": (3, 1)}
+    [(left,)] = rows(postgres_server, f'SELECT expires_at - extract(epoch FROM clock_timestamp())'
+                     f' FROM "{store.schema}".reservations WHERE rid = %s', "e")
+    assert 500 < left <= 600
+
+
 async def test_a_database_error_in_a_batch_runs_its_operations_alone(
     store: PostgresStore, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
