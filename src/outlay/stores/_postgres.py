@@ -214,11 +214,13 @@ class _Relock:
 
 @dataclass(eq=False, slots=True)
 class _Queued:
-    """An operation waiting in the event loop for its batch, and then its outcome."""
+    """An operation in the event loop: queued for its batch (``wake`` is set when it is to
+    lead the next one, ``lead``, or its batch is over, ``done``), then its outcome."""
 
     op: _Op
-    lead: anyio.Event = field(default_factory=anyio.Event)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    lead: bool = False
+    done: bool = False
+    wake: anyio.Event | None = None  # only for an operation that waits
     result: object = None
     error: BaseException | None = None
 
@@ -230,9 +232,10 @@ class _Queued:
 
 @dataclass(slots=True)
 class _Group:
-    """The operations of one store queued in one event loop, whether a batch is running, and
-    how many callers the last one answered."""
+    """One store in one event loop: its worker-thread slots (``pool_size``), its queued
+    operations, whether a batch is running, and how many callers the last one answered."""
 
+    limiter: anyio.CapacityLimiter
     queue: list[_Queued] = field(default_factory=list)
     running: bool = False
     woken: int = 0
@@ -419,7 +422,6 @@ class PostgresStore(Store):
         self._ready = False
         self._closed = False
         self._pruned_at = float("-inf")
-        self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
         self._abandoned: list[threading.Thread] = []
         self._touched: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._bound_group: tuple[object, _Group] | None = None
@@ -478,17 +480,9 @@ class PostgresStore(Store):
         """
         locks = sorted({_lock_id(key) for key in keys})
         result = await anyio.to_thread.run_sync(self._call, op, locks, write,
-                                                limiter=self._limiter())
+                                                limiter=self._group().limiter)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
-
-    def _limiter(self) -> anyio.CapacityLimiter:
-        """This store's worker-thread slots in the running event loop."""
-        loop = anyio.lowlevel.current_token().native_token
-        bound = self._bound_limiter
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_limiter = (loop, anyio.CapacityLimiter(self._pool_size))
-        return bound[1]
 
     def _call(self, op: Callable[[psycopg.Connection[Any], float], T],
               locks: Sequence[int], write: bool,
@@ -575,8 +569,12 @@ class PostgresStore(Store):
         try:
             # A plain index scan marks the index entries of ended holds dead as it passes them
             # (a bitmap scan never does), so summing a busy limit's live holds does not slow
-            # down with every hold ended since the last vacuum.
+            # down with every hold ended since the last vacuum. The statements are few and
+            # index lookups: planned once (a generic plan), not on every execution, which the
+            # server otherwise chooses for those with array parameters (PostgreSQL 12+).
             conn.execute("SET enable_bitmapscan = off")
+            if conn.info.server_version >= 120000:
+                conn.execute("SET plan_cache_mode = force_generic_plan")
         except BaseException:
             conn.close()
             raise
@@ -660,11 +658,12 @@ class PostgresStore(Store):
         group.queue.append(item)
         wait: Callable[[], Awaitable[object]] | None = None
         if group.running:
-            wait = item.lead.wait  # our turn to lead the next batch, or our outcome is in
+            item.wake = anyio.Event()  # our turn to lead the next batch, or our outcome is in
+            wait = item.wake.wait
         else:  # we lead
             group.running = True
             if group.woken > 1:  # the last batch's other callers may be about to submit their
-                item.lead.set()  # next operations: two turns of the loop let them join ours
+                item.lead = True  # next operations: two turns of the loop let them join ours
                 wait = _two_turns  # (trio runs the tasks ready in one turn in either order)
         if wait is not None:
             try:
@@ -672,24 +671,25 @@ class PostgresStore(Store):
             except BaseException:
                 if item in group.queue:  # never taken into a batch: nothing happened
                     group.queue.remove(item)
-                    if item.lead.is_set():  # it was to lead the next batch: hand that on
+                    if item.lead:  # it was to lead the next batch: hand that on
                         self._hand_on(group)
                     raise
-                with anyio.CancelScope(shield=True):  # taken: wait for its transaction
-                    await item.done.wait()
+                assert item.wake is not None  # taken by another's batch: wait for its end
+                with anyio.CancelScope(shield=True):
+                    await item.wake.wait()
                 raise
-            if item.done.is_set():
+            if item.done:
                 return item.outcome()
         taken = _take(group.queue)
         assert taken[0] is item  # the leader is the oldest queued operation
         try:
             with anyio.CancelScope(shield=True):  # every operation taken runs, once
-                await anyio.to_thread.run_sync(self._call_batch, taken,
-                                               limiter=self._limiter())
+                await anyio.to_thread.run_sync(self._call_batch, taken, limiter=group.limiter)
         finally:
             for queued in taken:
-                queued.done.set()
-                queued.lead.set()
+                queued.done = True
+                if queued.wake is not None:
+                    queued.wake.set()
             group.woken = len(taken)
             self._hand_on(group)
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -699,16 +699,20 @@ class PostgresStore(Store):
     def _hand_on(group: _Group) -> None:
         """The oldest queued operation leads the next batch; with none, no batch is running."""
         if group.queue:
-            group.queue[0].lead.set()
+            first = group.queue[0]
+            first.lead = True
+            assert first.wake is not None  # queued behind a running batch: it waits
+            first.wake.set()
         else:
             group.running = False
 
     def _group(self) -> _Group:
-        """This store's queue of operations in the running event loop."""
+        """This store's queue of operations and worker-thread slots in the running event
+        loop."""
         loop = anyio.lowlevel.current_token().native_token
         bound = self._bound_group
         if bound is None or bound[0] is not loop:
-            bound = self._bound_group = (loop, _Group())
+            bound = self._bound_group = (loop, _Group(anyio.CapacityLimiter(self._pool_size)))
         return bound[1]
 
     async def _on_hold(self, rid: str, decide: Callable[[_View], object]) -> object:
