@@ -6,12 +6,15 @@ database and schema shares one budget, and it survives restarts of everything.
 
 How it stays exact and atomic:
 
-- Every operation is **one transaction** (``READ COMMITTED``). Before it reads anything, a
-  writing operation takes one transaction-scoped advisory lock per limit it touches, **in one
-  fixed order** (sorted lock ids, one ``SELECT`` over a sorted list). Two processes therefore
-  never wait on each other in a cycle: no deadlock, whatever keys their reservations share. The
-  locks also cover limits that do not exist yet, so a reservation that creates a period limit
-  from ``defaults`` and is then refused leaves nothing behind (the transaction rolls back).
+- Every operation runs inside **one transaction** (``READ COMMITTED``); concurrent
+  ``reserve``/``commit``/``release``/``extend`` calls of one store share one (group commit,
+  ``_call_batch``), each still all-or-nothing and failing alone. Before it reads anything, a
+  writing transaction takes one transaction-scoped advisory lock per limit any of its
+  operations touches, **all up front, in one fixed order** (sorted lock ids, one ``SELECT``
+  over a sorted list). Two processes therefore never wait on each other in a cycle: no
+  deadlock, whatever keys their reservations share. The locks also cover limits that do not
+  exist yet, so a reservation that creates a period limit from ``defaults`` and is then refused
+  leaves nothing behind (nothing of it is written).
 - A reservation is admitted only if ``spent + held + amount <= cap`` for **every** limit it
   names; otherwise nothing is written (all-or-nothing). The decision is the one every
   Python-side store makes (``_decide``), on the figures read under the locks. ``held`` is
@@ -37,7 +40,8 @@ per worker thread in use (``pool_size``, default 8). Once an operation has its t
 never abandoned: a caller cancelled then sees the cancellation after the transaction finished
 (committed or rolled back), so the operation may have taken effect; every operation is
 idempotent by reservation id, and ``Budget`` releases a reservation whose ``reserve`` was
-cancelled. Cancelled while waiting for a thread, nothing happened.
+cancelled. Cancelled while waiting for a thread, or queued for the next shared transaction,
+nothing happened.
 
 This module imports ``psycopg``; ``import outlay`` never does (``store_from_url`` loads it).
 """
