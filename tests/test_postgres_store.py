@@ -486,6 +486,299 @@ async def test_an_abandoned_reservation_is_released_without_blocking(
     assert rows(postgres_server, f'SELECT count(*) FROM "{schema}".hold_items') == [(0,)]
 
 
+# -- group commit: concurrent operations of one store share a transaction ---------------------
+
+
+async def waiting(server: PostgresServer, store: PostgresStore, count: int) -> None:
+    """Until ``count`` transactions wait for advisory locks of ``store`` (polls the server)."""
+
+    def waiters() -> int:
+        [(found,)] = rows(server, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                          "AND classid::bigint = %s AND NOT granted", store._schema_lock % 2**32)
+        return int(found)
+
+    with anyio.fail_after(10):
+        while await anyio.to_thread.run_sync(waiters) < count:  # noqa: ASYNC110 - polls
+            await anyio.sleep(0.01)
+
+
+def created(server: PostgresServer, store: PostgresStore) -> dict[str, float]:
+    """Reservation id -> its ``created_at``: the clock of the transaction that made it."""
+    return dict(rows(server, f'SELECT rid, created_at FROM "{store.schema}".reservations'))
+
+
+async def queue(tg: anyio.abc.TaskGroup, answers: dict[str, object], name: str,
+                call: Any) -> None:
+    """Start ``call()`` (its answer, or its error's type, into ``answers[name]``) and wait until
+    it is queued, so operations queue in the order they are started."""
+
+    async def run() -> None:
+        try:
+            answers[name] = await call()
+        except Exception as exc:
+            answers[name] = type(exc)
+
+    tg.start_soon(run)
+    await anyio.wait_all_tasks_blocked()
+
+
+async def test_queued_operations_share_one_transaction_and_fail_alone(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards the batch's rules: operations queued while a batch is in flight run in the next
+    # one together (one transaction: one clock), each deciding on the figures the earlier ones
+    # left; one that is refused or raises writes nothing and fails alone.
+    for key, cap in (("gate", 10), ("calls", 10), ("usd", Decimal(1))):
+        await store.set_limit(key, cap)
+    answers: dict[str, object] = {}
+    with key_locked(postgres_server, store, "gate") as conn:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)  # its batch is in flight, waiting
+            for name, call in [
+                ("a", lambda: store.reserve("a", {"calls": 3}, lease=60)),
+                ("unknown", lambda: store.commit("nobody")),
+                ("unit", lambda: store.reserve("unit", {"calls": Decimal("0.5")}, lease=60)),
+                ("missing", lambda: store.reserve("missing", {"calls": 1, "nope": 1}, lease=60)),
+                ("refused", lambda: store.reserve("refused", {"calls": 8, "usd": Decimal(0)},
+                                                  lease=60)),
+                ("b", lambda: store.reserve("b", {"calls": 7, "usd": Decimal("0.25")},
+                                            lease=60)),
+                ("full", lambda: store.reserve("full", {"calls": 1, "period": 1}, lease=60,
+                                               defaults={"period": 5})),
+                ("c", lambda: store.reserve("c", {"usd": Decimal("0.5"), "period": 2},
+                                            lease=60, defaults={"period": 5})),
+                ("d", lambda: store.reserve("d", {"period": 4}, lease=60,
+                                            defaults={"period": 5})),
+            ]:
+                await queue(tg, answers, name, call)
+            unlock(conn, store, "gate")
+    admitted = {name for name, answer in answers.items()
+                if isinstance(answer, outlay.stores.Admission) and answer.admitted}
+    assert admitted == {"first", "a", "b", "c"}
+    assert {name: answers[name] for name in ("unknown", "unit", "missing")} == {
+        "unknown": ReservationError, "unit": TypeError, "missing": outlay.UnknownLimit}
+    for name in ("refused", "full", "d"):
+        assert not answers[name].admitted  # type: ignore[attr-defined]
+    made = created(postgres_server, store)
+    assert set(made) == {"first", "a", "b", "c"}
+    assert made["a"] == made["b"] == made["c"] != made["first"]  # one transaction
+    usage = {u.key: (u.spent, u.held) for u in await store.limits()}
+    assert usage == {"gate": (0, 1), "calls": (0, 10), "usd": (0, Decimal("0.75")),
+                     "period": (0, 2)}  # made by c, not by the refused "full"
+
+
+async def test_the_callers_of_a_batch_go_on_in_one_batch(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards against batches alternating with lone transactions: when a batch answers its
+    # callers, the first to call again must not start a transaction of its own before the
+    # others have called again too (they all become ready at once).
+    await store.set_limit("gate", 10)
+    await store.set_limit("calls", 10)
+    answers: dict[str, object] = {}
+
+    async def twice(n: int) -> None:
+        answers[f"{n}"] = await store.reserve(f"{n}", {"calls": 1}, lease=60)
+        answers[f"{n}+"] = await store.reserve(f"{n}+", {"calls": 1}, lease=60)
+
+    with key_locked(postgres_server, store, "gate") as gate:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            for n in range(3):
+                tg.start_soon(twice, n)
+                await anyio.wait_all_tasks_blocked()
+            unlock(gate, store, "gate")
+    made = created(postgres_server, store)
+    assert made["0"] == made["1"] == made["2"]
+    assert made["0+"] == made["1+"] == made["2+"] != made["0"]
+    assert (await store.usage("calls")).held == 6
+
+
+async def test_a_batch_locks_again_for_reservations_another_store_made(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards the lock rule inside a batch: this store does not know which limits another
+    # store's reservations hold, so its batch did not lock them; those operations do nothing
+    # there and run again with the limits locked, while their neighbours go on.
+    other = PostgresStore(postgres_server.url, schema=store.schema)
+    try:
+        for key in ("gate", "calls", "usd"):
+            await store.set_limit(key, 10)
+        for rid in ("c", "e", "r"):
+            assert (await other.reserve(rid, {"calls": 2, "usd": 1}, lease=60)).admitted
+    finally:
+        await other.aclose()
+    answers: dict[str, object] = {}
+    with key_locked(postgres_server, store, "gate") as gate:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            await queue(tg, answers, "commit", lambda: store.commit("c", {"usd": 3}))
+            await queue(tg, answers, "extend", lambda: store.extend("e", 600))
+            await queue(tg, answers, "release", lambda: store.release("r"))
+            await queue(tg, answers, "mine", lambda: store.reserve("m", {"calls": 1}, lease=60))
+            unlock(gate, store, "gate")
+    assert [answers[n] for n in ("commit", "extend", "release")] == [True, True, True]
+    assert answers["mine"].admitted  # type: ignore[attr-defined]
+    usage = {u.key: (u.spent, u.held) for u in await store.limits()}
+    assert usage == {"gate": (0, 1), "calls": (2, 3), "usd": (3, 1)}
+    [(left,)] = rows(postgres_server, f'SELECT expires_at - extract(epoch FROM clock_timestamp())'
+                     f' FROM "{store.schema}".reservations WHERE rid = %s', "e")
+    assert 500 < left <= 600
+
+
+async def test_a_database_error_in_a_batch_runs_its_operations_alone(
+    store: PostgresStore, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Guards against one operation's database error failing its neighbours: another writer
+    # inserts the id "dup" (uncommitted) that the batch then also inserts; the batch waits for
+    # it, fails on the unique key when it commits, and each operation runs again alone: only
+    # "dup" fails (it has ended, by the other writer's row).
+    await store.set_limit("gate", 10)
+    await store.set_limit("calls", 10)
+    answers: dict[str, object] = {}
+    with key_locked(postgres_server, store, "gate") as gate, raw(postgres_server) as other:
+        other.execute("BEGIN")
+        other.execute(f'INSERT INTO "{store.schema}".reservations VALUES (%s, 1, 1)', ("dup",))
+        with caplog.at_level("WARNING", logger="outlay"):
+            async with anyio.create_task_group() as tg:
+                await queue(tg, answers, "first",
+                            lambda: store.reserve("first", {"gate": 1}, lease=60))
+                await waiting(postgres_server, store, 1)
+                for name in ("a", "dup", "b"):
+                    await queue(tg, answers, name,
+                                lambda name=name: store.reserve(name, {"calls": 1}, lease=60))
+                unlock(gate, store, "gate")
+                with anyio.fail_after(10):  # until the batch waits for the other writer's row
+                    while not await anyio.to_thread.run_sync(  # noqa: ASYNC110 - polls
+                            rows, postgres_server, "SELECT 1 FROM pg_locks WHERE locktype = "
+                            "'transactionid' AND NOT granted"):
+                        await anyio.sleep(0.01)
+                other.execute("COMMIT")
+    assert answers["dup"] is ReservationError  # ended (expired), by the other writer
+    assert [answers[n].admitted for n in ("first", "a", "b")] == [True] * 3  # type: ignore[attr-defined]
+    made = created(postgres_server, store)
+    assert made["a"] != made["b"]  # each ran alone
+    assert [r.getMessage() for r in caplog.records
+            if getattr(r, "event", None) == "outlay.postgres.batch_retried"]
+    assert (await store.usage("calls")).held == 2
+
+
+async def test_an_operation_cancelled_while_its_batch_is_in_flight_takes_effect_once(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards against a batch dropping (or the caller losing track of) a cancelled operation:
+    # the caller waits for the batch's transaction, then sees the cancellation; the hold is
+    # there to retry idempotently or release, and its neighbour in the batch is unaffected.
+    await store.set_limit("gate", 10)
+    await store.set_limit("calls", 10)
+    answers: dict[str, object] = {}
+    scope = anyio.CancelScope()
+    done = anyio.Event()
+
+    async def cancelled() -> None:
+        with scope:
+            answers["r"] = await store.reserve("r", {"calls": 4}, lease=60)
+        done.set()
+
+    with key_locked(postgres_server, store, "gate") as gate, \
+            key_locked(postgres_server, store, "calls") as calls:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            tg.start_soon(cancelled)
+            await anyio.wait_all_tasks_blocked()
+            await queue(tg, answers, "s", lambda: store.reserve("s", {"calls": 5}, lease=60))
+            unlock(gate, store, "gate")
+            await waiting(postgres_server, store, 1)  # the batch of r and s waits for "calls"
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert not done.is_set()  # the caller waits for its batch's transaction
+            unlock(calls, store, "calls")
+            await done.wait()
+    assert scope.cancelled_caught
+    assert "r" not in answers
+    assert answers["s"].admitted  # type: ignore[attr-defined]
+    made = created(postgres_server, store)
+    assert made["r"] == made["s"]  # they were one batch
+    assert (await store.usage("calls")).held == 9
+    assert (await store.reserve("r", {"calls": 4}, lease=60)).admitted  # a retry counts once
+    assert (await store.usage("calls")).held == 9
+    assert await store.release("r") is True
+    assert (await store.usage("calls")).held == 5
+
+
+async def test_two_endings_of_one_reservation_never_share_a_batch(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards the one-operation-per-id rule: a commit and a release of one reservation queued
+    # together go into consecutive batches, so exactly one of them ends it.
+    await store.set_limit("gate", 10)
+    await store.set_limit("calls", 10)
+    assert (await store.reserve("r", {"calls": 4}, lease=60)).admitted
+    answers: dict[str, object] = {}
+    with key_locked(postgres_server, store, "gate") as gate:
+        async with anyio.create_task_group() as tg:
+            await queue(tg, answers, "first",
+                        lambda: store.reserve("first", {"gate": 1}, lease=60))
+            await waiting(postgres_server, store, 1)
+            await queue(tg, answers, "commit", lambda: store.commit("r"))
+            await queue(tg, answers, "release", lambda: store.release("r"))
+            await queue(tg, answers, "other", lambda: store.reserve("o", {"calls": 1}, lease=60))
+            unlock(gate, store, "gate")
+    assert (answers["commit"], answers["release"]) == (True, False)
+    assert (await store.usage("calls")).spent == 4
+    assert (await store.usage("calls")).held == 1
+    assert rows(postgres_server, f'SELECT outcome FROM "{store.schema}".endings') == [
+        ("committed",)]
+
+
+async def test_two_stores_batches_over_keys_in_opposite_orders_never_deadlock(
+    store: PostgresStore, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Guards the batch's lock order: two stores (two sets of sessions, as two processes) each
+    # run a batch naming "a" then "b" and "b" then "a", both in flight at once. Each batch
+    # takes every lock it needs sorted and up front, so neither can hold one the other waits
+    # for while waiting itself: no deadlock (which would show as a batch run again alone).
+    other = PostgresStore(postgres_server.url, schema=store.schema)
+    for key in ("gate", "a", "b"):
+        await store.set_limit(key, 10)
+    answers: dict[str, object] = {}
+    try:
+        with key_locked(postgres_server, store, "gate") as gate, \
+                key_locked(postgres_server, store, "a") as a, \
+                key_locked(postgres_server, store, "b") as b, \
+                caplog.at_level("WARNING", logger="outlay"):
+            async with anyio.create_task_group() as tg:
+                for n, (mine, first, second) in enumerate(((store, "a", "b"),
+                                                           (other, "b", "a"))):
+                    await queue(tg, answers, f"gate{n}",
+                                lambda s=mine, n=n: s.reserve(f"g{n}", {"gate": 1}, lease=60))
+                    await waiting(postgres_server, store, n + 1)
+                    for key in (first, second):
+                        await queue(tg, answers, f"{n}{key}", lambda s=mine, n=n, k=key:
+                                    s.reserve(f"{n}{k}", {k: 1}, lease=60))
+                unlock(gate, store, "gate")
+                await waiting(postgres_server, store, 2)  # both batches wait for a or b
+                unlock(a, store, "a")
+                unlock(b, store, "b")
+    finally:
+        await other.aclose()
+    assert all(answer.admitted for answer in answers.values())  # type: ignore[attr-defined]
+    made = created(postgres_server, store)
+    assert made["0a"] == made["0b"]
+    assert made["1a"] == made["1b"]
+    assert not [r for r in caplog.records
+                if getattr(r, "event", None) == "outlay.postgres.batch_retried"]
+    assert [(u.key, u.held) for u in await store.limits()] == [("a", 2), ("b", 2), ("gate", 2)]
+
+
 # -- several OS processes -----------------------------------------------------------------------
 
 

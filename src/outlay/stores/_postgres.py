@@ -6,12 +6,15 @@ database and schema shares one budget, and it survives restarts of everything.
 
 How it stays exact and atomic:
 
-- Every operation is **one transaction** (``READ COMMITTED``). Before it reads anything, a
-  writing operation takes one transaction-scoped advisory lock per limit it touches, **in one
-  fixed order** (sorted lock ids, one ``SELECT`` over a sorted list). Two processes therefore
-  never wait on each other in a cycle: no deadlock, whatever keys their reservations share. The
-  locks also cover limits that do not exist yet, so a reservation that creates a period limit
-  from ``defaults`` and is then refused leaves nothing behind (the transaction rolls back).
+- Every operation runs inside **one transaction** (``READ COMMITTED``); concurrent
+  ``reserve``/``commit``/``release``/``extend`` calls of one store share one (group commit,
+  ``_call_batch``), each still all-or-nothing and failing alone. Before it reads anything, a
+  writing transaction takes one transaction-scoped advisory lock per limit any of its
+  operations touches, **all up front, in one fixed order** (sorted lock ids, one ``SELECT``
+  over a sorted list). Two processes therefore never wait on each other in a cycle: no
+  deadlock, whatever keys their reservations share. The locks also cover limits that do not
+  exist yet, so a reservation that creates a period limit from ``defaults`` and is then refused
+  leaves nothing behind (nothing of it is written).
 - A reservation is admitted only if ``spent + held + amount <= cap`` for **every** limit it
   names; otherwise nothing is written (all-or-nothing). The decision is the one every
   Python-side store makes (``_decide``), on the figures read under the locks. ``held`` is
@@ -37,7 +40,8 @@ per worker thread in use (``pool_size``, default 8). Once an operation has its t
 never abandoned: a caller cancelled then sees the cancellation after the transaction finished
 (committed or rolled back), so the operation may have taken effect; every operation is
 idempotent by reservation id, and ``Budget`` releases a reservation whose ``reserve`` was
-cancelled. Cancelled while waiting for a thread, nothing happened.
+cancelled. Cancelled while waiting for a thread, or queued for the next shared transaction,
+nothing happened.
 
 This module imports ``psycopg``; ``import outlay`` never does (``store_from_url`` loads it).
 """
@@ -52,8 +56,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -63,7 +67,8 @@ import anyio.lowlevel
 import psycopg
 import psycopg.pq
 
-from .._core._amounts import Amount, check_amount, check_count, check_lease
+from .._core import _log
+from .._core._amounts import Amount, check_amount, check_count, check_lease, plus
 from .._core._exceptions import (
     ConfigurationError,
     ReservationError,
@@ -72,7 +77,7 @@ from .._core._exceptions import (
     UnknownLimit,
 )
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
-from ._decide import decide_commit, decide_reserve
+from ._decide import ReserveDecision, decide_commit, decide_release, decide_reserve
 from ._events import SpendEvent, decode_event, encode_event
 from ._url import check_query, redact_url
 
@@ -148,14 +153,6 @@ class _NoSchema(Exception):
     """A read found no schema yet (nothing was created): it answers as for an empty store."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    unit: str
-    cap: Amount
-    spent: Amount
-    held: Amount
-
-
 def _unit(cap: Amount) -> str:
     return "decimal" if isinstance(cap, Decimal) else "int"
 
@@ -168,9 +165,10 @@ def _value(unit: str, number: Decimal) -> Amount:
 _Hold = tuple[float, dict[str, Decimal]]
 
 
-def _rows(cursor: psycopg.Cursor[Any]) -> dict[str, _Row]:
+def _rows(cursor: psycopg.Cursor[Any]) -> dict[str, LimitUsage]:
     """The limits a ``load`` statement returned, by key."""
-    return {_dec(key): _Row(unit, _value(unit, cap), _value(unit, spent), _value(unit, held))
+    return {(k := _dec(key)): LimitUsage(k, _value(unit, cap), _value(unit, spent),
+                                         _value(unit, held))
             for key, unit, cap, spent, held in cursor}
 
 
@@ -198,6 +196,190 @@ def _seconds(value: object, name: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value}")
     return float(value)
+
+
+#: An operation's answer, or the error it raises.
+_Outcome = tuple[object, BaseException | None]
+
+#: The most operations one batch (one transaction) takes; more wait for the next.
+_BATCH_MAX: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One operation of a batch: its reservation id, the limits whose locks it needs, and its
+    decision (``decide(view)``: reads and changes the batch's ``_View``; it changes nothing
+    before it is sure to succeed, so one that raises leaves no trace)."""
+
+    rid: str
+    keys: frozenset[str]
+    decide: Callable[[_View], object]
+
+
+@dataclass(frozen=True, slots=True)
+class _Relock:
+    """What an operation answers when the reservation holds limits its batch did not lock:
+    it did nothing, and must run again with ``keys`` locked."""
+
+    keys: frozenset[str]
+
+
+@dataclass(eq=False, slots=True)
+class _Queued:
+    """An operation in the event loop: queued for its batch (``wake`` is set when it is to
+    lead the next one, ``lead``, or its batch is over, ``done``), then its outcome."""
+
+    op: _Op
+    lead: bool = False
+    done: bool = False
+    wake: anyio.Event | None = None  # only for an operation that waits
+    result: object = None
+    error: BaseException | None = None
+
+    def outcome(self) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True)
+class _Group:
+    """One store in one event loop: its worker-thread slots (``pool_size``), its queued
+    operations, whether a batch is running, and how many callers the last one answered."""
+
+    limiter: anyio.CapacityLimiter
+    queue: list[_Queued] = field(default_factory=list)
+    running: bool = False
+    woken: int = 0
+
+
+async def _two_turns() -> None:
+    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint()
+
+
+def _take(queue: list[_Queued]) -> list[_Queued]:
+    """The next batch, oldest first: at most one operation per reservation id (a second one
+    waits for the next batch, so no operation sees another's effect on the same id) and at
+    most ``_BATCH_MAX``; the rest stay queued."""
+    taken: list[_Queued] = []
+    rest: list[_Queued] = []
+    rids: set[str] = set()
+    for item in queue:
+        if len(taken) < _BATCH_MAX and item.op.rid not in rids:
+            rids.add(item.op.rid)
+            taken.append(item)
+        else:
+            rest.append(item)
+    queue[:] = rest
+    return taken
+
+
+@dataclass(slots=True)
+class _View:
+    """A batch's transaction as its operations see it, one after the other: what it read under
+    its locks (``limits`` as the earlier operations left them; the reservations and endings of
+    its ids), and the writes they add up to (``writes``)."""
+
+    now: float
+    locked: frozenset[str]
+    limits: dict[str, LimitUsage]
+    holds: dict[str, _Hold]
+    ended: set[str]
+    created: dict[str, float | None] = field(default_factory=dict)
+    new_holds: list[tuple[str, float, Mapping[str, Amount]]] = field(default_factory=list)
+    spend: dict[str, Amount] = field(default_factory=dict)
+    endings: dict[str, str] = field(default_factory=dict)
+    remembered: list[str] = field(default_factory=list)
+    extended: dict[str, float] = field(default_factory=dict)
+
+    def current(self, keys: Iterable[str]) -> dict[str, LimitUsage]:
+        """The limits among ``keys`` that exist."""
+        return {key: self.limits[key] for key in keys if key in self.limits}
+
+    def covers(self, hold: _Hold) -> bool:
+        """Whether the batch holds the lock of every limit ``hold`` names."""
+        return hold[1].keys() <= self.locked
+
+    def holding(self, hold: _Hold) -> tuple[dict[str, LimitUsage], dict[str, Amount]]:
+        """The limits ``hold`` names that exist, and its amounts in their units."""
+        current = self.current(hold[1])
+        return current, {key: _value(_unit(current[key].cap), amount) if key in current
+                         else amount for key, amount in hold[1].items()}
+
+    def hold(self, rid: str, expires_at: float, amounts: Mapping[str, Amount],
+             decision: ReserveDecision, ends: Mapping[str, float]) -> None:
+        """An admitted reservation: its hold, and the limits it creates."""
+        for key in decision.created:
+            self.created[key] = ends.get(key)
+        self.limits.update(decision.after)
+        self.new_holds.append((rid, expires_at, amounts))
+
+    def end(self, rid: str, outcome: str, after: Mapping[str, LimitUsage],
+            spend: Mapping[str, Amount]) -> None:
+        """The reservation ``rid`` ends (``committed``/``released``) with these figures."""
+        self.limits.update(after)
+        for key, amount in spend.items():
+            self.spend[key] = plus(self.spend[key], amount) if key in self.spend else amount
+        self.endings[rid] = outcome
+
+    def writes(self, sql: _Statements) -> list[tuple[str, tuple[object, ...]]]:
+        """The statements that write everything the operations did: a few, whatever their
+        number; rows in id order, so two batches lock index entries in one order."""
+        out: list[tuple[str, tuple[object, ...]]] = []
+        now = self.now
+        if self.new_holds:
+            holds = sorted(self.new_holds, key=lambda h: h[0])
+            items = [(rid, key, amount, expires_at) for rid, expires_at, amounts in holds
+                     for key, amount in amounts.items()]
+            parameters: tuple[object, ...] = (
+                now, [h[0] for h in holds], [h[1] for h in holds], [i[0] for i in items],
+                [_enc(i[1]) for i in items], [str(i[2]) for i in items], [i[3] for i in items])
+            if self.created:  # only reservations create limits: in the same statement
+                made = sorted(self.created)
+                out.append((sql.insert_holds_made, (
+                    [_enc(k) for k in made], [_unit(self.limits[k].cap) for k in made],
+                    [str(self.limits[k].cap) for k in made], [self.created[k] for k in made],
+                    now, *parameters)))
+            else:
+                out.append((sql.insert_holds, parameters))
+        if self.endings:
+            rids = sorted(self.endings)
+            parameters = (rids, rids, now, rids, [self.endings[r] for r in rids])
+            if self.spend:  # only commits spend: in the same statement
+                keys = sorted(self.spend)
+                out.append((sql.end_spending, (now, [_enc(k) for k in keys],
+                                               [str(self.spend[k]) for k in keys], *parameters)))
+            else:
+                out.append((sql.end, parameters))
+        if self.remembered:
+            out.append((sql.remember_release, (now, sorted(self.remembered))))
+        if self.extended:
+            rids = sorted(self.extended)
+            expires = [self.extended[r] for r in rids]
+            out.append((sql.extend, (rids, expires, rids, expires)))
+        return out
+
+
+def _ids(cursor: psycopg.Cursor[Any]) -> tuple[dict[str, _Hold], set[str]]:
+    """What an ``ids`` statement returned: the reservations by id, and the ids that ended."""
+    found: dict[str, _Hold] = {}
+    ended: set[str] = set()
+    for rid, expires_at, key, amount, over in cursor:
+        if over:
+            ended.add(rid)
+        if expires_at is not None:
+            entry = found.setdefault(rid, (float(expires_at), {}))
+            if key is not None:
+                entry[1][_dec(key)] = amount
+    return found, ended
+
+
+def _copy(error: StoreError) -> StoreError:
+    """Another ``error`` of the same kind and message, for each operation a batch fails."""
+    copy = type(error)(str(error))
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 class PostgresStore(Store):
@@ -252,9 +434,9 @@ class PostgresStore(Store):
         self._ready = False
         self._closed = False
         self._pruned_at = float("-inf")
-        self._bound_limiter: tuple[object, anyio.CapacityLimiter] | None = None
         self._abandoned: list[threading.Thread] = []
         self._touched: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._bound_group: tuple[object, _Group] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -312,23 +494,19 @@ class PostgresStore(Store):
         """
         locks = sorted({_lock_id(key) for key in keys})
         result = await anyio.to_thread.run_sync(self._call, op, locks, write,
-                                                limiter=self._limiter())
+                                                limiter=self._group().limiter)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        """This store's worker-thread slots in the running event loop."""
-        loop = anyio.lowlevel.current_token().native_token
-        bound = self._bound_limiter
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_limiter = (loop, anyio.CapacityLimiter(self._pool_size))
-        return bound[1]
-
     def _call(self, op: Callable[[psycopg.Connection[Any], float], T],
-              locks: Sequence[int], write: bool) -> T:
-        conn = None
+              locks: Sequence[int], write: bool,
+              reads: Callable[[psycopg.Connection[Any]], object] | None = None) -> T:
+        """``op(conn, now)`` in one transaction holding ``locks`` (sorted), committed unless
+        ``op`` ended it; ``reads(conn)`` first issues statements that go in the same round trip
+        as ``BEGIN`` and the locks (``op`` reads their cursors). Driver errors are mapped
+        (``_error``); a transaction that fails is rolled back."""
+        conn, now = self._begin(write, locks, reads)
         try:
-            conn, now = self._begin(write, locks)
             try:
                 result = op(conn, now)
             except BaseException:
@@ -339,40 +517,54 @@ class PostgresStore(Store):
                 conn.execute("COMMIT")
             return result
         except psycopg.Error as exc:
-            if conn is not None:
-                conn.close()
-                conn = None
-            kind = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else StoreError
-            raise kind(f"PostgreSQL store {self!r}: {exc}") from exc
+            raise self._error(exc, conn) from exc
         finally:
-            if conn is not None:
-                self._give_back(conn)
+            self._give_back(conn)
 
-    def _begin(self, write: bool, locks: Sequence[int]) -> tuple[psycopg.Connection[Any], float]:
+    def _error(self, exc: psycopg.Error, conn: psycopg.Connection[Any] | None) -> StoreError:
+        """``StoreUnavailable`` if the server could not be reached or the connection broke (a
+        commit's outcome is then unknown), else ``StoreError`` (rolled back, nothing kept)."""
+        lost = conn is None or conn.broken or conn.closed
+        kind = StoreUnavailable if lost else StoreError
+        return kind(f"PostgreSQL store {self!r}: {exc}")
+
+    def _begin(self, write: bool, locks: Sequence[int],
+               reads: Callable[[psycopg.Connection[Any]], object] | None
+               ) -> tuple[psycopg.Connection[Any], float]:
         """A connection in a fresh transaction holding the advisory locks ``locks`` (sorted),
-        and the time after they are held: ``BEGIN`` and the locking statement go in one round
-        trip (pipeline mode). A pooled connection that turns out dead (server restarted,
-        backend terminated, network cut while idle) is dropped and the next one tried: nothing
-        ran on it, so nothing ran twice."""
+        and the time after they are held (also set as ``outlay.now`` for the statements of the
+        transaction): ``BEGIN``, the locking statement and ``reads`` go in one round trip
+        (pipeline mode). A pooled connection that turns out dead (server restarted, backend
+        terminated, network cut while idle) is dropped and the next one tried: nothing ran on
+        it, so nothing ran twice."""
         while True:
-            conn, pooled = self._acquire()
+            try:
+                conn, pooled = self._acquire()
+            except psycopg.Error as exc:
+                raise self._error(exc, None) from exc
             try:
                 if not self._ready:
                     self._setup(conn, write)
                 self._prune(conn)
+                clock = self._clock() if self._clock is not None else None
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    if locks:
-                        cursor = conn.execute(self._sql.lock, (self._schema_lock, list(locks)))
-                    else:
-                        cursor = conn.execute(self._sql.now)
+                    cursor = conn.execute(self._sql.lock, (self._schema_lock, clock, list(locks)))
+                    if reads is not None:
+                        reads(conn)
                 row = cursor.fetchone()
                 assert row is not None
-                return conn, self._clock() if self._clock is not None else float(row[-1])
-            except psycopg.OperationalError:
-                conn.close()
-                if not pooled:
-                    raise
+                return conn, float(row[-1])
+            except psycopg.Error as exc:
+                broken = conn.broken or conn.closed
+                if broken and pooled:
+                    conn.close()
+                    continue
+                error = self._error(exc, conn)
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                self._give_back(conn)
+                raise error from exc
             except _NoSchema:
                 self._give_back(conn)
                 raise
@@ -388,6 +580,18 @@ class PostgresStore(Store):
             if self._idle:
                 return self._idle.pop(), True
         conn: psycopg.Connection[Any] = psycopg.connect(self._conninfo, autocommit=True)
+        try:
+            # A plain index scan marks the index entries of ended holds dead as it passes them
+            # (a bitmap scan never does), so summing a busy limit's live holds does not slow
+            # down with every hold ended since the last vacuum. The statements are few and
+            # index lookups: planned once (a generic plan), not on every execution, which the
+            # server otherwise chooses for those with array parameters (PostgreSQL 12+).
+            conn.execute("SET enable_bitmapscan = off")
+            if conn.info.server_version >= 120000:
+                conn.execute("SET plan_cache_mode = force_generic_plan")
+        except BaseException:
+            conn.close()
+            raise
         return conn, False
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
@@ -449,47 +653,152 @@ class PostgresStore(Store):
             conn.execute(self._sql.prune, (before, before))
         self._pruned_at = time.monotonic()
 
-    # -- helpers (in the worker thread, inside the operation's transaction) -----------------
+    # -- group commit (in the event loop) ----------------------------------------------------
 
-    def _load(self, conn: psycopg.Connection[Any], keys: Iterable[str],
-              now: float) -> dict[str, _Row]:
-        return _rows(conn.execute(self._sql.load, (now, [_enc(key) for key in keys])))
+    async def _submit(self, op: _Op) -> object:
+        """Run ``op`` in the next batch of this store: the answer of its ``decide`` (or its
+        error).
 
-    def _hold(self, conn: psycopg.Connection[Any], rid: str) -> _Hold | None:
-        """The reservation ``rid`` (row-locked): its expiry and amounts by key, or None."""
-        rows = conn.execute(self._sql.hold, (rid,)).fetchall()
-        if not rows:
-            return None
-        return float(rows[0][0]), {_dec(key): amount for _, key, amount in rows
-                                   if key is not None}
+        Group commit: operations that arrive while a batch is in the worker thread queue in the
+        event loop; the next batch takes all of them (one per reservation id, at most
+        ``_BATCH_MAX``) into **one** transaction (``_call_batch``). A lone operation runs at
+        once, as a batch of one.
 
-    async def _run_on_hold(self, rid: str, op: Callable[[psycopg.Connection[Any], float,
-                                                          _Hold | None], T], *, ends: bool) -> T:
-        """Run ``op(conn, now, hold)`` on the reservation ``rid`` (row-locked, or None) under
-        the locks of the limits it holds.
+        Cancelled while queued: nothing happened. Cancelled once taken into a batch: the
+        transaction finishes, one way or the other, and then the cancellation is raised.
+        """
+        group = self._group()
+        item = _Queued(op)
+        group.queue.append(item)
+        wait: Callable[[], Awaitable[object]] | None = None
+        if group.running:
+            item.wake = anyio.Event()  # our turn to lead the next batch, or our outcome is in
+            wait = item.wake.wait
+        else:  # we lead
+            group.running = True
+            if group.woken > 1:  # the last batch's other callers may be about to submit their
+                item.lead = True  # next operations: two turns of the loop let them join ours
+                wait = _two_turns  # (trio runs the tasks ready in one turn in either order)
+        if wait is not None:
+            try:
+                await wait()
+            except BaseException:
+                if item in group.queue:  # never taken into a batch: nothing happened
+                    group.queue.remove(item)
+                    if item.lead:  # it was to lead the next batch: hand that on
+                        self._hand_on(group)
+                    raise
+                assert item.wake is not None  # taken by another's batch: wait for its end
+                with anyio.CancelScope(shield=True):
+                    await item.wake.wait()
+                raise
+            if item.done:
+                return item.outcome()
+        taken = _take(group.queue)
+        assert taken[0] is item  # the leader is the oldest queued operation
+        try:
+            with anyio.CancelScope(shield=True):  # every operation taken runs, once
+                await anyio.to_thread.run_sync(self._call_batch, taken, limiter=group.limiter)
+        finally:
+            for queued in taken:
+                queued.done = True
+                if queued.wake is not None:
+                    queued.wake.set()
+            group.woken = len(taken)
+            self._hand_on(group)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return item.outcome()
 
-        The keys are known for a reservation this store admitted; otherwise the first try
-        takes no locks. If the reservation holds other keys than were locked (another process
-        made it, or the reserve landed meanwhile), nothing is done and it runs again with
-        those keys, so the locks always cover every limit the operation changes. ``ends``: the
-        reservation is over afterwards (commit, release)."""
+    @staticmethod
+    def _hand_on(group: _Group) -> None:
+        """The oldest queued operation leads the next batch; with none, no batch is running."""
+        if group.queue:
+            first = group.queue[0]
+            first.lead = True
+            assert first.wake is not None  # queued behind a running batch: it waits
+            first.wake.set()
+        else:
+            group.running = False
+
+    def _group(self) -> _Group:
+        """This store's queue of operations and worker-thread slots in the running event
+        loop."""
+        loop = anyio.lowlevel.current_token().native_token
+        bound = self._bound_group
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_group = (loop, _Group(anyio.CapacityLimiter(self._pool_size)))
+        return bound[1]
+
+    async def _on_hold(self, rid: str, decide: Callable[[_View], object]) -> object:
+        """Submit ``decide`` for the reservation ``rid`` under the locks of the limits it
+        holds: known for a reservation this store admitted; otherwise the first try takes
+        none, and if the reservation holds limits the batch did not lock (another process
+        made it, or the reserve landed meanwhile), it did nothing and runs again with them."""
         keys = self._touched.get(rid, frozenset())
         while True:
+            result = await self._submit(_Op(rid, keys, decide))
+            if not isinstance(result, _Relock):
+                return result
+            keys = result.keys
 
-            def guarded(conn: psycopg.Connection[Any], now: float, locked: frozenset[str] = keys
-                        ) -> tuple[frozenset[str] | None, T | None]:
-                hold = self._hold(conn, rid)
-                held = frozenset(hold[1]) if hold is not None else frozenset()
-                if held != locked:
-                    return held, None
-                return None, op(conn, now, hold)
+    # -- group commit (in the worker thread) -------------------------------------------------
 
-            other, result = await self._run(guarded, keys)
-            if other is None:
-                if ends:
-                    self._touched.pop(rid, None)
-                return cast(T, result)
-            keys = other
+    def _call_batch(self, items: list[_Queued]) -> None:
+        """Run the operations ``items`` in one transaction: ``BEGIN``, the advisory locks of
+        every limit any of them names (sorted, all up front), one statement for those limits
+        and one for their reservations (row-locked, in id order) and endings, in one round
+        trip; then each decides in turn on the figures the earlier ones left (``_View``), in
+        Python; then the writes of all of them (a few statements, whatever their number) and
+        ``COMMIT`` in a second round trip. An operation that raises or is refused writes
+        nothing and fails alone.
+
+        If the transaction fails as a whole on a database error that leaves no doubt about
+        its outcome (a deadlock, a conflict with another writer, data the server refuses),
+        nothing of it was kept: each operation runs again alone, so the error fails only the
+        operations it touches. A lost connection fails every operation in it (a commit's
+        outcome is unknown; each is idempotent by reservation id)."""
+        keys = frozenset().union(*(item.op.keys for item in items))
+        rids = sorted(item.op.rid for item in items)
+        cursors: list[psycopg.Cursor[Any]] = []
+
+        def reads(conn: psycopg.Connection[Any]) -> None:  # again on another connection
+            cursors[:] = [conn.execute(self._sql.load, ([_enc(key) for key in keys],)),
+                          conn.execute(self._sql.ids, (rids,))]
+
+        def run(conn: psycopg.Connection[Any], now: float) -> list[_Outcome]:
+            limits, ids = cursors
+            view = _View(now, keys, _rows(limits), *_ids(ids))
+            outcomes: list[_Outcome] = []
+            for item in items:
+                try:
+                    outcomes.append((item.op.decide(view), None))
+                except Exception as exc:  # bad input, unknown limit or id: this one fails
+                    outcomes.append((None, exc))
+            with conn.pipeline():  # one round trip
+                for statement, parameters in view.writes(self._sql):
+                    conn.execute(statement, parameters)
+                conn.execute("COMMIT")
+            return outcomes
+
+        try:
+            outcomes = self._call(run, sorted({_lock_id(key) for key in keys}), True, reads)
+        except StoreError as exc:
+            if len(items) > 1 and not isinstance(exc, StoreUnavailable):
+                _log.warn("outlay.postgres.batch_retried", store=repr(self),
+                          operations=len(items), error=str(exc))
+                for item in items:
+                    self._call_batch([item])
+                return
+            outcomes = [(None, _copy(exc)) for _ in items]
+        except BaseException as exc:
+            outcomes = [(None, exc) for _ in items]
+        for item, (result, error) in zip(items, outcomes, strict=True):
+            item.result, item.error = result, error
+
+    # -- helpers (in the worker thread, inside the operation's transaction) -----------------
+
+    def _load(self, conn: psycopg.Connection[Any], keys: Iterable[str]) -> dict[str, LimitUsage]:
+        return _rows(conn.execute(self._sql.load, ([_enc(key) for key in keys],)))
 
     # -- the Store protocol -----------------------------------------------------------------
 
@@ -518,7 +827,8 @@ class PostgresStore(Store):
         defaults: Mapping[str, Amount] | None = None,
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
-        """See ``Store.reserve``. One transaction; all or nothing; a refusal writes nothing."""
+        """See ``Store.reserve``. One transaction (shared with concurrent operations of this
+        store, see ``_call_batch``); all or nothing; a refusal writes nothing."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
         seconds = check_lease(lease)
@@ -530,36 +840,18 @@ class PostgresStore(Store):
                 raise ValueError(f"expire_at[{key!r}] must be finite, got {end!r}")
             ends[key] = float(end)
 
-        def op(conn: psycopg.Connection[Any], now: float) -> Admission:
-            with conn.pipeline():  # one round trip: the id's state and the limits
-                state = conn.execute(self._sql.state, (rid, rid))
-                loaded = conn.execute(self._sql.load, (now, [_enc(key) for key in checked]))
-            found = state.fetchone()
-            assert found is not None
-            expires_at, ended = found
-            if expires_at is not None and expires_at > now:
+        def decide(view: _View) -> Admission:
+            hold = view.holds.get(rid)
+            if hold is not None and hold[0] > view.now:
                 return Admission(True)  # a retried reserve
-            if expires_at is not None or ended:
+            if hold is not None or rid in view.ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
-            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
-                       for key, row in _rows(loaded).items()}
-            decision = decide_reserve(current, checked, caps)
-            if not decision.admission.admitted:
-                conn.execute("ROLLBACK")  # nothing was written; nothing is kept
-                return decision.admission
-            created = sorted(decision.created)
-            if created:
-                units = [_unit(decision.after[k].cap) for k in created]
-                conn.execute(self._sql.create, (
-                    [_enc(k) for k in created], units,
-                    [str(decision.after[k].cap) for k in created],
-                    [ends.get(k) for k in created], now))
-            conn.execute(self._sql.insert_hold, (
-                rid, now + seconds, now, rid, now + seconds, [_enc(k) for k in checked],
-                [str(a) for a in checked.values()]))
-            return Admission(True)
+            decision = decide_reserve(view.current(checked), checked, caps)
+            if decision.admission.admitted:
+                view.hold(rid, view.now + seconds, checked, decision, ends)
+            return decision.admission
 
-        admission = await self._run(op, checked)
+        admission = cast(Admission, await self._submit(_Op(rid, frozenset(checked), decide)))
         if admission.admitted:
             self._touched[rid] = frozenset(checked)
             if len(self._touched) > _TOUCHED_MEMORY:
@@ -567,47 +859,46 @@ class PostgresStore(Store):
         return admission
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        """See ``Store.commit``. One transaction; the spend counts even after the lease
-        expired (within ``history``)."""
+        """See ``Store.commit``. One transaction (shared, see ``_call_batch``); the spend
+        counts even after the lease expired (within ``history``)."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
 
-        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
+        def decide(view: _View) -> bool | _Relock:
+            hold = view.holds.get(rid)
             if hold is None:
-                if conn.execute(self._sql.ended, (rid,)).fetchone() is None:
+                if rid not in view.ended:
                     raise ReservationError(f"unknown reservation {rid!r} (never reserved, or "
                                            "ended longer ago than this store remembers)")
                 return False
-            expires_at, stored = hold
-            rows = self._load(conn, stored, now)
-            current = {key: LimitUsage(key, row.cap, row.spent, row.held)
-                       for key, row in rows.items()}
-            held = {key: _value(rows[key].unit, amount) for key, amount in stored.items()}
-            _, spend = decide_commit(current, held, checked, live=expires_at > now)
-            with conn.pipeline():  # one round trip
-                conn.execute(self._sql.add_spend, (now, [_enc(k) for k in spend],
-                                                   [str(a) for a in spend.values()]))
-                conn.execute(self._sql.end, (rid, rid, rid, "committed", now))
+            if not view.covers(hold):
+                return _Relock(frozenset(hold[1]))
+            current, held = view.holding(hold)
+            after, spend = decide_commit(current, held, checked, live=hold[0] > view.now)
+            view.end(rid, "committed", after, spend)
             return True
 
-        return await self._run_on_hold(rid, op, ends=True)
+        result = cast(bool, await self._on_hold(rid, decide))
+        self._touched.pop(rid, None)
+        return result
 
     async def release(self, rid: str) -> bool:
-        return await self._run_on_hold(rid, self._release_op(rid), ends=True)
-
-    def _release_op(
-        self, rid: str
-    ) -> Callable[[psycopg.Connection[Any], float, _Hold | None], bool]:
-        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
+        def decide(view: _View) -> bool | _Relock:
+            hold = view.holds.get(rid)
             if hold is None:
                 # Remembered as released (unless it ended already): a reserve of this id that
                 # arrives later, overtaken by its own release, is refused instead of holding.
-                conn.execute(self._sql.remember_release, (rid, now))
+                view.remembered.append(rid)
                 return False
+            if not view.covers(hold):
+                return _Relock(frozenset(hold[1]))
             # An expired hold that is released is over: a later commit no longer counts.
-            conn.execute(self._sql.end, (rid, rid, rid, "released", now))
-            return hold[0] > now
+            live = hold[0] > view.now
+            view.end(rid, "released", decide_release(*view.holding(hold)) if live else {}, {})
+            return live
 
-        return op
+        result = cast(bool, await self._on_hold(rid, decide))
+        self._touched.pop(rid, None)
+        return result
 
     def release_abandoned(self, rid: str) -> None:
         """Release a garbage-collected reservation from a short-lived background thread, so the
@@ -627,17 +918,20 @@ class PostgresStore(Store):
     async def extend(self, rid: str, lease: float) -> bool:
         seconds = check_lease(lease)
 
-        def op(conn: psycopg.Connection[Any], now: float, hold: _Hold | None) -> bool:
-            if hold is None or hold[0] <= now:
+        def decide(view: _View) -> bool | _Relock:
+            hold = view.holds.get(rid)
+            if hold is None or hold[0] <= view.now:
                 return False  # an expired hold is not revived
-            conn.execute(self._sql.extend, (now + seconds, rid, now + seconds, rid))
+            if not view.covers(hold):
+                return _Relock(frozenset(hold[1]))
+            view.extended[rid] = view.now + seconds
             return True
 
-        return await self._run_on_hold(rid, op, ends=False)
+        return cast(bool, await self._on_hold(rid, decide))
 
     async def usage(self, key: str) -> LimitUsage:
         def op(conn: psycopg.Connection[Any], now: float) -> LimitUsage:
-            rows = self._load(conn, [key], now)
+            rows = self._load(conn, [key])
             if key not in rows:
                 raise UnknownLimit(key)
             row = rows[key]
@@ -654,7 +948,7 @@ class PostgresStore(Store):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
 
         def op(conn: psycopg.Connection[Any], now: float) -> list[LimitUsage]:
-            rows = conn.execute(self._sql.listing, (now, _enc(prefix)))
+            rows = conn.execute(self._sql.listing, (_enc(prefix),))
             return sorted((LimitUsage(_dec(key), _value(unit, cap), _value(unit, spent),
                                       _value(unit, held)) for key, unit, cap, spent, held in rows),
                           key=lambda usage: usage.key)  # by code point, not by collation
@@ -669,7 +963,7 @@ class PostgresStore(Store):
         as it was before."""
 
         def op(conn: psycopg.Connection[Any], now: float) -> LimitUsage:
-            rows = self._load(conn, [key], now)
+            rows = self._load(conn, [key])
             if key not in rows:
                 raise UnknownLimit(key)
             conn.execute(self._sql.reset, (now, _enc(key)))
@@ -796,19 +1090,21 @@ class _Statements:
         self.set_version = (f"INSERT INTO {s}.meta (owner, version) VALUES (%s, %s) "
                               "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version")
         self.now = "SELECT extract(epoch FROM clock_timestamp())::float8"
-        # The aggregate takes the locks row by row in the subquery's sorted order; the clock is
-        # read when the aggregate is done, so after every lock is held.
+        # The aggregate takes the locks row by row in the subquery's sorted order; the clock (or
+        # the test clock's reading, parameter 2) is read when the aggregate is done, so after
+        # every lock is held, and kept as ``outlay.now`` for the rest of the transaction.
         self.lock = (
-            "SELECT count(pg_advisory_xact_lock(%s, k)), "
-            "extract(epoch FROM clock_timestamp())::float8 "
-            "FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS sorted")
+            "SELECT count(pg_advisory_xact_lock(%s, k)), set_config('outlay.now', "
+            "COALESCE(%s::float8, extract(epoch FROM clock_timestamp())::float8)::text, "
+            "true)::float8 FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS sorted")
+        now = "(SELECT current_setting('outlay.now')::float8)"
         live = (f"SELECT sum(h.amount) FROM {s}.hold_items h "
-                "WHERE h.key = l.key AND h.expires_at > %s")
-        # Parameters: now, keys. The held sum is exact NUMERIC arithmetic.
+                f"WHERE h.key = l.key AND h.expires_at > {now}")
+        # Parameters: keys. The held sum is exact NUMERIC arithmetic.
         self.load = (
             f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
-            f"FROM {s}.limits l WHERE l.key = ANY(%s)")
-        # Parameters: now, prefix.
+            f"FROM {s}.limits l WHERE l.key = ANY(%s::text[])")
+        # Parameters: prefix.
         self.listing = (
             f"SELECT l.key, l.unit, l.cap, l.spent, COALESCE(({live}), 0) "
             f"FROM {s}.limits l WHERE starts_with(l.key, %s)")
@@ -822,39 +1118,49 @@ class _Statements:
         self.set_cap = (
             f"UPDATE {s}.limits SET cap = %s::numeric, updated_at = %s WHERE key = %s")
         self.reset = (f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
-        self.state = (
-            f"SELECT (SELECT expires_at FROM {s}.reservations WHERE rid = %s), "
-            f"EXISTS (SELECT 1 FROM {s}.endings WHERE rid = %s)")
-        # Parameters: rid, expires_at, now, rid, expires_at, keys, amounts.
-        self.insert_hold = (
-            f"WITH hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
-            "VALUES (%s, %s, %s)) "
+        # Parameters: rids (sorted). Per id: its reservation (row-locked, in the order of the
+        # ids), one row per hold item, and whether it has ended.
+        self.ids = (
+            f"SELECT u.rid, r.expires_at, h.key, h.amount, "
+            f"EXISTS (SELECT 1 FROM {s}.endings e WHERE e.rid = u.rid) "
+            "FROM unnest(%s::text[]) AS u(rid) "
+            f"LEFT JOIN LATERAL (SELECT rid, expires_at FROM {s}.reservations "
+            "WHERE rid = u.rid FOR UPDATE) AS r ON true "
+            f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid")
+        # Parameters: now, rids, expires_ats; then per item: rids, keys, amounts, expires_ats.
+        # ``insert_holds_made``: first those of ``create`` (the limits they create).
+        holds = (
+            f"hold AS (INSERT INTO {s}.reservations (rid, expires_at, created_at) "
+            "SELECT r, e, %s FROM unnest(%s::text[], %s::float8[]) AS t(r, e)) "
             f"INSERT INTO {s}.hold_items (rid, key, amount, expires_at) "
-            "SELECT r, k, a::numeric, e FROM (SELECT %s::text AS r, %s::float8 AS e) AS one, "
-            "unnest(%s::text[], %s::text[]) AS t(k, a)")
-        self.hold = (f"SELECT r.expires_at, h.key, h.amount FROM {s}.reservations r "
-                     f"LEFT JOIN {s}.hold_items h ON h.rid = r.rid WHERE r.rid = %s "
-                     "FOR UPDATE OF r")
-        self.ended = (f"SELECT outcome FROM {s}.endings WHERE rid = %s")
-        # Parameters: now, keys, amounts.
-        self.add_spend = (
-            f"UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, updated_at = n "
-            "FROM (SELECT %s::float8 AS n) AS at, unnest(%s::text[], %s::text[]) AS t(k, a) "
-            "WHERE l.key = t.k")
-        # Parameters: rid, rid, rid, outcome, now.
-        self.end = (
-            f"WITH items AS (DELETE FROM {s}.hold_items WHERE rid = %s), "
-            f"hold AS (DELETE FROM {s}.reservations WHERE rid = %s) "
-            f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, %s, %s) "
+            "SELECT r, k, a::numeric, e "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) AS t(r, k, a, e)")
+        self.insert_holds = f"WITH {holds}"
+        self.insert_holds_made = f"WITH made AS ({self.create}), {holds}"
+        # Parameters: rids, rids, now, rids, outcomes. ``end_spending``: first now, keys,
+        # amounts (the spend of the commits).
+        ending = (
+            f"items AS (DELETE FROM {s}.hold_items WHERE rid = ANY(%s::text[])), "
+            f"hold AS (DELETE FROM {s}.reservations WHERE rid = ANY(%s::text[])) "
+            f"INSERT INTO {s}.endings (rid, outcome, ended_at) "
+            "SELECT r, o, %s FROM unnest(%s::text[], %s::text[]) AS t(r, o) "
             "ON CONFLICT (rid) DO UPDATE SET outcome = EXCLUDED.outcome, "
             "ended_at = EXCLUDED.ended_at")
-        # Parameters: expires_at, rid, expires_at, rid.
+        self.end = f"WITH {ending}"
+        self.end_spending = (
+            f"WITH spend AS (UPDATE {s}.limits AS l SET spent = l.spent + t.a::numeric, "
+            "updated_at = n FROM (SELECT %s::float8 AS n) AS at, "
+            f"unnest(%s::text[], %s::text[]) AS t(k, a) WHERE l.key = t.k), {ending}")
+        # Parameters: rids, expires_ats, rids, expires_ats.
         self.extend = (
-            f"WITH hold AS (UPDATE {s}.reservations SET expires_at = %s WHERE rid = %s) "
-            f"UPDATE {s}.hold_items SET expires_at = %s WHERE rid = %s")
+            f"WITH hold AS (UPDATE {s}.reservations r SET expires_at = t.e "
+            "FROM unnest(%s::text[], %s::float8[]) AS t(id, e) WHERE r.rid = t.id) "
+            f"UPDATE {s}.hold_items h SET expires_at = t.e "
+            "FROM unnest(%s::text[], %s::float8[]) AS t(id, e) WHERE h.rid = t.id")
+        # Parameters: now, rids.
         self.remember_release = (
-            f"INSERT INTO {s}.endings (rid, outcome, ended_at) VALUES (%s, 'released', %s) "
-            "ON CONFLICT (rid) DO NOTHING")
+            f"INSERT INTO {s}.endings (rid, outcome, ended_at) "
+            "SELECT r, 'released', %s FROM unnest(%s::text[]) AS r ON CONFLICT (rid) DO NOTHING")
         # Parameters: now.
         self.holds = (
             f"SELECT r.rid, r.expires_at, r.created_at, h.key, l.unit, h.amount "
