@@ -33,8 +33,8 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = SQLiteStore._call
 
-    def spy(self: SQLiteStore, items: list[Any], *rest: Any) -> None:
-        real(self, items, *rest)
+    def spy(self: SQLiteStore, items: list[Any], *rest: Any, **options: Any) -> None:
+        real(self, items, *rest, **options)
         sizes.append(len(items))  # with those it took in while it ran
 
     monkeypatch.setattr(SQLiteStore, "_call", spy)

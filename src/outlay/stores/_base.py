@@ -29,6 +29,10 @@ run it against each one):
   returns False. ``extend`` never revives an expired hold. ``expire_at`` marks when a period
   limit is over; a store may forget such a limit some time after that and after every hold on
   it has ended (Redis), never while a hold on it is live.
+- **Group commit.** A store may run concurrent operations of one process together, in one
+  transaction or one round trip (SQLite and PostgreSQL through ``stores/_group.py``, Redis in
+  one batch script); each keeps its own all-or-nothing, idempotent outcome, and an error
+  answers exactly the operations it comes from. A lone operation never waits for company.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ class Admission:
 
 
 class Store(ABC):
-    """What every store implements. Subclasses: ``MemoryStore``, ``SQLiteStore``, ``RedisStore``.
+    """What every store implements. Subclasses: ``MemoryStore``, ``SQLiteStore``, ``RedisStore``,
+    ``PostgresStore``.
 
     ``rid`` is a client-generated reservation id. Amount mappings are limit key -> amount, checked
     by the caller for type and sign; a store checks units against caps and raises ``TypeError``

@@ -56,7 +56,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
@@ -79,6 +79,7 @@ from .._core._exceptions import (
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import ReserveDecision, decide_commit, decide_release, decide_reserve
 from ._events import SpendEvent, decode_event, encode_event
+from ._group import Group, PerLoop, Queued
 from ._url import check_query, redact_url
 
 T = TypeVar("T")
@@ -224,55 +225,20 @@ class _Relock:
     keys: frozenset[str]
 
 
-@dataclass(eq=False, slots=True)
-class _Queued:
-    """An operation in the event loop: queued for its batch (``wake`` is set when it is to
-    lead the next one, ``lead``, or its batch is over, ``done``), then its outcome."""
-
-    op: _Op
-    lead: bool = False
-    done: bool = False
-    wake: anyio.Event | None = None  # only for an operation that waits
-    result: object = None
-    error: BaseException | None = None
-
-    def outcome(self) -> object:
-        if self.error is not None:
-            raise self.error
-        return self.result
+def _rid(item: _Queued) -> str:
+    """A batch takes at most one operation per reservation id (a second one waits for the
+    next batch, so no operation sees another's effect on the same id)."""
+    return item.op.rid
 
 
-@dataclass(slots=True)
-class _Group:
-    """One store in one event loop: its worker-thread slots (``pool_size``), its queued
-    operations, whether a batch is running, and how many callers the last one answered."""
+class _Queued(Queued):
+    """An operation of ``_Op`` in the event loop, queued for its batch (``stores/_group.py``)."""
 
-    limiter: anyio.CapacityLimiter
-    queue: list[_Queued] = field(default_factory=list)
-    running: bool = False
-    woken: int = 0
+    __slots__ = ("op",)
 
-
-async def _two_turns() -> None:
-    await anyio.lowlevel.checkpoint()
-    await anyio.lowlevel.checkpoint()
-
-
-def _take(queue: list[_Queued]) -> list[_Queued]:
-    """The next batch, oldest first: at most one operation per reservation id (a second one
-    waits for the next batch, so no operation sees another's effect on the same id) and at
-    most ``_BATCH_MAX``; the rest stay queued."""
-    taken: list[_Queued] = []
-    rest: list[_Queued] = []
-    rids: set[str] = set()
-    for item in queue:
-        if len(taken) < _BATCH_MAX and item.op.rid not in rids:
-            rids.add(item.op.rid)
-            taken.append(item)
-        else:
-            rest.append(item)
-    queue[:] = rest
-    return taken
+    def __init__(self, op: _Op) -> None:
+        super().__init__()
+        self.op = op
 
 
 @dataclass(slots=True)
@@ -436,7 +402,9 @@ class PostgresStore(Store):
         self._pruned_at = float("-inf")
         self._abandoned: list[threading.Thread] = []
         self._touched: OrderedDict[str, frozenset[str]] = OrderedDict()
-        self._bound_group: tuple[object, _Group] | None = None
+        self._group = PerLoop(lambda: Group[_Queued](
+            most=_BATCH_MAX, distinct=_rid, limiter=anyio.CapacityLimiter(self._pool_size),
+            settle=True))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -494,7 +462,7 @@ class PostgresStore(Store):
         """
         locks = sorted({_lock_id(key) for key in keys})
         result = await anyio.to_thread.run_sync(self._call, op, locks, write,
-                                                limiter=self._group().limiter)
+                                                limiter=self._group.get().limiter)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
@@ -667,67 +635,7 @@ class PostgresStore(Store):
         Cancelled while queued: nothing happened. Cancelled once taken into a batch: the
         transaction finishes, one way or the other, and then the cancellation is raised.
         """
-        group = self._group()
-        item = _Queued(op)
-        group.queue.append(item)
-        wait: Callable[[], Awaitable[object]] | None = None
-        if group.running:
-            item.wake = anyio.Event()  # our turn to lead the next batch, or our outcome is in
-            wait = item.wake.wait
-        else:  # we lead
-            group.running = True
-            if group.woken > 1:  # the last batch's other callers may be about to submit their
-                item.lead = True  # next operations: two turns of the loop let them join ours
-                wait = _two_turns  # (trio runs the tasks ready in one turn in either order)
-        if wait is not None:
-            try:
-                await wait()
-            except BaseException:
-                if item in group.queue:  # never taken into a batch: nothing happened
-                    group.queue.remove(item)
-                    if item.lead:  # it was to lead the next batch: hand that on
-                        self._hand_on(group)
-                    raise
-                assert item.wake is not None  # taken by another's batch: wait for its end
-                with anyio.CancelScope(shield=True):
-                    await item.wake.wait()
-                raise
-            if item.done:
-                return item.outcome()
-        taken = _take(group.queue)
-        assert taken[0] is item  # the leader is the oldest queued operation
-        try:
-            with anyio.CancelScope(shield=True):  # every operation taken runs, once
-                await anyio.to_thread.run_sync(self._call_batch, taken, limiter=group.limiter)
-        finally:
-            for queued in taken:
-                queued.done = True
-                if queued.wake is not None:
-                    queued.wake.set()
-            group.woken = len(taken)
-            self._hand_on(group)
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return item.outcome()
-
-    @staticmethod
-    def _hand_on(group: _Group) -> None:
-        """The oldest queued operation leads the next batch; with none, no batch is running."""
-        if group.queue:
-            first = group.queue[0]
-            first.lead = True
-            assert first.wake is not None  # queued behind a running batch: it waits
-            first.wake.set()
-        else:
-            group.running = False
-
-    def _group(self) -> _Group:
-        """This store's queue of operations and worker-thread slots in the running event
-        loop."""
-        loop = anyio.lowlevel.current_token().native_token
-        bound = self._bound_group
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_group = (loop, _Group(anyio.CapacityLimiter(self._pool_size)))
-        return bound[1]
+        return await self._group.get().submit(_Queued(op), self._call_batch)
 
     async def _on_hold(self, rid: str, decide: Callable[[_View], object]) -> object:
         """Submit ``decide`` for the reservation ``rid`` under the locks of the limits it

@@ -59,13 +59,13 @@ A lone operation is a transaction of its own, as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -89,6 +89,7 @@ from .._core import (
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
 from ._events import SpendEvent, decode_event, encode_event
+from ._group import Group, PerLoop, Queued
 from ._url import redact_url
 
 T = TypeVar("T")
@@ -219,7 +220,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._pruned_at = float("-inf")
-        self._bound_batch: tuple[object, _Batch] | None = None
+        self._group = PerLoop(lambda: Group[_Op](most=_MAX_BATCH))
         self._abandoned: list[threading.Thread] = []
 
     @classmethod
@@ -254,75 +255,20 @@ class SQLiteStore(Store):
         driver errors mapped. ``op`` must not begin or end the transaction itself. ``direct``:
         ``op`` reads or writes the ``limits`` table with its own SQL, not through ``tx``.
 
-        Group commit: operations of this store that arrive while a hop is in the worker thread
-        queue in the event loop; the running hop takes them into its transaction before it
-        commits (``_drain``), and the next hop takes those that came too late (``_call``). A
-        lone operation is a transaction of its own.
-
-        Cancelled while queued: nothing happened. Cancelled once taken into a hop: the
-        transaction finishes, one way or the other, and then the cancellation is raised.
+        Group commit (``stores/_group.py``): operations of this store that arrive while a hop
+        is in the worker thread queue in the event loop; the running hop takes them into its
+        transaction before it commits (``_attempt``), and the next hop takes those that came
+        too late (``_call``). A lone operation is a transaction of its own. Cancelled while
+        queued: nothing happened; once taken into a hop: the transaction finishes, then the
+        cancellation is raised.
         """
-        batch = self._batch()
-        item = _Op(op, write, direct)
-        if batch.running:
-            item.wake = batch.event()
-            with batch.lock:
-                batch.queue.append(item)
-            try:
-                await item.wake.wait()  # set when it is to lead the next hop, or is done
-            except BaseException:
-                with batch.lock:  # the worker thread may be taking it into the running hop
-                    untaken = not item.taken
-                    if untaken:  # never taken into a hop: nothing happened
-                        batch.queue.remove(item)
-                if untaken:
-                    if item.leads:  # it was to lead the next hop: hand that on
-                        self._hand_on(batch)
-                    raise
-                with anyio.CancelScope(shield=True):  # taken: wait for its transaction
-                    await item.wake.wait()
-                raise
-            if item.done:
-                return cast(T, item.outcome())
-        batch.running = True
-        with batch.lock:
-            taken, batch.queue = batch.queue or [item], []
-            for queued in taken:
-                queued.taken = True
-        try:
-            with anyio.CancelScope(shield=True):  # every operation taken runs, once
-                await anyio.to_thread.run_sync(self._call, taken, batch)
-        finally:
-            for queued in taken:
-                queued.done = True
-                if queued.wake is not None and queued is not item:
-                    queued.wake.set()
-            self._hand_on(batch)
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return cast(T, item.outcome())
+        group = self._group.get()
+        return cast(T, await group.submit(_Op(op, write, direct),
+                                          functools.partial(self._call, queue=group)))
 
-    @staticmethod
-    def _hand_on(batch: _Batch) -> None:
-        """The first queued operation leads the next hop; with none, no hop is running."""
-        if batch.queue:
-            first = batch.queue[0]
-            first.leads = True
-            assert first.wake is not None
-            first.wake.set()
-        else:
-            batch.running = False
-
-    def _batch(self) -> _Batch:
-        """This store's queue of operations in the running event loop."""
-        loop = anyio.lowlevel.current_token().native_token
-        bound = self._bound_batch
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_batch = (loop, _Batch())
-        return bound[1]
-
-    def _call(self, items: list[_Op], batch: _Batch | None = None) -> None:
-        """Run ``items`` under the lock in one transaction, with the operations of ``batch``
-        queued meanwhile (``_drain``), and record each one's outcome; never raises. Each
+    def _call(self, items: list[_Op], queue: Group[_Op] | None = None) -> None:
+        """Run ``items`` under the lock in one transaction, with the operations queued
+        meanwhile (``Group.take``), and record each one's outcome; never raises. Each
         operation is all-or-nothing on its own, without savepoints:
 
         - one that fails before it writes (a refusal, bad input, an unknown id) fails alone,
@@ -337,15 +283,15 @@ class SQLiteStore(Store):
           fails and none took effect.
         """
         with self._lock:
-            groups = [items]
-            while groups:
-                group = groups[0]
-                groups[:1] = self._attempt(group, batch if group is items else None)
+            runs = [items]
+            while runs:
+                run = runs[0]
+                runs[:1] = self._attempt(run, queue if run is items else None)
 
-    def _attempt(self, items: list[_Op], batch: _Batch | None = None) -> list[list[_Op]]:
+    def _attempt(self, items: list[_Op], queue: Group[_Op] | None = None) -> list[list[_Op]]:
         """One transaction over ``items``; returns the groups to run next (see ``_call``)."""
         for item in items:  # outcomes of an earlier attempt do not count
-            item.result, item.error = _MISSING, None
+            item.reset()
         write = any(item.write for item in items)
         try:
             if self._closed:
@@ -366,7 +312,7 @@ class SQLiteStore(Store):
             if write:
                 self._sweep(tx)
             n = 0
-            while n < len(items) or (batch is not None and _drain(batch, items)):
+            while n < len(items) or (queue is not None and queue.take(items)):
                 item = items[n]
                 n += 1
                 if item.direct:
@@ -801,58 +747,22 @@ def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
 _RID_STATE = ("SELECT EXISTS (SELECT 1 FROM holds WHERE rid = ?), "
               "EXISTS (SELECT 1 FROM endings WHERE rid = ?)")
 
-_MISSING: Any = object()
 
 #: The most operations one hop takes from the queue while it runs.
 _MAX_BATCH = 256
 
 
-def _drain(batch: _Batch, items: list[_Op]) -> bool:
-    """In the worker thread, at the end of the operations of a hop: take the operations queued
-    since it started into its transaction (up to ``_MAX_BATCH`` in all); whether there were
-    any. Their callers are answered with the others when the hop returns."""
-    with batch.lock:
-        more = batch.queue[:max(0, _MAX_BATCH - len(items))]
-        del batch.queue[:len(more)]
-        for item in more:
-            item.taken = True
-    items.extend(more)
-    return bool(more)
+class _Op(Queued):
+    """One operation of a hop: what it runs (``op(tx)``), whether it writes, and whether it
+    reads or writes the ``limits`` table with its own SQL (``direct``)."""
 
-
-class _Op:
-    """One operation: what it runs, and its outcome; while queued in the event loop, the event
-    that wakes it (to lead the next hop, or because it is done)."""
-
-    __slots__ = ("direct", "done", "error", "leads", "op", "result", "taken", "wake", "write")
+    __slots__ = ("direct", "op", "write")
 
     def __init__(self, op: Callable[[_Tx], Any], write: bool, direct: bool) -> None:
+        super().__init__()
         self.op = op
         self.write = write
         self.direct = direct
-        self.wake: anyio.Event | None = None
-        self.leads = self.taken = self.done = False
-        self.result: Any = _MISSING
-        self.error: BaseException | None = None
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        if self.result is _MISSING:
-            raise StoreError("the SQLite store's worker thread did not run the operation")
-        return self.result
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The operations of one store queued in one event loop, and whether a hop is running."""
-
-    queue: list[_Op] = field(default_factory=list)
-    running: bool = False
-    #: Guards ``queue`` and ``_Op.taken`` between the event loop and the worker thread.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: The event loop's own ``anyio.Event`` class (made directly: no backend lookup per op).
-    event: Callable[[], anyio.Event] = field(default_factory=lambda: type(anyio.Event()))
 
 
 class _Tx:
