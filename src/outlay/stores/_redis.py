@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import difflib
+import functools
 import hashlib
 import inspect
 import json
@@ -90,6 +91,8 @@ TOUCHED_MEMORY: Final = 65_536
 
 BATCH_MAX: Final = 128
 """The most operations one ``batch`` script runs; more queued wait for the next round trip."""
+PIPELINE: Final = 2
+"""Round trips of queued operations in flight at once (each on its own connection)."""
 
 T = TypeVar("T")
 
@@ -158,10 +161,14 @@ class _Queued:
 
 @dataclass(slots=True)
 class _Group:
-    """A store's operations in one event loop: whether one is in flight, and those queued."""
+    """A store's operations in one event loop: those queued, and the round trips in flight."""
 
-    busy: bool = False
     queue: list[_Queued] = field(default_factory=list)
+    in_flight: int = 0
+    carrying: int = 0
+    """Operations in the round trips in flight."""
+    draining: bool = False
+    """A drain is scheduled."""
 
 
 def _text(value: object) -> str:
@@ -430,12 +437,14 @@ class RedisStore(Store):
 
         async def run() -> Any:
             group = self._group()
-            if not group.busy:
-                group.busy = True
+            if not group.in_flight and not group.queue:
+                group.in_flight, group.carrying = 1, 1
                 try:
                     return await self._run(script, keys, args)
                 finally:
-                    self._hand_on(group)
+                    group.in_flight -= 1
+                    group.carrying -= 1
+                    self._pump(group)
             # Encoded here, so an id or key the client cannot encode fails this call alone.
             encoder = self._encoder
             op = _Queued(script, keys, args, [encoder.encode(key) for key in keys],
@@ -444,6 +453,7 @@ class RedisStore(Store):
                                                                   encoder.encoding_errors),
                          asyncio.get_running_loop().create_future())
             group.queue.append(op)
+            self._pump(group)
             return await op.future
 
         try:
@@ -460,34 +470,39 @@ class RedisStore(Store):
             bound = self._bound_group = (loop, _Group())
         return bound[1]
 
-    def _hand_on(self, group: _Group) -> None:
-        """Start a task to send what queued meanwhile; with nothing queued, nothing is busy."""
-        if group.queue:
-            task = asyncio.get_running_loop().create_task(self._flush(group))
-            self._abandoned.add(task)
-            task.add_done_callback(_forget(self._abandoned))
-        else:
-            group.busy = False
+    def _pump(self, group: _Group) -> None:
+        """If operations are queued and a round trip is free, drain the queue soon: after the
+        tasks already woken (by the replies just in) have run and queued their next ones."""
+        if group.queue and group.in_flight < PIPELINE and not group.draining:
+            group.draining = True
+            asyncio.get_running_loop().call_soon(self._drain, group)
 
-    async def _flush(self, group: _Group) -> None:
-        """Send the queued operations, a batch per round trip, until a pass finds none. A task
-        of its own, so no caller's cancellation reaches a round trip that carries others."""
-        try:
-            while True:
-                # Let the tasks the last replies woke queue their next operations first.
-                await asyncio.sleep(0)
-                taken = [op for op in group.queue[:BATCH_MAX] if not op.done()]
-                del group.queue[:BATCH_MAX]
-                if taken:
-                    await self._send(taken)
-                elif not group.queue:
-                    return
-        finally:
-            group.busy = False
-            for op in group.queue:  # only if this task was cancelled (its loop closing)
-                op.fail(StoreUnavailable("the Redis store stopped before sending this "
-                                         "operation; it did not run"))
-            group.queue.clear()
+    def _drain(self, group: _Group) -> None:
+        """Send queued operations while a round trip is free, each round trip its own task, so
+        no caller's cancellation reaches a round trip that carries others. Each takes its share
+        of what is queued and in flight, so the round trips in flight carry alike and the
+        client prepares one while the server runs the other."""
+        group.draining = False
+        loop = asyncio.get_running_loop()
+        while group.queue and group.in_flight < PIPELINE:
+            share = -(-(len(group.queue) + group.carrying) // PIPELINE)
+            count = min(len(group.queue), BATCH_MAX, max(1, share))
+            taken = [op for op in group.queue[:count] if not op.done()]
+            del group.queue[:count]
+            if taken:
+                group.in_flight += 1
+                group.carrying += len(taken)
+                task = loop.create_task(self._send(taken))
+                self._abandoned.add(task)
+                task.add_done_callback(functools.partial(self._sent, group, len(taken)))
+
+    def _sent(self, group: _Group, count: int, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # _send settles its operations; nothing is left to raise
+        group.in_flight -= 1
+        group.carrying -= count
+        self._pump(group)
 
     async def _send(self, taken: list[_Queued]) -> None:
         """One round trip for ``taken``; settle each one's future with its own outcome."""
