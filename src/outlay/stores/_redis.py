@@ -146,7 +146,8 @@ class _Queued:
     args: list[str]
     encoded_keys: list[bytes]
     encoded_args: bytes
-    """``[name, number of keys, args]`` as JSON, one element of ``batch.lua``'s ``ARGV[1]``."""
+    """``[name, args`` as JSON: an element of ``batch.lua``'s ``ARGV[1]`` but for the positions
+    of its keys, known once the batch is made."""
     future: asyncio.Future[Any]
 
     def done(self) -> bool:
@@ -448,9 +449,8 @@ class RedisStore(Store):
             # Encoded here, so an id or key the client cannot encode fails this call alone.
             encoder = self._encoder
             op = _Queued(script, keys, args, [encoder.encode(key) for key in keys],
-                         json.dumps([name, len(keys), args], ensure_ascii=False,
-                                    separators=(",", ":")).encode(encoder.encoding,
-                                                                  encoder.encoding_errors),
+                         json.dumps([name, args], ensure_ascii=False, separators=(",", ":"))
+                         .encode(encoder.encoding, encoder.encoding_errors)[:-1],
                          asyncio.get_running_loop().create_future())
             group.queue.append(op)
             self._pump(group)
@@ -510,11 +510,13 @@ class RedisStore(Store):
             op = taken[0]
             work = self._eval(op.script, op.keys, op.args)
         else:
-            keys: list[bytes] = []
+            # Each key once (the limits' keys recur in every operation), by position.
+            index: dict[bytes, int] = {}
+            calls = []
             for op in taken:
-                keys += op.encoded_keys
-            work = self._eval(_SCRIPTS["batch"], keys,
-                              [b"[" + b",".join([op.encoded_args for op in taken]) + b"]"])
+                at = [index.setdefault(key, len(index) + 1) for key in op.encoded_keys]
+                calls.append(b"%s,[%s]]" % (op.encoded_args, ",".join(map(str, at)).encode()))
+            work = self._eval(_SCRIPTS["batch"], list(index), [b"[" + b",".join(calls) + b"]"])
         try:
             if isinstance(self._client, aioredis.RedisCluster):
                 await self._cluster_initialized()
