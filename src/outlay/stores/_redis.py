@@ -1,6 +1,8 @@
 """The Redis store: one budget shared by many processes and machines.
 
-Every operation is one Lua script (``EVALSHA``), one round trip, atomic at the server. The
+Every operation is one Lua script (``EVALSHA``), atomic at the server, in at most one round
+trip: a lone operation is sent at once, and reserves and endings that arrive while others are
+in flight share one ``batch`` script (group commit, ``RedisStore._run_grouped``). The
 scripts ship as ``.lua`` files beside this module (``_redis_lua/``); after a Redis restart or
 ``SCRIPT FLUSH`` the first ``NOSCRIPT`` answer is followed by one ``EVAL`` of the source, which
 runs the operation and caches the script again.
@@ -424,9 +426,10 @@ class RedisStore(Store):
         """Run one operation of ``_BATCHED``, sharing a round trip with others (group commit).
 
         A lone operation runs at once as its own script (``_run``). Operations that arrive while
-        one is in flight queue, and the next round trip runs every one queued (up to
-        ``BATCH_MAX``) in one ``batch`` script, in arrival order, each with its own reply or
-        error. Every key of a store is under its one hash tag, so a batch is one cluster slot.
+        one is in flight queue; up to ``PIPELINE`` round trips of them are in flight at once,
+        each running its share of the queue (at most ``BATCH_MAX``) in one ``batch`` script,
+        in arrival order, each with its own reply or error. Every key of a store is under its
+        one hash tag, so a batch is one cluster slot.
 
         Failures and cancellation, as for a lone operation: a driver error (a lost reply, a
         dropped connection) fails every operation of that round trip with the same error as
