@@ -13,7 +13,12 @@ concurrent tasks, 4 processes x 50 tasks -- it measures
 
 (median and best of alternating rounds, so a drifting machine load hits both alike) and the
 round trips per operation, from the server's ``INFO commandstats`` (EVALSHA + EVAL calls
-per reserve or commit; 1.0 means one round trip). Prints a table and writes
+per reserve or commit; 1.0 means one round trip, less means operations shared one).
+
+The ceiling: the server's own ``redis-benchmark`` (C, 50 connections, unpipelined) against the
+same server in the same run, for ``EVALSHA`` of a minimal one-key script and of outlay's own
+reserve script (a fresh random reservation id per call). The ``of ceiling`` column compares
+reserve + commit pairs per second with those scripts per second. Prints a table and writes
 ``benchmarks/results/redis.json``.
 """
 
@@ -36,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
@@ -158,7 +164,12 @@ async def script_calls(url: str) -> int:
 async def measure(
     url: str, namespace: str, kind: str, shape: str, seconds: float
 ) -> dict[str, Any]:
-    before = await script_calls(url)
+    before = 0
+
+    async def warmed_up() -> None:  # every connection is open: count from here
+        nonlocal before
+        before = await script_calls(url)
+
     if shape == PROCESSES:
         ctx = multiprocessing.get_context("spawn")
         ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -169,19 +180,53 @@ async def measure(
             proc.start()
         for _ in procs:  # every process imported, connected and warmed up
             await asyncio.to_thread(ready.get, True, 60)
+        await warmed_up()
         go.set()
         ops = sum([await asyncio.to_thread(results.get, True, 60) for _ in procs])
         for proc in procs:
             proc.join()
-        warmups = 4 * 50
     else:
         tasks = 1 if shape == "1 task" else 50
-        ops = await run_tasks(url, namespace, kind, tasks, seconds)
-        warmups = tasks
+        ops = await run_tasks(url, namespace, kind, tasks, seconds, warmed_up)
     calls = await script_calls(url) - before
-    # Warm-up reservations (one per task) are not timed; they are taken out of the count.
     return {"kind": kind, "shape": shape, "ops_per_s": ops / seconds,
-            "round_trips_per_op": (calls - 2 * warmups) / (2 * ops) if ops else None}
+            "round_trips_per_op": calls / (2 * ops) if ops else None}
+
+
+MINIMAL = "return redis.call('INCR', KEYS[1])"
+CEILINGS = {
+    "EVALSHA minimal script": lambda prefix, sha: [sha, "1", prefix + "k"],
+    "EVALSHA outlay reserve": lambda prefix, sha: [
+        sha, "5", prefix + "r:__rand_int__", prefix + "l:usd", prefix + "z:usd",
+        prefix + "l:calls", prefix + "z:calls", prefix, "__rand_int__", "60000", "86400000", "9",
+        "86400000", "2", "usd", "d", "", "1000000", "", "", "", "calls", "i", "1",
+        "1000000000", "", "", ""],
+}
+
+
+async def ceiling(url: str, namespace: str, name: str, requests: int) -> float:
+    """Scripts per second from ``redis-benchmark -c 50`` (unpipelined) on the same server."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        raise SystemExit("no redis-benchmark binary on PATH")
+    store = RedisStore.from_url(url, namespace=namespace)
+    try:
+        await store.set_limit("usd", Decimal("9000000"))
+        await store.set_limit("calls", 10**15)
+        source = MINIMAL if name == "EVALSHA minimal script" else _SCRIPTS["reserve"].source
+        sha = await store.client.script_load(source)
+    finally:
+        await store.aclose()
+    parts = urlsplit(url)
+    command = [binary, "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379),
+               "--csv", "-n", str(requests), "-c", "50", "-r", "1000000000"]
+    if parts.path.strip("/"):
+        command += ["--dbnum", parts.path.strip("/")]
+    command += ["EVALSHA", *CEILINGS[name]("{" + namespace + "}:", sha)]
+    out = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                  check=True)
+    row = out.stdout.strip().splitlines()[-1].split(",")
+    return float(row[1].strip('"'))
 
 
 async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
@@ -191,6 +236,15 @@ async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
     await store.set_limit("calls", 10**15)
     await store.aclose()
     rows = []
+    requests = 20_000 if rounds == 1 else 60_000
+    for name in CEILINGS:
+        found = sorted([await ceiling(url, f"ceiling-{uuid.uuid4().hex[:8]}", name, requests)
+                        for _ in range(rounds)])
+        print(f"  redis-benchmark -c 50 {name:<24} {found[len(found) // 2]:>9,.0f} scripts/s",
+              flush=True)
+        rows.append({"kind": "redis-benchmark", "shape": name, "ops_per_s": found[len(found) // 2],
+                     "best_ops_per_s": found[-1], "runs_ops_per_s": found,
+                     "round_trips_per_op": 1.0})
     for shape in ("1 task", "50 tasks", PROCESSES):
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "store": []}
         for _ in range(rounds):  # alternate, so drifting load hits both alike
@@ -225,23 +279,31 @@ def main() -> None:
                 proc.terminate()
                 proc.wait()
     raw = {r["shape"]: r for r in rows if r["kind"] == "raw"}
+    ceilings = {r["shape"]: r["ops_per_s"] for r in rows if r["kind"] == "redis-benchmark"}
     print()
-    print(f"{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
-          f"{'RT/op':>6}")
+    for name, value in ceilings.items():
+        print(f"ceiling: redis-benchmark -c 50 {name}: {value:,.0f} scripts/s")
+    print(f"\n{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
+          f"{'RT/op':>6} {'of minimal':>10} {'of reserve':>10}")
     for row in rows:
+        if row["kind"] == "redis-benchmark":
+            continue
         base = raw[row["shape"]]
         share = row["ops_per_s"] / base["ops_per_s"] if base["ops_per_s"] else 0.0
         best = row["best_ops_per_s"] / base["best_ops_per_s"] if base["best_ops_per_s"] else 0.0
         row["share_of_raw"], row["best_share_of_raw"] = share, best
+        of = [row["ops_per_s"] / value for value in ceilings.values()]
+        row["share_of_ceilings"] = dict(zip(ceilings, of, strict=True))
         rt = row["round_trips_per_op"]
         print(f"{row['shape']:<24} {row['kind']:<6} {row['ops_per_s']:>9,.0f} {share:>6.0%} "
               f"{row['best_ops_per_s']:>9,.0f} {best:>6.0%} "
-              f"{'-' if rt is None else format(rt, '.2f'):>6}")
+              f"{'-' if rt is None else format(rt, '.2f'):>6} {of[0]:>9.0%} {of[1]:>9.0%}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "redis", "seconds_per_measurement": seconds, "rounds": rounds,
         "note": "ops_per_s is the median of the rounds, best_ops_per_s the best; raw and "
-                "store alternate; res/s = reserve + commit pairs per second",
+                "store alternate; res/s = reserve + commit pairs per second; redis-benchmark "
+                "rows are scripts per second (the ceiling)",
         "python": sys.version.split()[0],
         "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
     }, indent=2) + "\n")

@@ -1,6 +1,8 @@
 """The Redis store: one budget shared by many processes and machines.
 
-Every operation is one Lua script (``EVALSHA``), one round trip, atomic at the server. The
+Every operation is one Lua script (``EVALSHA``), atomic at the server, in at most one round
+trip: a lone operation is sent at once, and reserves and endings that arrive while others are
+in flight share one ``batch`` script (group commit, ``RedisStore._run_grouped``). The
 scripts ship as ``.lua`` files beside this module (``_redis_lua/``); after a Redis restart or
 ``SCRIPT FLUSH`` the first ``NOSCRIPT`` answer is followed by one ``EVAL`` of the source, which
 runs the operation and caches the script again.
@@ -23,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import inspect
+import json
 import math
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Final, TypeVar
@@ -93,6 +97,11 @@ DEFAULT_PERIOD_GRACE: Final = 86_400.0
 TOUCHED_MEMORY: Final = 65_536
 """How many reservations' limit keys are remembered, so their endings can declare them."""
 
+BATCH_MAX: Final = 128
+"""The most operations one ``batch`` script runs; more queued wait for the next round trip."""
+PIPELINE: Final = 2
+"""Round trips of queued operations in flight at once (each on its own connection)."""
+
 T = TypeVar("T")
 
 _NAMESPACE = re.compile(r"[^{}]+")
@@ -106,19 +115,69 @@ class _Script:
     sha: str
 
 
+_BATCHED: Final = ("reserve", "commit", "release", "extend")
+"""The operations that may share one script and round trip (``batch.lua``)."""
+
+
 def _load_scripts() -> dict[str, _Script]:
+    """Each operation's ``.lua`` body becomes a function ``op_<name>(KEYS, ARGV)`` after the
+    shared helpers; its own script calls it once, ``batch`` calls those of ``_BATCHED``."""
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+
+    def function(name: str) -> str:
+        body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        return f"local function op_{name}(KEYS, ARGV)\n{body}\nend\n"
+
+    def script(name: str, source: str) -> _Script:
+        return _Script(name, source, hashlib.sha1(source.encode(),
+                                                  usedforsecurity=False).hexdigest())
+
     scripts = {}
     for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
                  "held", "holds", "drop_idle"):
-        source = common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        scripts[name] = _Script(name, source, sha)
+        scripts[name] = script(name, f"{common}\n{function(name)}return op_{name}(KEYS, ARGV)\n")
+    batch = folder.joinpath("batch.lua").read_text(encoding="utf-8")
+    scripts["batch"] = script("batch", "\n".join([common, *map(function, _BATCHED), batch]))
     return scripts
 
 
 _SCRIPTS: Final = _load_scripts()
+
+
+@dataclass(slots=True)
+class _Queued:
+    """An operation waiting for (or in) a round trip it shares with others."""
+
+    script: _Script
+    keys: list[str]
+    args: list[str]
+    encoded_keys: list[bytes]
+    encoded_args: bytes
+    """``[name, args`` as JSON: an element of ``batch.lua``'s ``ARGV[1]`` but for the positions
+    of its keys, known once the batch is made."""
+    future: asyncio.Future[Any]
+
+    def done(self) -> bool:
+        """Settled, or its caller was cancelled."""
+        return self.future.done()
+
+    def fail(self, error: StoreError, cause: BaseException | None = None) -> None:
+        if not self.future.done():
+            error.__cause__ = cause
+            self.future.set_exception(error)
+
+
+@dataclass(slots=True)
+class _Group:
+    """A store's operations in one event loop: those queued, and the round trips in flight."""
+
+    queue: list[_Queued] = field(default_factory=list)
+    in_flight: int = 0
+    carrying: int = 0
+    """Operations in the round trips in flight."""
+    draining: bool = False
+    """A drain is scheduled."""
 
 
 def _text(value: object) -> str:
@@ -188,6 +247,7 @@ class RedisStore(Store):
                     or not math.isfinite(seconds) or seconds <= 0):
                 raise ConfigurationError(f"{name} must be positive seconds, got {seconds!r}")
         self._client = client
+        self._encoder = client.get_encoder()
         self._owns_client = owns_client
         self._namespace = namespace
         self._prefix = "{" + namespace + "}:"
@@ -199,6 +259,7 @@ class RedisStore(Store):
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
         self._cluster_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._bound_group: tuple[asyncio.AbstractEventLoop, _Group] | None = None
         # Limit keys of the reservations this store admitted, so endings declare every key
         # they touch (strict cluster proxies want that; Redis itself only needs one slot).
         self._touched: OrderedDict[str, list[str]] = OrderedDict()
@@ -344,25 +405,157 @@ class RedisStore(Store):
             return await self._bridge.call(work)
         return await work()
 
-    async def _run(self, name: str | _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script (by name, or one of another module: jobs) in one round trip; map
-        driver errors to outlay errors."""
-        script = _SCRIPTS[name] if isinstance(name, str) else name
+    def _eval(self, script: _Script, keys: Sequence[str | bytes], args: Sequence[str | bytes]
+              ) -> Callable[[], Awaitable[Any]]:
+        """``script`` as one ``EVALSHA``. After a ``NOSCRIPT`` answer (scripts flushed by a
+        restart, failover or ``SCRIPT FLUSH``; nothing ran) one ``EVAL`` runs the operation and
+        caches the script again."""
         client = self._client
 
         async def run() -> Any:
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                # Scripts were flushed (restart, failover, SCRIPT FLUSH): EVAL runs the
-                # operation and caches the script again. NOSCRIPT means nothing ran.
                 return await client.eval(script.source, len(keys), *keys, *args)
 
-        work = self._detached(run) if isinstance(client, aioredis.RedisCluster) else run
+        return run
+
+    async def _run(self, name: str | _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run one script (by name, or one of another module: jobs) in one round trip; map
+        driver errors to outlay errors."""
+        script = _SCRIPTS[name] if isinstance(name, str) else name
+        work = self._eval(script, keys, args)
+        if isinstance(self._client, aioredis.RedisCluster):
+            work = self._detached(work)
         try:
             return await self._call(work)
         except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
+
+    async def _run_grouped(self, name: str, keys: list[str], args: list[str]) -> Any:
+        """Run one operation of ``_BATCHED``, sharing a round trip with others (group commit).
+
+        A lone operation runs at once as its own script (``_run``). Operations that arrive while
+        one is in flight queue; up to ``PIPELINE`` round trips of them are in flight at once,
+        each running its share of the queue (at most ``BATCH_MAX``) in one ``batch`` script,
+        in arrival order, each with its own reply or error. Every key of a store is under its
+        one hash tag, so a batch is one cluster slot.
+
+        Failures and cancellation, as for a lone operation: a driver error (a lost reply, a
+        dropped connection) fails every operation of that round trip with the same error as
+        alone (each may or may not have run; each is idempotent by reservation id). Cancelled
+        while queued: it is never sent. Cancelled in flight: the script runs to its end and
+        the reply is dropped.
+        """
+        script = _SCRIPTS[name]
+
+        async def run() -> Any:
+            group = self._group()
+            if not group.in_flight and not group.queue:
+                group.in_flight, group.carrying = 1, 1
+                try:
+                    return await self._run(script, keys, args)
+                finally:
+                    group.in_flight -= 1
+                    group.carrying -= 1
+                    self._pump(group)
+            # Encoded here, so an id or key the client cannot encode fails this call alone.
+            encoder = self._encoder
+            op = _Queued(script, keys, args, [encoder.encode(key) for key in keys],
+                         json.dumps([name, args], ensure_ascii=False, separators=(",", ":"))
+                         .encode(encoder.encoding, encoder.encoding_errors)[:-1],
+                         asyncio.get_running_loop().create_future())
+            group.queue.append(op)
+            self._pump(group)
+            return await op.future
+
+        try:
+            return await self._call(run)
+        except _DRIVER_ERRORS as exc:  # from a trio bridge that is gone, say
+            raise _map_error(exc) from exc
+
+    def _group(self) -> _Group:
+        """This store's queue of operations in the running asyncio loop (the bridge's loop
+        under trio)."""
+        loop = asyncio.get_running_loop()
+        bound = self._bound_group
+        if bound is None or bound[0] is not loop:
+            bound = self._bound_group = (loop, _Group())
+        return bound[1]
+
+    def _pump(self, group: _Group) -> None:
+        """If operations are queued and a round trip is free, drain the queue soon: after the
+        tasks already woken (by the replies just in) have run and queued their next ones."""
+        if group.queue and group.in_flight < PIPELINE and not group.draining:
+            group.draining = True
+            asyncio.get_running_loop().call_soon(self._drain, group)
+
+    def _drain(self, group: _Group) -> None:
+        """Send queued operations while a round trip is free, each round trip its own task, so
+        no caller's cancellation reaches a round trip that carries others. Each takes its share
+        of what is queued and in flight, so the round trips in flight carry alike and the
+        client prepares one while the server runs the other."""
+        group.draining = False
+        loop = asyncio.get_running_loop()
+        while group.queue and group.in_flight < PIPELINE:
+            share = -(-(len(group.queue) + group.carrying) // PIPELINE)
+            count = min(len(group.queue), BATCH_MAX, max(1, share))
+            taken = [op for op in group.queue[:count] if not op.done()]
+            del group.queue[:count]
+            if taken:
+                group.in_flight += 1
+                group.carrying += len(taken)
+                task = loop.create_task(self._send(taken))
+                self._abandoned.add(task)
+                task.add_done_callback(functools.partial(self._sent, group, len(taken)))
+
+    def _sent(self, group: _Group, count: int, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # _send settles its operations; nothing is left to raise
+        group.in_flight -= 1
+        group.carrying -= count
+        self._pump(group)
+
+    async def _send(self, taken: list[_Queued]) -> None:
+        """One round trip for ``taken``; settle each one's future with its own outcome."""
+        if len(taken) == 1:
+            op = taken[0]
+            work = self._eval(op.script, op.keys, op.args)
+        else:
+            # Each key once (the limits' keys recur in every operation), by position.
+            index: dict[bytes, int] = {}
+            calls = []
+            for op in taken:
+                at = [index.setdefault(key, len(index) + 1) for key in op.encoded_keys]
+                calls.append(b"%s,[%s]]" % (op.encoded_args, ",".join(map(str, at)).encode()))
+            work = self._eval(_SCRIPTS["batch"], list(index), [b"[" + b",".join(calls) + b"]"])
+        try:
+            if isinstance(self._client, aioredis.RedisCluster):
+                await self._cluster_initialized()
+            reply = await work()
+        except BaseException as exc:
+            for op in taken:  # a fresh error each: every caller raises its own
+                if isinstance(exc, _DRIVER_ERRORS):
+                    op.fail(_map_error(exc), exc)
+                elif isinstance(exc, Exception):
+                    op.fail(StoreError(f"Redis failed: {exc!r}"), exc)
+                else:
+                    op.fail(StoreUnavailable("the Redis store stopped with this operation in "
+                                             "flight; it may or may not have run"), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        replies = [reply] if len(taken) == 1 else reply
+        if not isinstance(replies, list) or len(replies) != len(taken):
+            for op in taken:
+                op.fail(StoreError(f"unexpected reply from Redis batch script: {reply!r}"))
+            return
+        for op, one in zip(taken, replies, strict=True):
+            if isinstance(one, list) and len(one) == 2 and _text(one[0]) == "error":
+                op.fail(StoreError(f"Redis failed: {_text(one[1])}"))
+            elif not op.done():
+                op.future.set_result(one)
 
     async def _cluster_initialized(self) -> None:
         """Let one task (re)read the cluster's slot map while the others wait. The cluster
@@ -467,7 +660,7 @@ class RedisStore(Store):
                 end = str(math.ceil(seconds * 1000))
             keys += [self._key("l", key), self._key("z", key)]
             args += [key, kind, ival, dval, dkind, dcap, end]
-        reply = await self._run("reserve", keys, args)
+        reply = await self._run_grouped("reserve", keys, args)
         code = _text(reply[0])
         if code == "ok":
             self._touched[rid] = keys[1:]
@@ -491,7 +684,7 @@ class RedisStore(Store):
         args = [self._prefix, rid, self._retain_ms, self._places_arg, str(len(checked))]
         for key, amount in checked.items():
             args += [key, *self._encode(amount, f"actual[{key!r}]")]
-        reply = await self._run("commit", self._ending_keys(rid), args)
+        reply = await self._run_grouped("commit", self._ending_keys(rid), args)
         self._touched.pop(rid, None)
         code = _text(reply[0])
         if code == "ok":
@@ -506,14 +699,14 @@ class RedisStore(Store):
 
     async def release(self, rid: str) -> bool:
         """See ``Store.release``. One script."""
-        reply = await self._run("release", self._ending_keys(rid),
+        reply = await self._run_grouped("release", self._ending_keys(rid),
                                 [self._prefix, rid, self._retain_ms])
         self._touched.pop(rid, None)
         return bool(reply)
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
-        reply = await self._run("extend", self._ending_keys(rid),
+        reply = await self._run_grouped("extend", self._ending_keys(rid),
                                 [self._prefix, rid, _lease_ms(lease),
                                  self._retain_ms, self._grace_ms])
         return bool(reply)

@@ -11,16 +11,20 @@ local rk = KEYS[1]
 
 local names, held, units, spend = {}, {}, {}, {}
 local index = {}
-local n = 0
-local st = redis.call('HGET', rk, 'st')
-if not st then
+-- The whole reservation in one read: state, then its limits, amounts and units.
+local fields = redis.call('HGETALL', rk)
+local r = {}
+for i = 1, #fields, 2 do
+  r[fields[i]] = fields[i + 1]
+end
+if not r.st then
   return {'unknown'}
-elseif st ~= 'held' then
+elseif r.st ~= 'held' then
   return {'ended'}
 end
-n = tonumber(redis.call('HGET', rk, 'n'))
+local n = tonumber(r.n)
 for i = 1, n do
-  local k, a, u = unpack(redis.call('HMGET', rk, 'k' .. i, 'a' .. i, 'u' .. i))
+  local k, a, u = r['k' .. i], r['a' .. i], r['u' .. i]
   names[i], held[i], units[i], spend[i] = k, a, u, a
   index[k] = i
 end
@@ -40,20 +44,23 @@ for j = 1, m do
   end
 end
 -- Every check runs before the first write: Redis does not roll back a script that fails.
+-- One read per limit: its spend (every limit has the field; none means the limit is gone) and
+-- the hold, if it was not pruned.
+local spents, holds = {}, {}
 for i = 1, n do
-  if spend[i] ~= '0' then
-    local spent = redis.call('HGET', prefix .. 'l:' .. names[i], 'spent')
-    if spent and tonumber(spent) + tonumber(spend[i]) > 9007199254740991 then
-      return {'overflow', names[i]}
-    end
+  spents[i], holds[i] = unpack(redis.call('HMGET', prefix .. 'l:' .. names[i], 'spent',
+                                          'h:' .. rid))
+  if spend[i] ~= '0' and spents[i]
+      and tonumber(spents[i]) + tonumber(spend[i]) > 9007199254740991 then
+    return {'overflow', names[i]}
   end
 end
 local now = int_str(now_ms())
 for i = 1, n do
   local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
-  unhold(lk, zk, rid)
+  unhold(lk, zk, rid, holds[i])
   -- A period limit that has already been forgotten (or dropped) takes no spend.
-  if redis.call('EXISTS', lk) == 1 then
+  if spents[i] then
     if spend[i] ~= '0' then
       redis.call('HINCRBY', lk, 'spent', spend[i])
     end

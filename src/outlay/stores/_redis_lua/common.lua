@@ -24,10 +24,11 @@ end
 
 -- Drop holds of limit (hash lk, zset zk) whose lease ended at or before now. Each expired hold
 -- is dropped once, so the work is amortised over the reservations that made the holds.
+-- Returns whether it dropped any (and so changed the limit's held).
 local function prune(lk, zk, now)
   local gone = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
   if #gone == 0 then
-    return
+    return false
   end
   for _, rid in ipairs(gone) do
     local a = redis.call('HGET', lk, 'h:' .. rid)
@@ -39,11 +40,15 @@ local function prune(lk, zk, now)
     end
   end
   redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+  return true
 end
 
--- Take the hold of rid off limit (lk, zk) if it is still there (it may have been pruned).
-local function unhold(lk, zk, rid)
-  local a = redis.call('HGET', lk, 'h:' .. rid)
+-- Take the hold of rid off limit (lk, zk) if it is still there (it may have been pruned). a is
+-- the hold's amount (the field h:<rid>) if the caller has read it already, else nil.
+local function unhold(lk, zk, rid, a)
+  if a == nil then
+    a = redis.call('HGET', lk, 'h:' .. rid)
+  end
   if a then
     redis.call('HDEL', lk, 'h:' .. rid)
     if a ~= '0' then

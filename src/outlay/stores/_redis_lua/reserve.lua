@@ -24,13 +24,15 @@ local amounts = {}
 local units = {}
 local fresh = {}
 local ends = {}
+local counts = {}  -- {cap, spent, held} of each limit that exists
 -- Every check runs before the first write: Redis does not roll back a script that fails.
 local max_ms = 2 ^ 52
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local name = ARGV[b + 1]
   local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
-  local u, p = unpack(redis.call('HMGET', lk, 'u', 'p'))
+  local u, p, cap, spent, held = unpack(redis.call('HMGET', lk, 'u', 'p', 'cap', 'spent',
+                                                 'held'))
   if not u then
     u = ARGV[b + 5]
     if u == '' then
@@ -57,19 +59,21 @@ for i = 1, n do
     ends[i] = math.max(at, now + lease_ms) + grace_ms
   end
   if not fresh[i] then
-    prune(lk, zk, now)
+    if prune(lk, zk, now) then
+      held = redis.call('HGET', lk, 'held')
+    end
+    counts[i] = {cap, spent, held}
   end
 end
 
 -- Second pass: every limit must have room for its amount.
 for i = 1, n do
   local b = 7 + (i - 1) * 7
-  local lk = KEYS[2 * i]
   local cap, spent, held
   if fresh[i] then
     cap, spent, held = ARGV[b + 6], '0', '0'
   else
-    cap, spent, held = unpack(redis.call('HMGET', lk, 'cap', 'spent', 'held'))
+    cap, spent, held = unpack(counts[i])
   end
   if tonumber(cap) - tonumber(spent) - tonumber(held) - tonumber(amounts[i]) < 0 then
     return {'refused', ARGV[b + 1], cap, spent, held, amounts[i], units[i]}

@@ -1,0 +1,27 @@
+-- batch: run several reserve, commit, release and extend operations of one namespace (one
+-- hash tag, so one slot) in one script, in the order given, each exactly as its own script
+-- would: every check of an operation runs before its first write, so one that is refused or
+-- invalid writes nothing, and it does not stop the others. An operation that raises (a Redis
+-- error, which Redis does not roll back) is answered {'error', message} and the rest still run.
+-- KEYS: every key the operations name, each once.
+-- ARGV[1]: a JSON array with one [name, [args], [positions of its keys in KEYS]] per
+--   operation (one argument, decoded in C, rather than hundreds the client would have to
+--   frame one by one).
+-- Returns one reply per operation, the reply its own script returns.
+local ops = {reserve = op_reserve, commit = op_commit, release = op_release, extend = op_extend}
+local replies = {}
+for i, call in ipairs(cjson.decode(ARGV[1])) do
+  local keys = {}
+  for j, at in ipairs(call[3]) do
+    keys[j] = KEYS[at]
+  end
+  local ok, reply = pcall(ops[call[1]], keys, call[2])
+  if not ok then
+    if type(reply) == 'table' then
+      reply = reply.err
+    end
+    reply = {'error', tostring(reply)}
+  end
+  replies[i] = reply
+end
+return replies
