@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +28,18 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "b.db"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(db)
+    yield opened
+    await opened.aclose()
+
+
+@pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of operations in every worker-thread hop (one transaction each)."""
     sizes: list[int] = []
@@ -41,70 +53,62 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-async def test_queued_operations_share_one_transaction(tmp_path: Path, hops: list[int]) -> None:
-    db = tmp_path / "b.db"
-    store = SQLiteStore(db)
-    try:
-        await store.set_limit("calls", 15)
-        admitted: list[bool] = []
+async def test_queued_operations_share_one_transaction(
+    db: Path, store: SQLiteStore, hops: list[int]
+) -> None:
+    await store.set_limit("calls", 15)
+    admitted: list[bool] = []
 
-        async def reserve(n: int) -> None:
-            admitted.append((await store.reserve(f"r{n}", {"calls": 1}, lease=60)).admitted)
+    async def reserve(n: int) -> None:
+        admitted.append((await store.reserve(f"r{n}", {"calls": 1}, lease=60)).admitted)
 
-        with write_lock(db) as raw:
-            async with anyio.create_task_group() as tg:
-                for n in range(20):
-                    tg.start_soon(reserve, n)
-                await anyio.wait_all_tasks_blocked()  # one waits for the lock, 19 are queued
-                raw.execute("COMMIT")
-        assert hops[-1] == 20  # the first waited for the lock; the 19 queued behind it joined
-        assert sorted(admitted) == [False] * 5 + [True] * 15  # never over the cap
-        assert (await store.usage("calls")).held == 15
-        assert await store.held_reservations() == 15
-    finally:
-        await store.aclose()
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(reserve, n)
+            await anyio.wait_all_tasks_blocked()  # one waits for the lock, 19 are queued
+            raw.execute("COMMIT")
+    assert hops[-1] == 20  # the first waited for the lock; the 19 queued behind it joined
+    assert sorted(admitted) == [False] * 5 + [True] * 15  # never over the cap
+    assert (await store.usage("calls")).held == 15
+    assert await store.held_reservations() == 15
 
 
 async def test_a_failing_operation_fails_alone_in_a_shared_transaction(
-    tmp_path: Path, hops: list[int]
+    db: Path, store: SQLiteStore, hops: list[int]
 ) -> None:
-    db = tmp_path / "b.db"
-    store = SQLiteStore(db)
-    try:
-        await store.set_limit("calls", 5)
-        await store.set_limit("usd", Decimal(5))
-        await store.reserve("held", {"calls": 1, "usd": Decimal(1)}, lease=60)
-        outcomes: dict[str, object] = {}
+    await store.set_limit("calls", 5)
+    await store.set_limit("usd", Decimal(5))
+    await store.reserve("held", {"calls": 1, "usd": Decimal(1)}, lease=60)
+    outcomes: dict[str, object] = {}
 
-        async def run(name: str, work: Any) -> None:
-            try:
-                outcomes[name] = await work
-            except Exception as exc:  # each caller gets its own outcome
-                outcomes[name] = type(exc)
+    async def run(name: str, work: Any) -> None:
+        try:
+            outcomes[name] = await work
+        except Exception as exc:  # each caller gets its own outcome
+            outcomes[name] = type(exc)
 
-        with write_lock(db) as raw:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run, "first", store.set_limit("other", 1))  # waits for the lock
-                await anyio.wait_all_tasks_blocked()
-                tg.start_soon(run, "ok", store.reserve("ok", {"calls": 2}, lease=60))
-                tg.start_soon(run, "unit", store.reserve("unit", {"calls": Decimal("0.5"),
-                                                                  "usd": Decimal(1)}, lease=60))
-                tg.start_soon(run, "unknown", store.commit("never"))
-                tg.start_soon(run, "nolimit", store.reserve("x", {"nope": 1}, lease=60))
-                tg.start_soon(run, "commit", store.commit("held", {"usd": Decimal("0.25")}))
-                await anyio.wait_all_tasks_blocked()
-                raw.execute("COMMIT")
-        assert hops[-1] == 6
-        assert outcomes["unit"] is TypeError
-        assert outcomes["unknown"] is ReservationError
-        assert outcomes["nolimit"] is UnknownLimit
-        assert outcomes["commit"] is True
-        assert getattr(outcomes["ok"], "admitted", None) is True
-        calls, usd = await store.usage("calls"), await store.usage("usd")
-        assert (calls.spent, calls.held) == (1, 2)  # "held" settled, "ok" holds, "unit" nothing
-        assert (usd.spent, usd.held) == (Decimal("0.25"), 0)
-    finally:
-        await store.aclose()
+    with write_lock(db) as raw:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "first", store.set_limit("other", 1))  # waits for the lock
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(run, "ok", store.reserve("ok", {"calls": 2}, lease=60))
+            tg.start_soon(run, "unit", store.reserve("unit", {"calls": Decimal("0.5"),
+                                                              "usd": Decimal(1)}, lease=60))
+            tg.start_soon(run, "unknown", store.commit("never"))
+            tg.start_soon(run, "nolimit", store.reserve("x", {"nope": 1}, lease=60))
+            tg.start_soon(run, "commit", store.commit("held", {"usd": Decimal("0.25")}))
+            await anyio.wait_all_tasks_blocked()
+            raw.execute("COMMIT")
+    assert hops[-1] == 6
+    assert outcomes["unit"] is TypeError
+    assert outcomes["unknown"] is ReservationError
+    assert outcomes["nolimit"] is UnknownLimit
+    assert outcomes["commit"] is True
+    assert getattr(outcomes["ok"], "admitted", None) is True
+    calls, usd = await store.usage("calls"), await store.usage("usd")
+    assert (calls.spent, calls.held) == (1, 2)  # "held" settled, "ok" holds, "unit" nothing
+    assert (usd.spent, usd.held) == (Decimal("0.25"), 0)
 
 
 def sql(db: Path, statement: str) -> None:
@@ -141,104 +145,91 @@ async def run_batch(db: Path, first: Awaitable[Any],
 
 
 async def test_one_that_fails_after_it_wrote_is_undone_and_the_others_run_again(
-    tmp_path: Path, hops: list[int]
+    db: Path, store: SQLiteStore, hops: list[int]
 ) -> None:
     # The commit of "bad" deletes its hold, then its history row is refused (a trigger): the
     # shared transaction is rolled back, "bad" fails alone with its hold intact, and every
     # other operation runs again and counts exactly once.
-    db = tmp_path / "b.db"
-    store = SQLiteStore(db)
-    try:
-        await store.set_limit("calls", 10)
-        for rid in ("bad", "good"):
-            await store.reserve(rid, {"calls": 1}, lease=60)
-        sql(db, "CREATE TRIGGER refuse BEFORE INSERT ON endings WHEN NEW.rid = 'bad' "
-                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
-        got = await run_batch(db, store.set_limit("other", 1), {
-            "before": lambda: store.reserve("before", {"calls": 2}, lease=60),
-            "bad": lambda: store.commit("bad"),
-            "good": lambda: store.commit("good"),
-            "after": lambda: store.reserve("after", {"calls": 3}, lease=60),
-        })
-        assert hops[-1] == 5  # one hop for all; inside it, two transactions
-        assert got["bad"] is StoreError
-        assert got["good"] is True
-        assert got["before"].admitted
-        assert got["after"].admitted
-        calls = await store.usage("calls")
-        assert (calls.spent, calls.held) == (1, 1 + 2 + 3)  # "good" spent; bad, before, after
-        assert {h.rid for h in await store.holds()} == {"bad", "before", "after"}
-        sql(db, "DROP TRIGGER refuse")
-        assert await store.commit("bad") is True  # its hold was kept: it can still end
-        assert (await store.usage("calls")).spent == 2
-    finally:
-        await store.aclose()
+    await store.set_limit("calls", 10)
+    for rid in ("bad", "good"):
+        await store.reserve(rid, {"calls": 1}, lease=60)
+    sql(db, "CREATE TRIGGER refuse BEFORE INSERT ON endings WHEN NEW.rid = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    got = await run_batch(db, store.set_limit("other", 1), {
+        "before": lambda: store.reserve("before", {"calls": 2}, lease=60),
+        "bad": lambda: store.commit("bad"),
+        "good": lambda: store.commit("good"),
+        "after": lambda: store.reserve("after", {"calls": 3}, lease=60),
+    })
+    assert hops[-1] == 5  # one hop for all; inside it, two transactions
+    assert got["bad"] is StoreError
+    assert got["good"] is True
+    assert got["before"].admitted
+    assert got["after"].admitted
+    calls = await store.usage("calls")
+    assert (calls.spent, calls.held) == (1, 1 + 2 + 3)  # "good" spent; bad, before, after
+    assert {h.rid for h in await store.holds()} == {"bad", "before", "after"}
+    sql(db, "DROP TRIGGER refuse")
+    assert await store.commit("bad") is True  # its hold was kept: it can still end
+    assert (await store.usage("calls")).spent == 2
 
 
 async def test_a_failing_shared_step_is_run_again_alone_by_each_operation(
-    tmp_path: Path, hops: list[int]
+    db: Path, store: SQLiteStore, hops: list[int]
 ) -> None:
     # Writing back one limit's figures fails (a trigger), which happens after every operation
     # of the transaction ran: each runs again in a transaction of its own, so only the one
     # that touches that limit fails, and nothing of it was kept.
-    db = tmp_path / "b.db"
-    store = SQLiteStore(db)
-    try:
-        await store.set_limit("calls", 10)
-        await store.set_limit("poison", 10)
-        sql(db, "CREATE TRIGGER refuse BEFORE UPDATE OF held ON limits WHEN NEW.key = 'poison' "
-                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
-        got = await run_batch(db, store.set_limit("other", 1), {
-            "a": lambda: store.reserve("a", {"calls": 1}, lease=60),
-            "p": lambda: store.reserve("p", {"poison": 1, "calls": 1}, lease=60),
-            "b": lambda: store.reserve("b", {"calls": 2}, lease=60),
-        })
-        assert hops[-1] == 4
-        assert got["p"] is StoreError
-        assert got["a"].admitted
-        assert got["b"].admitted
-        assert {h.rid for h in await store.holds()} == {"a", "b"}
-        assert (await store.usage("calls")).held == 3
-        assert (await store.usage("poison")).held == 0
-    finally:
-        await store.aclose()
+    await store.set_limit("calls", 10)
+    await store.set_limit("poison", 10)
+    sql(db, "CREATE TRIGGER refuse BEFORE UPDATE OF held ON limits WHEN NEW.key = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    got = await run_batch(db, store.set_limit("other", 1), {
+        "a": lambda: store.reserve("a", {"calls": 1}, lease=60),
+        "p": lambda: store.reserve("p", {"poison": 1, "calls": 1}, lease=60),
+        "b": lambda: store.reserve("b", {"calls": 2}, lease=60),
+    })
+    assert hops[-1] == 4
+    assert got["p"] is StoreError
+    assert got["a"].admitted
+    assert got["b"].admitted
+    assert {h.rid for h in await store.holds()} == {"a", "b"}
+    assert (await store.usage("calls")).held == 3
+    assert (await store.usage("poison")).held == 0
 
 
 async def test_operations_in_one_transaction_see_those_before_them(
-    tmp_path: Path, hops: list[int]
+    db: Path, store: SQLiteStore, hops: list[int]
 ) -> None:
     # The figures of reserve/commit are kept in memory and written once per transaction; a read
     # or a cap change in the same transaction sees them, and what comes after sees the cap.
-    db = tmp_path / "b.db"
-    store = SQLiteStore(db)
-    try:
-        await store.set_limit("calls", 5)
-        got = await run_batch(db, store.set_limit("other", 1), {
-            "a": lambda: store.reserve("a", {"calls": 3}, lease=60),
-            "seen": lambda: store.usage("calls"),
-            "cap": lambda: store.set_limit("calls", 10),
-            "b": lambda: store.reserve("b", {"calls": 5}, lease=60),
-            "c": lambda: store.reserve("c", {"calls": 3}, lease=60),
-            "end": lambda: store.commit("a", {"calls": 1}),
-            "last": lambda: store.usage("calls"),
-        })
-        assert hops[-1] == 8
-        assert got["seen"].held == 3
-        assert got["b"].admitted  # 3 + 5 <= 10: the new cap counts at once
-        assert not got["c"].admitted  # 3 + 5 + 3 > 10
-        assert got["end"] is True
-        last = got["last"]
-        assert (last.cap, last.spent, last.held) == (10, 1, 5)
-        assert await store.usage("calls") == last  # as committed
-    finally:
-        await store.aclose()
+    await store.set_limit("calls", 5)
+    got = await run_batch(db, store.set_limit("other", 1), {
+        "a": lambda: store.reserve("a", {"calls": 3}, lease=60),
+        "seen": lambda: store.usage("calls"),
+        "cap": lambda: store.set_limit("calls", 10),
+        "b": lambda: store.reserve("b", {"calls": 5}, lease=60),
+        "c": lambda: store.reserve("c", {"calls": 3}, lease=60),
+        "end": lambda: store.commit("a", {"calls": 1}),
+        "last": lambda: store.usage("calls"),
+    })
+    assert hops[-1] == 8
+    assert got["seen"].held == 3
+    assert got["b"].admitted  # 3 + 5 <= 10: the new cap counts at once
+    assert not got["c"].admitted  # 3 + 5 + 3 > 10
+    assert got["end"] is True
+    last = got["last"]
+    assert (last.cap, last.spent, last.held) == (10, 1, 5)
+    assert await store.usage("calls") == last  # as committed
 
 
 async def test_another_process_holding_the_lock_past_the_timeout_fails_the_batch_untouched(
     tmp_path: Path, hops: list[int]
 ) -> None:
     db = tmp_path / "b.db"
-    store = SQLiteStore(db, busy_timeout=0.1)
+    # The busy timeout leaves the three others time to queue behind the first on a loaded
+    # machine (0.1 s failed there once).
+    store = SQLiteStore(db, busy_timeout=0.5)
     try:
         await store.set_limit("calls", 5)
         await store.reserve("held", {"calls": 1}, lease=60)
