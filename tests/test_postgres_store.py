@@ -633,6 +633,38 @@ async def test_a_batch_locks_again_for_reservations_another_store_made(
     assert 500 < left <= 600
 
 
+async def test_a_batch_looks_up_endings_by_id_not_by_scanning_them(
+    store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    # Guards the cost of every operation against the ending history it keeps for 30 days: the
+    # statement that reads a batch's reservations and endings probes ``endings`` by primary
+    # key per id. Planned as the store plans it (a generic plan, 10 ids assumed), an ``EXISTS``
+    # there became a hashed subplan that read all 3,000 endings (1.3 ms a statement).
+    await store.set_limit("calls", 10)
+    assert (await store.reserve("live", {"calls": 1}, lease=60)).admitted
+    schema = f'"{store.schema}"'
+    conn, _ = store._acquire()  # with the store's session settings
+    try:
+        conn.execute(f"INSERT INTO {schema}.endings (rid, outcome, ended_at) SELECT 'e' || n, "
+                     "'released', 0 FROM generate_series(1, 3000) AS n")
+        conn.execute("PREPARE ids(text[]) AS " + store._sql.ids.replace("%s", "$1"))
+        [(plan,)] = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE ids(ARRAY['e1', 'live'])")
+        ended = {row[0]: row[4] for row in conn.execute("EXECUTE ids(ARRAY['e1', 'live'])")}
+    finally:
+        conn.close()
+
+    def scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [(node["Node Type"], node.get("Relation Name", ""))]
+        for child in node.get("Plans", []):
+            found += scans(child)
+        return found
+
+    used = {kind for kind, relation in scans(plan[0]["Plan"]) if relation == "endings"}
+    assert used
+    assert used <= {"Index Scan", "Index Only Scan"}, used
+    assert ended == {"e1": True, "live": None}  # an ended id, and one that has not ended
+
+
 async def test_a_database_error_in_a_batch_runs_its_operations_alone(
     store: PostgresStore, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1027,10 +1027,12 @@ class _Statements:
             f"UPDATE {s}.limits SET cap = %s::numeric, updated_at = %s WHERE key = %s")
         self.reset = (f"UPDATE {s}.limits SET spent = 0, updated_at = %s WHERE key = %s")
         # Parameters: rids (sorted). Per id: its reservation (row-locked, in the order of the
-        # ids), one row per hold item, and whether it has ended.
+        # ids), one row per hold item, and whether it has ended (true, else NULL). The ending
+        # is a scalar subquery, one primary-key probe per id: an ``EXISTS`` may be planned
+        # hashed, as a scan of all of ``endings`` per statement (1.3 ms at 3,600 endings).
         self.ids = (
             f"SELECT u.rid, r.expires_at, h.key, h.amount, "
-            f"EXISTS (SELECT 1 FROM {s}.endings e WHERE e.rid = u.rid) "
+            f"(SELECT true FROM {s}.endings e WHERE e.rid = u.rid) "
             "FROM unnest(%s::text[]) AS u(rid) "
             f"LEFT JOIN LATERAL (SELECT rid, expires_at FROM {s}.reservations "
             "WHERE rid = u.rid FOR UPDATE) AS r ON true "
