@@ -120,6 +120,49 @@ async def settle_usage(call: Call, usage: TokenUsage) -> Charge:
 # -- streams ---------------------------------------------------------------------------------
 
 
+class BudgetedClient:
+    """What the budgeted SDK clients share: ``client`` (the wrapped SDK client) and ``limits``;
+    every attribute they do not wrap is the client's; ``with_options`` / ``copy`` wrap the
+    client's copy over the same budget and options; ``async with`` closes the client, as the
+    SDK client's own does. A subclass's ``_setup`` adds its wrapped resources."""
+
+    client: Any
+    limits: Limits
+
+    def _setup(self, client: Any, limits: Limits) -> None:
+        self.client = client
+        self.limits = limits
+
+    @property
+    def budget(self) -> object:
+        """The budget every call draws from."""
+        return self.limits.policy.budget
+
+    def with_options(self, **options: Any) -> Self:
+        """``client.with_options(**options)``, wrapped over the same budget and options."""
+        copy = object.__new__(type(self))
+        copy._setup(self.client.with_options(**options), self.limits)
+        return copy
+
+    copy = with_options
+
+    def __getattr__(self, name: str) -> Any:
+        client = self.__dict__.get("client")
+        if client is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(client, name)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {self.client!r}>"
+
+
 class Tally:
     """Usage a stream has reported so far. Providers fill it as events arrive."""
 

@@ -16,7 +16,6 @@ replaces the last, never adds. Everything not wrapped (``messages.count_tokens``
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Literal, overload
 
 from .._extras import missing_extra
@@ -24,6 +23,7 @@ from .._llm_call import Call, CallSpec, Charge
 from .._pricing import Prices
 from ..adapters import AnthropicStreamUsage, TokenUsage, anthropic_usage
 from ._core import (
+    BudgetedClient,
     BudgetedStream,
     BudgetedStreamManager,
     Limits,
@@ -51,7 +51,7 @@ def _given(params: dict[str, Any], key: str) -> Any:
     return None if value is None or isinstance(value, _ABSENT) else value
 
 
-class BudgetedAsyncAnthropic:
+class BudgetedAsyncAnthropic(BudgetedClient):
     """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` draw from
     ``budget``.
 
@@ -64,6 +64,8 @@ class BudgetedAsyncAnthropic:
     ``with_options`` / ``copy`` return a wrapped copy over the same budget. ``client`` is the
     wrapped client.
     """
+
+    client: anthropic.AsyncAnthropic
 
     def __init__(
         self,
@@ -87,38 +89,8 @@ class BudgetedAsyncAnthropic:
             estimate_input=estimate_input, on_settle=on_settle))
 
     def _setup(self, client: anthropic.AsyncAnthropic, limits: Limits) -> None:
-        self.client = client
-        self.limits = limits
+        super()._setup(client, limits)
         self.messages = _Messages(self)
-
-    @property
-    def budget(self) -> object:
-        """The budget every call draws from."""
-        return self.limits.policy.budget
-
-    def with_options(self, **options: Any) -> BudgetedAsyncAnthropic:
-        """``client.with_options(**options)``, wrapped over the same budget and options."""
-        copy = object.__new__(BudgetedAsyncAnthropic)
-        copy._setup(self.client.with_options(**options), self.limits)
-        return copy
-
-    copy = with_options
-
-    def __getattr__(self, name: str) -> Any:
-        client = self.__dict__.get("client")
-        if client is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(client, name)
-
-    async def __aenter__(self) -> BudgetedAsyncAnthropic:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.client.close()  # as the SDK client's own ``async with``
-
-    def __repr__(self) -> str:
-        return f"<BudgetedAsyncAnthropic over {self.client!r}>"
 
 
 class _Messages:

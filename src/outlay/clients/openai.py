@@ -18,7 +18,6 @@ Everything not wrapped is the wrapped client's own attribute (``base_url``, ``mo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Literal, overload
 
 from .._extras import missing_extra
@@ -26,6 +25,7 @@ from .._llm_call import Call, CallSpec, Charge
 from .._pricing import Prices
 from ..adapters import TokenUsage, openai_chat_usage, openai_responses_usage
 from ._core import (
+    BudgetedClient,
     BudgetedStream,
     BudgetedStreamManager,
     Limits,
@@ -78,7 +78,7 @@ class _Passthrough:
         return getattr(self._raw(), name)
 
 
-class BudgetedAsyncOpenAI:
+class BudgetedAsyncOpenAI(BudgetedClient):
     """An ``openai.AsyncOpenAI`` whose paid calls draw from ``budget``.
 
     Wrapped: ``chat.completions.create`` / ``parse`` / ``stream``, ``responses.create`` /
@@ -96,6 +96,8 @@ class BudgetedAsyncOpenAI:
     bound and ``stream_options``; SDK errors propagate unchanged after the refund. ``client`` is
     the wrapped client, for calls that should not be budgeted.
     """
+
+    client: openai.AsyncOpenAI
 
     def __init__(
         self,
@@ -118,40 +120,10 @@ class BudgetedAsyncOpenAI:
             estimate_input=estimate_input, on_settle=on_settle))
 
     def _setup(self, client: openai.AsyncOpenAI, limits: Limits) -> None:
-        self.client = client
-        self.limits = limits
+        super()._setup(client, limits)
         self.chat = _Chat(self)
         self.responses = _Responses(self)
         self.embeddings = _Embeddings(self)
-
-    @property
-    def budget(self) -> object:
-        """The budget every call draws from."""
-        return self.limits.policy.budget
-
-    def with_options(self, **options: Any) -> BudgetedAsyncOpenAI:
-        """``client.with_options(**options)``, wrapped over the same budget and options."""
-        copy = object.__new__(BudgetedAsyncOpenAI)
-        copy._setup(self.client.with_options(**options), self.limits)
-        return copy
-
-    copy = with_options
-
-    def __getattr__(self, name: str) -> Any:
-        client = self.__dict__.get("client")
-        if client is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(client, name)
-
-    async def __aenter__(self) -> BudgetedAsyncOpenAI:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.client.close()  # as the SDK client's own ``async with``
-
-    def __repr__(self) -> str:
-        return f"<BudgetedAsyncOpenAI over {self.client!r}>"
 
 
 class _Chat(_Passthrough):
