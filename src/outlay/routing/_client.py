@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from .._core import ConfigurationError, check_count
 from ..clients import estimate_prompt_tokens
 from ._model import Work
-from ._router import RouteChoice, Routed, Router
+from ._router import RouteChoice, Routed, RoutedCalls, Router, check_router
 
 __all__ = ("OUTPUT_BOUNDS", "RoutedClient")
 
@@ -18,7 +18,7 @@ OUTPUT_BOUNDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 """The request fields that bound a call's output, looked for in this order."""
 
 
-class RoutedClient(Generic[T]):
+class RoutedClient(RoutedCalls[T]):
     """Route every ``create(**params)`` to the model the router picks, then call it.
 
     ``create`` is one function (``llm.chat.completions.create`` of a budgeted client, or of
@@ -49,8 +49,7 @@ class RoutedClient(Generic[T]):
         on_decision: Callable[[Routed[T]], object] | None = None,
         output_bounds: Sequence[str] = OUTPUT_BOUNDS,
     ) -> None:
-        if not isinstance(router, Router):
-            raise TypeError(f"router must be a Router, got {type(router).__name__}")
+        router = check_router(router)
         if isinstance(create, Mapping):
             unknown = sorted(set(create) - {b.name for b in router.candidates})
             if unknown:
@@ -64,18 +63,12 @@ class RoutedClient(Generic[T]):
             raise TypeError(f"create must be callable or a mapping of callables, got {create!r}")
         if default_max_output_tokens is not None:
             check_count(default_max_output_tokens, "default_max_output_tokens")
-        self._router = router
+        self._route_through(router, on_decision)
         self._default_output = default_max_output_tokens
         self._estimate = estimate_input
         self._hold = hold
         self._fallback_on = fallback_on
-        self._on_decision = on_decision
         self._bounds = tuple(output_bounds)
-        self.last: Routed[T] | None = None
-
-    @property
-    def router(self) -> Router:
-        return self._router
 
     def work(self, params: Mapping[str, Any]) -> Work:
         """The worst case of a call with ``params``: prompt estimate and output bound."""
@@ -111,7 +104,4 @@ class RoutedClient(Generic[T]):
 
         routed = await self._router.run(needed, attempt, hold=self._hold,
                                         fallback_on=self._fallback_on)
-        self.last = routed
-        if self._on_decision is not None:
-            self._on_decision(routed)
-        return routed.value
+        return self._done(routed)

@@ -256,3 +256,32 @@ class Router:
         names = ", ".join(f"{b.name}:{b.kind}" for b in self._candidates)
         return f"<Router [{names}] order={self._order} allow_sdk={self._allow_sdk}>"
 
+
+
+class RoutedCalls(Generic[T]):
+    """What a routed client or model keeps beside its calls: the router (``router``), the
+    latest completed decision (``last``) and the ``on_decision`` observer of every one."""
+
+    def _route_through(self, router: Router,
+                       on_decision: Callable[[Routed[T]], object] | None) -> None:
+        self._router = router
+        self._on_decision = on_decision
+        self.last: Routed[T] | None = None
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def _done(self, routed: Routed[T]) -> T:
+        """Record a completed decision (``last``, ``on_decision``); its value."""
+        self.last = routed
+        if self._on_decision is not None:
+            self._on_decision(routed)
+        return routed.value
+
+
+def check_router(router: object) -> Router:
+    """``router``, or a ``TypeError`` if it is not a ``Router``."""
+    if not isinstance(router, Router):
+        raise TypeError(f"router must be a Router, got {type(router).__name__}")
+    return router

@@ -25,12 +25,12 @@ from agents.tool import Tool
 from .._core import check_count
 from ..integrations.openai_agents import InputEstimate, ModelCallInput, estimate_call_input
 from ._model import Work
-from ._router import RouteChoice, Routed, Router
+from ._router import RouteChoice, Routed, RoutedCalls, Router, check_router
 
 __all__ = ("RoutedModel",)
 
 
-class RoutedModel(Model):
+class RoutedModel(Model, RoutedCalls[Any]):
     """An Agents SDK model that routes each call across ``models`` (candidate name -> SDK
     ``Model``) with ``router``.
 
@@ -54,19 +54,12 @@ class RoutedModel(Model):
         fallback_on: tuple[type[BaseException], ...] = (openai.APIError,),
         on_decision: Callable[[Routed[Any]], object] | None = None,
     ) -> None:
-        if not isinstance(router, Router):
-            raise TypeError(f"router must be a Router, got {type(router).__name__}")
-        self._router, checked = router.for_models(models, Model, "an Agents SDK Model")
+        narrowed, checked = check_router(router).for_models(models, Model, "an Agents SDK Model")
         self._models: dict[str, Model] = checked
         self._max_output = check_count(max_output_tokens, "max_output_tokens")
         self._estimate = estimate or estimate_call_input
         self._fallback_on = fallback_on
-        self._on_decision = on_decision
-        self.last: Routed[Any] | None = None
-
-    @property
-    def router(self) -> Router:
-        return self._router
+        self._route_through(narrowed, on_decision)
 
     def work(self, system_instructions: str | None, input: str | list[TResponseInputItem],
              model_settings: ModelSettings, tools: list[Tool],
@@ -77,11 +70,6 @@ class RoutedModel(Model):
         call = ModelCallInput(system_instructions, input, model_settings, tools, handoffs)
         prompt = check_count(self._estimate(call), "estimate(...)")
         return Work(input_tokens=prompt, max_output_tokens=output, label="model call")
-
-    def _done(self, routed: Routed[Any]) -> None:
-        self.last = routed
-        if self._on_decision is not None:
-            self._on_decision(routed)
 
     async def get_response(
         self,

@@ -25,7 +25,7 @@ from pydantic_ai.tools import RunContext
 from .._core import check_count
 from ..integrations.pydantic_ai import estimate_messages_input
 from ._model import Work
-from ._router import RouteChoice, Routed, Router
+from ._router import RouteChoice, Routed, RoutedCalls, Router, check_router
 
 __all__ = ("RoutedModel",)
 
@@ -33,7 +33,7 @@ InputEstimate = Callable[[list[ModelMessage], ModelRequestParameters], int]
 """Counts one request's prompt tokens (a conservative guess)."""
 
 
-class RoutedModel(WrapperModel):
+class RoutedModel(WrapperModel, RoutedCalls[Any]):
     """A pydantic-ai model that routes each request across ``models`` (candidate name ->
     pydantic-ai ``Model``) with ``router``.
 
@@ -57,21 +57,13 @@ class RoutedModel(WrapperModel):
         fallback_on: tuple[type[BaseException], ...] = (ModelAPIError,),
         on_decision: Callable[[Routed[Any]], object] | None = None,
     ) -> None:
-        if not isinstance(router, Router):
-            raise TypeError(f"router must be a Router, got {type(router).__name__}")
-        narrowed, checked = router.for_models(models, Model, "a pydantic-ai Model")
+        narrowed, checked = check_router(router).for_models(models, Model, "a pydantic-ai Model")
         super().__init__(next(iter(checked.values())))
-        self._router = narrowed
         self._models: dict[str, Model] = checked
         self._max_output = check_count(max_output_tokens, "max_output_tokens")
         self._estimate = estimate or estimate_messages_input
         self._fallback_on = fallback_on
-        self._on_decision = on_decision
-        self.last: Routed[Any] | None = None
-
-    @property
-    def router(self) -> Router:
-        return self._router
+        self._route_through(narrowed, on_decision)
 
     @property
     def model_name(self) -> str:
@@ -84,11 +76,6 @@ class RoutedModel(WrapperModel):
         output = max_tokens if isinstance(max_tokens, int) and max_tokens >= 0 else self._max_output
         prompt = check_count(self._estimate(messages, parameters), "estimate(...)")
         return Work(input_tokens=prompt, max_output_tokens=output, label="model request")
-
-    def _done(self, routed: Routed[Any]) -> None:
-        self.last = routed
-        if self._on_decision is not None:
-            self._on_decision(routed)
 
     async def request(
         self,
