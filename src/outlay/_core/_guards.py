@@ -49,7 +49,20 @@ class _AdaptedStore(Store):
         self._ended.add(rid)
         return hold
 
-    def _refused(self, key: str, amount: int, capacity: object, available: object) -> Admission:
+    def _ending(self, rid: str, actual: Mapping[str, Amount] | None) -> tuple[int, int] | None:
+        """End ``rid`` (``_take``) for a commit: its held and spent counts; None if it had
+        already ended. ``actual`` leaving the key out spends the hold."""
+        hold = self._take(rid)
+        if hold is None:
+            return None
+        key, held = hold
+        return held, held if actual is None or key not in actual else check_count(actual[key])
+
+    @staticmethod
+    def _refused(key: str, amount: int, limit: object) -> Admission:
+        """A refusal, with ``limit``'s usage when it reports ``capacity`` and ``available``."""
+        capacity = getattr(limit, "capacity", None)
+        available = getattr(limit, "available", None)
         if type(capacity) is int and type(available) is int:
             usage = LimitUsage(key, capacity, 0, capacity - available)
             return Admission(False, usage, amount)
@@ -72,17 +85,15 @@ class GuardStore(_AdaptedStore):
         if rid in self._held:
             return Admission(True)
         if not await self._guard.try_reserve(amount):
-            return self._refused(key, amount, getattr(self._guard, "capacity", None),
-                                 getattr(self._guard, "available", None))
+            return self._refused(key, amount, self._guard)
         self._held[rid] = (key, amount)
         return Admission(True)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        hold = self._take(rid)
-        if hold is None:
+        ending = self._ending(rid, actual)
+        if ending is None:
             return False
-        key, held = hold
-        spent = held if actual is None or key not in actual else check_count(actual[key])
+        held, spent = ending
         if spent < held:
             await self._guard.release(held - spent)
         elif spent > held:
@@ -121,18 +132,16 @@ class TokenBudgetStore(_AdaptedStore):
             return Admission(True)
         reservation = await self._tokens.try_reserve_tokens(amount)
         if reservation is None:
-            return self._refused(key, amount, getattr(self._tokens, "capacity", None),
-                                 getattr(self._tokens, "available", None))
+            return self._refused(key, amount, self._tokens)
         self._held[rid] = (key, amount)
         self._reservations[rid] = reservation
         return Admission(True)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        hold = self._take(rid)
-        if hold is None:
+        ending = self._ending(rid, actual)
+        if ending is None:
             return False
-        key, held = hold
-        spent = held if actual is None or key not in actual else check_count(actual[key])
+        _, spent = ending
         await self._tokens.record_usage(self._reservations.pop(rid), spent, 0)
         return True
 
