@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import ipaddress
 import json
 import time
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import anyio.abc
 
 from ._core import Amount, ConfigurationError
 from ._format import duration, json_value, plain
+from ._net import is_loopback
 from .report import SpendReport
 from .stores._base import HoldUsage, LimitUsage, Store
 
@@ -42,19 +42,10 @@ _READ_TIMEOUT = 10.0
 _EVENTS = 500
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_binding(host: str, *, token: str | None, allow_remote: bool) -> None:
     """Refuse to serve on a non-loopback ``host`` unless ``allow_remote`` and a ``token``
     (at least 16 characters) are given; ``ConfigurationError`` says which is missing."""
-    if _loopback(host):
+    if is_loopback(host):
         return
     if not allow_remote:
         raise ConfigurationError(f"the dashboard binds to loopback; serving on {host!r} needs "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 
 from .._core import DispatchTerminated, MissingSecret, SecretLeak, log
+from .._net import is_loopback
 from ._types import (
     CONTINUE,
     Continue,
@@ -285,7 +285,7 @@ class EgressAuditHook(ToolDispatchHook):
             return f"endpoint {_shown(endpoint)!r} is not a URL"
         if parts.scheme == "https" and host:
             return None
-        if parts.scheme == "http" and host and self._insecure_loopback and _loopback(host):
+        if parts.scheme == "http" and host and self._insecure_loopback and is_loopback(host):
             log.warn("outlay.egress.insecure_endpoint", endpoint=_shown(endpoint))
             return None
         return (f"endpoint {_shown(endpoint)!r} is not https://; egress is TLS-only "
@@ -293,15 +293,6 @@ class EgressAuditHook(ToolDispatchHook):
 
     def __repr__(self) -> str:
         return f"<EgressAuditHook tools={list(self._tools)}>"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _shown(endpoint: object) -> str:
