@@ -157,22 +157,7 @@ class AtomicBudget:
 
     async def try_reserve(self, cost: int) -> bool:
         """``BudgetGuard.try_reserve``: ``try_reserve_nowait`` without yielding to the loop."""
-        # The body of try_reserve_nowait, inlined: delegating costs an extra call on the hot
-        # path of every guard user (benchmarks/bench_budget.py measures it).
-        with self._lock:
-            # One chained test is the fast path; anything else is checked below, outside the
-            # lock, and bad input raises there, having taken nothing.
-            if cost.__class__ is int and 0 <= cost <= self._available and not self._waiters:
-                self._available -= cost
-                self._reserved += 1
-                admitted = True
-            else:
-                admitted = False
-        if not admitted:
-            self._deny(cost)
-        elif _structlog.is_configured:  # a grant is logged to structlog only: the hot path
-            self._log_reservation(cost, True)
-        return admitted
+        return self.try_reserve_nowait(cost)
 
     async def reserve(self, cost: int) -> None:
         """Take ``cost`` now or raise ``BudgetExceeded``; never waits (``acquire`` waits).
@@ -263,20 +248,7 @@ class AtomicBudget:
 
     async def release(self, cost: int) -> None:
         """``BudgetGuard.release``: ``release_nowait`` without yielding to the loop."""
-        # The body of release_nowait, inlined: this is the hot path of every guard user.
-        if cost.__class__ is not int or cost < 0:
-            check_count(cost, "cost")
-        with self._lock:
-            available = self._available + cost
-            self._available = available if available < self._capacity else self._capacity
-            self._released += 1
-            woken = self._grant() if self._waiters else None
-        if woken:
-            for waiter in woken:
-                waiter.wake()
-        if _structlog.is_configured:
-            _log.emit("outlay.budget.released", budget=self._name, cost=cost,
-                      available=self._available)
+        self.release_nowait(cost)
 
     def refill(self) -> None:
         """Make the whole capacity available again and grant queued waiters."""

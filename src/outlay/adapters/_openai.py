@@ -95,15 +95,7 @@ def openai_chat_usage(source: Any) -> TokenUsage | None:
     usage = source if get(source, "prompt_tokens") is not None else get(source, "usage")
     if usage is None:
         return None
-    prompt = get(usage, "prompt_tokens_details")
-    completion = get(usage, "completion_tokens_details")
-    return TokenUsage(
-        input_tokens=count(usage, "prompt_tokens"),
-        output_tokens=count(usage, "completion_tokens"),
-        cached_input_tokens=count(prompt, "cached_tokens"),
-        cache_creation_input_tokens=count(prompt, "cache_write_tokens"),
-        reasoning_tokens=count(completion, "reasoning_tokens"),
-    )
+    return _token_usage(usage, "prompt_tokens", "completion_tokens")
 
 
 def openai_responses_tool_calls(
@@ -158,11 +150,17 @@ def openai_responses_usage(source: Any) -> TokenUsage | None:
     usage = source if get(source, "input_tokens") is not None else get(source, "usage")
     if usage is None:
         return None
-    details_in = get(usage, "input_tokens_details")
-    details_out = get(usage, "output_tokens_details")
+    return _token_usage(usage, "input_tokens", "output_tokens")
+
+
+def _token_usage(usage: Any, inputs: str, outputs: str) -> TokenUsage:
+    """``TokenUsage`` from an OpenAI usage object whose input and output counts are named
+    ``inputs`` and ``outputs``, with their ``<name>_details`` (cached, cache-write, reasoning)."""
+    details_in = get(usage, f"{inputs}_details")
+    details_out = get(usage, f"{outputs}_details")
     return TokenUsage(
-        input_tokens=count(usage, "input_tokens"),
-        output_tokens=count(usage, "output_tokens"),
+        input_tokens=count(usage, inputs),
+        output_tokens=count(usage, outputs),
         cached_input_tokens=count(details_in, "cached_tokens"),
         cache_creation_input_tokens=count(details_in, "cache_write_tokens"),
         reasoning_tokens=count(details_out, "reasoning_tokens"),
