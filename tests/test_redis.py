@@ -765,3 +765,126 @@ async def test_another_process_can_end_a_reservation(store: RedisStore) -> None:
     assert await store.commit("r1") is False
     calls, more = await store.usage("calls"), await store.usage("more")
     assert (calls.spent, calls.held, more.spent, more.held) == (1, 0, 1, 0)
+
+
+# -- data written by an earlier outlay (layout 1: h:<rid> fields, bare-rid members) --------
+
+
+async def server_ms(store: RedisStore) -> int:
+    seconds, micros = await raw(store, "TIME")
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def hold_as_layout_1(store: RedisStore, rid: str, amounts: dict[str, int], *,
+                           lease_ms: int, cap: int = 10, spent: int = 0) -> None:
+    """Write ``rid``'s hold on int limits exactly as outlay's layout-1 ``reserve.lua`` did:
+    the amount in the limit's field ``h:<rid>``, the bare rid as the holds-set member, no
+    ``v`` or ``x`` field."""
+    p = "{" + store.namespace + "}:"
+    now = await server_ms(store)
+    record: list[Any] = ["st", "held", "exp", now + lease_ms, "at", now, "n", len(amounts)]
+    for i, (key, amount) in enumerate(amounts.items(), 1):
+        lk = p + "l:" + key
+        if not await raw(store, "EXISTS", lk):
+            await raw(store, "HSET", lk, "cap", cap, "spent", spent, "held", 0, "u", "i",
+                      "p", 0, "t", now)
+        await raw(store, "HINCRBY", lk, "held", amount)
+        await raw(store, "HSET", lk, "h:" + rid, amount, "t", now)
+        await raw(store, "ZADD", p + "z:" + key, now + lease_ms, rid)
+        record += [f"k{i}", key, f"a{i}", amount, f"u{i}", "i"]
+    await raw(store, "HSET", p + "r:" + rid, *record)
+    await raw(store, "PEXPIRE", p + "r:" + rid, lease_ms + 86_400_000)
+
+
+async def layout(store: RedisStore, key: str) -> tuple[dict[str, str], list[str]]:
+    """A limit's hash fields and its holds-set members, as text."""
+    p = "{" + store.namespace + "}:"
+    fields = await raw(store, "HGETALL", p + "l:" + key)
+    pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2],
+                                                               strict=True)
+    members = await raw(store, "ZRANGE", p + "z:" + key, 0, -1)
+    return ({k.decode(): v.decode() for k, v in pairs}, [m.decode() for m in members])
+
+
+async def test_holds_written_by_layout_1_are_ended_and_counted_once(store: RedisStore) -> None:
+    """Holds a live Redis got from the earlier layout (amount in ``h:<rid>``) commit, release
+    and extend through this one, and the first script to touch a limit migrates it."""
+    await hold_as_layout_1(store, "old-a", {"calls": 3, "tools": 1}, lease_ms=60_000)
+    await hold_as_layout_1(store, "old-b", {"calls": 2}, lease_ms=60_000)
+    await hold_as_layout_1(store, "12:x", {"calls": 1}, lease_ms=60_000)  # looks like a member
+    calls = await store.usage("calls")
+    assert (calls.cap, calls.spent, calls.held) == (10, 0, 6)
+    fields, members = await layout(store, "calls")
+    assert fields["v"] == "2"
+    assert not any(name.startswith("h:") for name in fields)
+    assert sorted(members) == ["1:12:x", "2:old-b", "3:old-a"]
+    assert await store.held_reservations() == 3
+    assert {h.rid for h in await store.holds()} == {"old-a", "old-b", "12:x"}
+    # Not admitted past the old holds: 6 held of 10.
+    assert not (await store.reserve("new", {"calls": 5}, lease=60)).admitted
+    assert await store.extend("old-a", 120) is True
+    assert await store.commit("old-a", {"calls": 4}) is True
+    assert await store.commit("old-a") is False  # once
+    assert await store.release("old-b") is True
+    assert await store.release("12:x") is True
+    calls, tools = await store.usage("calls"), await store.usage("tools")
+    assert (calls.spent, calls.held, tools.spent, tools.held) == (4, 0, 1, 0)
+    assert (await layout(store, "calls"))[1] == []
+    assert (await store.reserve("new", {"calls": 6}, lease=60)).admitted
+
+
+async def test_expired_layout_1_holds_stop_counting(store: RedisStore) -> None:
+    await hold_as_layout_1(store, "gone", {"calls": 7}, lease_ms=1)
+    await hold_as_layout_1(store, "live", {"calls": 2}, lease_ms=60_000)
+    await anyio.sleep(0.01)  # past the 1 ms lease on the server's clock
+    assert (await store.reserve("r1", {"calls": 8}, lease=60)).admitted  # 7 gone, 2 live
+    assert (await store.usage("calls")).held == 10
+    assert await store.commit("gone") is True  # a late commit still records its spend
+    calls = await store.usage("calls")
+    assert (calls.spent, calls.held) == (7, 10)
+
+
+async def test_a_layout_1_period_limit_keeps_its_expiry(store: RedisStore) -> None:
+    """The migration records the key's expiry (field ``x``), which later reserves move only
+    later, as before."""
+    p = "{" + store.namespace + "}:"
+    await hold_as_layout_1(store, "old", {"usd/day:x": 1}, lease_ms=60_000)
+    await raw(store, "PEXPIRE", p + "l:usd/day:x", 7_200_000)
+    await raw(store, "PEXPIRE", p + "z:usd/day:x", 7_200_000)
+    assert await store.commit("old") is True
+    fields, _ = await layout(store, "usd/day:x")
+    ttl = await raw(store, "PTTL", p + "l:usd/day:x")
+    assert 7_100_000 < ttl <= 7_200_000
+    assert abs(int(fields["x"]) - (await server_ms(store) + ttl)) < 1000
+    # A reserve without expire_at on a limit that expires makes it outlive the hold.
+    await store.reserve("r1", {"usd/day:x": 1}, lease=86_400 * 2)
+    ttl = await raw(store, "PTTL", p + "l:usd/day:x")
+    assert ttl > 86_400_000 * 3 - 10_000
+    assert await raw(store, "PTTL", p + "z:usd/day:x") > 86_400_000 * 3 - 10_000
+
+
+async def test_a_layout_1_hold_added_after_migration_is_pruned_by_its_field(
+    store: RedisStore,
+) -> None:
+    """A fleet still running the earlier version adds bare-rid holds to a migrated limit;
+    expired, they are dropped by their ``h:<rid>`` amount (never a script error)."""
+    await store.set_limit("calls", 10)
+    await hold_as_layout_1(store, "laggard", {"calls": 4}, lease_ms=1)
+    await anyio.sleep(0.01)
+    calls = await store.usage("calls")
+    assert calls.held == 0
+    assert (await store.reserve("r1", {"calls": 10}, lease=60)).admitted
+
+
+async def test_a_forgotten_limits_holds_set_counts_for_nothing(store: RedisStore) -> None:
+    """Holds left in a holds set whose limit is gone (dropped, expired) must not be taken off
+    the new limit's held: that would admit past the cap."""
+    p = "{" + store.namespace + "}:"
+    for key in ("calls", "made"):
+        await raw(store, "ZADD", p + "z:" + key, 1, "5:ghost")  # long expired
+    assert (await store.reserve("r1", {"calls": 10}, lease=60, defaults={"calls": 10})).admitted
+    await store.set_limit("made", 10)
+    assert (await store.reserve("r2", {"made": 10}, lease=60)).admitted
+    for key in ("calls", "made"):
+        assert not (await store.reserve(f"r3-{key}", {key: 5}, lease=60)).admitted
+        assert (await store.usage(key)).held == 10

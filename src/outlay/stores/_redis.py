@@ -115,6 +115,10 @@ class _Script:
     sha: str
 
 
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Frames a queued operation for ``batch.lua`` (built once: ``json.dumps`` with options
+builds an encoder per call)."""
+
 _BATCHED: Final = ("reserve", "commit", "release", "extend")
 """The operations that may share one script and round trip (``batch.lua``)."""
 
@@ -152,10 +156,10 @@ class _Queued:
     script: _Script
     keys: list[str]
     args: list[str]
-    encoded_keys: list[bytes]
     encoded_args: bytes
     """``[name, args`` as JSON: an element of ``batch.lua``'s ``ARGV[1]`` but for the positions
-    of its keys, known once the batch is made."""
+    of its keys, known once the batch is made. Every key is made of the namespace and names
+    that are among ``args``, so the keys encode if these do."""
     future: asyncio.Future[Any]
 
     def done(self) -> bool:
@@ -461,8 +465,8 @@ class RedisStore(Store):
                     self._pump(group)
             # Encoded here, so an id or key the client cannot encode fails this call alone.
             encoder = self._encoder
-            op = _Queued(script, keys, args, [encoder.encode(key) for key in keys],
-                         json.dumps([name, args], ensure_ascii=False, separators=(",", ":"))
+            op = _Queued(script, keys, args,
+                         _JSON.encode([name, args])
                          .encode(encoder.encoding, encoder.encoding_errors)[:-1],
                          asyncio.get_running_loop().create_future())
             group.queue.append(op)
@@ -524,11 +528,11 @@ class RedisStore(Store):
             work = self._eval(op.script, op.keys, op.args)
         else:
             # Each key once (the limits' keys recur in every operation), by position.
-            index: dict[bytes, int] = {}
+            index: dict[str, int] = {}
             calls = []
             for op in taken:
-                at = [index.setdefault(key, len(index) + 1) for key in op.encoded_keys]
-                calls.append(b"%s,[%s]]" % (op.encoded_args, ",".join(map(str, at)).encode()))
+                at = ",".join([str(index.setdefault(key, len(index) + 1)) for key in op.keys])
+                calls.append(b"%s,[%s]]" % (op.encoded_args, at.encode()))
             work = self._eval(_SCRIPTS["batch"], list(index), [b"[" + b",".join(calls) + b"]"])
         try:
             if isinstance(self._client, aioredis.RedisCluster):
@@ -618,7 +622,7 @@ class RedisStore(Store):
         cap = check_amount(cap, "cap")
         kind, ival, dval = self._encode(cap, "cap")
         unit, value = ("d", dval) if kind == "d" else ("i", ival)
-        reply = await self._run("set_limit", [self._key("l", key)],
+        reply = await self._run("set_limit", [self._key("l", key), self._key("z", key)],
                                 [unit, value, self._places_arg])
         code = _text(reply[0])
         if code == "unit":

@@ -9,20 +9,16 @@ local retain_ms = ARGV[3]
 local m = tonumber(ARGV[5])
 local rk = KEYS[1]
 
-local names, held, units, spend = {}, {}, {}, {}
-local index = {}
 -- The whole reservation in one read: state, then its limits, amounts and units.
-local fields = redis.call('HGETALL', rk)
-local r = {}
-for i = 1, #fields, 2 do
-  r[fields[i]] = fields[i + 1]
-end
-if not r.st then
+local r = reservation(rk)
+if not r then
   return {'unknown'}
 elseif r.st ~= 'held' then
   return {'ended'}
 end
 local n = tonumber(r.n)
+local names, held, units, spend = {}, {}, {}, {}
+local index = {}
 for i = 1, n do
   local k, a, u = r['k' .. i], r['a' .. i], r['u' .. i]
   names[i], held[i], units[i], spend[i] = k, a, u, a
@@ -44,27 +40,31 @@ for j = 1, m do
   end
 end
 -- Every check runs before the first write: Redis does not roll back a script that fails.
--- One read per limit: its spend (every limit has the field; none means the limit is gone) and
--- the hold, if it was not pruned.
-local spents, holds = {}, {}
+-- One read per limit (every limit has spent; none means the limit is gone).
+local counts = {}
 for i = 1, n do
-  spents[i], holds[i] = unpack(redis.call('HMGET', prefix .. 'l:' .. names[i], 'spent',
-                                          'h:' .. rid))
-  if spend[i] ~= '0' and spents[i]
-      and tonumber(spents[i]) + tonumber(spend[i]) > 9007199254740991 then
+  local spent, total, v = unpack(redis.call('HMGET', prefix .. 'l:' .. names[i], 'spent',
+                                            'held', 'v'))
+  if spent and tonumber(spent) + tonumber(spend[i]) > 9007199254740991 then
     return {'overflow', names[i]}
   end
+  counts[i] = {spent, total, v}
 end
-local now = int_str(now_ms())
+local now = now_ms()
+local stamp = int_str(now)
 for i = 1, n do
   local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
-  unhold(lk, zk, rid, holds[i])
+  local spent, total, v = unpack(counts[i])
   -- A period limit that has already been forgotten (or dropped) takes no spend.
-  if spents[i] then
-    if spend[i] ~= '0' then
-      redis.call('HINCRBY', lk, 'spent', spend[i])
+  if spent then
+    if v ~= LAYOUT then
+      migrate(lk, zk, now)
     end
-    redis.call('HSET', lk, 't', now)
+    local back = unhold(zk, rid, held[i])
+    redis.call('HSET', lk, 'held', int_str(tonumber(total) - back),
+               'spent', int_str(tonumber(spent) + tonumber(spend[i])), 't', stamp)
+  else
+    redis.call('ZREM', zk, member(held[i], rid))
   end
 end
 redis.call('HSET', rk, 'st', 'committed')

@@ -2,16 +2,11 @@
 -- KEYS[1] limit hash, KEYS[2] holds zset. ARGV: idle_ms. Returns 1 if deleted, else 0. A limit
 -- without 't' (made before outlay recorded it) is kept.
 local lk, zk = KEYS[1], KEYS[2]
-if redis.call('EXISTS', lk) == 0 then
-  return 0
-end
-local now = now_ms()
-prune(lk, zk, now)
-if redis.call('ZCARD', zk) > 0 then
+if not current(lk, zk) or redis.call('ZCARD', zk) > 0 then
   return 0
 end
 local t = redis.call('HGET', lk, 't')
-if not t or now - tonumber(t) < tonumber(ARGV[1]) then
+if not t or now_ms() - tonumber(t) < tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', lk, zk)

@@ -8,23 +8,28 @@ local lease_ms = tonumber(ARGV[3])
 local rk = KEYS[1]
 local now = now_ms()
 
-if redis.call('HGET', rk, 'st') ~= 'held' then
+local r = reservation(rk)
+if not r or r.st ~= 'held' then
   return 0
 end
-if tonumber(redis.call('HGET', rk, 'exp')) <= now then
+if tonumber(r.exp) <= now then
   return 0  -- an expired hold is not revived: it may no longer fit
 end
 local exp = now + lease_ms
-local floor = lease_ms + tonumber(ARGV[5])
-local n = tonumber(redis.call('HGET', rk, 'n'))
-for i = 1, n do
-  local k = redis.call('HGET', rk, 'k' .. i)
+-- A limit that will expire must outlive the hold.
+local floor = now + lease_ms + tonumber(ARGV[5])
+for i = 1, tonumber(r.n) do
+  local k = r['k' .. i]
   local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
-  redis.call('ZADD', zk, 'XX', exp, rid)
-  local ttl = redis.call('PTTL', lk)
-  if ttl > 0 and ttl < floor then
-    redis.call('PEXPIRE', lk, int_str(floor))
-    redis.call('PEXPIRE', zk, int_str(floor))
+  local u, v, x = unpack(redis.call('HMGET', lk, 'u', 'v', 'x'))
+  if u then
+    if v ~= LAYOUT then
+      x = migrate(lk, zk, now)
+    end
+    redis.call('ZADD', zk, 'XX', exp, member(r['a' .. i], rid))
+    if x and tonumber(x) < floor then
+      expire_at(lk, zk, int_str(floor))
+    end
   end
 end
 redis.call('HSET', rk, 'exp', int_str(exp))

@@ -6,8 +6,8 @@ local prefix = ARGV[1]
 local rid = ARGV[2]
 local rk = KEYS[1]
 
-local st = redis.call('HGET', rk, 'st')
-if not st then
+local r = reservation(rk)
+if not r then
   -- Remember the id as released: a reserve that arrives after this release (a cancelled
   -- caller's request still in flight on a dropped connection) must not hold budget that
   -- nobody will end; it is answered "ended" instead.
@@ -15,19 +15,26 @@ if not st then
   redis.call('PEXPIRE', rk, ARGV[3])
   return 0
 end
-if st ~= 'held' then
+if r.st ~= 'held' then
   return 0
 end
-local live = tonumber(redis.call('HGET', rk, 'exp')) > now_ms()
-local n = tonumber(redis.call('HGET', rk, 'n'))
-for i = 1, n do
-  local k = redis.call('HGET', rk, 'k' .. i)
-  unhold(prefix .. 'l:' .. k, prefix .. 'z:' .. k, rid)
+local now = now_ms()
+for i = 1, tonumber(r.n) do
+  local k, a = r['k' .. i], r['a' .. i]
+  local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
+  local u, v = unpack(redis.call('HMGET', lk, 'u', 'v'))
+  if u and v ~= LAYOUT then
+    migrate(lk, zk, now)
+  end
+  local back = unhold(zk, rid, a)
+  if u and back > 0 then
+    redis.call('HINCRBY', lk, 'held', '-' .. a)
+  end
 end
 -- An expired hold is ended too, so a late commit cannot count it any more.
 redis.call('HSET', rk, 'st', 'released')
 redis.call('PEXPIRE', rk, ARGV[3])
-if live then
+if tonumber(r.exp) > now then
   return 1
 end
 return 0

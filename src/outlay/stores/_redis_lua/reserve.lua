@@ -19,20 +19,18 @@ if st then
   return {'ended'}
 end
 
--- First pass: find every limit, check units, drop expired holds. Nothing is taken yet.
-local amounts = {}
-local units = {}
-local fresh = {}
-local ends = {}
-local counts = {}  -- {cap, spent, held} of each limit that exists
+-- First pass: find every limit, check units, drop expired holds. Nothing is taken yet (a
+-- migration or a prune changes how a limit is written, not what it counts).
+local amounts, units, fresh, ends = {}, {}, {}, {}
+local counts = {}  -- {cap, spent, held, x} of each limit that exists; held a number
 -- Every check runs before the first write: Redis does not roll back a script that fails.
 local max_ms = 2 ^ 52
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local name = ARGV[b + 1]
   local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
-  local u, p, cap, spent, held = unpack(redis.call('HMGET', lk, 'u', 'p', 'cap', 'spent',
-                                                 'held'))
+  local u, p, cap, spent, held, v, x = unpack(redis.call('HMGET', lk, 'u', 'p', 'cap', 'spent',
+                                                         'held', 'v', 'x'))
   if not u then
     u = ARGV[b + 5]
     if u == '' then
@@ -59,10 +57,10 @@ for i = 1, n do
     ends[i] = math.max(at, now + lease_ms) + grace_ms
   end
   if not fresh[i] then
-    if prune(lk, zk, now) then
-      held = redis.call('HGET', lk, 'held')
+    if v ~= LAYOUT then
+      x = migrate(lk, zk, now)
     end
-    counts[i] = {cap, spent, held}
+    counts[i] = {cap, spent, tonumber(held) - prune(lk, zk, now), x}
   end
 end
 
@@ -71,40 +69,40 @@ for i = 1, n do
   local b = 7 + (i - 1) * 7
   local cap, spent, held
   if fresh[i] then
-    cap, spent, held = ARGV[b + 6], '0', '0'
+    cap, spent, held = ARGV[b + 6], '0', 0
   else
     cap, spent, held = unpack(counts[i])
   end
-  if tonumber(cap) - tonumber(spent) - tonumber(held) - tonumber(amounts[i]) < 0 then
-    return {'refused', ARGV[b + 1], cap, spent, held, amounts[i], units[i]}
+  if tonumber(cap) - tonumber(spent) - held - tonumber(amounts[i]) < 0 then
+    return {'refused', ARGV[b + 1], cap, spent, int_str(held), amounts[i], units[i]}
   end
 end
 
 -- Admitted: take the holds and remember the reservation.
-local exp = now + lease_ms
-local record = {'st', 'held', 'exp', int_str(exp), 'at', int_str(now), 'n', tostring(n)}
+local exp = int_str(now + lease_ms)
+local stamp = int_str(now)
+local record = {'st', 'held', 'exp', exp, 'at', stamp, 'n', ARGV[7]}
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
+  local x
   if fresh[i] then
-    redis.call('HSET', lk, 'cap', ARGV[b + 6], 'spent', '0', 'held', '0', 'u', units[i],
-               'p', units[i] == 'd' and places or '0')
-  end
-  redis.call('HINCRBY', lk, 'held', amounts[i])
-  redis.call('HSET', lk, 'h:' .. rid, amounts[i], 't', int_str(now))
-  redis.call('ZADD', zk, exp, rid)
-  if ends[i] then
-    -- A period limit is forgotten a little after its period and every hold on it are over:
-    -- its expiry only ever moves later (a shorter hold never cuts a longer one short).
-    later(lk, ends[i], now)
-    later(zk, ends[i], now)
+    redis.call('DEL', zk)  -- holds left by a limit that is gone count for nothing
+    redis.call('HSET', lk, 'cap', ARGV[b + 6], 'spent', '0', 'held', amounts[i], 'u', units[i],
+               'p', units[i] == 'd' and places or '0', 't', stamp, 'v', LAYOUT)
   else
-    local ttl = redis.call('PTTL', lk)
-    if ttl > 0 and ttl < lease_ms + grace_ms then
-      -- A limit that will expire must outlive the holds on it.
-      redis.call('PEXPIRE', lk, int_str(lease_ms + grace_ms))
-      redis.call('PEXPIRE', zk, int_str(lease_ms + grace_ms))
-    end
+    x = counts[i][4]
+    redis.call('HSET', lk, 'held', int_str(counts[i][3] + tonumber(amounts[i])), 't', stamp)
+  end
+  redis.call('ZADD', zk, exp, member(amounts[i], rid))
+  -- A period limit is forgotten a little after its period and every hold on it are over; any
+  -- limit that will expire must outlive the holds on it. Its expiry only ever moves later (a
+  -- shorter hold never cuts a longer one short).
+  local due = ends[i] or (x and now + lease_ms + grace_ms)
+  if due and (not x or tonumber(x) < due) then
+    expire_at(lk, zk, int_str(due))
+  elseif x then
+    redis.call('PEXPIREAT', zk, x)  -- the holds set may be new: it expires with its limit
   end
   record[#record + 1] = 'k' .. i
   record[#record + 1] = ARGV[b + 1]

@@ -1,12 +1,10 @@
 -- reset_spend: set a limit's committed spend to zero; its cap and live holds are kept.
 -- KEYS[1] limit hash, KEYS[2] holds zset. Returns {cap, spent, held, u, p} as they were before
 -- (after dropping expired holds, as usage does), or {} if the limit does not exist.
-local lk, zk = KEYS[1], KEYS[2]
-if redis.call('EXISTS', lk) == 0 then
+local before = current(KEYS[1], KEYS[2])
+if not before then
   return {}
 end
-prune(lk, zk, now_ms())
-local before = redis.call('HMGET', lk, 'cap', 'spent', 'held', 'u', 'p')
 -- HSET keeps the key's expiry: a period limit is still forgotten when its period is over.
-redis.call('HSET', lk, 'spent', '0', 't', int_str(now_ms()))
+redis.call('HSET', KEYS[1], 'spent', '0', 't', int_str(now_ms()))
 return before
