@@ -14,6 +14,12 @@ from outlay import BudgetExceeded, KeyedBudget, ReservationError, Store, Unknown
 
 from .storekit import STORE_FACTORIES
 
+#: A real lease on the store's own clock (Redis and PostgreSQL: the server's), long enough that
+#: a loaded machine still reads and writes within it (0.05 s failed there), and how long to wait
+#: for it to be over.
+SHORT_LEASE = 0.4
+PAST_LEASE = 0.6
+
 pytestmark = pytest.mark.anyio
 
 
@@ -142,11 +148,9 @@ async def test_decimal_amount_on_integer_limit_is_refused(store: Store) -> None:
 
 async def test_expired_hold_stops_counting_and_late_commit_still_counts(store: Store) -> None:
     await store.set_limit("calls", 5)
-    # A real lease on the store's own clock (Redis and PostgreSQL: the server's). 0.4 s leaves
-    # a loaded machine room between the two reserves (0.05 s failed there once).
-    assert (await store.reserve("r1", {"calls": 5}, lease=0.4)).admitted
+    assert (await store.reserve("r1", {"calls": 5}, lease=SHORT_LEASE)).admitted
     assert not (await store.reserve("r2", {"calls": 1}, lease=60)).admitted
-    await anyio.sleep(0.6)
+    await anyio.sleep(PAST_LEASE)
     assert (await store.usage("calls")).held == 0
     assert (await store.reserve("r3", {"calls": 1}, lease=60)).admitted
     assert await store.extend("r1", 60) is False  # an expired hold is not revived
@@ -157,9 +161,9 @@ async def test_expired_hold_stops_counting_and_late_commit_still_counts(store: S
 
 async def test_extend_keeps_a_hold_alive(store: Store) -> None:
     await store.set_limit("calls", 5)
-    await store.reserve("r1", {"calls": 5}, lease=0.1)
+    await store.reserve("r1", {"calls": 5}, lease=SHORT_LEASE)
     assert await store.extend("r1", 60) is True
-    await anyio.sleep(0.2)
+    await anyio.sleep(PAST_LEASE)
     assert (await store.usage("calls")).held == 5
 
 
@@ -216,9 +220,9 @@ async def test_limits_lists_by_prefix_sorted_with_live_holds(store: Store) -> No
 
 async def test_limits_do_not_count_expired_holds(store: Store) -> None:
     await store.set_limit("calls", 5)
-    assert (await store.reserve("r1", {"calls": 5}, lease=0.05)).admitted
+    assert (await store.reserve("r1", {"calls": 5}, lease=SHORT_LEASE)).admitted
     assert [u.held for u in await store.limits()] == [5]
-    await anyio.sleep(0.2)  # real lease on the store's own clock
+    await anyio.sleep(PAST_LEASE)
     assert [(u.key, u.held, u.available) for u in await store.limits()] == [("calls", 0, 5)]
 
 
@@ -250,8 +254,8 @@ async def test_reset_spend_does_not_count_expired_holds(store: Store) -> None:
     await store.set_limit("calls", 5)
     await store.reserve("r1", {"calls": 2}, lease=60)
     await store.commit("r1")
-    assert (await store.reserve("r2", {"calls": 3}, lease=0.05)).admitted
-    await anyio.sleep(0.2)  # real lease on the store's own clock
+    assert (await store.reserve("r2", {"calls": 3}, lease=SHORT_LEASE)).admitted
+    await anyio.sleep(PAST_LEASE)
     before = await store.reset_spend("calls")
     assert (before.spent, before.held) == (2, 0)
     assert (await store.reserve("r3", {"calls": 5}, lease=60)).admitted  # all room is back
@@ -270,9 +274,9 @@ async def test_held_reservations_counts_live_holds(store: Store) -> None:
     await store.commit("r1")
     await store.release("r2")
     assert await store.held_reservations() == 1
-    await store.reserve("short", {"a": 1}, lease=0.05)
+    await store.reserve("short", {"a": 1}, lease=SHORT_LEASE)
     assert await store.held_reservations() == 2
-    await anyio.sleep(0.2)  # real lease on the store's own clock
+    await anyio.sleep(PAST_LEASE)
     assert await store.held_reservations() == 1  # an expired hold is not held
     await store.release("r3")
     assert await store.held_reservations() == 0
