@@ -5,9 +5,12 @@ characters) with OpenAI's ``o200k_base`` and ``cl100k_base`` (``outlay.clients.T
 bpe-openai: offline) and with ``outlay.clients.text_tokens``; the previous default (ASCII at 3
 characters a token, every other character one token) runs beside it. A ratio is estimate / real
 over the whole class ("total") and the lowest of any one text ("min": below 1.00 under-counts).
-Prints a table and writes benchmarks/results/estimates.json.
+Then counts the default's under-counts (against either encoding) on fragments of 1-39
+characters, which its promise does not cover, and with ``--promise N`` on N seeded texts of
+40-100 characters plus N / 5 of 101-800 per class, which it does. Prints tables and writes
+benchmarks/results/estimates.json.
 
-    python benchmarks/bench_estimates.py [--quick]
+    python benchmarks/bench_estimates.py [--quick] [--promise N]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from outlay.clients import Tokenizer, text_tokens  # noqa: E402
-from tests.tokencorpus import KINDS, SAMPLES, generate  # noqa: E402
+from tests.tokencorpus import KINDS, SAMPLES, generate, seeded  # noqa: E402
 
 ENCODINGS = ("o200k_base", "cl100k_base")
 
@@ -59,6 +62,8 @@ def per_kchar_us(count: Callable[[str], int], text: str, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer generated texts")
+    parser.add_argument("--promise", type=int, default=0, metavar="N",
+                        help="also count under-counts on N + N/5 seeded texts per class")
     args = parser.parse_args()
     generated = 50 if args.quick else 400
     tokenizers = {name: Tokenizer(name) for name in ENCODINGS}
@@ -85,6 +90,24 @@ def main() -> None:
               f"{row['cl100k_base_tokens']:>7} | {cells['default_o200k_base']:>13} "
               f"{cells['default_cl100k_base']:>14} | {cells['previous_o200k_base']:>14} "
               f"{cells['previous_cl100k_base']:>15}")
+    fragments = 500 if args.quick else 3_000
+    checks: dict[str, Callable[[str], list[str]]] = {
+        "fragments": lambda kind: seeded(kind, fragments, 1, 39)}
+    if args.promise:
+        checks["promise"] = lambda kind: (seeded(kind, args.promise, 40, 100)
+                                          + seeded(kind, args.promise // 5, 101, 800))
+    under_counts: dict[str, dict[str, dict[str, int]]] = {}
+    for check, corpus_of in checks.items():
+        print(f"\nunder-counted, {check}: texts, under, share, worst")
+        under_counts[check] = {}
+        for kind in KINDS:
+            gaps = [text_tokens(t) - max(count(t) for count in tokenizers.values())
+                    for t in corpus_of(kind)]
+            under = [gap for gap in gaps if gap < 0]
+            cell = {"texts": len(gaps), "under": len(under), "worst": min([0, *under])}
+            under_counts[check][kind] = cell
+            print(f"  {kind:<9} {len(gaps):>7} {len(under):>5} "
+                  f"{100 * len(under) / len(gaps):6.2f}% {cell['worst']:>4}")
     sample = "\n".join(t for kind in KINDS for t in SAMPLES[kind]) * 4
     repeat = 20 if args.quick else 200
     speed = {"text_tokens": per_kchar_us(text_tokens, sample, repeat),
@@ -98,7 +121,8 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "estimates.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"generated_per_class": generated, "classes": rows,
-                               "us_per_kchar": speed}, indent=2) + "\n")
+                               "under_counts": under_counts, "us_per_kchar": speed},
+                              indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
 
 

@@ -30,13 +30,13 @@ from .budgetkit import token_budget, unit_budget
 
 @pytest.mark.parametrize(("value", "tokens"), [
     ("", 0),
-    ("abcdef", 2),  # a word of n letters is held at (n + 5) / 6, the total rounded up
-    ("abcdefgh", 3),
-    ("日本語", 5),  # CJK at 1.4 a character
-    ("ab日", 3),
-    ({"role": "user"}, 4),  # keys count: two words of four letters
-    (["abc", None, True, "abc"], 4),  # each string is counted on its own
-    (12345, 3),  # numbers as written: a run of n digits at (n + 2) / 3
+    ("abcdef", 2 + 2),  # a word of n letters at (n + 5) / 6, rounded up, plus the text margin
+    ("abcdefgh", 3 + 2),
+    ("日本語", 5 + 2),  # CJK at 1.5 a character
+    ("ab日", 3 + 2),
+    ({"role": "user"}, 4 + 4),  # keys count: two words of four letters, a margin each
+    (["abc", None, True, "abc"], 4 + 4),  # each string is counted on its own
+    (12345, 3 + 2),  # numbers as written: a run of n digits at n / 3 + 0.75
 ])
 def test_estimate_tokens(value: object, tokens: int) -> None:
     assert estimate_tokens(value) == tokens
@@ -61,7 +61,7 @@ def test_estimate_reads_pydantic_models() -> None:
 
 def test_estimate_prompt_tokens_adds_overheads() -> None:
     assert estimate_prompt_tokens(["abcdef", None], 2) == (
-        REQUEST_OVERHEAD + 2 * MESSAGE_OVERHEAD + 2)
+        REQUEST_OVERHEAD + 2 * MESSAGE_OVERHEAD + 2 + 2)
 
 
 def money(prices: Any) -> CallPolicy:

@@ -370,10 +370,10 @@ async def test_default_estimate_is_the_clients_estimate() -> None:
     def lookup(city: str) -> str:
         return city
 
-    text = "日本語" * 300  # 1.4 tokens per CJK character, as the budgeted clients count
+    text = "日本語" * 300  # 1.5 tokens per CJK character, as the budgeted clients count
     call = ModelCallInput(None, text, ModelSettings(), [], [])
     assert estimate_call_input(call) == estimate_prompt_tokens([text], 1)
-    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 1260
+    assert estimate_prompt_tokens([text], 1) == REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 1350 + 2
     items: list[Any] = [{"role": "user", "content": "abcdef"}]
     with_items = ModelCallInput("be brief", items, ModelSettings(), [], [])
     assert estimate_call_input(with_items) == estimate_prompt_tokens(["be brief", items], 2)

@@ -3,7 +3,7 @@
 
 ``SAMPLES`` holds written texts per class; ``generate(kind, rng, size)`` makes more of a class
 from a seeded ``random.Random`` (the property tests and the benchmark draw from it), so every
-run measures the same thing.
+run measures the same thing; ``seeded(kind, count, low, high)`` is a fixed corpus of such texts.
 """
 
 from __future__ import annotations
@@ -170,6 +170,16 @@ def generate(kind: str, rng: random.Random, size: int) -> str:
         parts.append(part)
         length += len(part)
     return "".join(parts)
+
+
+def seeded(kind: str, count: int, low: int, high: int) -> list[str]:
+    """``count`` texts of class ``kind`` of ``low``-``high`` characters, text ``i`` from the seed
+    ``f"{kind}:{low}-{high}:{i}"``: the same texts on every run and every machine."""
+    texts = []
+    for i in range(count):
+        rng = random.Random(f"{kind}:{low}-{high}:{i}")
+        texts.append(generate(kind, rng, rng.randint(low, high)))
+    return texts
 
 
 def _part(kind: str, rng: random.Random) -> str:
