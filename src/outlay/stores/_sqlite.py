@@ -29,9 +29,10 @@ How it stays exact and atomic:
   thing in their transaction) and reads subtract them from ``held`` without writing.
 
 The ``sqlite3`` driver is synchronous; every call runs in a worker thread via
-``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock**. SQLite lets one
-writer at a time into a file anyway, so a pool would only add parallel readers while every
-connection paid for its own cache and WAL bookkeeping. Each store sends at most one hop at a time
+``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock** (the
+checkpoint thread has its own). SQLite lets one writer at a time into a file anyway, so a
+pool would only add parallel readers while every connection paid for its own cache and WAL
+bookkeeping. Each store sends at most one hop at a time
 per event loop: concurrent operations of one store queue in the event loop, where they can still
 be cancelled with no effect, instead of parking threads of anyio's shared pool on the lock. Once
 an operation is taken into a hop it is never abandoned: if the caller is cancelled then, the
