@@ -1,6 +1,7 @@
 """What only the SQLite store promises: durability, several processes on one file, a busy
 database that waits, cancellation that leaves the database consistent, errors mapped at one
-boundary. The shared contract is in ``test_store_behaviour.py``, which runs on SQLite too."""
+boundary, the WAL checkpointed apart from the operations. The shared contract is in
+``test_store_behaviour.py``, which runs on SQLite too."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from outlay import (
     UnknownLimit,
     store_from_url,
 )
-from outlay.stores import SQLiteStore
-from outlay.stores._sqlite import _PRUNE_EVERY
+from outlay.stores import SQLiteStore, _sqlite
+from outlay.stores._sqlite import _PRUNE_EVERY, _Checkpointer
 
 pytestmark = pytest.mark.anyio
 
@@ -501,3 +502,162 @@ async def test_an_abandoned_reservation_is_released_without_blocking(db: Path) -
         assert raw_rows(db, "SELECT outcome FROM endings") == [("released",)]
     finally:
         await reopened.aclose()
+
+
+async def test_a_reserve_answers_for_its_id_before_its_decision(store: SQLiteStore) -> None:
+    # The id is checked in the statement that inserts the hold, or after a decision that
+    # inserts nothing: a held id is admitted again and an ended one refused, whether the
+    # amounts would fit, not fit, or name a limit that does not exist.
+    await store.set_limit("calls", 5)
+    assert (await store.reserve("held", {"calls": 4}, lease=60)).admitted
+    assert (await store.reserve("held", {"calls": 4}, lease=60)).admitted  # would not fit
+    assert (await store.reserve("held", {"nope": 1}, lease=60)).admitted  # unknown limit
+    assert (await store.reserve("held", {"calls": 1}, lease=60)).admitted  # would fit
+    await store.commit("held")
+    for amounts in ({"calls": 1}, {"calls": 5}, {"nope": 1}):
+        with pytest.raises(ReservationError, match="already ended"):
+            await store.reserve("held", amounts, lease=60)
+    assert await store.release("gone") is False  # an id never seen is remembered as ended
+    with pytest.raises(ReservationError, match="already ended"):
+        await store.reserve("gone", {"calls": 1}, lease=60)
+    usage = await store.usage("calls")
+    assert (usage.spent, usage.held) == (4, 0)
+    assert await store.held_reservations() == 0
+
+
+async def test_the_history_records_what_each_commit_spent(db: Path) -> None:
+    # A commit without ``actual`` spends what was held (the history keeps the hold's own
+    # text); one with ``actual``, or one that finds a held limit gone, records what it spent.
+    clock = Clock()
+    store = SQLiteStore(db, clock=clock)
+    try:
+        await store.set_limit("calls", 10)
+        await store.set_limit("usd", Decimal("1.00"))
+        await store.set_limit("gone", 10)
+        held: dict[str, int | Decimal] = {"calls": 2, "usd": Decimal("0.50")}
+        await store.reserve("whole", held, lease=60)
+        await store.reserve("part", held, lease=60)
+        await store.reserve("late", {"calls": 1, "gone": 1}, lease=5)
+        assert await store.commit("whole") is True
+        assert await store.commit("part", {"usd": Decimal("0.25")}) is True
+        clock.now += 10  # "late" expires, then its limit "gone" is dropped
+        assert await store.drop_idle_limit("gone", idle=0) is True
+        assert await store.commit("late") is True
+        spent = raw_rows(db, "SELECT rid, spent FROM endings")
+        assert sorted(spent) == sorted({
+            "whole": '{"calls": "2", "usd": "0.50"}',
+            "part": '{"calls": "2", "usd": "0.25"}',
+            "late": '{"calls": "1"}',
+        }.items())
+        assert (await store.usage("calls")).spent == 5
+        assert (await store.usage("usd")).spent == Decimal("0.75")
+    finally:
+        await store.aclose()
+
+
+# -- the WAL checkpoint: apart from the operations ---------------------------------------------
+# What a checkpoint did is seen on the file itself: a connection opened ``immutable`` reads the
+# main database file and ignores the WAL, so it sees a write only once a checkpoint copied it.
+# Waits are on the checkpointer's own signal or its thread, never on a sleep.
+
+
+def in_main_file(db: Path) -> list[tuple[str, str]]:
+    """The limits as the main database file has them, without the WAL."""
+    with closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro&immutable=1",
+                                 uri=True)) as raw:
+        try:
+            return raw.execute("SELECT key, spent FROM limits ORDER BY key").fetchall()
+        except sqlite3.OperationalError:  # not even the tables yet
+            return []
+
+
+def checkpointer(store: SQLiteStore) -> _Checkpointer:
+    assert store._checkpointer is not None
+    return store._checkpointer
+
+
+async def wait_for_checkpoint(store: SQLiteStore) -> None:
+    signal = checkpointer(store).checkpointed
+    assert await anyio.to_thread.run_sync(signal.wait, 10)
+    signal.clear()
+
+
+async def checkpointed(store: SQLiteStore, db: Path, expected: list[tuple[str, str]]) -> None:
+    """Wait for checkpoints until the main file shows ``expected``: one that began before the
+    last write leaves it pending, so another follows."""
+    for _ in range(5):
+        await wait_for_checkpoint(store)
+        if in_main_file(db) == expected:
+            return
+    assert in_main_file(db) == expected
+
+
+async def test_writes_reach_the_database_file_through_the_checkpointer(
+    db: Path, store: SQLiteStore
+) -> None:
+    # Guards against a WAL that only SQLite's automatic checkpoint (inside the COMMIT that
+    # fills it past 1,000 pages) would copy: the store's own connection has it off.
+    await store.set_limit("calls", 10)
+    await checkpointed(store, db, [("calls", "0")])
+    await store.reserve("r1", {"calls": 3}, lease=60)
+    await store.commit("r1")
+    await checkpointed(store, db, [("calls", "3")])
+    with closing(sqlite3.connect(db)) as raw:  # the WAL is whole: a reader sees the same
+        assert raw.execute("SELECT key, spent FROM limits").fetchall() == [("calls", "3")]
+
+
+async def test_an_operation_never_checkpoints_itself(db: Path, store: SQLiteStore) -> None:
+    # With the checkpointer stopped, far more than 1,000 pages of commits stay in the WAL:
+    # none of the operations' COMMITs copied them into the file.
+    await store.set_limit("calls", 10**9)
+    checkpointer(store).stop()
+    before = in_main_file(db)
+    async with anyio.create_task_group() as tg:
+        for task in range(20):
+            async def work(task: int = task) -> None:
+                for n in range(100):
+                    await store.reserve(f"r{task}-{n}", {"calls": 1}, lease=60)
+                    await store.commit(f"r{task}-{n}")
+            tg.start_soon(work)
+    assert (await store.usage("calls")).spent == 2000
+    assert in_main_file(db) == before
+    assert (await anyio.Path(f"{db}-wal").stat()).st_size > 1000 * 4096
+
+
+async def test_closing_stops_the_checkpointer_and_removes_the_wal(db: Path) -> None:
+    store = SQLiteStore(db)
+    await store.set_limit("calls", 10)
+    await wait_for_checkpoint(store)
+    thread = checkpointer(store)._thread
+    await store.aclose()
+    assert thread is None or not thread.is_alive()  # joined by aclose
+    # The store's connection closed last: it checkpointed what was left and removed the WAL.
+    assert sorted(p.name for p in db.parent.iterdir()) == ["budgets.db"]
+    assert in_main_file(db) == [("calls", "0")]
+
+
+async def test_an_idle_checkpointer_ends_and_the_next_write_starts_another(
+    db: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite, "_CHECKPOINT_IDLE", 0.01)
+    await store.set_limit("calls", 10)
+    await wait_for_checkpoint(store)
+    first = checkpointer(store)._thread
+    assert first is not None
+    await anyio.to_thread.run_sync(first.join, 10)
+    assert not first.is_alive()
+    await store.set_limit("calls", 20)
+    await wait_for_checkpoint(store)
+    second = checkpointer(store)._thread
+    assert second is not None
+    assert second is not first
+    assert in_main_file(db) == [("calls", "0")]
+    with closing(sqlite3.connect(db)) as raw:
+        assert raw.execute("SELECT cap FROM limits").fetchall() == [("20",)]
+
+
+async def test_a_memory_store_has_no_checkpointer() -> None:
+    store = SQLiteStore(":memory:")
+    await store.set_limit("calls", 1)
+    assert store._checkpointer is None
+    await store.aclose()

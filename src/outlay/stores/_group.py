@@ -15,6 +15,7 @@ is idempotent by reservation id.
 from __future__ import annotations
 
 import threading
+from asyncio import _get_running_loop
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -174,7 +175,8 @@ class Group(Generic[Q]):
 
 class PerLoop(Generic[T]):
     """One ``T`` for the event loop running now (a store may be used from one loop, then
-    another: each gets its own, made by ``make``)."""
+    another: each gets its own, made by ``make``). The loop is known by asyncio's running
+    loop where there is one (a C call, once per operation), else by anyio's token."""
 
     __slots__ = ("_bound", "_make")
 
@@ -183,7 +185,7 @@ class PerLoop(Generic[T]):
         self._bound: tuple[object, T] | None = None
 
     def get(self) -> T:
-        loop = anyio.lowlevel.current_token().native_token
+        loop = _get_running_loop() or anyio.lowlevel.current_token().native_token
         bound = self._bound
         if bound is None or bound[0] is not loop:
             bound = self._bound = (loop, self._make())

@@ -12,6 +12,12 @@ How it stays exact and atomic:
 - The file is in WAL mode, so readers never block the writer. ``busy_timeout`` makes an
   operation that finds the database busy wait (default 30 s) instead of failing; only past it
   does the store raise ``StoreUnavailable``.
+- The WAL is copied into the database file (checkpointed) by a thread and a connection of the
+  store's own (``_Checkpointer``), never inside an operation's ``COMMIT``: SQLite's automatic
+  checkpoint (in the commit that fills the WAL past 1,000 pages, fsyncs included) is off on
+  the store's connection. What is committed is in the WAL either way, so durability is as
+  ``synchronous`` says; closing the store closes that connection first, so the store's own,
+  the last, checkpoints the rest and removes the WAL.
 - Amounts are stored as exact decimal TEXT (``int`` units and ``Decimal`` money alike, the
   limit's unit in its own column) and added up in Python: never ``REAL``, never rounded, no
   64-bit overflow.
@@ -23,9 +29,10 @@ How it stays exact and atomic:
   thing in their transaction) and reads subtract them from ``held`` without writing.
 
 The ``sqlite3`` driver is synchronous; every call runs in a worker thread via
-``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock**. SQLite lets one
-writer at a time into a file anyway, so a pool would only add parallel readers while every
-connection paid for its own cache and WAL bookkeeping. Each store sends at most one hop at a time
+``anyio.to_thread.run_sync`` over **one connection per store, guarded by a lock** (the
+checkpoint thread has its own). SQLite lets one writer at a time into a file anyway, so a
+pool would only add parallel readers while every connection paid for its own cache and WAL
+bookkeeping. Each store sends at most one hop at a time
 per event loop: concurrent operations of one store queue in the event loop, where they can still
 be cancelled with no effect, instead of parking threads of anyio's shared pool on the lock. Once
 an operation is taken into a hop it is never abandoned: if the caller is cancelled then, the
@@ -54,6 +61,11 @@ operation is still all-or-nothing and idempotent by reservation id because (``_c
   and none took effect.
 
 A lone operation is a transaction of its own, as before.
+
+Statements per operation: ``reserve`` one (the insert of its hold checks that the id is
+neither held nor ended; the id is looked up apart only after a refusal or an error), ``commit``
+three (its hold, deleting it, its history row); each transaction adds its sweep, the limits it
+reads and their write-back.
 """
 
 from __future__ import annotations
@@ -81,6 +93,7 @@ from .._core import (
     StoreError,
     StoreUnavailable,
     UnknownLimit,
+    _log,
     check_amount,
     check_count,
     check_lease,
@@ -102,6 +115,13 @@ DEFAULT_HISTORY = 30 * 24 * 3600.0
 
 #: How often (seconds, per store) old history is pruned.
 _PRUNE_EVERY = 3600.0
+
+#: The least time (seconds) between two checkpoints of a store's WAL while it writes.
+_CHECKPOINT_EVERY = 0.05
+
+#: A checkpoint thread with no write to follow for this long (seconds) closes its connection
+#: and ends; the next write starts another.
+_CHECKPOINT_IDLE = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -222,6 +242,7 @@ class SQLiteStore(Store):
         self._pruned_at = float("-inf")
         self._group = PerLoop(lambda: Group[_Op](most=_MAX_BATCH))
         self._abandoned: list[threading.Thread] = []
+        self._checkpointer = None if self._uri is None else _Checkpointer(self._uri, self._path)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -335,6 +356,8 @@ class SQLiteStore(Store):
                     tx.flush()  # it may have changed the table: read it afresh
             tx.flush()
             conn.execute("COMMIT")
+            if write and self._checkpointer is not None:
+                self._checkpointer.wrote()
         except BaseException as exc:  # the transaction's own steps: sweep, write-back, commit
             failure: BaseException = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
             with contextlib.suppress(sqlite3.Error):
@@ -403,6 +426,7 @@ class SQLiteStore(Store):
             else:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # _Checkpointer does it, apart
         except BaseException:
             conn.close()
             raise
@@ -501,23 +525,29 @@ class SQLiteStore(Store):
 
         def op(tx: _Tx) -> Admission:
             conn, now = tx.conn, tx.now
-            held, ended = conn.execute(_RID_STATE, (rid, rid)).fetchone()
-            if held:
+            # A held id is admitted again and an ended one refused, whatever the decision.
+            try:
+                decision = decide_reserve(tx.load(checked), checked, caps)
+            except (StoreError, UnknownLimit, TypeError, ValueError):
+                if _held(conn, rid):
+                    return Admission(True)
+                raise
+            if not decision.admission.admitted:
+                # A refusal keeps the sweep; nothing else was written.
+                return Admission(True) if _held(conn, rid) else decision.admission
+            # One statement checks the id and holds; it inserts nothing (writes nothing) if
+            # the id is held or has ended.
+            if conn.execute(_HOLD, (rid, text, now + lease, now, rid)).rowcount == 0:
+                _held(conn, rid)  # not inserted: held (admitted again) or ended (raises)
                 return Admission(True)
-            if ended:
-                raise ReservationError(f"reservation {rid!r} has already ended")
-            decision = decide_reserve(tx.load(checked), checked, caps)
-            if decision.admission.admitted:
-                conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)",
-                             (rid, text, now + lease, now))
-                for key in decision.created:
-                    limit = decision.after[key]
-                    conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
-                                  str(limit.held), ends.get(key), now))
-                tx.write({k: v for k, v in decision.after.items() if k not in decision.created}
-                         if decision.created else decision.after)
-            return decision.admission  # a refusal keeps the sweep; nothing else was written
+            for key in decision.created:
+                limit = decision.after[key]
+                conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (key, _unit(limit.cap), str(limit.cap), str(limit.spent),
+                              str(limit.held), ends.get(key), now))
+            tx.write({k: v for k, v in decision.after.items() if k not in decision.created}
+                     if decision.created else decision.after)
+            return decision.admission
 
         return await self._run(op)
 
@@ -547,8 +577,10 @@ class SQLiteStore(Store):
             after, spend = decide_commit(rows, held, checked, live=live)
             if live:
                 conn.execute("DELETE FROM holds WHERE rid = ?", (rid,))
+            # Spent what was held, on every limit it held: the spend is the hold's own text.
+            spent = amounts_json if not checked and len(spend) == len(stored) else _dump(spend)
             conn.execute("INSERT OR REPLACE INTO endings VALUES (?, 'committed', ?, ?, ?)",
-                         (rid, amounts_json, _dump(spend), tx.now))
+                         (rid, amounts_json, spent, tx.now))
             tx.write(after)
             return True
 
@@ -727,6 +759,10 @@ class SQLiteStore(Store):
                 thread.join()
             with self._lock:
                 self._closed = True
+                if self._checkpointer is not None:
+                    # Its connection closes first: the store's, the last, checkpoints the
+                    # rest and removes the WAL.
+                    self._checkpointer.stop()
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     conn.close()
@@ -743,9 +779,93 @@ def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"SQLite store {path!r}: {exc}")
 
 
+class _Checkpointer:
+    """Checkpoints a store's WAL (copies it into the database file, with its fsyncs) from a
+    thread and a connection of its own, so that no operation waits for it: the store's
+    connection has SQLite's automatic checkpoint (run inside the ``COMMIT`` that fills the
+    WAL past 1,000 pages, tens of milliseconds on a loaded disk) turned off.
+
+    ``wrote()``, after each write transaction commits, wakes it (starting its thread if none
+    runs); it then runs a ``PASSIVE`` checkpoint, which never waits for nor blocks a reader or
+    a writer, at most every ``_CHECKPOINT_EVERY`` seconds. After ``_CHECKPOINT_IDLE`` seconds
+    without a write its thread closes its connection and ends. A checkpoint that fails is
+    logged (``outlay.sqlite.checkpoint_failed``) and tried again after the next write; what
+    is committed is in the WAL either way. ``stop()`` ends it for good and closes its
+    connection before the store closes its own (the last to close removes the WAL)."""
+
+    __slots__ = ("_cond", "_path", "_pending", "_stop", "_thread", "_uri", "checkpointed")
+
+    def __init__(self, uri: str, path: str) -> None:
+        self._uri = f"{uri}?mode=rw"
+        self._path = path
+        self._cond = threading.Condition()
+        self._pending = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Set after each checkpoint (for tests).
+        self.checkpointed = threading.Event()
+
+    def wrote(self) -> None:
+        with self._cond:
+            if self._stop.is_set():
+                return
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="outlay-sqlite-checkpoint")
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop.set()
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            with self._cond:
+                if not self._pending and not self._stop.is_set():
+                    self._cond.wait(_CHECKPOINT_IDLE)
+                if self._stop.is_set() or not self._pending:
+                    if conn is not None:  # closed before a stop() or a new thread goes on
+                        conn.close()
+                    self._thread = None
+                    return
+                self._pending = False
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self._uri, uri=True, isolation_level=None)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                _log.warn("outlay.sqlite.checkpoint_failed", path=self._path, error=str(exc))
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            self.checkpointed.set()
+            self._stop.wait(_CHECKPOINT_EVERY)
+
+
 #: Whether a reservation id is held, and whether it has ended: one statement for both.
-_RID_STATE = ("SELECT EXISTS (SELECT 1 FROM holds WHERE rid = ?), "
-              "EXISTS (SELECT 1 FROM endings WHERE rid = ?)")
+_RID_STATE = ("SELECT EXISTS (SELECT 1 FROM holds WHERE rid = ?1), "
+              "EXISTS (SELECT 1 FROM endings WHERE rid = ?1)")
+
+#: A new hold, inserted only if its id is neither held nor ended.
+_HOLD = ("INSERT INTO holds SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+         "(SELECT 1 FROM endings WHERE rid = ?) ON CONFLICT (rid) DO NOTHING")
+
+
+def _held(conn: sqlite3.Connection, rid: str) -> bool:
+    """Whether ``rid`` is held (a retried ``reserve``: admitted); ``ReservationError`` if it
+    has ended."""
+    held, ended = conn.execute(_RID_STATE, (rid,)).fetchone()
+    if not held and ended:
+        raise ReservationError(f"reservation {rid!r} has already ended")
+    return bool(held)
 
 
 #: The most operations one hop takes from the queue while it runs.
@@ -824,11 +944,14 @@ class _Tx:
         self._limits.clear()
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True)
+_QUOTE = json.encoder.encode_basestring_ascii
 
 
 def _dump(amounts: Mapping[str, Amount]) -> str:
-    return _ENCODER.encode({key: str(amount) for key, amount in amounts.items()})
+    """Amounts as the JSON object of their exact text, keys sorted (what ``json.dumps(...,
+    sort_keys=True)`` writes; an amount's text needs no escaping)."""
+    return "{" + ", ".join(f'{_QUOTE(key)}: "{amount}"'
+                           for key, amount in sorted(amounts.items())) + "}"
 
 
 def _usage(key: str, unit: str, cap: str, spent: str, held: str) -> LimitUsage:
