@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing, contextmanager
@@ -596,7 +597,7 @@ async def test_writes_reach_the_database_file_through_the_checkpointer(
     db: Path, store: SQLiteStore
 ) -> None:
     # Guards against a WAL that only SQLite's automatic checkpoint (inside the COMMIT that
-    # fills it past 1,000 pages) would copy: the store's own connection has it off.
+    # fills it past 1,000 pages) would copy: the store's own connection puts it off.
     await store.set_limit("calls", 10)
     await checkpointed(store, db, [("calls", "0")])
     await store.reserve("r1", {"calls": 3}, lease=60)
@@ -622,6 +623,51 @@ async def test_an_operation_never_checkpoints_itself(db: Path, store: SQLiteStor
     assert (await store.usage("calls")).spent == 2000
     assert in_main_file(db) == before
     assert (await anyio.Path(f"{db}-wal").stat()).st_size > 1000 * 4096
+
+
+async def test_the_backstop_checkpoints_a_wal_the_thread_let_grow(
+    db: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should the checkpoint thread fall behind (or be unable to start), SQLite's own checkpoint
+    # still bounds the WAL, at _WAL_BACKSTOP pages (made small here: it is set on connecting).
+    monkeypatch.setattr(_sqlite, "_WAL_BACKSTOP", 20)
+    await store.set_limit("calls", 10**9)
+    checkpointer(store).stop()
+    for n in range(200):
+        await store.reserve(f"r{n}", {"calls": 1}, lease=60)
+        await store.commit(f"r{n}")
+    assert in_main_file(db) not in ([], [("calls", "0")])  # an operation's COMMIT copied it
+    assert (await anyio.Path(f"{db}-wal").stat()).st_size < 200 * 4096
+
+
+async def test_a_checkpoint_thread_that_cannot_start_fails_no_operation(
+    db: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the COMMIT nothing may fail an operation or run it again: a transaction that had
+    # committed used to be treated as failed when the thread could not start, so every one of
+    # its operations ran again alone (a commit then answered False, appended events twice).
+    start = threading.Thread.start
+
+    def no_checkpoint_thread(thread: threading.Thread) -> None:
+        if thread.name == "outlay-sqlite-checkpoint":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_checkpoint_thread)
+    await store.set_limit("calls", 100)
+    for n in range(10):
+        assert (await store.reserve(f"r{n}", {"calls": 1}, lease=60)).admitted
+    committed: list[bool] = []
+    async with anyio.create_task_group() as tg:  # one transaction for the ten commits
+        for n in range(10):
+            async def commit(n: int = n) -> None:
+                committed.append(await store.commit(f"r{n}"))
+            tg.start_soon(commit)
+    assert committed == [True] * 10
+    assert await store.commit("r0") is False  # a retry now
+    usage = await store.usage("calls")
+    assert (usage.spent, usage.held) == (10, 0)
+    assert checkpointer(store)._thread is None  # none runs; the next write tries again
 
 
 async def test_closing_stops_the_checkpointer_and_removes_the_wal(db: Path) -> None:

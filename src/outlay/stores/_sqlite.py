@@ -13,11 +13,12 @@ How it stays exact and atomic:
   operation that finds the database busy wait (default 30 s) instead of failing; only past it
   does the store raise ``StoreUnavailable``.
 - The WAL is copied into the database file (checkpointed) by a thread and a connection of the
-  store's own (``_Checkpointer``), never inside an operation's ``COMMIT``: SQLite's automatic
-  checkpoint (in the commit that fills the WAL past 1,000 pages, fsyncs included) is off on
-  the store's connection. What is committed is in the WAL either way, so durability is as
-  ``synchronous`` says; closing the store closes that connection first, so the store's own,
-  the last, checkpoints the rest and removes the WAL.
+  store's own (``_Checkpointer``), not inside an operation's ``COMMIT``: SQLite's automatic
+  checkpoint (in the commit that fills the WAL past 1,000 pages, fsyncs included) is put off
+  on the store's connection to ``_WAL_BACKSTOP`` pages, which the thread keeps the WAL far
+  below. What is committed is in the WAL either way, so durability is as ``synchronous``
+  says; closing the store closes that connection first, so the store's own, the last,
+  checkpoints the rest and removes the WAL.
 - Amounts are stored as exact decimal TEXT (``int`` units and ``Decimal`` money alike, the
   limit's unit in its own column) and added up in Python: never ``REAL``, never rounded, no
   64-bit overflow.
@@ -122,6 +123,11 @@ _CHECKPOINT_EVERY = 0.05
 #: A checkpoint thread with no write to follow for this long (seconds) closes its connection
 #: and ends; the next write starts another.
 _CHECKPOINT_IDLE = 1.0
+
+#: WAL pages past which an operation's ``COMMIT`` checkpoints after all (SQLite's automatic
+#: checkpoint, 1,000 pages by default): a backstop that bounds the WAL (about 40 MB) should the
+#: checkpoint thread fall that far behind or be unable to start.
+_WAL_BACKSTOP = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -356,8 +362,6 @@ class SQLiteStore(Store):
                     tx.flush()  # it may have changed the table: read it afresh
             tx.flush()
             conn.execute("COMMIT")
-            if write and self._checkpointer is not None:
-                self._checkpointer.wrote()
         except BaseException as exc:  # the transaction's own steps: sweep, write-back, commit
             failure: BaseException = self._mapped(exc) if isinstance(exc, sqlite3.Error) else exc
             with contextlib.suppress(sqlite3.Error):
@@ -368,6 +372,10 @@ class SQLiteStore(Store):
                 return [[item] for item in items]
             if items[0].error is None:  # an operation that failed alone keeps its own error
                 items[0].error = failure
+            return []
+        # Committed: nothing after this point may fail the operations (or run them again).
+        if write and self._checkpointer is not None:
+            self._checkpointer.wrote()
         return []
 
     def _mapped(self, exc: sqlite3.Error) -> StoreError:
@@ -426,7 +434,8 @@ class SQLiteStore(Store):
             else:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # _Checkpointer does it, apart
+            # _Checkpointer does it, apart; SQLite's own only if the WAL outgrows it by far.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BACKSTOP}")
         except BaseException:
             conn.close()
             raise
@@ -783,7 +792,7 @@ class _Checkpointer:
     """Checkpoints a store's WAL (copies it into the database file, with its fsyncs) from a
     thread and a connection of its own, so that no operation waits for it: the store's
     connection has SQLite's automatic checkpoint (run inside the ``COMMIT`` that fills the
-    WAL past 1,000 pages, tens of milliseconds on a loaded disk) turned off.
+    WAL past 1,000 pages, tens of milliseconds on a loaded disk) put off to ``_WAL_BACKSTOP``.
 
     ``wrote()``, after each write transaction commits, wakes it (starting its thread if none
     runs); it then runs a ``PASSIVE`` checkpoint, which never waits for nor blocks a reader or
@@ -806,16 +815,23 @@ class _Checkpointer:
         self.checkpointed = threading.Event()
 
     def wrote(self) -> None:
+        """Called after a write committed; never raises (a thread that cannot start is logged,
+        tried again on the next write, and the WAL backstop bounds the WAL meanwhile)."""
         with self._cond:
             if self._stop.is_set():
                 return
             self._pending = True
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="outlay-sqlite-checkpoint")
-                self._thread.start()
-            else:
+            if self._thread is not None:
                 self._cond.notify()
+                return
+            thread = threading.Thread(target=self._run, daemon=True,
+                                      name="outlay-sqlite-checkpoint")
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had now
+                _log.warn("outlay.sqlite.checkpoint_failed", path=self._path, error=str(exc))
+                return
+            self._thread = thread
 
     def stop(self) -> None:
         with self._cond:
