@@ -29,6 +29,10 @@ run it against each one):
   returns False. ``extend`` never revives an expired hold. ``expire_at`` marks when a period
   limit is over; a store may forget such a limit some time after that and after every hold on
   it has ended (Redis), never while a hold on it is live.
+- **Event loops and processes.** A store may be used from one event loop after another (on
+  asyncio and trio). The stores that open their own connections (SQLite, PostgreSQL, and
+  Redis from a URL) also work in a child made by ``os.fork``: the child leaves what it
+  inherited alone, never using or closing it, and connects anew (``stores/_fork.py``).
 - **Group commit.** A store may run concurrent operations of one process together, in one
   transaction or one round trip (SQLite and PostgreSQL through ``stores/_group.py``, Redis in
   one batch script); each keeps its own all-or-nothing, idempotent outcome, and an error

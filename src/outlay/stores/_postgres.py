@@ -79,6 +79,7 @@ from .._core._exceptions import (
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import ReserveDecision, decide_commit, decide_release, decide_reserve
 from ._events import SpendEvent, decode_event, encode_event
+from ._fork import track
 from ._group import Group, PerLoop, Queued
 from ._url import check_query, redact_url
 
@@ -395,16 +396,28 @@ class PostgresStore(Store):
         self._clock = clock
         self._sql = _Statements('"' + schema + '"')
         self._schema_lock = _lock_id(f"outlay-schema:{schema}")
-        self._lock = threading.Lock()
-        self._idle: list[psycopg.Connection[Any]] = []
         self._ready = False
         self._closed = False
         self._pruned_at = float("-inf")
-        self._abandoned: list[threading.Thread] = []
         self._touched: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._fresh()
+        track(self)
+
+    def _fresh(self) -> None:
+        """The per-process parts: the lock, the pool, the event-loop queues, the threads."""
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._abandoned: list[threading.Thread] = []
         self._group = PerLoop(lambda: Group[_Queued](
             most=_BATCH_MAX, distinct=_rid, limiter=anyio.CapacityLimiter(self._pool_size),
             settle=True))
+
+    def _after_fork(self) -> list[object]:
+        """In a forked child: the parent's connections (its sockets, its sessions) are left
+        alone, never used or closed here; the child connects anew (``stores/_fork.py``)."""
+        kept: list[object] = list(self._idle)
+        self._fresh()
+        return kept
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:

@@ -33,7 +33,14 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -84,6 +91,7 @@ from ._base import (
     oldest_first,
 )
 from ._events import SpendEvent, decode_event, encode_event
+from ._fork import track
 from ._url import check_query, redact_url
 
 MAX_UNITS: Final = 2**53 - 1
@@ -250,7 +258,13 @@ class RedisStore(Store):
             if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
                     or not math.isfinite(seconds) or seconds <= 0):
                 raise ConfigurationError(f"{name} must be positive seconds, got {seconds!r}")
-        self._client = client
+        self._given = client
+        #: Makes another client like ``client`` (``from_url``): each event loop gets its own.
+        self._remake: Callable[[], aioredis.Redis | aioredis.RedisCluster] | None = None
+        #: loop -> (its client, the async generator that closes it when the loop shuts down)
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[
+            aioredis.Redis | aioredis.RedisCluster, AsyncGenerator[None, None]]] = {}
+        self._given_bound = False
         self._encoder = client.get_encoder()
         self._owns_client = owns_client
         self._namespace = namespace
@@ -267,6 +281,18 @@ class RedisStore(Store):
         # Limit keys of the reservations this store admitted, so endings declare every key
         # they touch (strict cluster proxies want that; Redis itself only needs one slot).
         self._touched: OrderedDict[str, list[str]] = OrderedDict()
+        track(self)
+
+    def _after_fork(self) -> list[object]:
+        """In a forked child: the parent's connections, bridge thread (not running here) and
+        tasks are left alone, never used or closed here; the child connects anew on first use
+        (``stores/_fork.py``) if this store made its client (``from_url``)."""
+        kept: list[object] = [self._bridge, self._clients, self._abandoned, self._given]
+        self._bridge, self._clients, self._abandoned = None, {}, set()
+        self._bound_group = self._cluster_lock = None
+        if self._remake is not None:
+            self._given_bound = True  # the parent's client: the child makes its own
+        return kept
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -319,27 +345,56 @@ class RedisStore(Store):
         if "socket_timeout" not in query:
             kwargs["socket_timeout"] = 10.0
         driver_url = urlunsplit(parts._replace(scheme=base, query=urlencode(rest)))
-        try:
-            client: aioredis.Redis | aioredis.RedisCluster
+
+        def make() -> aioredis.Redis | aioredis.RedisCluster:
             if topology == "cluster":
                 # Per node. After a connection error or MOVED the client re-reads the slot map
                 # and retries on the new master (its retry budget), then gives up.
-                client = aioredis.RedisCluster.from_url(driver_url, **kwargs)
-            elif topology == "sentinel":
-                client = _sentinel_client(parts, base, rest, kwargs)
-            else:
-                # Tasks beyond max_connections wait (up to 20 s) for a connection.
-                pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0,
-                                                                **kwargs)
-                client = aioredis.Redis.from_pool(pool)
+                return aioredis.RedisCluster.from_url(driver_url, **kwargs)
+            if topology == "sentinel":
+                return _sentinel_client(parts, base, rest, kwargs)
+            # Tasks beyond max_connections wait (up to 20 s) for a connection.
+            pool = aioredis.BlockingConnectionPool.from_url(driver_url, timeout=20.0, **kwargs)
+            return aioredis.Redis.from_pool(pool)
+
+        try:
+            client = make()
         except (ValueError, TypeError, RedisClusterException) as exc:
             raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
-        return cls(client, owns_client=True, **own)
+        store = cls(client, owns_client=True, **own)
+        store._remake = make
+        return store
 
     @property
     def client(self) -> aioredis.Redis | aioredis.RedisCluster:
-        """The ``redis.asyncio`` client this store talks through."""
+        """The ``redis.asyncio`` client this store talks through in the running event loop.
+
+        A client's connections belong to the event loop they were made on. A store made by
+        ``from_url`` makes a client for each event loop it is used from (one ``anyio.run``
+        after another, a forked child's loop; under trio, its bridge's loop) and forgets those
+        of loops that have closed. A client passed to the constructor is the only one: use it
+        from one loop, or make a store per loop.
+        """
         return self._client
+
+    @property
+    def _client(self) -> aioredis.Redis | aioredis.RedisCluster:
+        if self._remake is None:
+            return self._given
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: the call runs on the bridge's loop
+            loop = self._bridge_or_new().loop
+        bound = self._clients.get(loop)
+        if bound is None:
+            # A closed loop's connections can neither be used nor closed: forget them.
+            self._clients = {at: b for at, b in self._clients.items() if not at.is_closed()}
+            if self._given_bound:
+                client = self._remake()
+            else:
+                client, self._given_bound = self._given, True
+            bound = self._clients[loop] = (client, _closing_with(loop, client))
+        return bound[0]
 
     @property
     def namespace(self) -> str:
@@ -404,10 +459,13 @@ class RedisStore(Store):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            if self._bridge is None:
-                self._bridge = _Bridge()
-            return await self._bridge.call(work)
+            return await self._bridge_or_new().call(work)
         return await work()
+
+    def _bridge_or_new(self) -> _Bridge:
+        if self._bridge is None:
+            self._bridge = _Bridge()
+        return self._bridge
 
     def _eval(self, script: _Script, keys: Sequence[str | bytes], args: Sequence[str | bytes]
               ) -> Callable[[], Awaitable[Any]]:
@@ -930,13 +988,27 @@ class RedisStore(Store):
                       error=str(exc))
 
     async def aclose(self) -> None:
-        """Close the client if this store made it (``from_url``); a client passed in stays
-        open. Stops the trio bridge thread, if one was started."""
+        """Close this store's clients (``from_url``) of the running event loop and of the trio
+        bridge, and stop the bridge thread, if one was started; those of other loops close
+        with their loop. A client passed in stays open."""
         if self._owns_client:
-            await self._call(self._client.aclose)
+            await self._call(self._close_client)
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
+            if self._owns_client:  # the bridge's loop, on its thread, from either backend
+                await anyio.to_thread.run_sync(bridge.submit(self._close_client()).result)
             await bridge.stop()
+
+    async def _close_client(self) -> None:
+        """Close the running loop's client."""
+        bound = self._clients.pop(asyncio.get_running_loop(), None)
+        if bound is None:
+            if not self._given_bound:
+                await self._given.aclose()
+            return
+        client, closer = bound
+        await closer.aclose()
+        await client.aclose()  # (the closer had not started yet; closing twice is fine)
 
 
 class _Bridge:
@@ -1092,6 +1164,35 @@ def _accepted_query(base: str, topology: str) -> set[str]:
     if topology == "sentinel":
         accepted = (accepted - set(_SENTINEL_FIXED)) | set(_SENTINEL_QUERY)
     return accepted
+
+
+def _closing_with(loop: asyncio.AbstractEventLoop, client: aioredis.Redis | aioredis.RedisCluster
+                  ) -> AsyncGenerator[None, None]:
+    """An async generator, started on ``loop``, that closes ``client`` when ``loop`` shuts
+    down (``asyncio.run`` and ``anyio.run`` close every live async generator of a loop before
+    they close it), so a client's connections end with the loop they belong to. Keep it."""
+
+    async def closer() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def start() -> None:  # its first step, on loop's thread: from now on the loop knows it
+        with contextlib.suppress(StopIteration):  # it stops at its yield, awaiting nothing
+            generator.asend(None).send(None)
+
+    generator = closer()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        start()  # now: a task would not run if the loop ended first
+    else:
+        loop.call_soon_threadsafe(start)  # the trio bridge's loop, on its thread
+    return generator
 
 
 def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], None]:

@@ -103,6 +103,7 @@ from .._core import (
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
 from ._events import SpendEvent, decode_event, encode_event
+from ._fork import track
 from ._group import Group, PerLoop, Queued
 from ._url import redact_url
 
@@ -242,13 +243,29 @@ class SQLiteStore(Store):
         self._synchronous = synchronous.upper()
         self._history = float(history)
         self._clock = clock
-        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._pruned_at = float("-inf")
+        self._fresh()
+        track(self)
+
+    def _fresh(self) -> None:
+        """The per-process parts: the lock, the event-loop queues, the background threads."""
+        self._lock = threading.Lock()
         self._group = PerLoop(lambda: Group[_Op](most=_MAX_BATCH))
         self._abandoned: list[threading.Thread] = []
         self._checkpointer = None if self._uri is None else _Checkpointer(self._uri, self._path)
+
+    def _after_fork(self) -> list[object]:
+        """In a forked child: the parent's connection to the file (and its checkpointer's)
+        are left alone, never used or closed here, and the child opens its own
+        (``stores/_fork.py``); a ``":memory:"`` database is the child's own copy and stays."""
+        kept: list[object] = [self._checkpointer]
+        if self._uri is not None:
+            kept.append(self._conn)
+            self._conn = None
+        self._fresh()
+        return kept
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
