@@ -125,7 +125,8 @@ _BATCHED: Final = ("reserve", "commit", "release", "extend")
 
 def _load_scripts() -> dict[str, _Script]:
     """Each operation's ``.lua`` body becomes a function ``op_<name>(KEYS, ARGV)`` after the
-    shared helpers; its own script calls it once, ``batch`` calls those of ``_BATCHED``."""
+    shared helpers; its own script runs it once (``alone``: then writes its limits back),
+    ``batch`` runs those of ``_BATCHED`` and writes the limits back once at its end."""
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
 
@@ -140,7 +141,7 @@ def _load_scripts() -> dict[str, _Script]:
     scripts = {}
     for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
                  "held", "holds", "drop_idle"):
-        scripts[name] = script(name, f"{common}\n{function(name)}return op_{name}(KEYS, ARGV)\n")
+        scripts[name] = script(name, f"{common}\n{function(name)}return alone(op_{name})\n")
     batch = folder.joinpath("batch.lua").read_text(encoding="utf-8")
     scripts["batch"] = script("batch", "\n".join([common, *map(function, _BATCHED), batch]))
     return scripts

@@ -68,7 +68,8 @@ end
 
 -- Drop holds of limit (hash lk, zset zk, in LAYOUT) whose lease ended at or before now. Each
 -- expired hold is dropped once, so the work is amortised over the reservations that made the
--- holds. Returns the amount dropped from the limit's held (a number; 0 if none).
+-- holds. Returns the amount dropped, which the caller takes off the limit's held (a number; 0
+-- if none).
 local function prune(lk, zk, now)
   local gone = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
   if #gone == 0 then
@@ -88,10 +89,109 @@ local function prune(lk, zk, now)
     total = total + (tonumber(a) or 0)
   end
   redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-  if total > 0 then
-    redis.call('HINCRBY', lk, 'held', int_str(-total))
-  end
   return total
+end
+
+-- The limits this script has touched, each read once and written once: a script reads and
+-- changes a limit's hash only through its entry (limit, create, change) and writes every
+-- change back at its end (flush), so a batch of operations on one limit reads and writes its
+-- hash once. An entry is {lk, zk, cap, spent, held (numbers), u, p, t, x (strings; x false if
+-- the key does not expire)}, or false for a limit that does not exist. A change is made to
+-- the entry right after the Redis writes it goes with (the holds set, the reservation)
+-- succeed: the entries always say what the hash would say had every change been written at
+-- once, including after an operation that raised (its checks all run before its first write,
+-- so one that raises there changed nothing).
+local limits = {}
+local dirty = {}  -- entries with changes not yet written, in the order first changed
+local FIELDS = {'cap', 'spent', 'held', 'u', 'p', 't', 'v', 'x'}
+
+-- Set field f of entry e to value (a number for cap, spent and held), to be written by flush.
+-- The pseudo-field z (true) says the holds set may be new and must expire with the limit.
+local function change(e, f, value)
+  if not next(e.w) then
+    dirty[#dirty + 1] = e
+  end
+  e[f] = value
+  e.w[f] = true
+end
+
+-- Limit (hash lk, zset zk) migrated to LAYOUT and without its expired holds, from this
+-- script's entries (read on first touch): its entry, or false if it does not exist.
+local function limit(lk, zk)
+  local e = limits[lk]
+  if e ~= nil then
+    return e
+  end
+  local cap, spent, held, u, p, t, v, x = unpack(redis.call('HMGET', lk, 'cap', 'spent', 'held',
+                                                            'u', 'p', 't', 'v', 'x'))
+  if not u then
+    limits[lk] = false
+    return false
+  end
+  local now = now_ms()
+  if v ~= LAYOUT then
+    x = migrate(lk, zk, now)
+  end
+  e = {lk = lk, zk = zk, cap = tonumber(cap), spent = tonumber(spent), held = tonumber(held),
+       u = u, p = p, t = t, x = x or false, w = {}}
+  limits[lk] = e
+  local gone = prune(lk, zk, now)
+  if gone > 0 then
+    change(e, 'held', e.held - gone)
+  end
+  return e
+end
+
+-- A new limit (hash lk, zset zk) with the given cap, held, unit, places and t (spent 0): its
+-- entry, every field to be written.
+local function create(lk, zk, cap, held, u, p, t)
+  local e = {lk = lk, zk = zk, x = false, w = {}}
+  limits[lk] = e
+  change(e, 'cap', cap)
+  change(e, 'spent', 0)
+  change(e, 'held', held)
+  change(e, 'u', u)
+  change(e, 'p', p)
+  change(e, 't', t)
+  change(e, 'v', LAYOUT)
+  return e
+end
+
+-- Write every changed entry back: one HSET per limit, then its expiry (x) on both keys.
+local function flush()
+  for _, e in ipairs(dirty) do
+    local w, args = e.w, {}
+    for _, f in ipairs(FIELDS) do
+      if w[f] then
+        local value = e[f]
+        args[#args + 1] = f
+        args[#args + 1] = type(value) == 'number' and int_str(value) or value
+      end
+    end
+    if #args > 0 then
+      redis.call('HSET', e.lk, unpack(args))
+    end
+    if w.x then
+      redis.call('PEXPIREAT', e.lk, e.x)
+      redis.call('PEXPIREAT', e.zk, e.x)
+    elseif w.z and e.x then
+      redis.call('PEXPIREAT', e.zk, e.x)
+    end
+    e.w = {}
+  end
+  dirty = {}
+end
+
+-- Run op (an operation's function) as the whole script and write its limits back, even if it
+-- raised (Redis keeps what a script wrote before it failed: the entries must reach the hash with
+-- it), then return its reply or raise its error.
+local function alone(op)
+  local ok, reply = pcall(op, KEYS, ARGV)
+  flush()
+  if not ok then
+    error(reply, 0)
+  end
+  return reply
 end
 
 -- Take rid's hold of amount a (a string) out of the holds set zk of a limit in LAYOUT. Returns
@@ -132,24 +232,12 @@ local function pick(u, kind, ival, dval)
   return dval
 end
 
--- Make limit (lk, zk) expire at x (UNIX ms, a string), recorded in its field x.
-local function expire_at(lk, zk, x)
-  redis.call('PEXPIREAT', lk, x)
-  redis.call('PEXPIREAT', zk, x)
-  redis.call('HSET', lk, 'x', x)
-end
-
--- Limit (lk, zk) after migrating it to LAYOUT and dropping its expired holds: {cap, spent,
--- held, u, p}, or nil if it does not exist.
+-- Limit (lk, zk) as usage reads it (migrated, without its expired holds): {cap, spent, held, u,
+-- p}, or nil if it does not exist.
 local function current(lk, zk)
-  local cap, spent, held, u, p, v = unpack(redis.call('HMGET', lk, 'cap', 'spent', 'held', 'u',
-                                                      'p', 'v'))
-  if not u then
+  local e = limit(lk, zk)
+  if not e then
     return nil
   end
-  local now = now_ms()
-  if v ~= LAYOUT then
-    migrate(lk, zk, now)
-  end
-  return {cap, spent, int_str(tonumber(held) - prune(lk, zk, now)), u, p}
+  return {int_str(e.cap), int_str(e.spent), int_str(e.held), e.u, e.p}
 end
