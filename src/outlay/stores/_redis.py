@@ -7,11 +7,11 @@ scripts ship as ``.lua`` files beside this module (``_redis_lua/``); after a Red
 ``SCRIPT FLUSH`` the first ``NOSCRIPT`` answer is followed by one ``EVAL`` of the source, which
 runs the operation and caches the script again.
 
-Exactness: Lua numbers are doubles, so nothing is counted in them. Every count is an integer
-string changed by ``HINCRBY`` (exact 64-bit arithmetic in the server); ``int`` limits count
-whole units, ``Decimal`` limits count money scaled by ``10**decimal_places``. An amount or cap
-with more places than that, or above ``2**53 - 1`` once scaled, is refused with ``ValueError``
-before anything is sent, which keeps the scripts' comparisons exact.
+Exactness: every count is an integer (stored as a decimal string): ``int`` limits count whole
+units, ``Decimal`` limits count money scaled by ``10**decimal_places``. An amount or cap with
+more places than that, or above ``2**53 - 1`` once scaled, is refused with ``ValueError``
+before anything is sent, and a commit refuses spend beyond it, so the scripts' Lua numbers
+(doubles) hold every count, sum and comparison exactly.
 
 Cluster: every key of a store lives under one hash tag, ``{namespace}``, so any set of limits can
 be reserved in one atomic script. A namespace therefore lives on one shard; spread load by giving

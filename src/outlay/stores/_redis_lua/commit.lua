@@ -54,9 +54,8 @@ for i = 1, n do
   local e = found[i]
   if e then
     local back = unhold(e.zk, rid, held[i])
-    change(e, 'held', e.held - back)
-    change(e, 'spent', e.spent + tonumber(spend[i]))
-    change(e, 't', stamp)
+    e.held, e.spent, e.t = e.held - back, e.spent + tonumber(spend[i]), stamp
+    changed(e)
   else
     redis.call('ZREM', prefix .. 'z:' .. names[i], member(held[i], rid))
   end

@@ -93,91 +93,97 @@ local function prune(lk, zk, now)
 end
 
 -- The limits this script has touched, each read once and written once: a script reads and
--- changes a limit's hash only through its entry (limit, create, change) and writes every
--- change back at its end (flush), so a batch of operations on one limit reads and writes its
--- hash once. An entry is {lk, zk, cap, spent, held (numbers), u, p, t, x (strings; x false if
--- the key does not expire)}, or false for a limit that does not exist. A change is made to
--- the entry right after the Redis writes it goes with (the holds set, the reservation)
+-- changes a limit's hash only through its entry (limit, create; changed marks it; migrate and
+-- prune, which run before an entry is made or touch only fields it does not hold, excepted)
+-- and writes every changed entry back at its end (flush), so a batch of operations on one
+-- limit reads and writes its hash once. An entry is {lk, zk, cap, spent, held (numbers), u, p, t, x (strings;
+-- x false if the key does not expire), and flags: wx (x moved), wz (the holds set may be new:
+-- it must expire with the limit)}, or false for a limit that does not exist. An operation
+-- changes an entry right after the Redis writes it goes with (the holds set, the reservation)
 -- succeed: the entries always say what the hash would say had every change been written at
 -- once, including after an operation that raised (its checks all run before its first write,
--- so one that raises there changed nothing).
+-- so one that raises there changed nothing). Every function here is built again by each run
+-- of each script, at a cost the server's CPU time shows: keep them few.
 local limits = {}
-local dirty = {}  -- entries with changes not yet written, in the order first changed
-local FIELDS = {'cap', 'spent', 'held', 'u', 'p', 't', 'v', 'x'}
+local dirty = {}  -- changed entries, not yet written
 
--- Set field f of entry e to value (a number for cap, spent and held), to be written by flush.
--- The pseudo-field z (true) says the holds set may be new and must expire with the limit.
-local function change(e, f, value)
-  if not next(e.w) then
+-- Entry e has changed: flush writes it.
+local function changed(e)
+  if not e.dirty then
+    e.dirty = true
     dirty[#dirty + 1] = e
   end
-  e[f] = value
-  e.w[f] = true
 end
 
--- Limit (hash lk, zset zk) migrated to LAYOUT and without its expired holds, from this
--- script's entries (read on first touch): its entry, or false if it does not exist.
-local function limit(lk, zk)
+-- Limit (hash lk, zset zk) migrated to LAYOUT, from this script's entries (read on first
+-- touch): its entry, or false if it does not exist. With live, without its expired holds
+-- (dropped once per script: its operations all run at one instant).
+local function limit(lk, zk, live)
   local e = limits[lk]
-  if e ~= nil then
-    return e
+  if e == nil then
+    local cap, spent, held, u, p, t, v, x = unpack(redis.call('HMGET', lk, 'cap', 'spent',
+                                                              'held', 'u', 'p', 't', 'v', 'x'))
+    if not u then
+      limits[lk] = false
+      return false
+    end
+    if v ~= LAYOUT then
+      x = migrate(lk, zk, now_ms())
+    end
+    -- Every field named, so the table is built at its full size once.
+    e = {lk = lk, zk = zk, cap = tonumber(cap), spent = tonumber(spent), held = tonumber(held),
+         u = u, p = p, t = t, x = x or false, pruned = false, dirty = false, new = false,
+         wx = false, wz = false}
+    limits[lk] = e
   end
-  local cap, spent, held, u, p, t, v, x = unpack(redis.call('HMGET', lk, 'cap', 'spent', 'held',
-                                                            'u', 'p', 't', 'v', 'x'))
-  if not u then
-    limits[lk] = false
-    return false
-  end
-  local now = now_ms()
-  if v ~= LAYOUT then
-    x = migrate(lk, zk, now)
-  end
-  e = {lk = lk, zk = zk, cap = tonumber(cap), spent = tonumber(spent), held = tonumber(held),
-       u = u, p = p, t = t, x = x or false, w = {}}
-  limits[lk] = e
-  local gone = prune(lk, zk, now)
-  if gone > 0 then
-    change(e, 'held', e.held - gone)
+  if live and e and not e.pruned then
+    e.pruned = true
+    local gone = prune(lk, zk, now_ms())
+    if gone > 0 then
+      e.held = e.held - gone
+      changed(e)
+    end
   end
   return e
 end
 
 -- A new limit (hash lk, zset zk) with the given cap, held, unit, places and t (spent 0): its
--- entry, every field to be written.
+-- entry, to be written whole.
 local function create(lk, zk, cap, held, u, p, t)
-  local e = {lk = lk, zk = zk, x = false, w = {}}
+  local e = {lk = lk, zk = zk, cap = cap, spent = 0, held = held, u = u, p = p, t = t, x = false,
+             pruned = true, dirty = false, new = true, wx = false, wz = false}
   limits[lk] = e
-  change(e, 'cap', cap)
-  change(e, 'spent', 0)
-  change(e, 'held', held)
-  change(e, 'u', u)
-  change(e, 'p', p)
-  change(e, 't', t)
-  change(e, 'v', LAYOUT)
+  changed(e)
   return e
 end
 
--- Write every changed entry back: one HSET per limit, then its expiry (x) on both keys.
+-- Write every changed entry back: one HSET per limit (its counts and t; every field if it is
+-- new), then its expiry on both keys if it moved, or on the holds set if that may be new.
 local function flush()
-  for _, e in ipairs(dirty) do
-    local w, args = e.w, {}
-    for _, f in ipairs(FIELDS) do
-      if w[f] then
-        local value = e[f]
-        args[#args + 1] = f
-        args[#args + 1] = type(value) == 'number' and int_str(value) or value
-      end
+  for i = 1, #dirty do
+    local e = dirty[i]
+    local lk = e.lk
+    local args = {'spent', int_str(e.spent), 'held', int_str(e.held)}
+    if e.t then
+      args[5], args[6] = 't', e.t
     end
-    if #args > 0 then
-      redis.call('HSET', e.lk, unpack(args))
+    if e.new then
+      args[#args + 1], args[#args + 2] = 'cap', int_str(e.cap)
+      args[#args + 1], args[#args + 2] = 'u', e.u
+      args[#args + 1], args[#args + 2] = 'p', e.p
+      args[#args + 1], args[#args + 2] = 'v', LAYOUT
     end
-    if w.x then
-      redis.call('PEXPIREAT', e.lk, e.x)
+    if e.wx then
+      args[#args + 1], args[#args + 2] = 'x', e.x
+    end
+    redis.call('HSET', lk, unpack(args))
+    if e.wx then
+      redis.call('PEXPIREAT', lk, e.x)
       redis.call('PEXPIREAT', e.zk, e.x)
-    elseif w.z and e.x then
+    elseif e.wz and e.x then
       redis.call('PEXPIREAT', e.zk, e.x)
     end
-    e.w = {}
+    e.dirty, e.new, e.wx, e.wz = false, false, false, false
   end
   dirty = {}
 end
@@ -235,7 +241,7 @@ end
 -- Limit (lk, zk) as usage reads it (migrated, without its expired holds): {cap, spent, held, u,
 -- p}, or nil if it does not exist.
 local function current(lk, zk)
-  local e = limit(lk, zk)
+  local e = limit(lk, zk, true)
   if not e then
     return nil
   end

@@ -25,7 +25,8 @@ for i = 1, tonumber(r.n) do
   if e then
     redis.call('ZADD', zk, 'XX', exp, member(r['a' .. i], rid))
     if e.x and tonumber(e.x) < floor then
-      change(e, 'x', int_str(floor))
+      e.x, e.wx = int_str(floor), true
+      changed(e)
     end
   end
 end

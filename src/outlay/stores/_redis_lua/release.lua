@@ -25,7 +25,8 @@ for i = 1, tonumber(r.n) do
   local e = limit(lk, zk)
   local back = unhold(zk, rid, a)
   if e and back > 0 then
-    change(e, 'held', e.held - back)
+    e.held = e.held - back
+    changed(e)
   end
 end
 -- An expired hold is ended too, so a late commit cannot count it any more.

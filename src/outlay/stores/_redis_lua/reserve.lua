@@ -19,8 +19,8 @@ if st then
   return {'ended'}
 end
 
--- First pass: find every limit, check units (reading a limit migrates it and drops its expired
--- holds, which changes how it is written, not what it counts). Nothing is taken yet.
+-- First pass: find every limit, check units (reading a limit migrates it and drops its
+-- expired holds, which changes how it is written, not what it counts). Nothing is taken yet.
 local amounts, units, ends = {}, {}, {}
 local found = {}  -- each limit's entry, or false for one to create from its default
 -- Every check runs before the first write: Redis does not roll back a script that fails.
@@ -28,7 +28,7 @@ local max_ms = 2 ^ 52
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local name = ARGV[b + 1]
-  local e = limit(KEYS[2 * i], KEYS[2 * i + 1])
+  local e = limit(KEYS[2 * i], KEYS[2 * i + 1], true)
   local u, p
   if e then
     u, p = e.u, e.p
@@ -88,8 +88,8 @@ for i = 1, n do
   end
   redis.call('ZADD', zk, exp, member(a, rid))
   if e then
-    change(e, 'held', e.held + tonumber(a))
-    change(e, 't', stamp)
+    e.held, e.t = e.held + tonumber(a), stamp
+    changed(e)
   else
     e = create(lk, zk, tonumber(ARGV[b + 6]), tonumber(a), units[i],
                units[i] == 'd' and places or '0', stamp)
@@ -100,9 +100,9 @@ for i = 1, n do
   local x = e.x
   local due = ends[i] or (x and now + lease_ms + grace_ms)
   if due and (not x or tonumber(x) < due) then
-    change(e, 'x', int_str(due))
+    e.x, e.wx = int_str(due), true
   elseif x then
-    change(e, 'z', true)  -- the holds set may be new: it expires with its limit
+    e.wz = true  -- the holds set may be new: it expires with its limit
   end
   record[#record + 1] = 'k' .. i
   record[#record + 1] = ARGV[b + 1]

@@ -6,7 +6,7 @@ if not before then
   return {}
 end
 -- The write keeps the key's expiry: a period limit is still forgotten when its period is over.
-local e = limit(KEYS[1], KEYS[2])
-change(e, 'spent', 0)
-change(e, 't', int_str(now_ms()))
+local e = limits[KEYS[1]]  -- current read it
+e.spent, e.t = 0, int_str(now_ms())
+changed(e)
 return before
