@@ -11,6 +11,7 @@ TCP proxy (``netproxy``) holds, drops or cuts a batch on its way.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -557,6 +558,26 @@ async def test_a_batch_mixing_limits_writes_each_back_with_its_own_figures_and_e
             assert "x" not in (await layout(store, key))[0]
             assert await client.pttl(store._key("l", key)) == -1
     assert counts["hmget"] == 1 + 4  # lane; a, b, new (its absence) and period once each
+
+
+async def test_a_batch_whose_write_back_raises_fails_every_operation_in_it(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis error in the batch's write-back is an error of the whole script (injected here:
+    the write-back cannot fail on a namespace the scripts wrote): every operation in it fails,
+    none is answered as if it had taken effect."""
+    await store.set_limit("calls", 10)
+    source = _SCRIPTS["batch"].source
+    assert source.count("flush()\nreturn replies") == 1
+    failing = source.replace("flush()\nreturn replies", "error('write-back failed')")
+    monkeypatch.setitem(redis_module._SCRIPTS, "batch", redis_module._Script(
+        "batch", failing, hashlib.sha1(failing.encode(), usedforsecurity=False).hexdigest()))
+    async with admin(own_redis.port) as client:
+        results, _ = await one_batch(store, client, monkeypatch, [
+            reserve(store, f"r{i}", {"calls": 1}) for i in range(4)])
+    for result in results:
+        assert isinstance(result, StoreError)
+        assert "write-back failed" in str(result)
 
 
 async def test_a_batch_migrates_layout_1_limits_on_first_touch(
