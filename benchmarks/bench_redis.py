@@ -13,7 +13,8 @@ concurrent tasks, 4 processes x 50 tasks -- it measures
 
 (median and best of alternating rounds, so a drifting machine load hits both alike) and the
 round trips per operation, from the server's ``INFO commandstats`` (EVALSHA + EVAL calls
-per reserve or commit; 1.0 means one round trip, less means operations shared one).
+per reserve or commit; 1.0 means one round trip, less means operations shared one), and the
+server's CPU time per operation (those scripts' ``usec`` per reserve or commit).
 
 The ceiling: the server's own ``redis-benchmark`` (C, 50 connections, unpipelined) against the
 same server in the same run, for ``EVALSHA`` of a minimal one-key script and of outlay's own
@@ -152,23 +153,26 @@ def process_main(url: str, namespace: str, kind: str, tasks: int, seconds: float
     results.put(asyncio.run(run_tasks(url, namespace, kind, tasks, seconds, wait_for_go)))
 
 
-async def script_calls(url: str) -> int:
+async def script_stats(url: str) -> tuple[int, int]:
+    """Scripts run so far on the server (EVALSHA + EVAL calls), and the server's CPU time in
+    them (microseconds)."""
     store = RedisStore.from_url(url)
     try:
         info = await store.client.info("commandstats")
     finally:
         await store.aclose()
-    return sum(int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+    stats = [info.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    return (sum(int(s.get("calls", 0)) for s in stats), sum(int(s.get("usec", 0)) for s in stats))
 
 
 async def measure(
     url: str, namespace: str, kind: str, shape: str, seconds: float
 ) -> dict[str, Any]:
-    before = 0
+    before = (0, 0)
 
     async def warmed_up() -> None:  # every connection is open: count from here
         nonlocal before
-        before = await script_calls(url)
+        before = await script_stats(url)
 
     if shape == PROCESSES:
         ctx = multiprocessing.get_context("spawn")
@@ -188,9 +192,11 @@ async def measure(
     else:
         tasks = 1 if shape == "1 task" else 50
         ops = await run_tasks(url, namespace, kind, tasks, seconds, warmed_up)
-    calls = await script_calls(url) - before
+    calls, usec = (after - start for after, start in zip(await script_stats(url), before,
+                                                         strict=True))
     return {"kind": kind, "shape": shape, "ops_per_s": ops / seconds,
-            "round_trips_per_op": calls / (2 * ops) if ops else None}
+            "round_trips_per_op": calls / (2 * ops) if ops else None,
+            "server_us_per_op": usec / (2 * ops) if ops else None}
 
 
 MINIMAL = "return redis.call('INCR', KEYS[1])"
@@ -244,14 +250,16 @@ async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
               flush=True)
         rows.append({"kind": "redis-benchmark", "shape": name, "ops_per_s": found[len(found) // 2],
                      "best_ops_per_s": found[-1], "runs_ops_per_s": found,
-                     "round_trips_per_op": 1.0})
+                     "round_trips_per_op": 1.0, "server_us_per_op": None})
     for shape in ("1 task", "50 tasks", PROCESSES):
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "store": []}
         for _ in range(rounds):  # alternate, so drifting load hits both alike
             for kind in ("raw", "store"):
                 row = await measure(url, namespace, kind, shape, seconds)
                 runs[kind].append(row)
-                print(f"  {shape:<24} {kind:<6} {row['ops_per_s']:>9,.0f} res/s", flush=True)
+                us = row["server_us_per_op"] or 0.0
+                print(f"  {shape:<24} {kind:<6} {row['ops_per_s']:>9,.0f} res/s "
+                      f"{us:>5.1f} us/op in Redis", flush=True)
         for kind_runs in runs.values():
             kind_runs.sort(key=lambda r: r["ops_per_s"])
             row = dict(kind_runs[len(kind_runs) // 2])  # the median run
@@ -284,7 +292,7 @@ def main() -> None:
     for name, value in ceilings.items():
         print(f"ceiling: redis-benchmark -c 50 {name}: {value:,.0f} scripts/s")
     print(f"\n{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
-          f"{'RT/op':>6} {'of minimal':>10} {'of reserve':>10}")
+          f"{'RT/op':>6} {'us/op':>6} {'of minimal':>10} {'of reserve':>10}")
     for row in rows:
         if row["kind"] == "redis-benchmark":
             continue
@@ -294,10 +302,11 @@ def main() -> None:
         row["share_of_raw"], row["best_share_of_raw"] = share, best
         of = [row["ops_per_s"] / value for value in ceilings.values()]
         row["share_of_ceilings"] = dict(zip(ceilings, of, strict=True))
-        rt = row["round_trips_per_op"]
+        rt, us = row["round_trips_per_op"], row["server_us_per_op"]
         print(f"{row['shape']:<24} {row['kind']:<6} {row['ops_per_s']:>9,.0f} {share:>6.0%} "
               f"{row['best_ops_per_s']:>9,.0f} {best:>6.0%} "
-              f"{'-' if rt is None else format(rt, '.2f'):>6} {of[0]:>9.0%} {of[1]:>9.0%}")
+              f"{'-' if rt is None else format(rt, '.2f'):>6} "
+              f"{'-' if us is None else format(us, '.1f'):>6} {of[0]:>9.0%} {of[1]:>9.0%}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "redis", "seconds_per_measurement": seconds, "rounds": rounds,

@@ -11,6 +11,7 @@ TCP proxy (``netproxy``) holds, drops or cuts a batch on its way.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -28,11 +29,13 @@ from .netproxy import Proxy
 from .rediscluster import RedisCluster
 from .redisserver import RedisServer, redis_binary, start_server
 from .storekit import REDIS_TEST_DB, redis_store_at
+from .test_redis import hold_as_layout_1, layout
 
 redis = pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
 
 from redis.crc import key_slot  # noqa: E402 - after the importorskip
 
+import outlay.stores._redis as redis_module  # noqa: E402
 from outlay.stores._redis import _SCRIPTS, PIPELINE, RedisStore  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -410,6 +413,196 @@ async def test_a_cluster_batch_runs_on_the_master_of_the_namespace_slot(
         assert results == [Admission(True)] * 7 + [True, True]
         usage = await store.usage("calls")
         assert (usage.held, usage.spent) == (7, 1)
+
+
+# -- each limit read and written once per batch ---------------------------------------------
+
+
+async def one_batch(store: RedisStore, admin_client: Any, monkeypatch: pytest.MonkeyPatch,
+                    calls: list[Call]) -> tuple[list[Any], dict[str, int]]:
+    """Run ``calls`` in one ``batch`` script, in order: with one round trip allowed, they queue
+    behind a lone reserve (on a limit of its own) held at the paused server, and go together
+    when it returns. Returns their outcomes and the commands the server ran meanwhile (the
+    lone reserve's and the batch's)."""
+    monkeypatch.setattr(redis_module, "PIPELINE", 1)
+    await store.set_limit("lane", 10)
+    await reset_counts(admin_client)
+    results: list[Any] = [None] * len(calls)
+    async with anyio.create_task_group() as tg:
+        await admin_client.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+        tg.start_soon(reserve(store, "lane", {"lane": 1}))
+        await settle()
+        for i, call in enumerate(calls):
+            tg.start_soon(outcome_of(results, i, call))
+        await settle()
+        assert len(store._group().queue) == len(calls)
+        await admin_client.execute_command("CLIENT", "UNPAUSE")
+    stats = await admin_client.info("commandstats")
+    counts = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+    assert counts.get("evalsha", 0) == 2  # the lone reserve, then one batch
+    return results, counts
+
+
+def commit(store: RedisStore, rid: str, actual: dict[str, Any] | None = None) -> Call:
+    return lambda: store.commit(rid, actual)
+
+
+async def test_a_batch_reads_and_writes_each_limit_once_and_decides_on_the_figures_before(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve reserves and commits of the same two limits in one batch: each decision sees
+    every change before it in the batch, the figures come out exact, and each limit's hash is
+    read once and written once (the lone reserve reads and writes its own limit once)."""
+    await store.set_limit("calls", 10)
+    await store.set_limit("usd", Decimal("1"))
+    calls: list[Call] = []
+    for i in range(6):
+        calls += [reserve(store, f"q{i}", {"calls": 1, "usd": Decimal("0.3")}),
+                  commit(store, f"q{i}", {"usd": Decimal("0.1")})]
+    calls += [reserve(store, "big", {"usd": Decimal("0.41")}),  # 0.40 left: refused
+              reserve(store, "fits", {"calls": 4, "usd": Decimal("0.4")}),
+              reserve(store, "over", {"calls": 1})]  # 6 spent + 4 held of 10: refused
+    async with admin(own_redis.port) as client:
+        results, counts = await one_batch(store, client, monkeypatch, calls)
+    assert results[:12] == [Admission(True), True] * 6
+    big, fits, over = results[12:]
+    assert big.refused is not None
+    assert over.refused is not None
+    assert (big.refused.key, big.refused.spent, big.refused.held) == ("usd", Decimal("0.6"), 0)
+    assert (over.refused.key, over.refused.spent, over.refused.held) == ("calls", 6, 4)
+    assert fits == Admission(True)
+    calls_usage, usd = await store.usage("calls"), await store.usage("usd")
+    assert (calls_usage.spent, calls_usage.held) == (6, 4)
+    assert (usd.spent, usd.held) == (Decimal("0.6"), Decimal("0.4"))
+    assert counts["hmget"] == 1 + 2  # lane; calls and usd once each
+    # Reservation hashes: lane, 6 reserves, 6 commits, fits; limits: lane, calls, usd.
+    assert counts["hset"] == 14 + 3
+
+
+async def test_an_operation_that_raises_midway_in_a_batch_leaves_the_limits_as_alone(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operation 2 raises after it took a hold off "calls" (Redis kept that write), operation
+    3 before its first write; 1, 4 and 5 change "calls" around them. The figures are exactly
+    those of the same calls one by one, each its own script: every change that reached Redis
+    reaches the limit's hash, none of a failed check does."""
+    figures = []
+    for batched in (False, True):
+        async with redis_store_at(own_redis) as store, admin(own_redis.port) as client:
+            await store.set_limit("calls", 10)
+            await store.set_limit("gone", 5)
+            assert (await store.reserve("p", {"calls": 1, "gone": 1}, lease=60)).admitted
+            # The limit "gone" is gone and its holds-set key is not a set: p's commit raises
+            # WRONGTYPE after its write to "calls".
+            await client.delete(store._key("l", "gone"), store._key("z", "gone"))
+            await client.set(store._key("z", "gone"), "not a set")
+            await client.set(store._key("l", "broken"), "not a limit")
+            calls = [reserve(store, "a", {"calls": 2}), commit(store, "p"),
+                     reserve(store, "c", {"calls": 1, "broken": 1}),
+                     reserve(store, "b", {"calls": 3}), commit(store, "a", {"calls": 1})]
+            if batched:
+                results, _ = await one_batch(store, client, monkeypatch, calls)
+            else:
+                results = [None] * len(calls)
+                for i, call in enumerate(calls):
+                    await outcome_of(results, i, call)()
+            a, p, c, b, a_done = results
+            assert (a, b, a_done) == (Admission(True), Admission(True), True)
+            for error in (p, c):
+                assert isinstance(error, StoreError)
+                assert "WRONGTYPE" in str(error)
+            assert not await client.exists(store._key("r", "c"))
+            usage = await store.usage("calls")
+            figures.append((usage.spent, usage.held, (await layout(store, "calls"))[1]))
+    assert figures[0] == figures[1] == (2, 3, ["3:b"])
+
+
+async def test_a_batch_mixing_limits_writes_each_back_with_its_own_figures_and_expiry(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limits each operation names differently, one created from its default and one period
+    limit whose expiry moves later twice in the batch: each is written back once with its own
+    figures, and the period limit's hash and holds set expire at the latest due, recorded in
+    x."""
+    await store.set_limit("a", 10)
+    await store.set_limit("b", 10)
+    assert (await store.reserve("old", {"a": 1, "b": 1}, lease=60)).admitted
+    day = 86_400
+    async with admin(own_redis.port) as client:
+        now = int((await client.time())[0])
+        results, counts = await one_batch(store, client, monkeypatch, [
+            reserve(store, "r1", {"a": 2}),
+            lambda: store.reserve("r2", {"b": 3, "new": 4, "period": 1}, lease=60,
+                                  defaults={"new": 5, "period": 9},
+                                  expire_at={"period": now + day}),
+            lambda: store.reserve("r3", {"a": 1, "period": 2}, lease=60,
+                                  expire_at={"period": now + 2 * day}),
+            commit(store, "old", {"a": 1, "b": 0}),
+            lambda: store.release("r1"),
+            lambda: store.extend("r2", 120),
+            reserve(store, "r4", {"new": 2}),  # 4 held of 5: refused
+        ])
+        assert results[:6] == [Admission(True)] * 3 + [True] * 3
+        assert results[6].refused is not None
+        assert results[6].refused.key == "new"
+        figures = {key: await store.usage(key) for key in ("a", "b", "new", "period")}
+        assert {key: (u.cap, u.spent, u.held) for key, u in figures.items()} == {
+            "a": (10, 1, 1), "b": (10, 0, 3), "new": (5, 0, 4), "period": (9, 0, 3)}
+        fields, members = await layout(store, "period")
+        assert sorted(members) == ["1:r2", "2:r3"]
+        due = (now + 2 * day) * 1000 + int(store._grace_ms)
+        assert int(fields["x"]) == due
+        for kind in ("l", "z"):
+            assert await client.execute_command("PEXPIRETIME", store._key(kind, "period")) == due
+        for key in ("a", "b", "new"):
+            assert "x" not in (await layout(store, key))[0]
+            assert await client.pttl(store._key("l", key)) == -1
+    assert counts["hmget"] == 1 + 4  # lane; a, b, new (its absence) and period once each
+
+
+async def test_a_batch_whose_write_back_raises_fails_every_operation_in_it(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis error in the batch's write-back is an error of the whole script (injected here:
+    the write-back cannot fail on a namespace the scripts wrote): every operation in it fails,
+    none is answered as if it had taken effect."""
+    await store.set_limit("calls", 10)
+    source = _SCRIPTS["batch"].source
+    assert source.count("flush()\nreturn replies") == 1
+    failing = source.replace("flush()\nreturn replies", "error('write-back failed')")
+    monkeypatch.setitem(redis_module._SCRIPTS, "batch", redis_module._Script(
+        "batch", failing, hashlib.sha1(failing.encode(), usedforsecurity=False).hexdigest()))
+    async with admin(own_redis.port) as client:
+        results, _ = await one_batch(store, client, monkeypatch, [
+            reserve(store, f"r{i}", {"calls": 1}) for i in range(4)])
+    for result in results:
+        assert isinstance(result, StoreError)
+        assert "write-back failed" in str(result)
+
+
+async def test_a_batch_migrates_layout_1_limits_on_first_touch(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holds written by the earlier layout, one of them expired: the batch's first operation
+    on the limit migrates it and drops the expired hold once; the rest decide on that."""
+    await hold_as_layout_1(store, "old-a", {"calls": 3}, lease_ms=60_000)
+    await hold_as_layout_1(store, "old-b", {"calls": 2}, lease_ms=60_000)
+    await hold_as_layout_1(store, "gone", {"calls": 4}, lease_ms=1)
+    await anyio.sleep(0.01)  # past the 1 ms lease on the server's clock
+    async with admin(own_redis.port) as client:
+        results, _ = await one_batch(store, client, monkeypatch, [
+            commit(store, "old-a", {"calls": 4}), lambda: store.release("old-b"),
+            reserve(store, "n1", {"calls": 6}), commit(store, "old-a"),
+            reserve(store, "n2", {"calls": 1})])
+    assert results[:4] == [True, True, Admission(True), False]
+    refused = results[4].refused
+    assert refused is not None
+    assert (refused.spent, refused.held) == (4, 6)
+    fields, members = await layout(store, "calls")
+    assert (fields["v"], fields["spent"], fields["held"], members) == ("2", "4", "6", ["6:n1"])
+    assert not any(name.startswith("h:") for name in fields)
+    assert await store.commit("gone") is True  # a late commit still records its spend
+    assert (await store.usage("calls")).spent == 8
 
 
 def _at(proxy: Proxy, query: str = "") -> Any:

@@ -7,11 +7,11 @@ scripts ship as ``.lua`` files beside this module (``_redis_lua/``); after a Red
 ``SCRIPT FLUSH`` the first ``NOSCRIPT`` answer is followed by one ``EVAL`` of the source, which
 runs the operation and caches the script again.
 
-Exactness: Lua numbers are doubles, so nothing is counted in them. Every count is an integer
-string changed by ``HINCRBY`` (exact 64-bit arithmetic in the server); ``int`` limits count
-whole units, ``Decimal`` limits count money scaled by ``10**decimal_places``. An amount or cap
-with more places than that, or above ``2**53 - 1`` once scaled, is refused with ``ValueError``
-before anything is sent, which keeps the scripts' comparisons exact.
+Exactness: every count is an integer (stored as a decimal string): ``int`` limits count whole
+units, ``Decimal`` limits count money scaled by ``10**decimal_places``. An amount or cap with
+more places than that, or above ``2**53 - 1`` once scaled, is refused with ``ValueError``
+before anything is sent, and a commit refuses spend beyond it, so the scripts' Lua numbers
+(doubles) hold every count, sum and comparison exactly.
 
 Cluster: every key of a store lives under one hash tag, ``{namespace}``, so any set of limits can
 be reserved in one atomic script. A namespace therefore lives on one shard; spread load by giving
@@ -133,7 +133,8 @@ _BATCHED: Final = ("reserve", "commit", "release", "extend")
 
 def _load_scripts() -> dict[str, _Script]:
     """Each operation's ``.lua`` body becomes a function ``op_<name>(KEYS, ARGV)`` after the
-    shared helpers; its own script calls it once, ``batch`` calls those of ``_BATCHED``."""
+    shared helpers; its own script runs it once (``alone``: then writes its limits back),
+    ``batch`` runs those of ``_BATCHED`` and writes the limits back once at its end."""
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
 
@@ -148,7 +149,7 @@ def _load_scripts() -> dict[str, _Script]:
     scripts = {}
     for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
                  "held", "holds", "drop_idle"):
-        scripts[name] = script(name, f"{common}\n{function(name)}return op_{name}(KEYS, ARGV)\n")
+        scripts[name] = script(name, f"{common}\n{function(name)}return alone(op_{name})\n")
     batch = folder.joinpath("batch.lua").read_text(encoding="utf-8")
     scripts["batch"] = script("batch", "\n".join([common, *map(function, _BATCHED), batch]))
     return scripts

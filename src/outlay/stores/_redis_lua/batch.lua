@@ -3,6 +3,9 @@
 -- would: every check of an operation runs before its first write, so one that is refused or
 -- invalid writes nothing, and it does not stop the others. An operation that raises (a Redis
 -- error, which Redis does not roll back) is answered {'error', message} and the rest still run.
+-- Each limit is read once, by the first operation that names it, and written once, at the end
+-- (common.lua: limit, flush), with every change of the operations that ran, failed ones
+-- included (a change is made only after the writes it goes with succeeded).
 -- KEYS: every key the operations name, each once.
 -- ARGV[1]: a JSON array with one [name, [args], [positions of its keys in KEYS]] per
 --   operation (one argument, decoded in C, rather than hundreds the client would have to
@@ -24,4 +27,5 @@ for i, call in ipairs(cjson.decode(ARGV[1])) do
   end
   replies[i] = reply
 end
+flush()
 return replies

@@ -40,31 +40,24 @@ for j = 1, m do
   end
 end
 -- Every check runs before the first write: Redis does not roll back a script that fails.
--- One read per limit (every limit has spent; none means the limit is gone).
-local counts = {}
+-- A limit that does not exist (a period limit already forgotten, or dropped) takes no spend.
+local found = {}
 for i = 1, n do
-  local spent, total, v = unpack(redis.call('HMGET', prefix .. 'l:' .. names[i], 'spent',
-                                            'held', 'v'))
-  if spent and tonumber(spent) + tonumber(spend[i]) > 9007199254740991 then
+  local e = limit(prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i])
+  if e and e.spent + tonumber(spend[i]) > 9007199254740991 then
     return {'overflow', names[i]}
   end
-  counts[i] = {spent, total, v}
+  found[i] = e
 end
-local now = now_ms()
-local stamp = int_str(now)
+local stamp = int_str(now_ms())
 for i = 1, n do
-  local lk, zk = prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i]
-  local spent, total, v = unpack(counts[i])
-  -- A period limit that has already been forgotten (or dropped) takes no spend.
-  if spent then
-    if v ~= LAYOUT then
-      migrate(lk, zk, now)
-    end
-    local back = unhold(zk, rid, held[i])
-    redis.call('HSET', lk, 'held', int_str(tonumber(total) - back),
-               'spent', int_str(tonumber(spent) + tonumber(spend[i])), 't', stamp)
+  local e = found[i]
+  if e then
+    local back = unhold(e.zk, rid, held[i])
+    e.held, e.spent, e.t = e.held - back, e.spent + tonumber(spend[i]), stamp
+    changed(e)
   else
-    redis.call('ZREM', zk, member(held[i], rid))
+    redis.call('ZREM', prefix .. 'z:' .. names[i], member(held[i], rid))
   end
 end
 redis.call('HSET', rk, 'st', 'committed')

@@ -68,7 +68,8 @@ end
 
 -- Drop holds of limit (hash lk, zset zk, in LAYOUT) whose lease ended at or before now. Each
 -- expired hold is dropped once, so the work is amortised over the reservations that made the
--- holds. Returns the amount dropped from the limit's held (a number; 0 if none).
+-- holds. Returns the amount dropped, which the caller takes off the limit's held (a number; 0
+-- if none).
 local function prune(lk, zk, now)
   local gone = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
   if #gone == 0 then
@@ -88,10 +89,115 @@ local function prune(lk, zk, now)
     total = total + (tonumber(a) or 0)
   end
   redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-  if total > 0 then
-    redis.call('HINCRBY', lk, 'held', int_str(-total))
-  end
   return total
+end
+
+-- The limits this script has touched, each read once and written once: a script reads and
+-- changes a limit's hash only through its entry (limit, create; changed marks it; migrate and
+-- prune, which run before an entry is made or touch only fields it does not hold, excepted)
+-- and writes every changed entry back at its end (flush), so a batch of operations on one
+-- limit reads and writes its hash once. An entry is {lk, zk, cap, spent, held (numbers), u, p, t, x (strings;
+-- x false if the key does not expire), and flags: wx (x moved), wz (the holds set may be new:
+-- it must expire with the limit)}, or false for a limit that does not exist. An operation
+-- changes an entry right after the Redis writes it goes with (the holds set, the reservation)
+-- succeed: the entries always say what the hash would say had every change been written at
+-- once, including after an operation that raised (its checks all run before its first write,
+-- so one that raises there changed nothing). Every function here is built again by each run
+-- of each script, at a cost the server's CPU time shows: keep them few.
+local limits = {}
+local dirty = {}  -- changed entries, not yet written
+
+-- Entry e has changed: flush writes it.
+local function changed(e)
+  if not e.dirty then
+    e.dirty = true
+    dirty[#dirty + 1] = e
+  end
+end
+
+-- Limit (hash lk, zset zk) migrated to LAYOUT, from this script's entries (read on first
+-- touch): its entry, or false if it does not exist. With live, without its expired holds
+-- (dropped once per script: its operations all run at one instant).
+local function limit(lk, zk, live)
+  local e = limits[lk]
+  if e == nil then
+    local cap, spent, held, u, p, t, v, x = unpack(redis.call('HMGET', lk, 'cap', 'spent',
+                                                              'held', 'u', 'p', 't', 'v', 'x'))
+    if not u then
+      limits[lk] = false
+      return false
+    end
+    if v ~= LAYOUT then
+      x = migrate(lk, zk, now_ms())
+    end
+    -- Every field named, so the table is built at its full size once.
+    e = {lk = lk, zk = zk, cap = tonumber(cap), spent = tonumber(spent), held = tonumber(held),
+         u = u, p = p, t = t, x = x or false, pruned = false, dirty = false, new = false,
+         wx = false, wz = false}
+    limits[lk] = e
+  end
+  if live and e and not e.pruned then
+    e.pruned = true
+    local gone = prune(lk, zk, now_ms())
+    if gone > 0 then
+      e.held = e.held - gone
+      changed(e)
+    end
+  end
+  return e
+end
+
+-- A new limit (hash lk, zset zk) with the given cap, held, unit, places and t (spent 0): its
+-- entry, to be written whole.
+local function create(lk, zk, cap, held, u, p, t)
+  local e = {lk = lk, zk = zk, cap = cap, spent = 0, held = held, u = u, p = p, t = t, x = false,
+             pruned = true, dirty = false, new = true, wx = false, wz = false}
+  limits[lk] = e
+  changed(e)
+  return e
+end
+
+-- Write every changed entry back: one HSET per limit (its counts and t; every field if it is
+-- new), then its expiry on both keys if it moved, or on the holds set if that may be new.
+local function flush()
+  for i = 1, #dirty do
+    local e = dirty[i]
+    local lk = e.lk
+    local args = {'spent', int_str(e.spent), 'held', int_str(e.held)}
+    if e.t then
+      args[5], args[6] = 't', e.t
+    end
+    if e.new then
+      args[#args + 1], args[#args + 2] = 'cap', int_str(e.cap)
+      args[#args + 1], args[#args + 2] = 'u', e.u
+      args[#args + 1], args[#args + 2] = 'p', e.p
+      args[#args + 1], args[#args + 2] = 'v', LAYOUT
+    end
+    if e.wx then
+      args[#args + 1], args[#args + 2] = 'x', e.x
+    end
+    redis.call('HSET', lk, unpack(args))
+    if e.wx then
+      redis.call('PEXPIREAT', lk, e.x)
+      redis.call('PEXPIREAT', e.zk, e.x)
+    elseif e.wz and e.x then
+      redis.call('PEXPIREAT', e.zk, e.x)
+    end
+    e.dirty, e.new, e.wx, e.wz = false, false, false, false
+  end
+  dirty = {}
+end
+
+-- Run op (an operation's function) as the whole script and write its limits back, even if it
+-- raised (Redis keeps what a script wrote before it failed: the entries must reach the hash with
+-- it), then return its reply or raise its error.
+local function alone(op)
+  local ok, reply = pcall(op, KEYS, ARGV)
+  flush()
+  if not ok then
+    error(reply, 0)
+  end
+  return reply
 end
 
 -- Take rid's hold of amount a (a string) out of the holds set zk of a limit in LAYOUT. Returns
@@ -132,24 +238,12 @@ local function pick(u, kind, ival, dval)
   return dval
 end
 
--- Make limit (lk, zk) expire at x (UNIX ms, a string), recorded in its field x.
-local function expire_at(lk, zk, x)
-  redis.call('PEXPIREAT', lk, x)
-  redis.call('PEXPIREAT', zk, x)
-  redis.call('HSET', lk, 'x', x)
-end
-
--- Limit (lk, zk) after migrating it to LAYOUT and dropping its expired holds: {cap, spent,
--- held, u, p}, or nil if it does not exist.
+-- Limit (lk, zk) as usage reads it (migrated, without its expired holds): {cap, spent, held, u,
+-- p}, or nil if it does not exist.
 local function current(lk, zk)
-  local cap, spent, held, u, p, v = unpack(redis.call('HMGET', lk, 'cap', 'spent', 'held', 'u',
-                                                      'p', 'v'))
-  if not u then
+  local e = limit(lk, zk, true)
+  if not e then
     return nil
   end
-  local now = now_ms()
-  if v ~= LAYOUT then
-    migrate(lk, zk, now)
-  end
-  return {cap, spent, int_str(tonumber(held) - prune(lk, zk, now)), u, p}
+  return {int_str(e.cap), int_str(e.spent), int_str(e.held), e.u, e.p}
 end

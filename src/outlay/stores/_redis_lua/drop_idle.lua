@@ -2,12 +2,15 @@
 -- KEYS[1] limit hash, KEYS[2] holds zset. ARGV: idle_ms. Returns 1 if deleted, else 0. A limit
 -- without 't' (made before outlay recorded it) is kept.
 local lk, zk = KEYS[1], KEYS[2]
-if not current(lk, zk) or redis.call('ZCARD', zk) > 0 then
+local e = limit(lk, zk, true)
+if not e or redis.call('ZCARD', zk) > 0 then
   return 0
 end
-local t = redis.call('HGET', lk, 't')
+local t = e.t
 if not t or now_ms() - tonumber(t) < tonumber(ARGV[1]) then
   return 0
 end
+flush()  -- before the keys go: nothing written back may bring them back
 redis.call('DEL', lk, zk)
+limits[lk] = false
 return 1

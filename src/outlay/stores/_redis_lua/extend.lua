@@ -21,14 +21,12 @@ local floor = now + lease_ms + tonumber(ARGV[5])
 for i = 1, tonumber(r.n) do
   local k = r['k' .. i]
   local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
-  local u, v, x = unpack(redis.call('HMGET', lk, 'u', 'v', 'x'))
-  if u then
-    if v ~= LAYOUT then
-      x = migrate(lk, zk, now)
-    end
+  local e = limit(lk, zk)
+  if e then
     redis.call('ZADD', zk, 'XX', exp, member(r['a' .. i], rid))
-    if x and tonumber(x) < floor then
-      expire_at(lk, zk, int_str(floor))
+    if e.x and tonumber(e.x) < floor then
+      e.x, e.wx = int_str(floor), true
+      changed(e)
     end
   end
 end

@@ -22,13 +22,11 @@ local now = now_ms()
 for i = 1, tonumber(r.n) do
   local k, a = r['k' .. i], r['a' .. i]
   local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
-  local u, v = unpack(redis.call('HMGET', lk, 'u', 'v'))
-  if u and v ~= LAYOUT then
-    migrate(lk, zk, now)
-  end
+  local e = limit(lk, zk)
   local back = unhold(zk, rid, a)
-  if u and back > 0 then
-    redis.call('HINCRBY', lk, 'held', '-' .. a)
+  if e and back > 0 then
+    e.held = e.held - back
+    changed(e)
   end
 end
 -- An expired hold is ended too, so a late commit cannot count it any more.

@@ -19,25 +19,25 @@ if st then
   return {'ended'}
 end
 
--- First pass: find every limit, check units, drop expired holds. Nothing is taken yet (a
--- migration or a prune changes how a limit is written, not what it counts).
-local amounts, units, fresh, ends = {}, {}, {}, {}
-local counts = {}  -- {cap, spent, held, x} of each limit that exists; held a number
+-- First pass: find every limit, check units (reading a limit migrates it and drops its
+-- expired holds, which changes how it is written, not what it counts). Nothing is taken yet.
+local amounts, units, ends = {}, {}, {}
+local found = {}  -- each limit's entry, or false for one to create from its default
 -- Every check runs before the first write: Redis does not roll back a script that fails.
 local max_ms = 2 ^ 52
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local name = ARGV[b + 1]
-  local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
-  local u, p, cap, spent, held, v, x = unpack(redis.call('HMGET', lk, 'u', 'p', 'cap', 'spent',
-                                                         'held', 'v', 'x'))
-  if not u then
+  local e = limit(KEYS[2 * i], KEYS[2 * i + 1], true)
+  local u, p
+  if e then
+    u, p = e.u, e.p
+  else
     u = ARGV[b + 5]
     if u == '' then
       return {'unknown', name}
     end
     p = places
-    fresh[i] = true
   end
   if u == 'd' and p ~= places then
     return {'places', name, p}
@@ -48,6 +48,7 @@ for i = 1, n do
   end
   amounts[i] = a
   units[i] = u
+  found[i] = e
   local period_end = ARGV[b + 7]
   if period_end ~= '' then
     local at = tonumber(period_end)
@@ -56,25 +57,20 @@ for i = 1, n do
     end
     ends[i] = math.max(at, now + lease_ms) + grace_ms
   end
-  if not fresh[i] then
-    if v ~= LAYOUT then
-      x = migrate(lk, zk, now)
-    end
-    counts[i] = {cap, spent, tonumber(held) - prune(lk, zk, now), x}
-  end
 end
 
 -- Second pass: every limit must have room for its amount.
 for i = 1, n do
-  local b = 7 + (i - 1) * 7
+  local e = found[i]
   local cap, spent, held
-  if fresh[i] then
-    cap, spent, held = ARGV[b + 6], '0', 0
+  if e then
+    cap, spent, held = e.cap, e.spent, e.held
   else
-    cap, spent, held = unpack(counts[i])
+    cap, spent, held = tonumber(ARGV[7 + (i - 1) * 7 + 6]), 0, 0
   end
-  if tonumber(cap) - tonumber(spent) - held - tonumber(amounts[i]) < 0 then
-    return {'refused', ARGV[b + 1], cap, spent, int_str(held), amounts[i], units[i]}
+  if cap - spent - held - tonumber(amounts[i]) < 0 then
+    return {'refused', ARGV[7 + (i - 1) * 7 + 1], int_str(cap), int_str(spent), int_str(held),
+            amounts[i], units[i]}
   end
 end
 
@@ -85,29 +81,33 @@ local record = {'st', 'held', 'exp', exp, 'at', stamp, 'n', ARGV[7]}
 for i = 1, n do
   local b = 7 + (i - 1) * 7
   local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
-  local x
-  if fresh[i] then
+  local a = amounts[i]
+  local e = found[i]
+  if not e then
     redis.call('DEL', zk)  -- holds left by a limit that is gone count for nothing
-    redis.call('HSET', lk, 'cap', ARGV[b + 6], 'spent', '0', 'held', amounts[i], 'u', units[i],
-               'p', units[i] == 'd' and places or '0', 't', stamp, 'v', LAYOUT)
-  else
-    x = counts[i][4]
-    redis.call('HSET', lk, 'held', int_str(counts[i][3] + tonumber(amounts[i])), 't', stamp)
   end
-  redis.call('ZADD', zk, exp, member(amounts[i], rid))
+  redis.call('ZADD', zk, exp, member(a, rid))
+  if e then
+    e.held, e.t = e.held + tonumber(a), stamp
+    changed(e)
+  else
+    e = create(lk, zk, tonumber(ARGV[b + 6]), tonumber(a), units[i],
+               units[i] == 'd' and places or '0', stamp)
+  end
   -- A period limit is forgotten a little after its period and every hold on it are over; any
   -- limit that will expire must outlive the holds on it. Its expiry only ever moves later (a
   -- shorter hold never cuts a longer one short).
+  local x = e.x
   local due = ends[i] or (x and now + lease_ms + grace_ms)
   if due and (not x or tonumber(x) < due) then
-    expire_at(lk, zk, int_str(due))
+    e.x, e.wx = int_str(due), true
   elseif x then
-    redis.call('PEXPIREAT', zk, x)  -- the holds set may be new: it expires with its limit
+    e.wz = true  -- the holds set may be new: it expires with its limit
   end
   record[#record + 1] = 'k' .. i
   record[#record + 1] = ARGV[b + 1]
   record[#record + 1] = 'a' .. i
-  record[#record + 1] = amounts[i]
+  record[#record + 1] = a
   record[#record + 1] = 'u' .. i
   record[#record + 1] = units[i]
 end

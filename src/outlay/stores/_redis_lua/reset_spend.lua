@@ -5,6 +5,8 @@ local before = current(KEYS[1], KEYS[2])
 if not before then
   return {}
 end
--- HSET keeps the key's expiry: a period limit is still forgotten when its period is over.
-redis.call('HSET', KEYS[1], 'spent', '0', 't', int_str(now_ms()))
+-- The write keeps the key's expiry: a period limit is still forgotten when its period is over.
+local e = limits[KEYS[1]]  -- current read it
+e.spent, e.t = 0, int_str(now_ms())
+changed(e)
 return before
