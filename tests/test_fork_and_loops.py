@@ -17,6 +17,7 @@ import select
 import signal
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,7 +46,10 @@ async def reserve_and_commit(store: Store, tag: str) -> None:
 def in_child(work: Callable[[], None]) -> str:
     """Run ``work`` in a forked child (with a time limit); its error text, or ``""``."""
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns of fork in a process with threads (the test run's, a store's).
+        warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         os.close(read)
         text = ""
