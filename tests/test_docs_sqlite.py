@@ -8,12 +8,16 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 
 import outlay
+
+from .storekit import REDIS_TEST_DB, drop_namespace
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sqlite.md"
 SRC = Path(outlay.__file__).resolve().parents[1]
@@ -45,7 +49,10 @@ def test_fleet_example_shares_one_budget(tmp_path: Path, store: str,
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     if store == "redis":
         server = request.getfixturevalue("redis_server")
-        url = server.url(9)
+        # A namespace of the test's own, deleted afterwards (the default one would keep the
+        # run's limits and events in the test database for good).
+        url = f"{server.url(REDIS_TEST_DB)}?namespace=outlay-test-{uuid.uuid4().hex[:12]}"
+        request.addfinalizer(lambda: anyio.run(drop_url_namespace, url))
     else:
         url = f"sqlite:///{tmp_path / 'b.db'}"
     run = subprocess.run([sys.executable, str(example), "--store", url], env=env,
@@ -60,3 +67,13 @@ def test_fleet_example_shares_one_budget(tmp_path: Path, store: str,
     assert Decimal("0.94") <= spent <= Decimal("1.00")  # stops only when 7 cents no longer fit
     assert held == 0
     assert run.stdout.rstrip().endswith("within budget")
+
+
+async def drop_url_namespace(url: str) -> None:
+    from outlay.stores._redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    try:
+        await drop_namespace(store)
+    finally:
+        await store.aclose()
