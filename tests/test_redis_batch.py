@@ -428,15 +428,17 @@ async def one_batch(store: RedisStore, admin_client: Any, monkeypatch: pytest.Mo
     await store.set_limit("lane", 10)
     await reset_counts(admin_client)
     results: list[Any] = [None] * len(calls)
+    lone: list[Any] = [None]
     async with anyio.create_task_group() as tg:
         await admin_client.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
-        tg.start_soon(reserve(store, "lane", {"lane": 1}))
+        tg.start_soon(outcome_of(lone, 0, reserve(store, "lane", {"lane": 1})))
         await settle()
         for i, call in enumerate(calls):
             tg.start_soon(outcome_of(results, i, call))
         await settle()
         assert len(store._group().queue) == len(calls)
         await admin_client.execute_command("CLIENT", "UNPAUSE")
+    assert lone[0].admitted, lone[0]  # the lone reserve went through (an error would be here)
     stats = await admin_client.info("commandstats")
     counts = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
     assert counts.get("evalsha", 0) == 2  # the lone reserve, then one batch
