@@ -5,14 +5,17 @@ the completed jobs."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -130,6 +133,7 @@ async def test_killed_workers_lose_no_job_and_no_money(store_url: str) -> None:
                     if all(job.state in ("completed", "failed") for job in jobs):
                         break
                     await queue.recover()
+                    holds_add_up(store_url)
                     victims = fleet.mid_job()
                     if kills < KILLS and victims and rng.random() < 0.3:
                         victims[0].send_signal(signal.SIGKILL)  # dies holding a lease
@@ -159,9 +163,28 @@ async def test_killed_workers_lose_no_job_and_no_money(store_url: str) -> None:
         assert len(completed) >= JOBS - KILLS // MAX_ATTEMPTS
         # some killed job was recovered and completed by another worker
         assert any(job.attempts > 1 for job in completed)
+        holds_add_up(store_url)
         assert await store.held_reservations() == 0
         [usd] = await budget.usage()
         assert usd.held == 0
         assert usd.spent == sum(job.actual["usd"] for job in completed if job.actual)
     finally:
         await store.aclose()
+
+
+def holds_add_up(url: str) -> None:
+    """On SQLite, at any moment, every limit's ``held`` is the sum of its hold rows (read in
+    one transaction of the file, while the workers write), so a count that drifts fails where
+    it drifts, not only at the end."""
+    if not url.startswith("sqlite:///"):
+        return
+    sums: dict[str, Decimal] = {}
+    with closing(sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True,
+                                 timeout=30, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        held = {key: Decimal(text) for key, text in conn.execute("SELECT key, held FROM limits")}
+        for (amounts,) in conn.execute("SELECT amounts FROM holds"):
+            for key, text in json.loads(amounts).items():
+                sums[key] = sums.get(key, Decimal(0)) + Decimal(text)
+        conn.execute("COMMIT")
+    assert {key: sums.get(key, Decimal(0)) for key in held} == held
