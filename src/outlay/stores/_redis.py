@@ -260,6 +260,8 @@ class RedisStore(Store):
                     or not math.isfinite(seconds) or seconds <= 0):
                 raise ConfigurationError(f"{name} must be positive seconds, got {seconds!r}")
         self._given = client
+        #: Fixed by the client given: every client made for another loop is of the same kind.
+        self._cluster = isinstance(client, aioredis.RedisCluster)
         #: Makes another client like ``client`` (``from_url``): each event loop gets its own.
         self._remake: Callable[[], aioredis.Redis | aioredis.RedisCluster] | None = None
         #: loop -> (its client, the async generator that closes it when the loop shuts down)
@@ -488,7 +490,7 @@ class RedisStore(Store):
         driver errors to outlay errors."""
         script = _SCRIPTS[name] if isinstance(name, str) else name
         work = self._eval(script, keys, args)
-        if isinstance(self._client, aioredis.RedisCluster):
+        if self._cluster:
             work = self._detached(work)
         try:
             return await self._call(work)
@@ -594,7 +596,7 @@ class RedisStore(Store):
                 calls.append(b"%s,[%s]]" % (op.encoded_args, at.encode()))
             work = self._eval(_SCRIPTS["batch"], list(index), [b"[" + b",".join(calls) + b"]"])
         try:
-            if isinstance(self._client, aioredis.RedisCluster):
+            if self._cluster:
                 await self._cluster_initialized()
             reply = await work()
         except BaseException as exc:
@@ -951,12 +953,13 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             raise _map_error(exc) from exc
         return [decode_event(body) for body in bodies]
+
     async def _eval_many(self, script: _Script, calls: list[list[str]]) -> list[Any]:
         """Run ``script`` once per key list and return the replies in order. On one server:
         one pipelined round trip whose first command loads the script (so no ``NOSCRIPT``).
         A cluster client pipelines neither ``SCRIPT LOAD`` nor ``EVALSHA``: the script is
         loaded on every master, then the calls run concurrently."""
-        if isinstance(self._client, aioredis.RedisCluster):
+        if self._cluster:
             client = self._client
             await client.script_load(script.source)
             return list(await asyncio.gather(
