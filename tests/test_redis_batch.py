@@ -620,7 +620,7 @@ def _at(proxy: Proxy, query: str = "") -> Any:
 
 def _bridge_waiting(store: RedisStore) -> tuple[int, int]:
     """(round trips in flight, operations in them or queued) on the bridge's loop."""
-    bound = store._bound_group
+    bound = store._groups._bound  # the group of the loop last used: the bridge's
     if bound is None:
         return (0, 0)
     group = bound[1]

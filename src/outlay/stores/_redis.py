@@ -92,6 +92,7 @@ from ._base import (
 )
 from ._events import SpendEvent, decode_event, encode_event
 from ._fork import track
+from ._group import PerLoop
 from ._url import check_query, redact_url
 
 MAX_UNITS: Final = 2**53 - 1
@@ -279,8 +280,8 @@ class RedisStore(Store):
         self._grace_ms = str(math.ceil(period_grace * 1000))
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
-        self._cluster_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        self._bound_group: tuple[asyncio.AbstractEventLoop, _Group] | None = None
+        self._cluster_lock = PerLoop(asyncio.Lock)
+        self._groups = PerLoop(_Group)
         # Limit keys of the reservations this store admitted, so endings declare every key
         # they touch (strict cluster proxies want that; Redis itself only needs one slot).
         self._touched: OrderedDict[str, list[str]] = OrderedDict()
@@ -292,7 +293,6 @@ class RedisStore(Store):
         (``stores/_fork.py``) if this store made its client (``from_url``)."""
         kept: list[object] = [self._bridge, self._clients, self._abandoned, self._given]
         self._bridge, self._clients, self._abandoned = None, {}, set()
-        self._bound_group = self._cluster_lock = None
         if self._remake is not None:
             self._given_bound = True  # the parent's client: the child makes its own
         return kept
@@ -542,11 +542,7 @@ class RedisStore(Store):
     def _group(self) -> _Group:
         """This store's queue of operations in the running asyncio loop (the bridge's loop
         under trio)."""
-        loop = asyncio.get_running_loop()
-        bound = self._bound_group
-        if bound is None or bound[0] is not loop:
-            bound = self._bound_group = (loop, _Group())
-        return bound[1]
+        return self._groups.get()
 
     def _pump(self, group: _Group) -> None:
         """If operations are queued and a round trip is free, drain the queue soon: after the
@@ -631,10 +627,7 @@ class RedisStore(Store):
         assert isinstance(client, aioredis.RedisCluster)
         if not getattr(client, "_initialize", False):  # redis-py's "slot map is stale" flag
             return
-        loop = asyncio.get_running_loop()
-        if self._cluster_lock is None or self._cluster_lock[0] is not loop:
-            self._cluster_lock = (loop, asyncio.Lock())
-        async with self._cluster_lock[1]:
+        async with self._cluster_lock.get():
             if getattr(client, "_initialize", False):
                 await client.initialize()
 
