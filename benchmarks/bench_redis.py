@@ -105,13 +105,13 @@ def make_ops(store: RedisStore, kind: str) -> Op:
     limit_args = ["usd", "d", "", "1000000", "", "", "",
                   "calls", "i", "1", "1000000000", "", "", ""]
     commit_args = ["1", "usd", "d", "", "700000"]
+    settings = [prefix, "86400000", "9", "86400000"]  # prefix, retain_ms, places, grace_ms
 
     async def raw(rid: str) -> None:
-        reply = await client.evalsha(reserve, 5, prefix + "r:" + rid, *limit_keys, prefix, rid,
-                                     "60000", "86400000", "9", "86400000", "2", *limit_args)
+        reply = await client.evalsha(reserve, 5, prefix + "r:" + rid, *limit_keys, *settings,
+                                     rid, "60000", "2", *limit_args)
         assert reply[0] == b"ok", reply
-        await client.evalsha(commit, 1, prefix + "r:" + rid, prefix, rid, "86400000", "9",
-                             *commit_args)
+        await client.evalsha(commit, 1, prefix + "r:" + rid, *settings, rid, *commit_args)
 
     return raw
 
@@ -204,8 +204,8 @@ CEILINGS = {
     "EVALSHA minimal script": lambda prefix, sha: [sha, "1", prefix + "k"],
     "EVALSHA outlay reserve": lambda prefix, sha: [
         sha, "5", prefix + "r:__rand_int__", prefix + "l:usd", prefix + "z:usd",
-        prefix + "l:calls", prefix + "z:calls", prefix, "__rand_int__", "60000", "86400000", "9",
-        "86400000", "2", "usd", "d", "", "1000000", "", "", "", "calls", "i", "1",
+        prefix + "l:calls", prefix + "z:calls", prefix, "86400000", "9", "86400000",
+        "__rand_int__", "60000", "2", "usd", "d", "", "1000000", "", "", "", "calls", "i", "1",
         "1000000000", "", "", ""],
 }
 

@@ -121,7 +121,7 @@ async def queue_behind_paused(store: RedisStore, admin_client: Any, tg: anyio.ab
     for i, call in enumerate(lanes):
         tg.start_soon(outcome_of(results, i, call))
         await settle()
-    group = store._group()
+    group = store._groups.get()
     assert (group.in_flight, group.queue) == (PIPELINE, [])
     for i, call in enumerate(queued, len(lanes)):
         tg.start_soon(outcome_of(results, i, call))
@@ -171,7 +171,7 @@ async def test_a_lone_operation_goes_at_once_as_its_own_script(
         for i in range(3):
             assert (await store.reserve(f"r{i}", {"calls": 1}, lease=60)).admitted
             assert await store.commit(f"r{i}")
-            assert store._group().queue == []
+            assert store._groups.get().queue == []
         assert await client.script_exists(_SCRIPTS["batch"].sha) == [False]
         assert await client.script_exists(_SCRIPTS["reserve"].sha) == [True]
     assert (await store.usage("calls")).spent == 3
@@ -436,7 +436,7 @@ async def one_batch(store: RedisStore, admin_client: Any, monkeypatch: pytest.Mo
         for i, call in enumerate(calls):
             tg.start_soon(outcome_of(results, i, call))
         await settle()
-        assert len(store._group().queue) == len(calls)
+        assert len(store._groups.get().queue) == len(calls)
         await admin_client.execute_command("CLIENT", "UNPAUSE")
     assert lone[0].admitted, lone[0]  # the lone reserve went through (an error would be here)
     stats = await admin_client.info("commandstats")

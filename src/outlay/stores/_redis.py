@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import decimal
 import functools
 import hashlib
 import inspect
@@ -32,6 +33,7 @@ import json
 import math
 import re
 import threading
+from asyncio import _get_running_loop as _running_loop
 from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
@@ -113,6 +115,10 @@ PIPELINE: Final = 2
 
 T = TypeVar("T")
 
+_SHIFT: Final = decimal.Context(prec=64, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
+"""Shifts a checked amount's exponent: exact, since ``check_amount`` leaves at most 48
+digits, and a zero of any exponent stays zero (no signal is trapped)."""
+
 _NAMESPACE = re.compile(r"[^{}]+")
 _OWN_QUERY = ("namespace", "decimal_places", "fail_open")
 
@@ -124,9 +130,9 @@ class _Script:
     sha: str
 
 
-_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-"""Frames a queued operation for ``batch.lua`` (built once: ``json.dumps`` with options
-builds an encoder per call)."""
+_quote: Final[Callable[[str], str]] = json.encoder.encode_basestring
+"""A str as a JSON string (C; non-ASCII kept): frames a queued operation's arguments for
+``batch.lua`` without building a JSON encoder per call."""
 
 _BATCHED: Final = ("reserve", "commit", "release", "extend")
 """The operations that may share one script and round trip (``batch.lua``)."""
@@ -135,9 +141,12 @@ _BATCHED: Final = ("reserve", "commit", "release", "extend")
 def _load_scripts() -> dict[str, _Script]:
     """Each operation's ``.lua`` body becomes a function ``op_<name>(KEYS, ARGV)`` after the
     shared helpers; its own script runs it once (``alone``: then writes its limits back),
-    ``batch`` runs those of ``_BATCHED`` and writes the limits back once at its end."""
+    ``batch`` runs those of ``_BATCHED`` and writes the limits back once at its end. Those
+    read the store's settings first (``store.lua``) and get ``KEYS`` nil: they build their
+    keys, so a batch need not name each one."""
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    store = folder.joinpath("store.lua").read_text(encoding="utf-8")
 
     def function(name: str) -> str:
         body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
@@ -148,11 +157,15 @@ def _load_scripts() -> dict[str, _Script]:
                                                   usedforsecurity=False).hexdigest())
 
     scripts = {}
-    for name in ("reserve", "commit", "release", "extend", "usage", "set_limit", "reset_spend",
-                 "held", "holds", "drop_idle"):
-        scripts[name] = script(name, f"{common}\n{function(name)}return alone(op_{name})\n")
+    for name in _BATCHED:
+        scripts[name] = script(name, f"{common}\n{store}\n{function(name)}"
+                                     f"return alone(op_{name}, nil, own())\n")
+    for name in ("usage", "set_limit", "reset_spend", "held", "holds", "drop_idle"):
+        scripts[name] = script(name, f"{common}\n{function(name)}"
+                                     f"return alone(op_{name}, KEYS, ARGV)\n")
     batch = folder.joinpath("batch.lua").read_text(encoding="utf-8")
-    scripts["batch"] = script("batch", "\n".join([common, *map(function, _BATCHED), batch]))
+    scripts["batch"] = script("batch", "\n".join([common, store, *map(function, _BATCHED),
+                                                   batch]))
     return scripts
 
 
@@ -165,11 +178,12 @@ class _Queued:
 
     script: _Script
     keys: list[str]
+    """The keys the client knows it touches: declared, not read, by the scripts."""
     args: list[str]
-    encoded_args: bytes
-    """``[name, args`` as JSON: an element of ``batch.lua``'s ``ARGV[1]`` but for the positions
-    of its keys, known once the batch is made. Every key is made of the namespace and names
-    that are among ``args``, so the keys encode if these do."""
+    """Its own arguments (after the store's settings)."""
+    payload: bytes
+    """``[name, args]`` as JSON: an element of ``batch.lua``'s ``ARGV[5]``. Every key is
+    made of the namespace and names that are among ``args``, so the keys encode if these do."""
     future: asyncio.Future[Any]
 
     def done(self) -> bool:
@@ -278,6 +292,8 @@ class RedisStore(Store):
         self._scale = 10**decimal_places
         self._retain_ms = str(math.ceil(retain * 1000))
         self._grace_ms = str(math.ceil(period_grace * 1000))
+        #: ARGV[1..4] of the operations that may share a batch (``_redis_lua/store.lua``).
+        self._settings = [self._prefix, self._retain_ms, self._places_arg, self._grace_ms]
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._bridge: _Bridge | None = None
         self._cluster_lock = PerLoop(asyncio.Lock)
@@ -412,18 +428,13 @@ class RedisStore(Store):
     # -- encoding --------------------------------------------------------------------------
 
     def _scaled(self, value: Decimal, name: str) -> int:
-        sign, digits, exponent = value.as_tuple()
-        assert isinstance(exponent, int)  # finite: checked by check_amount
-        coefficient = int("".join(map(str, digits)) or "0")
-        shift = exponent + self._places
-        if shift >= 0:
-            scaled: int = coefficient * 10**shift
-        else:
-            scaled, rest = divmod(coefficient, 10**-shift)
-            if rest:
-                raise ValueError(f"{name} {value} has more than {self._places} decimal places; "
-                                 f"this RedisStore keeps {self._places} (decimal_places)")
-        if sign and scaled:
+        """``value`` (checked by ``check_amount``) in units of ``10**-decimal_places``."""
+        shifted = value.scaleb(self._places, _SHIFT)
+        scaled = int(shifted)
+        if scaled != shifted:
+            raise ValueError(f"{name} {value} has more than {self._places} decimal places; "
+                             f"this RedisStore keeps {self._places} (decimal_places)")
+        if scaled < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
         if scaled > MAX_UNITS:
             raise ValueError(f"{name} {value} is too large for a Redis limit: at most "
@@ -498,7 +509,8 @@ class RedisStore(Store):
             raise _map_error(exc) from exc
 
     async def _run_grouped(self, name: str, keys: list[str], args: list[str]) -> Any:
-        """Run one operation of ``_BATCHED``, sharing a round trip with others (group commit).
+        """Run one operation of ``_BATCHED`` with its own ``args`` (the store's settings go
+        first on the wire), sharing a round trip with others (group commit).
 
         A lone operation runs at once as its own script (``_run``). Operations that arrive while
         one is in flight queue; up to ``PIPELINE`` round trips of them are in flight at once,
@@ -512,37 +524,34 @@ class RedisStore(Store):
         while queued: it is never sent. Cancelled in flight: the script runs to its end and
         the reply is dropped.
         """
-        script = _SCRIPTS[name]
+        if _running_loop() is None:  # trio: on the store's bridge loop
+            try:
+                return await self._bridge_or_new().call(
+                    functools.partial(self._grouped, name, keys, args))
+            except _DRIVER_ERRORS as exc:  # from a bridge that is gone, say
+                raise _map_error(exc) from exc
+        return await self._grouped(name, keys, args)
 
-        async def run() -> Any:
-            group = self._group()
-            if not group.in_flight and not group.queue:
-                group.in_flight, group.carrying = 1, 1
-                try:
-                    return await self._run(script, keys, args)
-                finally:
-                    group.in_flight -= 1
-                    group.carrying -= 1
-                    self._pump(group)
-            # Encoded here, so an id or key the client cannot encode fails this call alone.
-            encoder = self._encoder
-            op = _Queued(script, keys, args,
-                         _JSON.encode([name, args])
-                         .encode(encoder.encoding, encoder.encoding_errors)[:-1],
-                         asyncio.get_running_loop().create_future())
-            group.queue.append(op)
-            self._pump(group)
-            return await op.future
-
-        try:
-            return await self._call(run)
-        except _DRIVER_ERRORS as exc:  # from a trio bridge that is gone, say
-            raise _map_error(exc) from exc
-
-    def _group(self) -> _Group:
-        """This store's queue of operations in the running asyncio loop (the bridge's loop
-        under trio)."""
-        return self._groups.get()
+    async def _grouped(self, name: str, keys: list[str], args: list[str]) -> Any:
+        """``_run_grouped`` on the running asyncio loop."""
+        group = self._groups.get()  # this store's operations in this loop
+        if not group.in_flight and not group.queue:
+            group.in_flight, group.carrying = 1, 1
+            try:
+                return await self._run(name, keys, [*self._settings, *args])
+            finally:
+                group.in_flight -= 1
+                group.carrying -= 1
+                self._pump(group)
+        # Encoded here, so an id or key the client cannot encode fails this call alone.
+        encoder = self._encoder
+        op = _Queued(_SCRIPTS[name], keys, args,
+                     f'["{name}",[{",".join(map(_quote, args))}]]'
+                     .encode(encoder.encoding, encoder.encoding_errors),
+                     asyncio.get_running_loop().create_future())
+        group.queue.append(op)
+        self._pump(group)
+        return await op.future
 
     def _pump(self, group: _Group) -> None:
         """If operations are queued and a round trip is free, drain the queue soon: after the
@@ -582,15 +591,12 @@ class RedisStore(Store):
         """One round trip for ``taken``; settle each one's future with its own outcome."""
         if len(taken) == 1:
             op = taken[0]
-            work = self._eval(op.script, op.keys, op.args)
+            work = self._eval(op.script, op.keys, [*self._settings, *op.args])
         else:
-            # Each key once (the limits' keys recur in every operation), by position.
-            index: dict[str, int] = {}
-            calls = []
-            for op in taken:
-                at = ",".join([str(index.setdefault(key, len(index) + 1)) for key in op.keys])
-                calls.append(b"%s,[%s]]" % (op.encoded_args, at.encode()))
-            work = self._eval(_SCRIPTS["batch"], list(index), [b"[" + b",".join(calls) + b"]"])
+            # The scripts build their keys; the first operation's name the slot (framing
+            # every key of a batch cost the client a tenth of its time).
+            work = self._eval(_SCRIPTS["batch"], taken[0].keys, [
+                *self._settings, b"[" + b",".join([op.payload for op in taken]) + b"]"])
         try:
             if self._cluster:
                 await self._cluster_initialized()
@@ -698,8 +704,7 @@ class RedisStore(Store):
         """See ``Store.reserve``. One script; all or nothing."""
         checked = {key: check_amount(amount) for key, amount in amounts.items()}
         keys = [self._key("r", rid)]
-        args = [self._prefix, rid, _lease_ms(lease), self._retain_ms,
-                self._places_arg, self._grace_ms, str(len(checked))]
+        args = [rid, _lease_ms(lease), str(len(checked))]
         for key, amount in checked.items():
             kind, ival, dval = self._encode(amount, f"amount[{key!r}]")
             dkind = dcap = ""
@@ -739,7 +744,7 @@ class RedisStore(Store):
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One script; the spend counts even after the lease expired."""
         checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
-        args = [self._prefix, rid, self._retain_ms, self._places_arg, str(len(checked))]
+        args = [rid, str(len(checked))]
         for key, amount in checked.items():
             args += [key, *self._encode(amount, f"actual[{key!r}]")]
         reply = await self._run_grouped("commit", self._ending_keys(rid), args)
@@ -757,16 +762,14 @@ class RedisStore(Store):
 
     async def release(self, rid: str) -> bool:
         """See ``Store.release``. One script."""
-        reply = await self._run_grouped("release", self._ending_keys(rid),
-                                [self._prefix, rid, self._retain_ms])
+        reply = await self._run_grouped("release", self._ending_keys(rid), [rid])
         self._touched.pop(rid, None)
         return bool(reply)
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
         reply = await self._run_grouped("extend", self._ending_keys(rid),
-                                [self._prefix, rid, _lease_ms(lease),
-                                 self._retain_ms, self._grace_ms])
+                                        [rid, _lease_ms(lease)])
         return bool(reply)
 
     def _ending_keys(self, rid: str) -> list[str]:

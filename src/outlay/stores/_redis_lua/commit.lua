@@ -1,13 +1,10 @@
 -- commit: turn the hold into spend; works after the lease expired (the spend still counts).
--- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
--- under one hash tag; the script takes the limit names from the reservation.
--- ARGV: prefix, rid, retain_ms, places, m, then per actual amount: name, kind ("i"|"d"),
+-- The script takes the limit names from the reservation.
+-- ARGV (after the store's, store.lua): rid, m, then per actual amount: name, kind ("i"|"d"),
 --   ival, dval.
-local prefix = ARGV[1]
-local rid = ARGV[2]
-local retain_ms = ARGV[3]
-local m = tonumber(ARGV[5])
-local rk = KEYS[1]
+local rid = ARGV[1]
+local m = tonumber(ARGV[2])
+local rk = P .. 'r:' .. rid
 
 -- The whole reservation in one read: state, then its limits, amounts and units.
 local r = reservation(rk)
@@ -26,7 +23,7 @@ for i = 1, n do
 end
 -- Check every actual amount before anything changes.
 for j = 1, m do
-  local b = 5 + (j - 1) * 4
+  local b = 2 + (j - 1) * 4
   local name = ARGV[b + 1]
   local i = index[name]
   if i then
@@ -43,7 +40,7 @@ end
 -- A limit that does not exist (a period limit already forgotten, or dropped) takes no spend.
 local found = {}
 for i = 1, n do
-  local e = limit(prefix .. 'l:' .. names[i], prefix .. 'z:' .. names[i])
+  local e = limit(P .. 'l:' .. names[i], P .. 'z:' .. names[i])
   if e and e.spent + tonumber(spend[i]) > 9007199254740991 then
     return {'overflow', names[i]}
   end
@@ -57,9 +54,9 @@ for i = 1, n do
     e.held, e.spent, e.t = e.held - back, e.spent + tonumber(spend[i]), stamp
     changed(e)
   else
-    redis.call('ZREM', prefix .. 'z:' .. names[i], member(held[i], rid))
+    redis.call('ZREM', P .. 'z:' .. names[i], member(held[i], rid))
   end
 end
 redis.call('HSET', rk, 'st', 'committed')
-redis.call('PEXPIRE', rk, retain_ms)
+redis.call('PEXPIRE', rk, RETAIN_MS)
 return {'ok'}

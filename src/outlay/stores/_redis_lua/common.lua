@@ -188,11 +188,11 @@ local function flush()
   dirty = {}
 end
 
--- Run op (an operation's function) as the whole script and write its limits back, even if it
--- raised (Redis keeps what a script wrote before it failed: the entries must reach the hash with
--- it), then return its reply or raise its error.
-local function alone(op)
-  local ok, reply = pcall(op, KEYS, ARGV)
+-- Run op (an operation's function) on keys and args as the whole script and write its limits
+-- back, even if it raised (Redis keeps what a script wrote before it failed: the entries must
+-- reach the hash with it), then return its reply or raise its error.
+local function alone(op, keys, args)
+  local ok, reply = pcall(op, keys, args)
   flush()
   if not ok then
     error(reply, 0)

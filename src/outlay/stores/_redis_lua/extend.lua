@@ -1,11 +1,9 @@
 -- extend: set the lease of a live hold to lease_ms from now. Returns 1, or 0 if not held.
--- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
--- under one hash tag; the script takes the limit names from the reservation.
--- ARGV: prefix, rid, lease_ms, retain_ms, grace_ms.
-local prefix = ARGV[1]
-local rid = ARGV[2]
-local lease_ms = tonumber(ARGV[3])
-local rk = KEYS[1]
+-- The script takes the limit names from the reservation.
+-- ARGV (after the store's, store.lua): rid, lease_ms.
+local rid = ARGV[1]
+local lease_ms = tonumber(ARGV[2])
+local rk = P .. 'r:' .. rid
 local now = now_ms()
 
 local r = reservation(rk)
@@ -17,10 +15,10 @@ if tonumber(r.exp) <= now then
 end
 local exp = now + lease_ms
 -- A limit that will expire must outlive the hold.
-local floor = now + lease_ms + tonumber(ARGV[5])
+local floor = now + lease_ms + tonumber(GRACE_MS)
 for i = 1, tonumber(r.n) do
   local k = r['k' .. i]
-  local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
+  local lk, zk = P .. 'l:' .. k, P .. 'z:' .. k
   local e = limit(lk, zk)
   if e then
     redis.call('ZADD', zk, 'XX', exp, member(r['a' .. i], rid))
@@ -31,5 +29,5 @@ for i = 1, tonumber(r.n) do
   end
 end
 redis.call('HSET', rk, 'exp', int_str(exp))
-redis.call('PEXPIRE', rk, int_str(lease_ms + tonumber(ARGV[4])))
+redis.call('PEXPIRE', rk, int_str(lease_ms + tonumber(RETAIN_MS)))
 return 1

@@ -1,10 +1,8 @@
 -- release: give the hold back. Returns 1 if a live hold was released, 0 otherwise.
--- KEYS[1] reservation hash, then (when the client knows them) the limit keys it holds, all
--- under one hash tag; the script takes the limit names from the reservation.
--- ARGV: prefix, rid, retain_ms.
-local prefix = ARGV[1]
-local rid = ARGV[2]
-local rk = KEYS[1]
+-- The script takes the limit names from the reservation.
+-- ARGV (after the store's, store.lua): rid.
+local rid = ARGV[1]
+local rk = P .. 'r:' .. rid
 
 local r = reservation(rk)
 if not r then
@@ -12,7 +10,7 @@ if not r then
   -- caller's request still in flight on a dropped connection) must not hold budget that
   -- nobody will end; it is answered "ended" instead.
   redis.call('HSET', rk, 'st', 'released')
-  redis.call('PEXPIRE', rk, ARGV[3])
+  redis.call('PEXPIRE', rk, RETAIN_MS)
   return 0
 end
 if r.st ~= 'held' then
@@ -21,7 +19,7 @@ end
 local now = now_ms()
 for i = 1, tonumber(r.n) do
   local k, a = r['k' .. i], r['a' .. i]
-  local lk, zk = prefix .. 'l:' .. k, prefix .. 'z:' .. k
+  local lk, zk = P .. 'l:' .. k, P .. 'z:' .. k
   local e = limit(lk, zk)
   local back = unhold(zk, rid, a)
   if e and back > 0 then
@@ -31,7 +29,7 @@ for i = 1, tonumber(r.n) do
 end
 -- An expired hold is ended too, so a late commit cannot count it any more.
 redis.call('HSET', rk, 'st', 'released')
-redis.call('PEXPIRE', rk, ARGV[3])
+redis.call('PEXPIRE', rk, RETAIN_MS)
 if tonumber(r.exp) > now then
   return 1
 end

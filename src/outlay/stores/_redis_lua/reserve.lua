@@ -1,14 +1,12 @@
 -- reserve: hold amounts against every named limit, all or nothing.
--- KEYS[1] reservation hash; KEYS[2i], KEYS[2i+1] limit hash and holds zset of limit i.
--- ARGV: prefix, rid, lease_ms, retain_ms, places, grace_ms, n, then per limit:
+-- ARGV (after the store's, store.lua): rid, lease_ms, n, then per limit:
 --   name, kind ("i"|"d"), ival, dval, default kind ("" = no default), default cap, expire_at_ms.
-local rid = ARGV[2]
-local lease_ms = tonumber(ARGV[3])
-local retain_ms = tonumber(ARGV[4])
-local places = ARGV[5]
-local grace_ms = tonumber(ARGV[6])
-local n = tonumber(ARGV[7])
-local rk = KEYS[1]
+local rid = ARGV[1]
+local lease_ms = tonumber(ARGV[2])
+local places = PLACES
+local grace_ms = tonumber(GRACE_MS)
+local n = tonumber(ARGV[3])
+local rk = P .. 'r:' .. rid
 local now = now_ms()
 
 local st = redis.call('HGET', rk, 'st')
@@ -23,12 +21,14 @@ end
 -- expired holds, which changes how it is written, not what it counts). Nothing is taken yet.
 local amounts, units, ends = {}, {}, {}
 local found = {}  -- each limit's entry, or false for one to create from its default
+local names = {}
 -- Every check runs before the first write: Redis does not roll back a script that fails.
 local max_ms = 2 ^ 52
 for i = 1, n do
-  local b = 7 + (i - 1) * 7
+  local b = 3 + (i - 1) * 7
   local name = ARGV[b + 1]
-  local e = limit(KEYS[2 * i], KEYS[2 * i + 1], true)
+  names[i] = name
+  local e = limit(P .. 'l:' .. name, P .. 'z:' .. name, true)
   local u, p
   if e then
     u, p = e.u, e.p
@@ -66,10 +66,10 @@ for i = 1, n do
   if e then
     cap, spent, held = e.cap, e.spent, e.held
   else
-    cap, spent, held = tonumber(ARGV[7 + (i - 1) * 7 + 6]), 0, 0
+    cap, spent, held = tonumber(ARGV[3 + (i - 1) * 7 + 6]), 0, 0
   end
   if cap - spent - held - tonumber(amounts[i]) < 0 then
-    return {'refused', ARGV[7 + (i - 1) * 7 + 1], int_str(cap), int_str(spent), int_str(held),
+    return {'refused', names[i], int_str(cap), int_str(spent), int_str(held),
             amounts[i], units[i]}
   end
 end
@@ -77,10 +77,10 @@ end
 -- Admitted: take the holds and remember the reservation.
 local exp = int_str(now + lease_ms)
 local stamp = int_str(now)
-local record = {'st', 'held', 'exp', exp, 'at', stamp, 'n', ARGV[7]}
+local record = {'st', 'held', 'exp', exp, 'at', stamp, 'n', ARGV[3]}
 for i = 1, n do
-  local b = 7 + (i - 1) * 7
-  local lk, zk = KEYS[2 * i], KEYS[2 * i + 1]
+  local b = 3 + (i - 1) * 7
+  local lk, zk = P .. 'l:' .. names[i], P .. 'z:' .. names[i]
   local a = amounts[i]
   local e = found[i]
   if not e then
@@ -105,12 +105,12 @@ for i = 1, n do
     e.wz = true  -- the holds set may be new: it expires with its limit
   end
   record[#record + 1] = 'k' .. i
-  record[#record + 1] = ARGV[b + 1]
+  record[#record + 1] = names[i]
   record[#record + 1] = 'a' .. i
   record[#record + 1] = a
   record[#record + 1] = 'u' .. i
   record[#record + 1] = units[i]
 end
 redis.call('HSET', rk, unpack(record))
-redis.call('PEXPIRE', rk, int_str(lease_ms + retain_ms))
+redis.call('PEXPIRE', rk, int_str(lease_ms + tonumber(RETAIN_MS)))
 return {'ok'}
