@@ -2,7 +2,7 @@
 
 Every operation is one Lua script (``EVALSHA``), atomic at the server, in at most one round
 trip: a lone operation is sent at once, and reserves and endings that arrive while others are
-in flight share one ``batch`` script (group commit, ``RedisStore._run_grouped``). The
+in flight share one ``batch`` script (group commit, ``RedisStore._grouped``). The
 scripts ship as ``.lua`` files beside this module (``_redis_lua/``); after a Redis restart or
 ``SCRIPT FLUSH`` the first ``NOSCRIPT`` answer is followed by one ``EVAL`` of the source, which
 runs the operation and caches the script again.
@@ -508,9 +508,10 @@ class RedisStore(Store):
         except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
 
-    async def _run_grouped(self, name: str, keys: list[str], args: list[str]) -> Any:
+    def _grouped(self, name: str, keys: list[str], args: list[str]) -> Awaitable[Any]:
         """Run one operation of ``_BATCHED`` with its own ``args`` (the store's settings go
-        first on the wire), sharing a round trip with others (group commit).
+        first on the wire), sharing a round trip with others (group commit): returns what to
+        await at once for its reply (its place in the queue, or the call that runs it alone).
 
         A lone operation runs at once as its own script (``_run``). Operations that arrive while
         one is in flight queue; up to ``PIPELINE`` round trips of them are in flight at once,
@@ -524,34 +525,38 @@ class RedisStore(Store):
         while queued: it is never sent. Cancelled in flight: the script runs to its end and
         the reply is dropped.
         """
-        if _running_loop() is None:  # trio: on the store's bridge loop
-            try:
-                return await self._bridge_or_new().call(
-                    functools.partial(self._grouped, name, keys, args))
-            except _DRIVER_ERRORS as exc:  # from a bridge that is gone, say
-                raise _map_error(exc) from exc
-        return await self._grouped(name, keys, args)
-
-    async def _grouped(self, name: str, keys: list[str], args: list[str]) -> Any:
-        """``_run_grouped`` on the running asyncio loop."""
+        loop = _running_loop()
+        if loop is None:  # trio: on the store's bridge loop
+            return self._bridged(name, keys, args)
         group = self._groups.get()  # this store's operations in this loop
         if not group.in_flight and not group.queue:
-            group.in_flight, group.carrying = 1, 1
-            try:
-                return await self._run(name, keys, [*self._settings, *args])
-            finally:
-                group.in_flight -= 1
-                group.carrying -= 1
-                self._pump(group)
+            return self._alone(group, name, keys, args)
         # Encoded here, so an id or key the client cannot encode fails this call alone.
         encoder = self._encoder
-        op = _Queued(_SCRIPTS[name], keys, args,
-                     f'["{name}",[{",".join(map(_quote, args))}]]'
-                     .encode(encoder.encoding, encoder.encoding_errors),
-                     asyncio.get_running_loop().create_future())
-        group.queue.append(op)
+        future = loop.create_future()
+        group.queue.append(_Queued(_SCRIPTS[name], keys, args,
+                                   f'["{name}",[{",".join(map(_quote, args))}]]'
+                                   .encode(encoder.encoding, encoder.encoding_errors), future))
         self._pump(group)
-        return await op.future
+        return future
+
+    async def _alone(self, group: _Group, name: str, keys: list[str], args: list[str]) -> Any:
+        """``_grouped`` for an operation that finds nothing in flight: its own script, now."""
+        group.in_flight, group.carrying = 1, 1
+        try:
+            return await self._run(name, keys, [*self._settings, *args])
+        finally:
+            group.in_flight -= 1
+            group.carrying -= 1
+            self._pump(group)
+
+    async def _bridged(self, name: str, keys: list[str], args: list[str]) -> Any:
+        """``_grouped`` from trio: on the store's bridge loop."""
+        try:
+            return await self._bridge_or_new().call(
+                functools.partial(self._grouped, name, keys, args))
+        except _DRIVER_ERRORS as exc:  # from a bridge that is gone, say
+            raise _map_error(exc) from exc
 
     def _pump(self, group: _Group) -> None:
         """If operations are queued and a round trip is free, drain the queue soon: after the
@@ -723,7 +728,7 @@ class RedisStore(Store):
                 end = str(math.ceil(seconds * 1000))
             keys += [self._key("l", key), self._key("z", key)]
             args += [key, kind, ival, dval, dkind, dcap, end]
-        reply = await self._run_grouped("reserve", keys, args)
+        reply = await self._grouped("reserve", keys, args)
         code = _text(reply[0])
         if code == "ok":
             self._touched[rid] = keys[1:]
@@ -747,7 +752,7 @@ class RedisStore(Store):
         args = [rid, str(len(checked))]
         for key, amount in checked.items():
             args += [key, *self._encode(amount, f"actual[{key!r}]")]
-        reply = await self._run_grouped("commit", self._ending_keys(rid), args)
+        reply = await self._grouped("commit", self._ending_keys(rid), args)
         self._touched.pop(rid, None)
         code = _text(reply[0])
         if code == "ok":
@@ -762,13 +767,13 @@ class RedisStore(Store):
 
     async def release(self, rid: str) -> bool:
         """See ``Store.release``. One script."""
-        reply = await self._run_grouped("release", self._ending_keys(rid), [rid])
+        reply = await self._grouped("release", self._ending_keys(rid), [rid])
         self._touched.pop(rid, None)
         return bool(reply)
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
-        reply = await self._run_grouped("extend", self._ending_keys(rid),
+        reply = await self._grouped("extend", self._ending_keys(rid),
                                         [rid, _lease_ms(lease)])
         return bool(reply)
 
