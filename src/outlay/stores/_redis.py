@@ -427,26 +427,29 @@ class RedisStore(Store):
 
     # -- encoding --------------------------------------------------------------------------
 
-    def _scaled(self, value: Decimal, name: str) -> int:
-        """``value`` (checked by ``check_amount``) in units of ``10**-decimal_places``."""
+    def _scaled(self, value: Decimal, what: str, key: str | None = None) -> int:
+        """``value`` (checked by ``check_amount``) in units of ``10**-decimal_places``. Errors
+        name it ``what`` (``what[key]`` with a key: built only then)."""
         shifted = value.scaleb(self._places, _SHIFT)
         scaled = int(shifted)
+        if scaled == shifted and 0 <= scaled <= MAX_UNITS:
+            return scaled
+        name = _named(what, key)
         if scaled != shifted:
             raise ValueError(f"{name} {value} has more than {self._places} decimal places; "
                              f"this RedisStore keeps {self._places} (decimal_places)")
         if scaled < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-        if scaled > MAX_UNITS:
-            raise ValueError(f"{name} {value} is too large for a Redis limit: at most "
-                             f"{self._unscale(MAX_UNITS)} with {self._places} decimal places")
-        return scaled
+        raise ValueError(f"{name} {value} is too large for a Redis limit: at most "
+                         f"{self._unscale(MAX_UNITS)} with {self._places} decimal places")
 
-    def _encode(self, amount: Amount, name: str) -> tuple[str, str, str]:
-        """(kind, whole units or "", scaled money or "") for a checked amount."""
+    def _encode(self, amount: Amount, what: str, key: str | None = None) -> tuple[str, str, str]:
+        """(kind, whole units or "", scaled money or "") for a checked amount (errors name it
+        as ``_scaled`` does)."""
         if isinstance(amount, Decimal):
-            return "d", "", str(self._scaled(amount, name))
+            return "d", "", str(self._scaled(amount, what, key))
         if amount > MAX_UNITS:
-            raise ValueError(f"{name} {amount} is too large for a Redis limit "
+            raise ValueError(f"{_named(what, key)} {amount} is too large for a Redis limit "
                              f"(at most {MAX_UNITS})")
         scaled = amount * self._scale
         return "i", str(amount), str(scaled) if scaled <= MAX_UNITS else ""
@@ -707,15 +710,16 @@ class RedisStore(Store):
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         """See ``Store.reserve``. One script; all or nothing."""
-        checked = {key: check_amount(amount) for key, amount in amounts.items()}
+        checked: dict[str, Amount] = {}
         keys = [self._key("r", rid)]
-        args = [rid, _lease_ms(lease), str(len(checked))]
-        for key, amount in checked.items():
-            kind, ival, dval = self._encode(amount, f"amount[{key!r}]")
+        args = [rid, _lease_ms(lease), str(len(amounts))]
+        for key, amount in amounts.items():
+            checked[key] = amount = check_amount(amount)
+            kind, ival, dval = self._encode(amount, "amount", key)
             dkind = dcap = ""
             if defaults and key in defaults:
                 cap = check_amount(defaults[key], "cap")
-                ckind, cival, cdval = self._encode(cap, f"defaults[{key!r}]")
+                ckind, cival, cdval = self._encode(cap, "defaults", key)
                 dkind, dcap = ckind, cival if ckind == "i" else cdval
             end = ""
             if expire_at and key in expire_at:
@@ -726,8 +730,8 @@ class RedisStore(Store):
                     raise ValueError(f"expire_at[{key!r}] must be UNIX seconds in 0.."
                                      f"{MAX_EXPIRE_AT}, got {seconds!r}")
                 end = str(math.ceil(seconds * 1000))
-            keys += [self._key("l", key), self._key("z", key)]
-            args += [key, kind, ival, dval, dkind, dcap, end]
+            keys += (self._key("l", key), self._key("z", key))
+            args += (key, kind, ival, dval, dkind, dcap, end)
         reply = await self._grouped("reserve", keys, args)
         code = _text(reply[0])
         if code == "ok":
@@ -748,10 +752,11 @@ class RedisStore(Store):
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One script; the spend counts even after the lease expired."""
-        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
-        args = [rid, str(len(checked))]
-        for key, amount in checked.items():
-            args += [key, *self._encode(amount, f"actual[{key!r}]")]
+        checked: dict[str, Amount] = {}
+        args = [rid, str(len(actual)) if actual else "0"]
+        for key, amount in (actual or {}).items():
+            checked[key] = amount = check_amount(amount, f"actual[{key!r}]")
+            args += (key, *self._encode(amount, "actual", key))
         reply = await self._grouped("commit", self._ending_keys(rid), args)
         self._touched.pop(rid, None)
         code = _text(reply[0])
@@ -1210,6 +1215,10 @@ def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], No
             task.exception()
 
     return done
+
+
+def _named(what: str, key: str | None) -> str:
+    return what if key is None else f"{what}[{key!r}]"
 
 
 def _lease_ms(lease: float) -> str:
