@@ -12,6 +12,7 @@ TCP proxy (``netproxy``) holds, drops or cuts a batch on its way.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -21,6 +22,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from outlay import KeyedBudget, StoreError, StoreUnavailable
 from outlay.stores import Admission
@@ -36,7 +39,7 @@ redis = pytest.importorskip("redis", reason="the redis driver is not installed (
 from redis.crc import key_slot  # noqa: E402 - after the importorskip
 
 import outlay.stores._redis as redis_module  # noqa: E402
-from outlay.stores._redis import _SCRIPTS, PIPELINE, RedisStore  # noqa: E402
+from outlay.stores._redis import _SCRIPTS, PIPELINE, RedisStore, _frame  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -633,3 +636,11 @@ async def _until(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(10):
         while not condition():  # noqa: ASYNC110 - another thread makes it true
             await anyio.sleep(0.005)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=8))
+def test_an_operation_is_framed_as_json_writes_it(args: list[str]) -> None:
+    """Arguments framed without escaping (the common case) or quoted one by one: either way
+    the very text ``json`` writes, so the batch script decodes exactly what was sent."""
+    framed = _frame("reserve", args)
+    assert framed == json.dumps(["reserve", args], ensure_ascii=False, separators=(",", ":"))

@@ -131,8 +131,19 @@ class _Script:
 
 
 _quote: Final[Callable[[str], str]] = json.encoder.encode_basestring
-"""A str as a JSON string (C; non-ASCII kept): frames a queued operation's arguments for
-``batch.lua`` without building a JSON encoder per call."""
+"""A str as a JSON string (C; non-ASCII kept), as ``json`` writes it without a JSON encoder
+built per call."""
+_ESCAPED: Final = re.compile(r'["\\\x00-\x1f]')
+"""What JSON escapes in a string (``_quote``, non-ASCII kept): arguments without any are
+framed as they are."""
+
+
+def _frame(name: str, args: list[str]) -> str:
+    """``[name, args]`` as JSON, an element of ``batch.lua``'s ``ARGV[5]``."""
+    plain = '","'.join(args)
+    if args and _ESCAPED.search(plain) is None:  # ids, names and numbers, as a rule
+        return f'["{name}",["{plain}"]]'
+    return f'["{name}",[{",".join(map(_quote, args))}]]'
 
 _BATCHED: Final = ("reserve", "commit", "release", "extend")
 """The operations that may share one script and round trip (``batch.lua``)."""
@@ -538,8 +549,8 @@ class RedisStore(Store):
         encoder = self._encoder
         future = loop.create_future()
         group.queue.append(_Queued(_SCRIPTS[name], keys, args,
-                                   f'["{name}",[{",".join(map(_quote, args))}]]'
-                                   .encode(encoder.encoding, encoder.encoding_errors), future))
+                                   _frame(name, args).encode(encoder.encoding,
+                                                             encoder.encoding_errors), future))
         self._pump(group)
         return future
 
