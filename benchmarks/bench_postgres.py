@@ -40,6 +40,7 @@ from typing import Any
 import anyio
 import psycopg
 
+from outlay._core._reservation import new_id  # the ids outlay's Budget makes
 from outlay.stores import PostgresStore
 
 RESULTS = Path(__file__).with_name("results") / "postgres.json"
@@ -62,7 +63,7 @@ async def store_case(url: str, schema: str, ops: int, tasks: int) -> float:
 
         async def worker(count: int) -> None:
             for _ in range(count):
-                rid = uuid.uuid4().hex
+                rid = new_id()
                 if not (await store.reserve(rid, {KEY: 1}, lease=60)).admitted:
                     raise RuntimeError("refused")
                 await store.commit(rid)

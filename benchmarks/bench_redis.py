@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from outlay._core._reservation import new_id  # the ids outlay's Budget makes
 from outlay.stores._redis import _SCRIPTS, RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "redis.json"
@@ -125,7 +126,7 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
     if kind == "raw":
         for name in ("reserve", "commit"):
             await store.client.script_load(_SCRIPTS[name].source)
-    await asyncio.gather(*(op(uuid.uuid4().hex) for _ in range(tasks)))  # open connections
+    await asyncio.gather(*(op(new_id()) for _ in range(tasks)))  # open connections
     if ready is not None:
         await ready()
     count = 0
@@ -134,7 +135,7 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
     async def loop() -> None:
         nonlocal count
         while time.perf_counter() < until:
-            await op(uuid.uuid4().hex)
+            await op(new_id())
             count += 1
 
     try:

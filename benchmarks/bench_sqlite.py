@@ -37,7 +37,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import cast
@@ -45,6 +44,7 @@ from typing import cast
 import anyio
 
 from outlay import MemoryStore, Store
+from outlay._core._reservation import new_id  # the ids outlay's Budget makes
 from outlay.stores import SQLiteStore
 
 RESULTS = Path(__file__).with_name("results") / "sqlite.json"
@@ -79,7 +79,7 @@ def setup(path: str, key: str) -> None:
 async def store_rounds(store: Store, key: str, ops: int, tasks: int) -> None:
     async def worker(count: int) -> None:
         for _ in range(count):
-            rid = uuid.uuid4().hex
+            rid = new_id()
             if not (await store.reserve(rid, {key: 1}, lease=60)).admitted:
                 raise RuntimeError("refused")
             await store.commit(rid)

@@ -17,7 +17,6 @@ money cap is zero, so paid work is off until someone sets a budget); a whole-uni
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
@@ -34,6 +33,7 @@ from ._reservation import (
     DEFAULT_LEASE,
     Reservation,
     ReserveContext,
+    new_id,
     open_store,
     refused,
     reserve_keys,
@@ -75,7 +75,7 @@ class Principals:
         self._template = check_specs(template)
         self._templates = {kind: check_specs(specs) for kind, specs in (templates or {}).items()}
         self._clock = clock
-        self._run_id = self._check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        self._run_id = self._check_run_id(run_id) if run_id is not None else new_id()
         self._ledger_capacity = ledger_capacity
         self._ledgers: dict[str, UsageLedger] = {}
         if ledger_capacity is not None:
@@ -101,7 +101,7 @@ class Principals:
     def new_run(self, run_id: str | None = None) -> str:
         """Start a new run: run-window limits start fresh (new keys); the old run's figures stay
         readable in the store. Reservations already held keep their keys. Returns the id."""
-        self._run_id = self._check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        self._run_id = self._check_run_id(run_id) if run_id is not None else new_id()
         return self._run_id
 
     def now(self) -> float:
@@ -431,7 +431,7 @@ class Budget:
         on_end = None if owner._ledger_capacity is None else self._ended(checked)
         if not by_key:  # nothing is capped: nothing to hold, nothing to ask the store
             self._hold(checked)
-            return kind(owner.store, uuid.uuid4().hex, {}, units, checked, on_end), None
+            return kind(owner.store, new_id(), {}, units, checked, on_end), None
         defaults = {key: spec.cap for key, (_, spec, _) in limits.items()}
         expire_at = {key: end for key, (_, _, end) in limits.items() if end is not None}
         admission, rid = await reserve_keys(owner.store, by_key, seconds, defaults, expire_at)

@@ -12,7 +12,7 @@ included, shielded from the cancellation. A handle garbage-collected before it e
 from __future__ import annotations
 
 import contextlib
-import uuid
+import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType, TracebackType
@@ -25,6 +25,12 @@ from . import _log
 from ._amounts import Amount, check_amount, check_lease
 from ._exceptions import BudgetExceeded, ReservationError, StoreError
 from ._limits import UNIT_NAME, parse_limit_key
+
+
+def new_id() -> str:
+    """A fresh reservation (or run) id: 32 hex digits, 128 random bits from the OS (as random
+    as ``uuid4``, without building a ``UUID``: 0.36 us against 1.6)."""
+    return os.urandom(16).hex()
 
 
 class _Exits(Protocol):
@@ -274,7 +280,7 @@ async def reserve_keys(
     """The one store call of a reservation: hold checked ``amounts`` (by limit key) under a
     fresh id. If this task is cancelled or the store fails mid-call, whatever the store may
     have admitted is released (shielded) before the error propagates."""
-    rid = uuid.uuid4().hex
+    rid = new_id()
     try:
         admission = await store.reserve(rid, amounts, lease=lease, defaults=defaults,
                                         expire_at=expire_at)

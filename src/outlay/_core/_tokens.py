@@ -6,13 +6,11 @@ model call and reconciled against the provider's reported usage after it.
 
 from __future__ import annotations
 
-import uuid
-
 from ..stores import MemoryStore
 from . import _log
 from ._amounts import MAX_LEASE, check_count
 from ._exceptions import BudgetExceeded, ReservationError
-from ._reservation import Reservation, ReserveContext
+from ._reservation import Reservation, ReserveContext, new_id
 
 _TOKENS = "tokens"
 
@@ -78,7 +76,7 @@ class AtomicTokenBudget:
     def try_reserve_tokens_nowait(self, estimate: int) -> TokenReservation | None:
         """Hold ``estimate`` tokens if they fit now; ``None`` otherwise. Never waits."""
         estimate = check_count(estimate, "estimate")
-        rid = uuid.uuid4().hex
+        rid = new_id()
         admission = self._store.reserve_nowait(rid, {_TOKENS: estimate}, lease=MAX_LEASE)
         if _log.enabled():
             event = "outlay.tokens.reserved" if admission.admitted else "outlay.tokens.denied"
