@@ -638,7 +638,7 @@ async def _until(condition: Callable[[], bool]) -> None:
             await anyio.sleep(0.005)
 
 
-@given(st.lists(st.text(), min_size=1, max_size=8))
+@given(st.lists(st.text(), max_size=8))
 def test_an_operation_is_framed_as_json_writes_it(args: list[str]) -> None:
     """Arguments framed without escaping (the common case) or quoted one by one: either way
     the very text ``json`` writes, so the batch script decodes exactly what was sent."""

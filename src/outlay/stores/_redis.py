@@ -133,17 +133,20 @@ class _Script:
 _quote: Final[Callable[[str], str]] = json.encoder.encode_basestring
 """A str as a JSON string (C; non-ASCII kept), as ``json`` writes it without a JSON encoder
 built per call."""
-_ESCAPED: Final = re.compile(r'["\\\x00-\x1f]')
-"""What JSON escapes in a string (``_quote``, non-ASCII kept): arguments without any are
-framed as they are."""
 
 
 def _frame(name: str, args: list[str]) -> str:
-    """``[name, args]`` as JSON, an element of ``batch.lua``'s ``ARGV[5]``."""
+    """``[name, args]`` as JSON, an element of ``batch.lua``'s ``ARGV[5]``. Arguments without
+    a quote, a backslash or an unprintable character (ids, names and numbers, as a rule) need no
+    escaping and are framed as they are; others are quoted one by one."""
+    text = "".join(args)
+    if '"' in text or "\\" in text or not text.isprintable():
+        return f'["{name}",[{",".join(map(_quote, args))}]]'
+    if not args:
+        return f'["{name}",[]]'
     plain = '","'.join(args)
-    if args and _ESCAPED.search(plain) is None:  # ids, names and numbers, as a rule
-        return f'["{name}",["{plain}"]]'
-    return f'["{name}",[{",".join(map(_quote, args))}]]'
+    return f'["{name}",["{plain}"]]'
+
 
 _BATCHED: Final = ("reserve", "commit", "release", "extend")
 """The operations that may share one script and round trip (``batch.lua``)."""
