@@ -280,11 +280,11 @@ async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhi
 ) -> None:
     """``SENTINEL FAILOVER`` (maintenance: the old master alive). The sentinels promote the
     replica and only seconds later demote the old master (at their next look at it); until
-    then a connection the store already holds reaches the old master, which still accepts
-    writes: a commit is acknowledged there and lost when it becomes a replica of the new
-    master (the hold it settled is back until its lease ends). The next write then answers
-    ``READONLY`` (the script wrote nothing); the driver drops that connection, asks the
-    sentinels and sends the call again to the new master: no error reaches the application."""
+    the store next asks the sentinels (at most a second later, see the next test) a
+    connection it already holds reaches the old master, which still accepts writes: a commit
+    is acknowledged there and lost when it becomes a replica of the new master (the hold it
+    settled is back until its lease ends). No error reaches the application: a call that meets
+    the demoted master's ``READONLY`` (the script wrote nothing) is sent again to the new one."""
     async with redis_store_at(switched_sentinel) as store:
         budget = KeyedBudget(store)
         await budget.set_limit("usd", Decimal("10"))
@@ -311,6 +311,74 @@ async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhi
         assert await store.commit(held.id, {"usd": Decimal("1.5")})  # a retry would count
         usage = await store.usage("usd")
         assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("switched_sentinel", [()], ids=["plain"], indirect=True)
+async def test_a_switch_with_the_old_master_alive_is_followed_once_the_sentinels_are_asked(
+    switched_sentinel: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store's pool asks the sentinels who the master is (at most every ``ASK_EVERY``
+    seconds; here on every call, so the test need not wait a second) in a task of its own.
+    Once they name the new master, the idle connections to the old one are dropped and a busy
+    one is dropped when it comes back: the next commit reaches the new master while the old one
+    still accepts writes, and nothing is lost when it is demoted."""
+    monkeypatch.setattr(_SentinelPool, "ASK_EVERY", 0.0)
+    async with redis_store_at(switched_sentinel) as store:
+        budget = KeyedBudget(store)
+        await budget.set_limit("usd", Decimal("10"))
+        held = await budget.reserve({"usd": Decimal("2")}, lease=600)
+        pool = pool_of(store)
+        busy = await pool.get_connection()  # in use across the switch
+        await anyio.to_thread.run_sync(switched_sentinel.replicate)
+        old, new = await anyio.to_thread.run_sync(switched_sentinel.switch_master)
+        key = f"{{{store.namespace}}}:l:usd"
+
+        def spent_on(port: int) -> str:
+            return cli(port, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip()
+
+        assert (busy.host, busy.port) == (HOST, old)
+        await store.usage("usd")  # a read on the old master; the pool asks meanwhile
+        asking = pool._asking
+        assert asking is not None
+        await asking
+        assert pool.master_address == (HOST, new)
+        await pool.release(busy)
+        assert not busy.is_connected  # it reached a master the sentinels no longer name
+        await held.commit({"usd": Decimal("1.5")})
+        assert (spent_on(old), spent_on(new)) == ("0", "1500000000")  # the new master's
+        await anyio.to_thread.run_sync(switched_sentinel.demoted, old)
+        assert spent_on(old) == "1500000000"  # the demoted master took the new one's data
+        usage = await store.usage("usd")
+        assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))  # nothing lost
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("switched_sentinel", [()], ids=["plain"], indirect=True)
+async def test_sentinels_that_stop_answering_leave_the_master_in_use_and_say_so_once(
+    switched_sentinel: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every sentinel gone, the master alive: the store goes on through its connections to the
+    master, and the pool's unanswered asks are one warning (naming no password), not one a
+    call."""
+    monkeypatch.setattr(_SentinelPool, "ASK_EVERY", 0.0)
+    async with redis_store_at(switched_sentinel) as store:
+        await store.set_limit("calls", 10)
+        pool = pool_of(store)
+        for port in switched_sentinel.sentinel_ports:
+            switched_sentinel.processes[port].kill()
+            switched_sentinel.processes[port].wait()
+        with capture_logs() as logs:
+            for i in range(3):
+                assert (await store.reserve(f"r{i}", {"calls": 1}, lease=60)).admitted
+                asking = pool._asking
+                assert asking is not None
+                await asking  # this call's ask, unanswered
+        assert [entry["event"] for entry in logs] == ["outlay.redis.sentinels_unanswered"]
+        assert_hidden(repr(logs))
+        assert (await store.usage("calls")).held == 3
 
 
 @pytest.mark.anyio

@@ -33,6 +33,7 @@ import json
 import math
 import re
 import threading
+import time
 from asyncio import _get_running_loop as _running_loop
 from collections import OrderedDict
 from collections.abc import (
@@ -46,7 +47,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -1105,10 +1106,58 @@ def _retry() -> Retry:
 
 class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """The master's pool behind the sentinels, blocking like the one-server pool (tasks beyond
-    ``max_connections`` wait for a connection); closing it closes the sentinels' clients."""
+    ``max_connections`` wait for a connection); closing it closes the sentinels' clients.
+
+    It asks the sentinels who the master is at most every ``ASK_EVERY`` seconds, in a task of
+    its own started by a call that takes a connection (which never waits for the answer). Once
+    they name another master, idle connections to the old one are dropped at once and busy
+    ones when they come back, so after a switch with the old master alive (``SENTINEL
+    FAILOVER``) writes stop reaching it within about a second, not when the sentinels demote it
+    (some 10 s later). The driver alone asks only when it opens a connection."""
+
+    ASK_EVERY: ClassVar[float] = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py's
+        self._asked = -math.inf
+        self._asking: asyncio.Task[None] | None = None
+        self._unanswered = False
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._asked >= self.ASK_EVERY and (self._asking is None
+                                                     or self._asking.done()):
+            self._asked = now
+            self._asking = asyncio.get_running_loop().create_task(self._ask())
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def _ask(self) -> None:
+        try:
+            # Drops the idle connections if the master moved.
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # connections go on as they are; opening one asks again
+            # Said once, and only while connections to a master go on (with none, every call
+            # fails with the driver's own error).
+            if not self._unanswered and self.master_address is not None:
+                log.warn("outlay.redis.sentinels_unanswered", service=self.service_name,
+                         error=type(exc).__name__)
+            self._unanswered = True
+        else:
+            self._unanswered = False
+
+    async def release(self, connection: Any) -> None:
+        address = self.master_address
+        if address is not None and (connection.host, connection.port) != address:
+            await connection.disconnect()  # to a master the sentinels no longer name
+        await super().release(connection)
 
     async def aclose(self) -> None:
+        asking, self._asking = self._asking, None
         try:
+            if asking is not None and not asking.done():
+                asking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asking
             await super().aclose()
         finally:
             await self.sentinel_manager.aclose()
