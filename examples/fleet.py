@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import tempfile
 import uuid
 from decimal import Decimal
@@ -91,7 +92,14 @@ def main() -> None:
                      for _ in range(args.workers)]
         for process in processes:
             process.start()
-        reports = [results.get(timeout=300) for _ in processes]
+        reports: list[str] = []
+        while len(reports) < len(processes):
+            try:
+                reports.append(results.get(timeout=1))
+            except queue.Empty:  # a worker that died says nothing: do not wait for it
+                if failed := [p.exitcode for p in processes if p.exitcode not in (None, 0)]:
+                    raise SystemExit(f"a worker failed (exit code {failed[0]}); "
+                                     "its traceback is above") from None
         for process in processes:
             process.join()
         total_calls, total_spent = 0, Decimal(0)

@@ -268,6 +268,40 @@ async def test_a_busy_database_waits_instead_of_failing(store: SQLiteStore, db: 
     assert (await store.usage("calls")).held == 2
 
 
+async def test_a_new_file_opened_by_processes_at_once_waits_for_the_one_creating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers opening a new file together (examples/fleet.py): while one holds the write lock
+    to create the schema, SQLite answers another's switch to WAL with ``SQLITE_BUSY`` at once,
+    without waiting in its busy handler, and that worker died with "database is locked". The
+    store tries the switch again for up to its busy timeout. Forced here: the creator's lock is
+    let go only once the store has been refused."""
+    path = tmp_path / "new.db"
+    path.touch()  # empty, as the creator's connect leaves it
+    creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creator.execute("BEGIN IMMEDIATE")
+    refused = threading.Event()
+    pause = _sqlite._pause
+
+    def refused_then_let_go(seconds: float) -> None:
+        if not refused.is_set():
+            refused.set()
+            creator.execute("COMMIT")
+        pause(seconds)
+
+    monkeypatch.setattr(_sqlite, "_pause", refused_then_let_go)
+    store = SQLiteStore(path)
+    try:
+        await store.set_limit("calls", 3)
+        assert refused.is_set()
+        assert (await store.reserve("r1", {"calls": 1}, lease=60)).admitted
+    finally:
+        await store.aclose()
+        creator.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 async def test_busy_past_the_timeout_is_store_unavailable(db: Path) -> None:
     store = SQLiteStore(db, busy_timeout=0.05)
     try:

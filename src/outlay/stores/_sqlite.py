@@ -439,7 +439,7 @@ class SQLiteStore(Store):
                 self._conn = conn
                 return conn
             if state == "empty":
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._to_wal(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 if self._inspect(conn) == "empty":  # still empty under the write lock
                     for statement in _SCHEMA.split(";"):
@@ -449,7 +449,7 @@ class SQLiteStore(Store):
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             else:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._to_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             # _Checkpointer does it, apart; SQLite's own only if the WAL outgrows it by far.
             conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BACKSTOP}")
@@ -458,6 +458,28 @@ class SQLiteStore(Store):
             raise
         self._conn = conn
         return conn
+
+    def _to_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a no-op once it is), trying again for up to the busy timeout
+        while another connection holds a lock: there SQLite answers ``SQLITE_BUSY`` at once,
+        without waiting in its busy handler (processes opening a new file together: one takes
+        the write lock to create the schema while another switches), or keeps the old mode."""
+        if self._uri is None:
+            return  # in memory: no WAL
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            else:
+                if mode == "wal":
+                    return
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(f"SQLite store {self._path!r}: the file stayed in "
+                                           f"journal mode {mode!r}, not WAL")
+            _pause(_WAL_RETRY)
 
     def _read_only_snapshot(self, exc: sqlite3.OperationalError) -> sqlite3.Connection | None:
         """A read-only connection to a WAL database in a directory this process cannot write
@@ -795,6 +817,11 @@ class SQLiteStore(Store):
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
+
+
+_WAL_RETRY = 0.005
+"""Seconds between tries of switching a file to WAL while another connection holds its lock."""
+_pause = time.sleep  # between those tries (a test waits on it to force the interleaving)
 
 
 def _map_error(exc: sqlite3.Error, path: str) -> StoreError:
