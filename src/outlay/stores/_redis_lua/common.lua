@@ -10,12 +10,15 @@
 --   <P>z:<key>   sorted set of the limit's live holds: member "<amount>:<rid>", score lease
 --                expiry (ms); it expires with its limit
 --   <P>e:log     list of spend events (JSON), the newest last, trimmed (Store.append_events)
---   <P>r:<rid>   a reservation, one string (reservation, keep): while held, cmsgpack.pack of
---                exp (ms), at (ms when reserved), then per limit its name, amount, unit,
---                expiring lease + retain after its reserve or extend; once ended, "committed"
---                or "released", expiring retain after its end. An earlier outlay wrote a hash
---                (st held|committed|released, exp, at, n, k<i>, a<i>, u<i>): read as well,
---                and replaced by the string when next written
+--   <P>r:<rid>   a reservation, one string written whole by one SET ... PX and read by one GET
+--                (reservation, keep): while held, cmsgpack.pack of exp (ms) and at (ms when
+--                reserved), msgpack integers, then per limit its name, amount (a decimal
+--                string, as in the holds set's member) and unit, expiring lease + retain after
+--                its reserve or last extend; once ended, "committed" or "released", expiring
+--                retain after its end. The outlay before this one wrote a hash (st
+--                held|committed|released, exp, at, n, k<i>, a<i>, u<i>), with the limits'
+--                layout unchanged (so LAYOUT stays): read as well, and replaced by the string
+--                when next written
 -- where <P> is "{namespace}:". A limit without v was written by an earlier outlay: its holds
 -- set has the bare rid as member and the amount in the limit's field h:<rid>, and no x. The
 -- first script that touches such a limit migrates it (migrate), so every other line reads one
