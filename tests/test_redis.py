@@ -876,6 +876,157 @@ async def test_a_layout_1_hold_added_after_migration_is_pruned_by_its_field(
     assert (await store.reserve("r1", {"calls": 10}, lease=60)).admitted
 
 
+# -- reservations written by an earlier outlay as hashes (limits and holds as today) ------
+
+
+async def hold_as_hash(store: RedisStore, rid: str, amounts: dict[str, Amount], *,
+                       lease_ms: int) -> None:
+    """Write ``rid``'s hold on existing limits exactly as outlay's ``reserve.lua`` did before
+    a reservation was one string: the hold in the limit (layout 2: ``held``, ``t``, member
+    ``<amount>:<rid>``), the reservation a hash with ``st exp at n k<i> a<i> u<i>``, expiring
+    its lease plus ``retain`` from now."""
+    p = "{" + store.namespace + "}:"
+    now = await server_ms(store)
+    record: list[Any] = ["st", "held", "exp", now + lease_ms, "at", now, "n", len(amounts)]
+    for i, (key, amount) in enumerate(amounts.items(), 1):
+        unit, places = (v.decode() for v in await raw(store, "HMGET", p + "l:" + key, "u", "p"))
+        scaled = int(amount) if unit == "i" else int(Decimal(amount).scaleb(int(places)))
+        await raw(store, "HINCRBY", p + "l:" + key, "held", scaled)
+        await raw(store, "HSET", p + "l:" + key, "t", now)
+        await raw(store, "ZADD", p + "z:" + key, now + lease_ms, f"{scaled}:{rid}")
+        record += [f"k{i}", key, f"a{i}", scaled, f"u{i}", unit]
+    await raw(store, "HSET", p + "r:" + rid, *record)
+    await raw(store, "PEXPIRE", p + "r:" + rid, lease_ms + int(store._retain_ms))
+
+
+async def record_of(store: RedisStore, rid: str) -> tuple[str, int]:
+    """The type of ``rid``'s reservation key and its time to live (ms)."""
+    rk = "{" + store.namespace + "}:r:" + rid
+    return (await raw(store, "TYPE", rk)).decode(), await raw(store, "PTTL", rk)
+
+
+async def test_reservation_hashes_of_the_earlier_version_end_once(store: RedisStore) -> None:
+    """Holds whose reservation is a hash (as the previous version wrote them) are counted,
+    listed, retried, extended, committed and released exactly once by this version, which
+    writes the reservation as its string when it next changes it."""
+    await store.set_limit("calls", 10)
+    await store.set_limit("usd", Decimal("1"))
+    await hold_as_hash(store, "a", {"calls": 3, "usd": Decimal("0.25")}, lease_ms=60_000)
+    await hold_as_hash(store, "b", {"calls": 2}, lease_ms=60_000)
+    await hold_as_hash(store, "c", {"calls": 1}, lease_ms=60_000)
+    await hold_as_hash(store, "d", {"usd": Decimal("0.5")}, lease_ms=60_000)
+    await store.reserve("new", {"calls": 1}, lease=60)
+    assert (await record_of(store, "a"))[0] == "hash"
+    assert (await record_of(store, "new"))[0] == "string"
+    assert await store.held_reservations() == 5
+    holds = {h.rid: h for h in await store.holds()}
+    assert {rid: h.amounts for rid, h in holds.items()} == {
+        "a": {"calls": 3, "usd": Decimal("0.25")}, "b": {"calls": 2}, "c": {"calls": 1},
+        "d": {"usd": Decimal("0.5")}, "new": {"calls": 1}}
+    assert all(59 < h.lease_left <= 60 and h.age is not None and 0 <= h.age < 5
+               for h in holds.values())
+    assert [h.rid for h in await store.holds("usd")] in (["a", "d"], ["d", "a"])
+    assert (await store.reserve("a", {"calls": 3, "usd": Decimal("0.25")}, lease=60)).admitted
+    calls, usd = await store.usage("calls"), await store.usage("usd")
+    assert (calls.held, usd.held) == (7, Decimal("0.75"))  # the retry took nothing more
+    # 7 held of 10: room for 3, not 4.
+    assert not (await store.reserve("r4", {"calls": 4}, lease=60)).admitted
+
+    assert await store.extend("b", 120) is True
+    kind, ttl = await record_of(store, "b")
+    assert kind == "string"
+    assert ttl > 120_000 + int(store._retain_ms) - 5_000
+    assert {h.rid: h.lease_left for h in await store.holds()}["b"] > 115
+    assert await store.commit("a", {"usd": Decimal("0.2")}) is True
+    assert await store.commit("a") is False  # once
+    kind, ttl = await record_of(store, "a")
+    assert kind == "string"
+    assert int(store._retain_ms) - 5_000 < ttl <= int(store._retain_ms)
+    assert await store.commit("b") is True  # held since its extend in the new form
+    assert await store.release("c") is True
+    assert await store.release("c") is False
+    assert await store.extend("c", 60) is False
+    assert await store.release("d") is True
+    assert await store.commit("d") is False
+    calls, usd = await store.usage("calls"), await store.usage("usd")
+    assert (calls.spent, calls.held, usd.spent, usd.held) == (5, 1, Decimal("0.2"), 0)
+    p = "{" + store.namespace + "}:"
+    assert await raw(store, "ZRANGE", p + "z:calls", 0, -1) == [b"1:new"]
+    assert await raw(store, "ZCARD", p + "z:usd") == 0
+    assert await store.held_reservations() == 1
+    with pytest.raises(ReservationError, match="already ended"):
+        await store.reserve("a", {"calls": 1}, lease=60)
+
+
+async def test_ended_reservation_hashes_of_the_earlier_version_stay_ended(
+    store: RedisStore,
+) -> None:
+    """A reservation hash the previous version committed (every field, ``st`` committed) or
+    remembered as released before it was reserved (only ``st``): never held again, never
+    counted, and left to expire when it would have (nothing rewrites it)."""
+    await store.set_limit("calls", 10)
+    p = "{" + store.namespace + "}:"
+    retain = int(store._retain_ms)
+    await raw(store, "HSET", p + "r:done", "st", "committed", "exp", 1, "at", 1, "n", 1,
+              "k1", "calls", "a1", 3, "u1", "i")
+    await raw(store, "PEXPIRE", p + "r:done", retain)
+    await raw(store, "HSET", p + "r:early", "st", "released")
+    await raw(store, "PEXPIRE", p + "r:early", 1_000_000)
+    for rid in ("done", "early"):
+        with pytest.raises(ReservationError, match="already ended"):
+            await store.reserve(rid, {"calls": 1}, lease=60)
+        assert await store.commit(rid) is False
+        assert await store.release(rid) is False
+        assert await store.extend(rid, 60) is False
+    assert await store.held_reservations() == 0
+    assert await store.holds() == []
+    calls = await store.usage("calls")
+    assert (calls.spent, calls.held) == (0, 0)
+    kind, ttl = await record_of(store, "early")
+    assert kind == "hash"
+    assert 990_000 < ttl <= 1_000_000
+
+
+async def test_an_expired_reservation_hash_of_the_earlier_version_counts_once(
+    store: RedisStore,
+) -> None:
+    """An old-form hold whose lease ended is dropped from ``held`` once (by the next reserve),
+    is not extended, listed or counted, and a late commit still records its spend once."""
+    await store.set_limit("calls", 10)
+    await hold_as_hash(store, "gone", {"calls": 7}, lease_ms=1)
+    await hold_as_hash(store, "live", {"calls": 2}, lease_ms=60_000)
+    await anyio.sleep(0.01)  # past the 1 ms lease on the server's clock
+    assert await store.held_reservations() == 1
+    assert [h.rid for h in await store.holds()] == ["live"]
+    assert await store.extend("gone", 60) is False  # not revived
+    assert (await store.reserve("r1", {"calls": 8}, lease=60)).admitted  # 7 gone, 2 live
+    assert (await store.usage("calls")).held == 10
+    assert await store.commit("gone") is True
+    assert await store.commit("gone") is False
+    assert await store.release("gone") is False
+    calls = await store.usage("calls")
+    assert (calls.spent, calls.held) == (7, 10)
+
+
+async def test_a_reservation_record_keeps_any_limit_name_exactly(store: RedisStore) -> None:
+    """The packed record carries names byte for byte: ones with separators, quotes, NUL,
+    non-ASCII text and names that look like numbers come back from ``holds()`` and are
+    matched by a commit's actual amounts."""
+    names = ["a:b", 'q"\\x', "nul\x00byte", "épée/日本", "12", " ", "k1"]
+    for name in names:
+        await store.set_limit(name, 100)
+    await store.reserve("r", {name: i + 1 for i, name in enumerate(names)}, lease=60)
+    (hold,) = await store.holds()
+    assert hold.amounts == {name: i + 1 for i, name in enumerate(names)}
+    assert await store.commit("r", {"nul\x00byte": 0, "épée/日本": 50}) is True
+    spent = {name: (await store.usage(name)).spent for name in names}
+    assert spent == {**{name: i + 1 for i, name in enumerate(names)},
+                     "nul\x00byte": 0, "épée/日本": 50}
+    await store.reserve("s", {"a:b": 1}, lease=60)
+    with pytest.raises(ValueError, match="does not hold"):
+        await store.commit("s", {"a": 1})  # a prefix of a held name is not that name
+
+
 async def test_a_forgotten_limits_holds_set_counts_for_nothing(store: RedisStore) -> None:
     """Holds left in a holds set whose limit is gone (dropped, expired) must not be taken off
     the new limit's held: that would admit past the cap."""

@@ -32,7 +32,7 @@ from .netproxy import Proxy
 from .rediscluster import RedisCluster
 from .redisserver import RedisServer, redis_binary, start_server
 from .storekit import REDIS_TEST_DB, redis_store_at
-from .test_redis import hold_as_layout_1, layout
+from .test_redis import hold_as_hash, hold_as_layout_1, layout, record_of
 
 redis = pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
 
@@ -480,8 +480,14 @@ async def test_a_batch_reads_and_writes_each_limit_once_and_decides_on_the_figur
     assert (calls_usage.spent, calls_usage.held) == (6, 4)
     assert (usd.spent, usd.held) == (Decimal("0.6"), Decimal("0.4"))
     assert counts["hmget"] == 1 + 2  # lane; calls and usd once each
-    # Reservation hashes: lane, 6 reserves, 6 commits, fits; limits: lane, calls, usd.
-    assert counts["hset"] == 14 + 3
+    # Limits: lane, calls, usd, one HSET each. Reservations: one SET each for lane, 6
+    # reserves, 6 commits and fits (its record and its expiry in one), and one GET for each of
+    # the 16 operations (a reserve first looks for its id, a commit reads its reservation).
+    assert counts["hset"] == 3
+    assert counts["set"] == 14
+    assert counts["get"] == 16
+    assert "pexpire" not in counts
+    assert "hgetall" not in counts
 
 
 async def test_an_operation_that_raises_midway_in_a_batch_leaves_the_limits_as_alone(
@@ -608,6 +614,32 @@ async def test_a_batch_migrates_layout_1_limits_on_first_touch(
     assert not any(name.startswith("h:") for name in fields)
     assert await store.commit("gone") is True  # a late commit still records its spend
     assert (await store.usage("calls")).spent == 8
+
+
+async def test_a_batch_ends_reservation_hashes_of_the_earlier_version_once(
+    own_redis: RedisServer, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reservations the previous version wrote as hashes, in one batch with new ones: each is
+    retried, extended, committed or released once, exactly as alone."""
+    await store.set_limit("calls", 10)
+    for rid in ("h1", "h2", "h3", "h4"):
+        await hold_as_hash(store, rid, {"calls": 2}, lease_ms=60_000)
+    async with admin(own_redis.port) as client:
+        results, _ = await one_batch(store, client, monkeypatch, [
+            commit(store, "h1", {"calls": 1}), lambda: store.release("h2"),
+            lambda: store.extend("h3", 120), reserve(store, "h4", {"calls": 2}),
+            reserve(store, "n1", {"calls": 3}), commit(store, "h1"),
+            lambda: store.release("h2"), commit(store, "h3"),
+            reserve(store, "n2", {"calls": 2})])  # 1 spent + 2 (h4) + 3 (n1) held: 4 left
+    assert results == [True, True, True, Admission(True), Admission(True), False, False, True,
+                       Admission(True)]
+    calls = await store.usage("calls")
+    assert (calls.spent, calls.held) == (3, 7)
+    assert sorted((await layout(store, "calls"))[1]) == ["2:h4", "2:n2", "3:n1"]
+    assert {rid: (await record_of(store, rid))[0] for rid in ("h1", "h2", "h3", "h4")} == {
+        "h1": "string", "h2": "string", "h3": "string",
+        "h4": "hash"}  # its retry wrote nothing
+    assert await store.held_reservations() == 4  # h4, n1, n2 and the lane's
 
 
 def _at(proxy: Proxy, query: str = "") -> Any:

@@ -10,53 +10,48 @@ local rk = P .. 'r:' .. rid
 local r = reservation(rk)
 if not r then
   return {'unknown'}
-elseif r.st ~= 'held' then
+elseif type(r) ~= 'table' then
   return {'ended'}
 end
-local n = tonumber(r.n)
-local names, held, units, spend = {}, {}, {}, {}
-local index = {}
-for i = 1, n do
-  local k, a, u = r['k' .. i], r['a' .. i], r['u' .. i]
-  names[i], held[i], units[i], spend[i] = k, a, u, a
-  index[k] = i
-end
--- Check every actual amount before anything changes.
+local last = #r - 2  -- limit i's name, amount, unit are r[3i..3i+2], for 3i <= last
+-- Check every actual amount before anything changes (spend[i]: limit i's, if not its hold).
+local spend = {}
 for j = 1, m do
   local b = 2 + (j - 1) * 4
   local name = ARGV[b + 1]
-  local i = index[name]
-  if i then
-    local a, err = pick(units[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4])
-    if not a then
-      return {err, name}
-    end
-    spend[i] = a
-  else
+  local k = 3
+  while k <= last and r[k] ~= name do
+    k = k + 3
+  end
+  if k > last then
     return {'foreign', name}
   end
+  local a, err = pick(r[k + 2], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4])
+  if not a then
+    return {err, name}
+  end
+  spend[k] = a
 end
 -- Every check runs before the first write: Redis does not roll back a script that fails.
 -- A limit that does not exist (a period limit already forgotten, or dropped) takes no spend.
 local found = {}
-for i = 1, n do
-  local e = limit(P .. 'l:' .. names[i], P .. 'z:' .. names[i])
-  if e and e.spent + tonumber(spend[i]) > 9007199254740991 then
-    return {'overflow', names[i]}
+for k = 3, last, 3 do
+  local name = r[k]
+  local e = limit(P .. 'l:' .. name, P .. 'z:' .. name)
+  if e and e.spent + tonumber(spend[k] or r[k + 1]) > 9007199254740991 then
+    return {'overflow', name}
   end
-  found[i] = e
+  found[k] = e
 end
-local stamp = int_str(now_ms())
-for i = 1, n do
-  local e = found[i]
+for k = 3, last, 3 do
+  local e, a = found[k], r[k + 1]
   if e then
-    local back = unhold(e.zk, rid, held[i])
-    e.held, e.spent, e.t = e.held - back, e.spent + tonumber(spend[i]), stamp
+    local back = unhold(e.zk, rid, a)
+    e.held, e.spent, e.t = e.held - back, e.spent + tonumber(spend[k] or a), stamp()
     changed(e)
   else
-    redis.call('ZREM', P .. 'z:' .. names[i], member(held[i], rid))
+    redis.call('ZREM', P .. 'z:' .. r[k], member(a, rid))
   end
 end
-redis.call('HSET', rk, 'st', 'committed')
-redis.call('PEXPIRE', rk, RETAIN_MS)
+redis.call('SET', rk, 'committed', 'PX', RETAIN_MS)
 return {'ok'}

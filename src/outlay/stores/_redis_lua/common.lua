@@ -10,8 +10,15 @@
 --   <P>z:<key>   sorted set of the limit's live holds: member "<amount>:<rid>", score lease
 --                expiry (ms); it expires with its limit
 --   <P>e:log     list of spend events (JSON), the newest last, trimmed (Store.append_events)
---   <P>r:<rid>   hash of a reservation: st (held|committed|released), exp (ms), at (ms when
---                reserved), n, k<i>, a<i>, u<i>
+--   <P>r:<rid>   a reservation, one string written whole by one SET ... PX and read by one GET
+--                (reservation, keep): while held, cmsgpack.pack of exp (ms) and at (ms when
+--                reserved), msgpack integers, then per limit its name, amount (a decimal
+--                string, as in the holds set's member) and unit, expiring lease + retain after
+--                its reserve or last extend; once ended, "committed" or "released", expiring
+--                retain after its end. The outlay before this one wrote a hash (st
+--                held|committed|released, exp, at, n, k<i>, a<i>, u<i>), with the limits'
+--                layout unchanged (so LAYOUT stays): read as well, and replaced by the string
+--                when next written
 -- where <P> is "{namespace}:". A limit without v was written by an earlier outlay: its holds
 -- set has the bare rid as member and the amount in the limit's field h:<rid>, and no x. The
 -- first script that touches such a limit migrates it (migrate), so every other line reads one
@@ -33,6 +40,23 @@ end
 
 local function int_str(x)
   return string.format('%.0f', x)
+end
+
+-- int_str of a time or duration (ms), each formatted once per script: a batch's operations
+-- share its instant and mostly their leases.
+local ms_strs = {}
+local function ms_str(x)
+  local s = ms_strs[x]
+  if not s then
+    s = int_str(x)
+    ms_strs[x] = s
+  end
+  return s
+end
+
+-- now_ms as a decimal string.
+local function stamp()
+  return ms_str(now_ms())
 end
 
 -- The holds-set member of rid's hold of amount a (a decimal string).
@@ -96,8 +120,8 @@ end
 -- changes a limit's hash only through its entry (limit, create; changed marks it; migrate and
 -- prune, which run before an entry is made or touch only fields it does not hold, excepted)
 -- and writes every changed entry back at its end (flush), so a batch of operations on one
--- limit reads and writes its hash once. An entry is {lk, zk, cap, spent, held (numbers), u, p, t, x (strings;
--- x false if the key does not expire), and flags: wx (x moved), wz (the holds set may be new:
+-- limit reads and writes its hash once. An entry is {lk, zk, cap, spent, held, x (numbers; x
+-- false if the key does not expire), u, p, t (strings), and flags: wx (x moved), wz (the holds set may be new:
 -- it must expire with the limit)}, or false for a limit that does not exist. An operation
 -- changes an entry right after the Redis writes it goes with (the holds set, the reservation)
 -- succeed: the entries always say what the hash would say had every change been written at
@@ -132,7 +156,7 @@ local function limit(lk, zk, live)
     end
     -- Every field named, so the table is built at its full size once.
     e = {lk = lk, zk = zk, cap = tonumber(cap), spent = tonumber(spent), held = tonumber(held),
-         u = u, p = p, t = t, x = x or false, pruned = false, dirty = false, new = false,
+         u = u, p = p, t = t, x = tonumber(x) or false, pruned = false, dirty = false, new = false,
          wx = false, wz = false}
     limits[lk] = e
   end
@@ -173,15 +197,16 @@ local function flush()
       args[#args + 1], args[#args + 2] = 'p', e.p
       args[#args + 1], args[#args + 2] = 'v', LAYOUT
     end
+    local x = (e.wx or e.wz) and e.x and int_str(e.x)
     if e.wx then
-      args[#args + 1], args[#args + 2] = 'x', e.x
+      args[#args + 1], args[#args + 2] = 'x', x
     end
     redis.call('HSET', lk, unpack(args))
     if e.wx then
-      redis.call('PEXPIREAT', lk, e.x)
-      redis.call('PEXPIREAT', e.zk, e.x)
-    elseif e.wz and e.x then
-      redis.call('PEXPIREAT', e.zk, e.x)
+      redis.call('PEXPIREAT', lk, x)
+      redis.call('PEXPIREAT', e.zk, x)
+    elseif e.wz and x then
+      redis.call('PEXPIREAT', e.zk, x)
     end
     e.dirty, e.new, e.wx, e.wz = false, false, false, false
   end
@@ -210,17 +235,42 @@ local function unhold(zk, rid, a)
   return 0
 end
 
--- A reservation hash as a table (nil if it does not exist).
+-- The reservation at rk: nil if there is none; "committed" or "released" once it ended; else
+-- (held, its lease perhaps over) the list {exp (ms, a number), at (ms when reserved, a number;
+-- false if not recorded), then per limit its name, amount and unit (strings)}. LAYOUT's record
+-- is one string (one GET): the ended marker, or that list packed by cmsgpack (exact for any
+-- bytes; it begins with exp's msgpack integer header, never a letter). A hash (GET answers
+-- WRONGTYPE) is a record an earlier outlay wrote: fields st, exp, at, n, k<i>, a<i>, u<i>;
+-- only those pay for the second read.
 local function reservation(rk)
-  local fields = redis.call('HGETALL', rk)
-  if #fields == 0 then
+  local s = redis.pcall('GET', rk)
+  if type(s) == 'string' then
+    if s == 'committed' or s == 'released' then
+      return s
+    end
+    return {cmsgpack.unpack(s)}
+  elseif not s then
     return nil
   end
-  local r = {}
+  local fields = redis.call('HGETALL', rk)  -- any other type raises WRONGTYPE, as before
+  local h = {}
   for i = 1, #fields, 2 do
-    r[fields[i]] = fields[i + 1]
+    h[fields[i]] = fields[i + 1]
+  end
+  if h.st ~= 'held' then
+    return h.st or 'released'
+  end
+  local r = {tonumber(h.exp) or 0, tonumber(h.at) or false}
+  for i = 1, tonumber(h.n) do
+    r[3 * i], r[3 * i + 1], r[3 * i + 2] = h['k' .. i], h['a' .. i], h['u' .. i]
   end
   return r
+end
+
+-- Write rid's held reservation r (the list reservation returns) at rk, to expire px ms from now
+-- (a decimal string): one SET of one string, whatever form it had.
+local function keep(rk, r, px)
+  redis.call('SET', rk, cmsgpack.pack(unpack(r)), 'PX', px)
 end
 
 -- The amount a client sent for a limit of unit u: whole units ("i") or scaled money ("d").

@@ -7,27 +7,27 @@ local rk = P .. 'r:' .. rid
 local now = now_ms()
 
 local r = reservation(rk)
-if not r or r.st ~= 'held' then
+if type(r) ~= 'table' then
   return 0
 end
-if tonumber(r.exp) <= now then
+if r[1] <= now then
   return 0  -- an expired hold is not revived: it may no longer fit
 end
-local exp = now + lease_ms
+local exp = ms_str(now + lease_ms)
 -- A limit that will expire must outlive the hold.
-local floor = now + lease_ms + tonumber(GRACE_MS)
-for i = 1, tonumber(r.n) do
-  local k = r['k' .. i]
-  local lk, zk = P .. 'l:' .. k, P .. 'z:' .. k
-  local e = limit(lk, zk)
+local floor = now + lease_ms + GRACE
+for k = 3, #r - 2, 3 do
+  local name = r[k]
+  local zk = P .. 'z:' .. name
+  local e = limit(P .. 'l:' .. name, zk)
   if e then
-    redis.call('ZADD', zk, 'XX', exp, member(r['a' .. i], rid))
-    if e.x and tonumber(e.x) < floor then
-      e.x, e.wx = int_str(floor), true
+    redis.call('ZADD', zk, 'XX', exp, member(r[k + 1], rid))
+    if e.x and e.x < floor then
+      e.x, e.wx = floor, true
       changed(e)
     end
   end
 end
-redis.call('HSET', rk, 'exp', int_str(exp))
-redis.call('PEXPIRE', rk, int_str(lease_ms + tonumber(RETAIN_MS)))
+r[1] = now + lease_ms
+keep(rk, r, ms_str(lease_ms + RETAIN))
 return 1

@@ -5,6 +5,7 @@
 -- ARGV[5]. An operation builds every key it touches from P and the names in its arguments (all
 -- under the namespace's hash tag, so in the slot of the key the client declares).
 local P, RETAIN_MS, PLACES, GRACE_MS = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local RETAIN, GRACE = tonumber(RETAIN_MS), tonumber(GRACE_MS)
 
 -- A lone script's own arguments (ARGV[5..]).
 local function own()
