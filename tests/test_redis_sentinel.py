@@ -6,6 +6,7 @@ The behaviour suite runs behind Sentinel too (``storekit``'s ``redis-sentinel`` 
 
 from __future__ import annotations
 
+import math
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -276,7 +277,7 @@ def switched_sentinel(request: pytest.FixtureRequest,
 @pytest.mark.slow
 @pytest.mark.parametrize("switched_sentinel", [()], ids=["plain"], indirect=True)
 async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhile(
-    switched_sentinel: SentinelDeployment,
+    switched_sentinel: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``SENTINEL FAILOVER`` (maintenance: the old master alive). The sentinels promote the
     replica and only seconds later demote the old master (at their next look at it); until
@@ -284,7 +285,9 @@ async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhi
     connection it already holds reaches the old master, which still accepts writes: a commit
     is acknowledged there and lost when it becomes a replica of the new master (the hold it
     settled is back until its lease ends). No error reaches the application: a call that meets
-    the demoted master's ``READONLY`` (the script wrote nothing) is sent again to the new one."""
+    the demoted master's ``READONLY`` (the script wrote nothing) is sent again to the new one.
+    That window is forced here: the pool asks the sentinels at its first call, then never."""
+    monkeypatch.setattr(_SentinelPool, "ASK_EVERY", math.inf)
     async with redis_store_at(switched_sentinel) as store:
         budget = KeyedBudget(store)
         await budget.set_limit("usd", Decimal("10"))
@@ -385,14 +388,16 @@ async def test_sentinels_that_stop_answering_leave_the_master_in_use_and_say_so_
 @pytest.mark.slow
 @pytest.mark.parametrize("switched_sentinel", [GUARDED], ids=["guarded"], indirect=True)
 async def test_min_replicas_to_write_makes_the_old_master_refuse_instead_of_losing(
-    switched_sentinel: SentinelDeployment,
+    switched_sentinel: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``min-replicas-to-write 1``, once the old master has had no replica acknowledging
     it for ``min-replicas-max-lag`` seconds it refuses writes (``NOREPLICAS``): the commit
     raises ``StoreError`` (fail closed) and changes nothing, instead of being acknowledged and
     lost; retried once the old master is demoted and replicates from the new one, it counts
     once on the new master. (Within that second the old master still acknowledges writes
-    that will be lost.)"""
+    that will be lost.) The store is held in the window before its pool asks the sentinels
+    again (it asks at its first call, then never), so the commit reaches the old master."""
+    monkeypatch.setattr(_SentinelPool, "ASK_EVERY", math.inf)
     async with redis_store_at(switched_sentinel) as store:
         budget = KeyedBudget(store)
         await budget.set_limit("usd", Decimal("10"))
