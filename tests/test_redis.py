@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from outlay import (
     KeyedBudget,
     Reservation,
     ReservationError,
+    SpendEvent,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
@@ -510,6 +511,31 @@ async def test_unreachable_redis_fails_closed() -> None:
         assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
         with pytest.raises(StoreUnavailable):
             await store.usage("calls")
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_every_call_on_an_unreachable_server_is_store_unavailable(scheme: str) -> None:
+    """Every call, the listings and the event log included, fails closed with
+    ``StoreUnavailable`` from a server or cluster that does not answer, never with the
+    driver's own exception (the cluster client raises its own, outside ``RedisError``)."""
+    store = RedisStore.from_url(f"{scheme}://127.0.0.1:{free_port()}")
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "usage": lambda: store.usage("calls"),
+        "limits": lambda: store.limits(),
+        "held_reservations": lambda: store.held_reservations(),
+        "holds": lambda: store.holds(),
+        "events": lambda: store.events(),
+        "append_events": lambda: store.append_events(
+            [SpendEvent(at=0.0, kind="reserved", rid="r1", amounts={"calls": 1})], keep=10),
+        "reserve": lambda: store.reserve("r1", {"calls": 1}, lease=60),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(StoreUnavailable):
+                await call()
+                pytest.fail(f"{name} did not fail")
     finally:
         await store.aclose()
 

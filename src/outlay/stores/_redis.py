@@ -908,7 +908,7 @@ class RedisStore(Store):
 
         try:
             replies = await self._call(read)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
         result = []
         for reply in replies:
@@ -955,7 +955,7 @@ class RedisStore(Store):
 
         try:
             await self._call(push)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
 
     async def events(self, *, limit: int | None = None) -> list[SpendEvent]:
@@ -971,7 +971,7 @@ class RedisStore(Store):
 
         try:
             bodies = await self._call(read)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _map_error(exc) from exc
         return [decode_event(body) for body in bodies]
 
