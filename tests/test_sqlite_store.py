@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
+from structlog.testing import capture_logs
 
 import outlay
 from outlay import (
@@ -300,6 +301,22 @@ async def test_a_new_file_opened_by_processes_at_once_waits_for_the_one_creating
         creator.close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_file_that_cannot_use_wal_keeps_its_mode_and_says_so(tmp_path: Path) -> None:
+    """Where SQLite cannot use WAL it answers the switch with the old mode, no error (here a
+    connection without locks, as on a file system without shared memory): the store goes on
+    in that mode at once, without waiting out the busy timeout, and logs it."""
+    path = tmp_path / "nowal.db"
+    path.touch()
+    store = SQLiteStore(path, busy_timeout=30)
+    with closing(sqlite3.connect(f"file:{path}?nolock=1", uri=True,
+                                 isolation_level=None)) as conn, capture_logs() as logs:
+        started = time.monotonic()
+        store._to_wal(conn)
+        assert time.monotonic() - started < 5
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert [(e["event"], e["journal_mode"]) for e in logs] == [("outlay.sqlite.no_wal", "delete")]
 
 
 async def test_busy_past_the_timeout_is_store_unavailable(db: Path) -> None:

@@ -463,7 +463,9 @@ class SQLiteStore(Store):
         """Switch the file to WAL (a no-op once it is), trying again for up to the busy timeout
         while another connection holds a lock: there SQLite answers ``SQLITE_BUSY`` at once,
         without waiting in its busy handler (processes opening a new file together: one takes
-        the write lock to create the schema while another switches), or keeps the old mode."""
+        the write lock to create the schema while another switches). Where SQLite cannot use
+        WAL at all (a file system without the shared memory it needs) it keeps the old mode
+        without an error: the store then works in that mode, and says so once."""
         if self._uri is None:
             return  # in memory: no WAL
         deadline = time.monotonic() + self._busy_timeout
@@ -473,13 +475,11 @@ class SQLiteStore(Store):
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                     raise
-            else:
-                if mode == "wal":
-                    return
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable(f"SQLite store {self._path!r}: the file stayed in "
-                                           f"journal mode {mode!r}, not WAL")
-            _pause(_WAL_RETRY)
+                _pause(_WAL_RETRY)
+                continue
+            if mode != "wal":
+                _log.warn("outlay.sqlite.no_wal", path=self._path, journal_mode=mode)
+            return
 
     def _read_only_snapshot(self, exc: sqlite3.OperationalError) -> sqlite3.Connection | None:
         """A read-only connection to a WAL database in a directory this process cannot write
