@@ -793,8 +793,7 @@ class RedisStore(Store):
 
     async def extend(self, rid: str, lease: float) -> bool:
         """See ``Store.extend``. One script; the new lease runs on the server's clock."""
-        reply = await self._grouped("extend", self._ending_keys(rid),
-                                        [rid, _lease_ms(lease)])
+        reply = await self._grouped("extend", self._ending_keys(rid), [rid, _lease_ms(lease)])
         return bool(reply)
 
     def _ending_keys(self, rid: str) -> list[str]:
@@ -1118,7 +1117,8 @@ class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     ASK_EVERY: ClassVar[float] = 1.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py's
+        # redis-py's pools are unannotated.
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._asked = -math.inf
         self._asking: asyncio.Task[None] | None = None
         self._unanswered = False
