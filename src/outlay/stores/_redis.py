@@ -1138,10 +1138,11 @@ class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
         except Exception as exc:  # connections go on as they are; opening one asks again
             # Said once, and only while connections to a master go on (with none, every call
             # fails with the driver's own error).
-            if not self._unanswered and self.master_address is not None:
-                log.warn("outlay.redis.sentinels_unanswered", service=self.service_name,
-                         error=type(exc).__name__)
-            self._unanswered = True
+            if self.master_address is not None:
+                if not self._unanswered:
+                    log.warn("outlay.redis.sentinels_unanswered", service=self.service_name,
+                             error=type(exc).__name__)
+                self._unanswered = True
         else:
             self._unanswered = False
 

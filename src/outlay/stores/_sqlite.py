@@ -465,7 +465,7 @@ class SQLiteStore(Store):
         without waiting in its busy handler (processes opening a new file together: one takes
         the write lock to create the schema while another switches). Where SQLite cannot use
         WAL at all (a file system without the shared memory it needs) it keeps the old mode
-        without an error: the store then works in that mode, and says so once."""
+        without an error: the store then works in that mode, and logs it."""
         if self._uri is None:
             return  # in memory: no WAL
         deadline = time.monotonic() + self._busy_timeout
