@@ -51,6 +51,17 @@ async def drop_namespace(store: RedisStore) -> None:
     await store._call(drop)  # on the store's trio bridge when called from trio
 
 
+async def drop_namespace_at(url: str) -> None:
+    """``drop_namespace`` for the store a Redis URL opens (its ``namespace`` query, if any)."""
+    from outlay.stores._redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    try:
+        await drop_namespace(store)
+    finally:
+        await store.aclose()
+
+
 @asynccontextmanager
 async def redis_store_at(server: RedisServer | RedisCluster | SentinelDeployment,
                          **options: object) -> AsyncIterator[RedisStore]:

@@ -28,7 +28,7 @@ import pytest
 from outlay.testing import FakeProvider
 
 from .redisserver import RedisServer
-from .storekit import REDIS_TEST_DB, drop_namespace
+from .storekit import REDIS_TEST_DB, drop_namespace_at
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -63,18 +63,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: R
         try:
             yield
         finally:
-            asyncio.run(_drop(url))
-
-
-async def _drop(url: str) -> None:
-    """Delete what a page left in its Redis namespace."""
-    from outlay.stores import RedisStore
-
-    store = RedisStore.from_url(url)
-    try:
-        await drop_namespace(store)
-    finally:
-        await store.aclose()
+            asyncio.run(drop_namespace_at(url))
 
 
 def _litellm_callbacks() -> list[object]:

@@ -17,7 +17,7 @@ import pytest
 
 import outlay
 
-from .storekit import REDIS_TEST_DB, drop_namespace
+from .storekit import REDIS_TEST_DB, drop_namespace_at
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sqlite.md"
 SRC = Path(outlay.__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_fleet_example_shares_one_budget(tmp_path: Path, store: str,
         # A namespace of the test's own, deleted afterwards (the default one would keep the
         # run's limits and events in the test database for good).
         url = f"{server.url(REDIS_TEST_DB)}?namespace=outlay-test-{uuid.uuid4().hex[:12]}"
-        request.addfinalizer(lambda: anyio.run(drop_url_namespace, url))
+        request.addfinalizer(lambda: anyio.run(drop_namespace_at, url))
     else:
         url = f"sqlite:///{tmp_path / 'b.db'}"
     run = subprocess.run([sys.executable, str(example), "--store", url], env=env,
@@ -67,13 +67,3 @@ def test_fleet_example_shares_one_budget(tmp_path: Path, store: str,
     assert Decimal("0.94") <= spent <= Decimal("1.00")  # stops only when 7 cents no longer fit
     assert held == 0
     assert run.stdout.rstrip().endswith("within budget")
-
-
-async def drop_url_namespace(url: str) -> None:
-    from outlay.stores._redis import RedisStore
-
-    store = RedisStore.from_url(url)
-    try:
-        await drop_namespace(store)
-    finally:
-        await store.aclose()
