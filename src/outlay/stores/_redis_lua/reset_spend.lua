@@ -7,6 +7,6 @@ if not before then
 end
 -- The write keeps the key's expiry: a period limit is still forgotten when its period is over.
 local e = limits[KEYS[1]]  -- current read it
-e.spent, e.t = 0, int_str(now_ms())
+e.spent, e.t = 0, stamp()
 changed(e)
 return before
