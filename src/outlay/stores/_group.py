@@ -184,8 +184,10 @@ class PerLoop(Generic[T]):
         self._make = make
         self._bound: tuple[object, T] | None = None
 
-    def get(self) -> T:
-        loop = _get_running_loop() or anyio.lowlevel.current_token().native_token
+    def get(self, loop: object | None = None) -> T:
+        """The running loop's ``T``; ``loop``, if given, is the running asyncio loop (a caller
+        that has it need not look it up again)."""
+        loop = loop or _get_running_loop() or anyio.lowlevel.current_token().native_token
         bound = self._bound
         if bound is None or bound[0] is not loop:
             bound = self._bound = (loop, self._make())

@@ -546,7 +546,7 @@ class RedisStore(Store):
         loop = _running_loop()
         if loop is None:  # trio: on the store's bridge loop
             return self._bridged(name, keys, args)
-        group = self._groups.get()  # this store's operations in this loop
+        group = self._groups.get(loop)  # this store's operations in this loop
         if not group.in_flight and not group.queue:
             return self._alone(group, name, keys, args)
         # Encoded here, so an id or key the client cannot encode fails this call alone.
