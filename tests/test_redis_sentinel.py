@@ -80,6 +80,12 @@ def shown(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+def spent_on(store: RedisStore, port: int) -> str:
+    """The ``usd`` limit's spend as the data node on ``port`` has it (scaled, as stored)."""
+    key = f"{{{store.namespace}}}:l:usd"
+    return cli(port, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip()
+
+
 def pool_of(store: RedisStore) -> _SentinelPool:
     assert isinstance(store.client, Redis)
     pool = store.client.connection_pool
@@ -296,15 +302,11 @@ async def test_a_switch_with_the_old_master_alive_loses_what_it_accepted_meanwhi
         assert pool.master_address == (HOST, switched_sentinel.master())
         await anyio.to_thread.run_sync(switched_sentinel.replicate)
         old, new = await anyio.to_thread.run_sync(switched_sentinel.switch_master)
-        key = f"{{{store.namespace}}}:l:usd"
-
-        def spent_on(port: int) -> str:
-            return cli(port, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip()
-
         await held.commit({"usd": Decimal("1.5")})  # acknowledged...
-        assert (spent_on(old), spent_on(new)) == ("1500000000", "0")  # ...by the old master
+        # ...by the old master:
+        assert (spent_on(store, old), spent_on(store, new)) == ("1500000000", "0")
         await anyio.to_thread.run_sync(switched_sentinel.demoted, old)
-        assert spent_on(old) == "0"  # the commit is gone: the old master took the new's data
+        assert spent_on(store, old) == "0"  # the commit is gone: the old master took the new's data
 
         after = await budget.reserve({"usd": Decimal("1")})  # READONLY, then the new master
         assert pool.master_address == (HOST, new)
@@ -336,11 +338,6 @@ async def test_a_switch_with_the_old_master_alive_is_followed_once_the_sentinels
         busy = await pool.get_connection()  # in use across the switch
         await anyio.to_thread.run_sync(switched_sentinel.replicate)
         old, new = await anyio.to_thread.run_sync(switched_sentinel.switch_master)
-        key = f"{{{store.namespace}}}:l:usd"
-
-        def spent_on(port: int) -> str:
-            return cli(port, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip()
-
         assert (busy.host, busy.port) == (HOST, old)
         await store.usage("usd")  # a read on the old master; the pool asks meanwhile
         asking = pool._asking
@@ -350,9 +347,10 @@ async def test_a_switch_with_the_old_master_alive_is_followed_once_the_sentinels
         await pool.release(busy)
         assert not busy.is_connected  # it reached a master the sentinels no longer name
         await held.commit({"usd": Decimal("1.5")})
-        assert (spent_on(old), spent_on(new)) == ("0", "1500000000")  # the new master's
+        # The new master's:
+        assert (spent_on(store, old), spent_on(store, new)) == ("0", "1500000000")
         await anyio.to_thread.run_sync(switched_sentinel.demoted, old)
-        assert spent_on(old) == "1500000000"  # the demoted master took the new one's data
+        assert spent_on(store, old) == "1500000000"  # the demoted master took the new one's data
         usage = await store.usage("usd")
         assert (usage.spent, usage.held) == (Decimal("1.5"), Decimal("0"))  # nothing lost
 
@@ -408,8 +406,7 @@ async def test_min_replicas_to_write_makes_the_old_master_refuse_instead_of_losi
         with pytest.raises(StoreError, match="NOREPLICAS") as refused:
             await held.commit({"usd": Decimal("1.5")})
         assert not isinstance(refused.value, StoreUnavailable)
-        key = f"{{{store.namespace}}}:l:usd"
-        assert cli(old, "-n", str(REDIS_TEST_DB), "hget", key, "spent").strip() == "0"
+        assert spent_on(store, old) == "0"
         # The new master has no replica either until the old one is demoted and synced: it
         # refuses writes too (with one replica, this setting trades availability after a
         # failover for not losing writes).
