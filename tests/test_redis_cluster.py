@@ -12,11 +12,11 @@ from functools import partial
 
 import pytest
 
-from outlay import ConfigurationError, store_from_url
+from outlay import ConfigurationError, StoreUnavailable, store_from_url
 
 from .failover import run_through_failover
 from .rediscluster import RedisCluster, binaries_present, cli, start_cluster
-from .storekit import redis_store_at
+from .storekit import drop_namespace, redis_store_at
 from .test_redis import check_fleet
 
 redis = pytest.importorskip("redis", reason="the redis driver is not installed (outlay[redis])")
@@ -109,3 +109,35 @@ async def test_a_master_killed_mid_run_fails_over_to_its_replica(
         slot = key_slot(store.namespace.encode())
         await run_through_failover(store, replicate=partial(doomed_cluster.replicate, slot),
                                    kill=partial(doomed_cluster.kill_master, slot))
+
+
+async def test_a_store_closed_while_its_slot_map_is_stale_closes_every_connection(
+    redis_cluster: RedisCluster,
+) -> None:
+    """After a connection error the cluster client marks its slot map stale, and its own
+    ``aclose`` then closes nothing. Here the master of the namespace's slot stops answering
+    (``CLIENT PAUSE``, a hung node): the call fails as ``StoreUnavailable``, the map stays
+    stale, and closing the store must still close every connection it opened."""
+    store = RedisStore.from_url(f"{redis_cluster.url()}?socket_timeout=0.25",
+                                namespace=f"stale-{uuid.uuid4().hex[:8]}")
+    try:
+        await store.set_limit("calls", 3)
+        master = redis_cluster.master_of(key_slot(store.namespace.encode()))
+        client = store.client
+        assert isinstance(client, ClusterClient)
+        cli(master, "client", "pause", "5000")  # the call gives up in about 1 s
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.usage("calls")
+            assert client._initialize  # redis-py's "slot map is stale" flag
+            manager = client.nodes_manager
+            nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+            opened = [c for node in nodes for c in node._connections if c.is_connected]
+            assert opened
+            await store.aclose()
+            assert [c for c in opened if c.is_connected] == []
+        finally:
+            cli(master, "client", "unpause")
+    finally:
+        await drop_namespace(store)
+        await store.aclose()

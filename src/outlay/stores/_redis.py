@@ -1028,11 +1028,11 @@ class RedisStore(Store):
         bound = self._clients.pop(asyncio.get_running_loop(), None)
         if bound is None:
             if not self._given_bound:
-                await self._given.aclose()
+                await _shut(self._given)
             return
         client, closer = bound
         await closer.aclose()
-        await client.aclose()  # (the closer had not started yet; closing twice is fine)
+        await _shut(client)  # (the closer had not started yet; closing twice is fine)
 
 
 class _Bridge:
@@ -1240,6 +1240,16 @@ def _accepted_query(base: str, topology: str) -> set[str]:
     return accepted
 
 
+async def _shut(client: aioredis.Redis | aioredis.RedisCluster) -> None:
+    """Close ``client`` and every connection it opened. The cluster client's own ``aclose``
+    closes nothing while its slot map is stale (after any connection error, until a call reads
+    the map again): its nodes are closed here first, as its ``aclose`` would."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.nodes_manager.aclose()
+        await client.nodes_manager.aclose("startup_nodes")
+    await client.aclose()
+
+
 def _closing_with(loop: asyncio.AbstractEventLoop, client: aioredis.Redis | aioredis.RedisCluster
                   ) -> AsyncGenerator[None, None]:
     """An async generator, started on ``loop``, that closes ``client`` when ``loop`` shuts
@@ -1251,7 +1261,7 @@ def _closing_with(loop: asyncio.AbstractEventLoop, client: aioredis.Redis | aior
             yield
         finally:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await _shut(client)
 
     def start() -> None:  # its first step, on loop's thread: from now on the loop knows it
         with contextlib.suppress(StopIteration):  # it stops at its yield, awaiting nothing
