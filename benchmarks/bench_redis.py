@@ -41,14 +41,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from redis.utils import HIREDIS_AVAILABLE
+
 from outlay._core._reservation import new_id  # the ids outlay's Budget makes
 from outlay.stores._redis import _SCRIPTS, RedisStore
 
+#: redis-py's reply parser in this run: hiredis (C, what ``outlay[redis]`` installs) or its own.
+PARSER: Final = "hiredis" if HIREDIS_AVAILABLE else "python"
 RESULTS = Path(__file__).resolve().parent / "results" / "redis.json"
 AMOUNTS: dict[str, Any] = {"usd": Decimal("0.001"), "calls": 1}
 ACTUAL: dict[str, Any] = {"usd": Decimal("0.0007")}
@@ -276,6 +280,7 @@ def main() -> None:
     parser.add_argument("--url", help="an existing Redis (default: start our own)")
     args = parser.parse_args()
     seconds, rounds = (0.5, 1) if args.quick else (1.5, 5)
+    print(f"redis-py reply parser: {PARSER}", flush=True)
     proc = None
     with tempfile.TemporaryDirectory() as directory:
         url = args.url
@@ -314,7 +319,7 @@ def main() -> None:
         "note": "ops_per_s is the median of the rounds, best_ops_per_s the best; raw and "
                 "store alternate; res/s = reserve + commit pairs per second; redis-benchmark "
                 "rows are scripts per second (the ceiling)",
-        "python": sys.version.split()[0],
+        "python": sys.version.split()[0], "reply_parser": PARSER,
         "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
     }, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")
