@@ -24,7 +24,9 @@ from ._store import JobStore
 
 def _load_scripts() -> dict[str, _Script]:
     folder = resources.files(__package__ or "outlay.jobs").joinpath("_redis_lua")
-    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    clock = resources.files("outlay.stores").joinpath("_redis_lua", "clock.lua")
+    common = "\n".join(file.read_text(encoding="utf-8")
+                       for file in (clock, folder.joinpath("common.lua")))
     scripts = {}
     for name in ("add", "claim", "heartbeat", "finish", "fail", "recover", "settled"):
         source = common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")

@@ -160,7 +160,8 @@ def _load_scripts() -> dict[str, _Script]:
     read the store's settings first (``store.lua``) and get ``KEYS`` nil: they build their
     keys, so a batch need not name each one."""
     folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
-    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    common = "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
+                       for name in ("clock.lua", "common.lua"))
     store = folder.joinpath("store.lua").read_text(encoding="utf-8")
 
     def function(name: str) -> str:

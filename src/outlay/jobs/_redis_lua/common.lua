@@ -1,4 +1,5 @@
--- outlay jobs: helpers shared by every job script (prepended to each one when it is loaded).
+-- outlay jobs: helpers shared by every job script (prepended to each one when it is loaded,
+-- after the store's clock.lua: now_ms, int_str).
 --
 -- Layout, under the budget store's own hash tag (<P> is "{namespace}:"), so a job and the
 -- budget it holds against live in one Redis Cluster slot:
@@ -9,15 +10,6 @@
 --   <P>jall       sorted set of every job: member id, score seq
 --   <P>jseq       the last seq handed out
 -- The moves mirror the Python ones in outlay/jobs/_store.py (claim_row, fail_row, ...).
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function int_str(x)
-  return string.format('%.0f', x)
-end
 
 -- The job as {id, field, value, field, value, ...}.
 local function row(jk, id)

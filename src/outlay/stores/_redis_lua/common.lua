@@ -1,4 +1,5 @@
--- outlay: helpers shared by every script (prepended to each one when it is loaded).
+-- outlay: helpers shared by every script (prepended to each one when it is loaded, after
+-- clock.lua: now_ms, int_str).
 --
 -- Layout, every key under one hash tag per store namespace, so all of a namespace lives in one
 -- Redis Cluster slot and a reservation over any set of limits is one atomic script:
@@ -27,20 +28,6 @@
 -- never exceeds a cap it was admitted under, and a commit refuses spend beyond 2^53 - 1.
 
 local LAYOUT = '2'
-
--- The server's clock, read once per script: the operations of one batch happen at one instant.
-local clock
-local function now_ms()
-  if not clock then
-    local t = redis.call('TIME')
-    clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return clock
-end
-
-local function int_str(x)
-  return string.format('%.0f', x)
-end
 
 -- int_str of a time or duration (ms), each formatted once per script: a batch's operations
 -- share its instant and mostly their leases.
