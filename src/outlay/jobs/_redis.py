@@ -17,16 +17,14 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from ..stores import Store
-from ..stores._redis import RedisStore, _map_error, _Script, _text
+from ..stores._redis import _CLOCK_LUA, RedisStore, _map_error, _Script, _text
 from ._model import MAX_ERROR, JobRow
 from ._store import JobStore
 
 
 def _load_scripts() -> dict[str, _Script]:
     folder = resources.files(__package__ or "outlay.jobs").joinpath("_redis_lua")
-    clock = resources.files("outlay.stores").joinpath("_redis_lua", "clock.lua")
-    common = "\n".join(file.read_text(encoding="utf-8")
-                       for file in (clock, folder.joinpath("common.lua")))
+    common = _CLOCK_LUA + "\n" + folder.joinpath("common.lua").read_text(encoding="utf-8")
     scripts = {}
     for name in ("add", "claim", "heartbeat", "finish", "fail", "recover", "settled"):
         source = common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")

@@ -153,19 +153,23 @@ _BATCHED: Final = ("reserve", "commit", "release", "extend")
 """The operations that may share one script and round trip (``batch.lua``)."""
 
 
+_LUA: Final = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
+_CLOCK_LUA: Final = _LUA.joinpath("clock.lua").read_text(encoding="utf-8")
+"""``clock.lua`` (the server's clock, ``int_str``): first in every script of this store and of
+jobs (``outlay/jobs/_redis.py``)."""
+
+
 def _load_scripts() -> dict[str, _Script]:
     """Each operation's ``.lua`` body becomes a function ``op_<name>(KEYS, ARGV)`` after the
     shared helpers; its own script runs it once (``alone``: then writes its limits back),
     ``batch`` runs those of ``_BATCHED`` and writes the limits back once at its end. Those
     read the store's settings first (``store.lua``) and get ``KEYS`` nil: they build their
     keys, so a batch need not name each one."""
-    folder = resources.files(__package__ or "outlay.stores").joinpath("_redis_lua")
-    common = "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
-                       for name in ("clock.lua", "common.lua"))
-    store = folder.joinpath("store.lua").read_text(encoding="utf-8")
+    common = _CLOCK_LUA + "\n" + _LUA.joinpath("common.lua").read_text(encoding="utf-8")
+    store = _LUA.joinpath("store.lua").read_text(encoding="utf-8")
 
     def function(name: str) -> str:
-        body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        body = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         return f"local function op_{name}(KEYS, ARGV)\n{body}\nend\n"
 
     def script(name: str, source: str) -> _Script:
@@ -179,7 +183,7 @@ def _load_scripts() -> dict[str, _Script]:
     for name in ("usage", "set_limit", "reset_spend", "held", "holds", "drop_idle"):
         scripts[name] = script(name, f"{common}\n{function(name)}"
                                      f"return alone(op_{name}, KEYS, ARGV)\n")
-    batch = folder.joinpath("batch.lua").read_text(encoding="utf-8")
+    batch = _LUA.joinpath("batch.lua").read_text(encoding="utf-8")
     scripts["batch"] = script("batch", "\n".join([common, store, *map(function, _BATCHED),
                                                    batch]))
     return scripts

@@ -1,5 +1,5 @@
 -- outlay: the server's clock and integer formatting, first in every script of the budget store
--- and of jobs (outlay/jobs/_redis.py loads this file too).
+-- and of jobs (outlay/stores/_redis.py reads it once, as _CLOCK_LUA).
 
 -- The server's clock (UNIX ms), read once per script: everything one script does (the
 -- operations of one batch, say) happens at one instant.
