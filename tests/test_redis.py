@@ -826,12 +826,13 @@ async def hold_as_layout_1(store: RedisStore, rid: str, amounts: dict[str, int],
 
 
 async def layout(store: RedisStore, key: str) -> tuple[dict[str, str], list[str]]:
-    """A limit's hash fields and its holds-set members, as text."""
+    """A limit's hash fields and its holds-set members that are holds (scored by a lease
+    expiry, not +inf), as text."""
     p = "{" + store.namespace + "}:"
     fields = await raw(store, "HGETALL", p + "l:" + key)
     pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2],
                                                                strict=True)
-    members = await raw(store, "ZRANGE", p + "z:" + key, 0, -1)
+    members = await raw(store, "ZRANGE", p + "z:" + key, "-inf", "(+inf", "BYSCORE")
     return ({k.decode(): v.decode() for k, v in pairs}, [m.decode() for m in members])
 
 
@@ -980,8 +981,8 @@ async def test_reservation_hashes_of_the_earlier_version_end_once(store: RedisSt
     calls, usd = await store.usage("calls"), await store.usage("usd")
     assert (calls.spent, calls.held, usd.spent, usd.held) == (5, 1, Decimal("0.2"), 0)
     p = "{" + store.namespace + "}:"
-    assert await raw(store, "ZRANGE", p + "z:calls", 0, -1) == [b"1:new"]
-    assert await raw(store, "ZCARD", p + "z:usd") == 0
+    assert (await layout(store, "calls"))[1] == ["1:new"]
+    assert await raw(store, "EXISTS", p + "z:usd") == 0  # no hold left: the set is gone
     assert await store.held_reservations() == 1
     with pytest.raises(ReservationError, match="already ended"):
         await store.reserve("a", {"calls": 1}, lease=60)
@@ -1068,3 +1069,36 @@ async def test_a_forgotten_limits_holds_set_counts_for_nothing(store: RedisStore
     for key in ("calls", "made"):
         assert not (await store.reserve(f"r3-{key}", {key: 5}, lease=60)).admitted
         assert (await store.usage(key)).held == 10
+
+
+async def test_holds_sets_stay_in_the_skiplist_encoding(store: RedisStore) -> None:
+    """A reserve keeps its limits' holds sets in Redis's skiplist encoding (one member that is
+    no hold, scored +inf, longer than a listpack takes), a set an earlier version left as a
+    listpack included; that member never counts (not as held, not as a hold of ``holds()``),
+    and a set left without holds is deleted, that member with it."""
+    p = "{" + store.namespace + "}:"
+    await store.set_limit("old", 10)
+    await hold_as_hash(store, "h1", {"old": 2}, lease_ms=60_000)  # an earlier version's hold
+    assert await raw(store, "OBJECT", "ENCODING", p + "z:old") == b"listpack"
+    assert (await store.reserve("r1", {"old": 3, "new": 4}, lease=60,
+                                defaults={"new": 10})).admitted
+    for key in ("old", "new"):
+        assert await raw(store, "OBJECT", "ENCODING", p + "z:" + key) == b"skiplist"
+    assert (await store.usage("old")).held == 5
+    assert (await store.usage("new")).held == 4
+    assert {h.rid for h in await store.holds()} == {"h1", "r1"}
+    assert not (await store.reserve("r2", {"old": 6}, lease=60)).admitted  # 5 of 10 held
+    assert await store.commit("h1") is True
+    assert await store.release("r1") is True
+    for key in ("old", "new"):
+        assert (await store.usage(key)).held == 0
+        assert await raw(store, "EXISTS", p + "z:" + key) == 0
+    # A zero hold keeps its set (held 0 is not "no hold"); its end deletes it.
+    assert (await store.reserve("r3", {"old": 8, "new": 0}, lease=60)).admitted
+    assert (await layout(store, "new"))[1] == ["0:r3"]
+    assert not (await store.reserve("r4", {"old": 1}, lease=60)).admitted  # 2 + 8 = cap
+    assert await store.commit("r3", {"old": 0}) is True
+    assert await raw(store, "EXISTS", p + "z:old", p + "z:new") == 0
+    assert (await store.usage("old")).spent == 2
+    assert await store.drop_idle_limit("new", idle=0) is True
+    assert await raw(store, "EXISTS", p + "l:new") == 0

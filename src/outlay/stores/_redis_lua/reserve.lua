@@ -79,16 +79,17 @@ for i = 1, n do
   local name, a = record[3 * i], record[3 * i + 1]
   local e = found[i]
   if e then
-    redis.call('ZADD', e.zk, exp, member(a, rid))
+    hold(e, exp, member(a, rid))
     e.held, e.t = e.held + tonumber(a), stamp()
     changed(e)
   else
     local zk = P .. 'z:' .. name
     redis.call('DEL', zk)  -- holds left by a limit that is gone count for nothing
-    redis.call('ZADD', zk, exp, member(a, rid))
     local u = record[3 * i + 2]
-    e = create(P .. 'l:' .. name, zk, tonumber(ARGV[3 + (i - 1) * 7 + 6]), tonumber(a), u,
+    e = create(P .. 'l:' .. name, zk, tonumber(ARGV[3 + (i - 1) * 7 + 6]), u,
                u == 'd' and places or '0', stamp())
+    hold(e, exp, member(a, rid))
+    e.held = tonumber(a)
   end
   -- A period limit is forgotten a little after its period and every hold on it are over; any
   -- limit that will expire must outlive the holds on it. Its expiry only ever moves later (a
