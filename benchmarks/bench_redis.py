@@ -13,8 +13,11 @@ concurrent tasks, 4 processes x 50 tasks -- it measures
 
 (median and best of alternating rounds, so a drifting machine load hits both alike) and the
 round trips per operation, from the server's ``INFO commandstats`` (EVALSHA + EVAL calls
-per reserve or commit; 1.0 means one round trip, less means operations shared one), and the
-server's CPU time per operation (those scripts' ``usec`` per reserve or commit).
+per reserve or commit; 1.0 means one round trip, less means operations shared one), the
+server's CPU time per operation (those scripts' ``usec`` per reserve or commit), and the
+client's CPU time per reserve + commit pair (the benchmark processes' own, user and system,
+while they run the loops): each side's own figure, when a busy or shared machine moves the
+rates.
 
 The ceiling: the server's own ``redis-benchmark`` (C, 50 connections, unpipelined) against the
 same server in the same run, for ``EVALSHA`` of a minimal one-key script and of outlay's own
@@ -122,9 +125,10 @@ def make_ops(store: RedisStore, kind: str) -> Op:
 
 
 async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: float,
-                    ready: Callable[[], Awaitable[None]] | None = None) -> int:
+                    ready: Callable[[], Awaitable[None]] | None = None) -> tuple[int, float]:
     """Connect, warm up, (signal ready and wait for the go), then run ``tasks`` loops of
-    reserve + commit for ``seconds``; returns how many completed."""
+    reserve + commit for ``seconds``; returns how many completed and the process's CPU time
+    (seconds) over the loops."""
     store = RedisStore.from_url(url, namespace=namespace)
     op = make_ops(store, kind)
     if kind == "raw":
@@ -134,6 +138,7 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
     if ready is not None:
         await ready()
     count = 0
+    cpu = time.process_time()
     until = time.perf_counter() + seconds
 
     async def loop() -> None:
@@ -144,9 +149,10 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
 
     try:
         await asyncio.gather(*(loop() for _ in range(tasks)))
+        cpu = time.process_time() - cpu
     finally:
         await store.aclose()
-    return count
+    return count, cpu
 
 
 def process_main(url: str, namespace: str, kind: str, tasks: int, seconds: float,
@@ -191,17 +197,19 @@ async def measure(
             await asyncio.to_thread(ready.get, True, 60)
         await warmed_up()
         go.set()
-        ops = sum([await asyncio.to_thread(results.get, True, 60) for _ in procs])
+        done = [await asyncio.to_thread(results.get, True, 60) for _ in procs]
         for proc in procs:
             proc.join()
+        ops, cpu = sum(n for n, _ in done), sum(c for _, c in done)
     else:
         tasks = 1 if shape == "1 task" else 50
-        ops = await run_tasks(url, namespace, kind, tasks, seconds, warmed_up)
+        ops, cpu = await run_tasks(url, namespace, kind, tasks, seconds, warmed_up)
     calls, usec = (after - start for after, start in zip(await script_stats(url), before,
                                                          strict=True))
     return {"kind": kind, "shape": shape, "ops_per_s": ops / seconds,
             "round_trips_per_op": calls / (2 * ops) if ops else None,
-            "server_us_per_op": usec / (2 * ops) if ops else None}
+            "server_us_per_op": usec / (2 * ops) if ops else None,
+            "client_us_per_pair": cpu * 1e6 / ops if ops else None}
 
 
 MINIMAL = "return redis.call('INCR', KEYS[1])"
@@ -255,7 +263,8 @@ async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
               flush=True)
         rows.append({"kind": "redis-benchmark", "shape": name, "ops_per_s": found[len(found) // 2],
                      "best_ops_per_s": found[-1], "runs_ops_per_s": found,
-                     "round_trips_per_op": 1.0, "server_us_per_op": None})
+                     "round_trips_per_op": 1.0, "server_us_per_op": None,
+                     "client_us_per_pair": None})
     for shape in ("1 task", "50 tasks", PROCESSES):
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "store": []}
         for _ in range(rounds):  # alternate, so drifting load hits both alike
@@ -264,7 +273,8 @@ async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
                 runs[kind].append(row)
                 us = row["server_us_per_op"] or 0.0
                 print(f"  {shape:<24} {kind:<6} {row['ops_per_s']:>9,.0f} res/s "
-                      f"{us:>5.1f} us/op in Redis", flush=True)
+                      f"{us:>5.1f} us/op in Redis {row['client_us_per_pair'] or 0.0:>6.1f} "
+                      "us/pair in the client", flush=True)
         for kind_runs in runs.values():
             kind_runs.sort(key=lambda r: r["ops_per_s"])
             row = dict(kind_runs[len(kind_runs) // 2])  # the median run
@@ -298,7 +308,7 @@ def main() -> None:
     for name, value in ceilings.items():
         print(f"ceiling: redis-benchmark -c 50 {name}: {value:,.0f} scripts/s")
     print(f"\n{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
-          f"{'RT/op':>6} {'us/op':>6} {'of minimal':>10} {'of reserve':>10}")
+          f"{'RT/op':>6} {'us/op':>6} {'us/pair':>8} {'of minimal':>10} {'of reserve':>10}")
     for row in rows:
         if row["kind"] == "redis-benchmark":
             continue
@@ -308,17 +318,21 @@ def main() -> None:
         row["share_of_raw"], row["best_share_of_raw"] = share, best
         of = [row["ops_per_s"] / value for value in ceilings.values()]
         row["share_of_ceilings"] = dict(zip(ceilings, of, strict=True))
-        rt, us = row["round_trips_per_op"], row["server_us_per_op"]
+        rt, us, client = (row["round_trips_per_op"], row["server_us_per_op"],
+                          row["client_us_per_pair"])
         print(f"{row['shape']:<24} {row['kind']:<6} {row['ops_per_s']:>9,.0f} {share:>6.0%} "
               f"{row['best_ops_per_s']:>9,.0f} {best:>6.0%} "
               f"{'-' if rt is None else format(rt, '.2f'):>6} "
-              f"{'-' if us is None else format(us, '.1f'):>6} {of[0]:>9.0%} {of[1]:>9.0%}")
+              f"{'-' if us is None else format(us, '.1f'):>6} "
+              f"{'-' if client is None else format(client, '.1f'):>8} "
+              f"{of[0]:>9.0%} {of[1]:>9.0%}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "redis", "seconds_per_measurement": seconds, "rounds": rounds,
         "note": "ops_per_s is the median of the rounds, best_ops_per_s the best; raw and "
-                "store alternate; res/s = reserve + commit pairs per second; redis-benchmark "
-                "rows are scripts per second (the ceiling)",
+                "store alternate; res/s = reserve + commit pairs per second; us/op = the "
+                "server's CPU per reserve or commit; us/pair = the client processes' CPU per "
+                "pair; redis-benchmark rows are scripts per second (the ceiling)",
         "python": sys.version.split()[0], "reply_parser": PARSER,
         "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows,
     }, indent=2) + "\n")
