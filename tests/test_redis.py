@@ -1079,7 +1079,8 @@ async def test_holds_sets_stay_in_the_skiplist_encoding(store: RedisStore) -> No
     p = "{" + store.namespace + "}:"
     await store.set_limit("old", 10)
     await hold_as_hash(store, "h1", {"old": 2}, lease_ms=60_000)  # an earlier version's hold
-    assert await raw(store, "OBJECT", "ENCODING", p + "z:old") == b"listpack"
+    # Redis 7 calls the compact encoding listpack, earlier versions ziplist.
+    assert await raw(store, "OBJECT", "ENCODING", p + "z:old") in (b"listpack", b"ziplist")
     assert (await store.reserve("r1", {"old": 3, "new": 4}, lease=60,
                                 defaults={"new": 10})).admitted
     for key in ("old", "new"):
