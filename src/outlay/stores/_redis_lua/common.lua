@@ -62,6 +62,11 @@ end
 local SKIPLIST = '~outlay: not a hold; keeps this holds set in the skiplist encoding~' ..
                  string.rep('~', 60)
 
+-- How many holds the holds set zk carries (SKIPLIST, scored +inf, is none of them).
+local function hold_count(zk)
+  return redis.call('ZCOUNT', zk, '-inf', '(+inf')
+end
+
 -- Add the hold m (a member) expiring at exp (ms, a string) to the holds set of limit entry e;
 -- the first hold a script adds to a set also adds SKIPLIST (again, if it is there).
 local function hold(e, exp, m)
@@ -136,8 +141,8 @@ end
 -- the Redis writes it goes with (the holds set, the reservation) succeed: the entries always
 -- say what the hash would say had every change been written at once, including after an
 -- operation that raised (its checks all run before its first write, so one that raises there
--- changed nothing). Every function here is built again by each run
--- of each script, at a cost the server's CPU time shows: keep them few.
+-- changed nothing). Every function here is built again by each run of each script, at a cost
+-- the server's CPU time shows: keep them few.
 local limits = {}
 local dirty = {}  -- changed entries, not yet written
 
@@ -219,8 +224,8 @@ local function flush()
     elseif e.wz and x then
       redis.call('PEXPIREAT', e.zk, x)
     end
-    if e.held == 0 and redis.call('ZCOUNT', e.zk, '-inf', '(+inf') == 0 then
-      redis.call('DEL', e.zk)  -- no hold left (SKIPLIST scores +inf)
+    if e.held == 0 and hold_count(e.zk) == 0 then
+      redis.call('DEL', e.zk)  -- no hold left: SKIPLIST goes too
       e.s = false
     end
     e.dirty, e.new, e.wx, e.wz = false, false, false, false

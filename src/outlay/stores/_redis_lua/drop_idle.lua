@@ -3,7 +3,7 @@
 -- without 't' (made before outlay recorded it) is kept.
 local lk, zk = KEYS[1], KEYS[2]
 local e = limit(lk, zk, true)
-if not e or redis.call('ZCOUNT', zk, '-inf', '(+inf') > 0 then  -- a hold (SKIPLIST is +inf)
+if not e or hold_count(zk) > 0 then
   return 0
 end
 local t = e.t
