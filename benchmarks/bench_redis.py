@@ -138,7 +138,7 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
     if ready is not None:
         await ready()
     count = 0
-    cpu = time.process_time()
+    cpu_at_start = time.process_time()
     until = time.perf_counter() + seconds
 
     async def loop() -> None:
@@ -149,7 +149,7 @@ async def run_tasks(url: str, namespace: str, kind: str, tasks: int, seconds: fl
 
     try:
         await asyncio.gather(*(loop() for _ in range(tasks)))
-        cpu = time.process_time() - cpu
+        cpu = time.process_time() - cpu_at_start
     finally:
         await store.aclose()
     return count, cpu
