@@ -24,6 +24,7 @@ from outlay import (
     Store,
     StoreError,
     StoreUnavailable,
+    UnknownLimit,
 )
 from outlay.stores import MemoryStore, SQLiteStore
 from outlay.stores._redis import _SCRIPTS, MAX_UNITS, RedisStore
@@ -560,6 +561,31 @@ async def test_spend_past_what_a_store_can_count_is_refused_and_the_limit_stays_
     usage = await store.usage("calls")
     assert (usage.spent, usage.held) == (top, 0)
     assert [u.key for u in await store.limits()] == ["calls"]
+
+
+@pytest.mark.parametrize(("bad", "error"), [(0.5, TypeError), (True, TypeError), (-1, ValueError),
+                                          (Decimal("NaN"), ValueError),
+                                          (Decimal("1e-40"), ValueError)])
+async def test_a_bad_amount_is_named_by_its_limit_and_takes_nothing(
+    store: Store, bad: object, error: type[Exception]
+) -> None:
+    """Every store names a bad amount by where it was given (``amount['usd']``,
+    ``defaults['new']``, ``actual['calls']``), and the call takes nothing."""
+    await store.set_limit("calls", 5)
+    await store.set_limit("usd", Decimal(5))
+    with pytest.raises(error, match=r"amount\['usd'\]"):
+        await store.reserve("r1", {"calls": 1, "usd": bad}, lease=60)  # type: ignore[dict-item]
+    with pytest.raises(error, match=r"defaults\['new'\]"):
+        await store.reserve("r2", {"new": 1}, lease=60, defaults={"new": bad})  # type: ignore[dict-item]
+    assert (await store.reserve("r3", {"calls": 1}, lease=60)).admitted
+    with pytest.raises(error, match=r"actual\['calls'\]"):
+        await store.commit("r3", {"calls": bad})  # type: ignore[dict-item]
+    assert (await store.usage("calls")).held == 1
+    assert (await store.usage("usd")).held == 0
+    with pytest.raises(UnknownLimit):
+        await store.usage("new")
+    assert await store.commit("r3") is True
+    assert (await store.usage("calls")).spent == 1
 
 
 @pytest.mark.parametrize("lease", [1e308, 1e12, float("inf")])

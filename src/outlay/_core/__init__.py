@@ -10,6 +10,7 @@ and exceptions first, because the stores this package builds on import them from
 from . import _log as log  # noqa: F401 - the logging helpers, as a namespace
 from ._amounts import Amount as Amount
 from ._amounts import check_amount as check_amount
+from ._amounts import check_amounts as check_amounts
 from ._amounts import check_count as check_count
 from ._amounts import check_unit as check_unit
 from ._amounts import check_lease as check_lease
@@ -18,6 +19,7 @@ from ._amounts import MAX_AMOUNT as MAX_AMOUNT
 from ._amounts import MAX_LEASE as MAX_LEASE
 from ._amounts import MAX_PLACES as MAX_PLACES
 from ._amounts import minus as minus
+from ._amounts import named as named
 from ._amounts import plus as plus
 from ._exceptions import ApprovalNotPending as ApprovalNotPending
 from ._exceptions import ArtifactMismatch as ArtifactMismatch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import decimal
 import math
+from collections.abc import Mapping
 from decimal import Decimal
 
 Amount = int | Decimal
@@ -39,36 +40,51 @@ EXACT = decimal.Context(
 _MAX_DECIMAL = Decimal(MAX_AMOUNT)
 
 
-def check_count(value: object, name: str = "amount") -> int:
-    """Return ``value`` if it is an ``int`` (not ``bool``) in ``0..MAX_AMOUNT``; raise otherwise."""
+def named(name: str, key: str | None = None) -> str:
+    """How an error names a value: ``name``, or ``name[key]`` for one entry of a mapping (built
+    only when an error is raised, so the checks cost no formatting on the way through)."""
+    return name if key is None else f"{name}[{key!r}]"
+
+
+def check_count(value: object, name: str = "amount", key: str | None = None) -> int:
+    """Return ``value`` if it is an ``int`` (not ``bool``) in ``0..MAX_AMOUNT``; raise otherwise
+    (the error names it ``named(name, key)``)."""
     if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{named(name, key)} must be an int, got {type(value).__name__}: "
+                        f"{value!r}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{named(name, key)} must be >= 0, got {value}")
     if value > MAX_AMOUNT:
-        raise ValueError(f"{name} is too large: at most 10**30")
+        raise ValueError(f"{named(name, key)} is too large: at most 10**30")
     return value
 
 
-def check_amount(value: object, name: str = "amount") -> Amount:
+def check_amount(value: object, name: str = "amount", key: str | None = None) -> Amount:
     """Return ``value`` if it is a non-negative ``int`` or finite ``Decimal`` within the bounds
-    (``MAX_AMOUNT``, ``MAX_PLACES``); raise ``TypeError``/``ValueError`` otherwise."""
+    (``MAX_AMOUNT``, ``MAX_PLACES``); raise ``TypeError``/``ValueError`` otherwise (the error
+    names it ``named(name, key)``)."""
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValueError(f"{name} must be finite, got {value}")
+            raise ValueError(f"{named(name, key)} must be finite, got {value}")
         if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+            raise ValueError(f"{named(name, key)} must be >= 0, got {value}")
         if value > _MAX_DECIMAL:
-            raise ValueError(f"{name} is too large: at most 10**30")
+            raise ValueError(f"{named(name, key)} is too large: at most 10**30")
         sign, digits, exponent = value.as_tuple()
         assert isinstance(exponent, int)  # finite
         if exponent < -MAX_PLACES:
-            return _fewer_places(value, sign, digits, exponent, name)
+            return _fewer_places(value, sign, digits, exponent, named(name, key))
         return value
     if isinstance(value, float):
-        raise TypeError(f"{name} must be an int or Decimal, never float (got {value!r}); "
-                        "use Decimal('...') for money")
-    return check_count(value, name)
+        raise TypeError(f"{named(name, key)} must be an int or Decimal, never float (got "
+                        f"{value!r}); use Decimal('...') for money")
+    return check_count(value, name, key)
+
+
+def check_amounts(amounts: Mapping[str, object] | None, name: str) -> dict[str, Amount]:
+    """Every value of ``amounts`` (``None``: none) checked by ``check_amount``, as a new dict;
+    a bad one raises naming it ``name[key]``."""
+    return {key: check_amount(value, name, key) for key, value in (amounts or {}).items()}
 
 
 def _fewer_places(value: Decimal, sign: int, digits: tuple[int, ...], exponent: int,

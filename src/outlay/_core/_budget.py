@@ -24,7 +24,7 @@ from .._ledger import UsageLedger
 from .._protocols import BudgetGuard, TokenBudget
 from ..stores import LimitUsage, Store
 from . import _log
-from ._amounts import Amount, check_amount, check_count, check_lease
+from ._amounts import Amount, check_amounts, check_count, check_lease
 from ._exceptions import BudgetExceeded, ConfigurationError, ReservationError, UnknownLimit
 from ._guards import GuardStore, TokenBudgetStore
 from ._limits import LimitSpec, check_principal, check_specs
@@ -414,8 +414,7 @@ class Budget:
     ) -> tuple[Reservation | None, BudgetExceeded | None]:
         if not isinstance(amounts, Mapping) or not amounts:
             raise TypeError("amounts must be a non-empty mapping of unit -> amount")
-        checked = {unit: check_amount(amount, f"amount[{unit!r}]")
-                   for unit, amount in amounts.items()}
+        checked = check_amounts(amounts, "amount")
         owner = self._owner
         seconds = owner._lease if lease is None else check_lease(lease)
         limits = self.limits_at(checked)

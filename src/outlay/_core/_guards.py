@@ -24,7 +24,7 @@ def _one(amounts: Mapping[str, Amount]) -> tuple[str, int]:
     if len(amounts) != 1:
         raise ValueError(f"a guard budget holds one unit, got {sorted(amounts)}")
     [(key, amount)] = amounts.items()
-    return key, check_count(amount, f"amount[{key!r}]")
+    return key, check_count(amount, "amount", key)
 
 
 class _AdaptedStore(Store):

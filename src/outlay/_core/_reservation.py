@@ -22,7 +22,7 @@ import anyio
 
 from ..stores import Admission, LimitUsage, Store, store_from_url
 from . import _log
-from ._amounts import Amount, check_amount, check_lease
+from ._amounts import Amount, check_amount, check_amounts, check_lease
 from ._exceptions import BudgetExceeded, ReservationError, StoreError
 from ._limits import UNIT_NAME, parse_limit_key
 
@@ -134,7 +134,7 @@ class Reservation:
         self._ending = True
 
     def _by_key(self, actual: Mapping[str, Amount]) -> dict[str, Amount]:
-        by_unit = {u: check_amount(a, f"actual[{u!r}]") for u, a in actual.items()}
+        by_unit = check_amounts(actual, "actual")
         unknown = sorted(by_unit.keys() - self._amounts.keys())
         if unknown:
             raise ValueError(f"actual names units the reservation does not hold: {unknown}")
@@ -364,9 +364,9 @@ class KeyedBudget:
     ) -> tuple[Reservation | None, BudgetExceeded | None]:
         if not isinstance(amounts, Mapping) or not amounts:
             raise TypeError("amounts must be a non-empty mapping of limit key -> amount")
-        checked = {check_key(k): check_amount(v, f"amount[{k!r}]") for k, v in amounts.items()}
+        checked = {check_key(k): check_amount(v, "amount", k) for k, v in amounts.items()}
         if defaults is not None:
-            defaults = {check_key(k): check_amount(v, f"defaults[{k!r}]")
+            defaults = {check_key(k): check_amount(v, "defaults", k)
                         for k, v in defaults.items()}
         seconds = self._lease if lease is None else check_lease(lease)
         admission, rid = await reserve_keys(self._store, checked, seconds, defaults, expire_at)

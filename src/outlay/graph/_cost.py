@@ -34,7 +34,7 @@ class Cost(Mapping[str, Amount]):
                     raise TypeError(f"a cost unit must be a non-empty str, got {unit!r}")
                 if unit in merged:
                     raise ValueError(f"cost unit {unit!r} given twice")
-                checked = check_amount(amount, f"cost[{unit!r}]")
+                checked = check_amount(amount, "cost", unit)
                 if checked:
                     merged[unit] = checked
         self._amounts = merged

@@ -43,7 +43,7 @@ class ToolCallLimitHook(ToolDispatchHook):
             raise ValueError(f"on_exceeded must be 'skip' or 'terminate', got {on_exceeded!r}")
         if not per_tool and total is None:
             raise ValueError("give per_tool limits, a total, or both")
-        self._per_tool = {name: AtomicBudget(check_count(cap, f"per_tool[{name!r}]"),
+        self._per_tool = {name: AtomicBudget(check_count(cap, "per_tool", name),
                                              name=f"calls:{name}")
                           for name, cap in (per_tool or {}).items()}
         self._total = None if total is None else AtomicBudget(check_count(total, "total"),

@@ -54,7 +54,7 @@ def check_cost(cost: object, name: str = "cost") -> dict[str, Amount]:
     for unit, amount in cost.items():
         if not isinstance(unit, str) or not unit:
             raise TypeError(f"{name} units must be non-empty str, got {unit!r}")
-        checked[unit] = check_amount(amount, f"{name}[{unit!r}]")
+        checked[unit] = check_amount(amount, name, unit)
     return checked
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._core import Amount, ReservationError, StoreError, check_amount, log
+from .._core import Amount, ReservationError, StoreError, check_amounts, log
 from ._base import Admission, Store
 from ._decide import zero_of
 from ._wrapper import DelegatingStore
@@ -62,7 +62,7 @@ class FailOpenStore(DelegatingStore):
         defaults: Mapping[str, Amount] | None = None,
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
-        checked = {key: check_amount(amount) for key, amount in amounts.items()}
+        checked = check_amounts(amounts, "amount")
         try:
             return await self._inner.reserve(rid, checked, lease=lease, defaults=defaults,
                                              expire_at=expire_at)
@@ -75,7 +75,7 @@ class FailOpenStore(DelegatingStore):
             return Admission(True)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+        checked = check_amounts(actual, "actual")
         opened = self._opened.get(rid)
         if opened is not None:
             unknown = sorted(checked.keys() - opened.amounts.keys())

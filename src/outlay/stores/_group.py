@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.lowlevel
 
-from .._core._exceptions import StoreError
+from .._core import StoreError
 
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ from .._core import (
     ReservationError,
     UnknownLimit,
     check_amount,
+    check_amounts,
     check_count,
     check_lease,
 )
@@ -102,9 +103,9 @@ class MemoryStore(Store):
     ) -> Admission:
         """Synchronous ``reserve``; see ``Store.reserve``. ``expire_at`` is not used: a
         finished period's limit stays readable for the life of the process."""
-        checked = {key: check_amount(amount) for key, amount in amounts.items()}
+        checked = check_amounts(amounts, "amount")
         if defaults:
-            defaults = {key: check_amount(cap, "cap") for key, cap in defaults.items()}
+            defaults = check_amounts(defaults, "defaults")
         check_lease(lease)
         with self._lock:
             now = self._clock()
@@ -126,7 +127,7 @@ class MemoryStore(Store):
 
     def commit_nowait(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """Synchronous ``commit``; see ``Store.commit``."""
-        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+        checked = check_amounts(actual, "actual")
         with self._lock:
             now = self._clock()
             self._expire(now)

@@ -67,14 +67,19 @@ import anyio.lowlevel
 import psycopg
 import psycopg.pq
 
-from .._core import _log
-from .._core._amounts import Amount, check_amount, check_count, check_lease, plus
-from .._core._exceptions import (
+from .._core import (
+    Amount,
     ConfigurationError,
     ReservationError,
     StoreError,
     StoreUnavailable,
     UnknownLimit,
+    _log,
+    check_amount,
+    check_amounts,
+    check_count,
+    check_lease,
+    plus,
 )
 from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import ReserveDecision, decide_commit, decide_release, decide_reserve
@@ -750,8 +755,8 @@ class PostgresStore(Store):
     ) -> Admission:
         """See ``Store.reserve``. One transaction (shared with concurrent operations of this
         store, see ``_call_batch``); all or nothing; a refusal writes nothing."""
-        checked = {key: check_amount(amount) for key, amount in amounts.items()}
-        caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
+        checked = check_amounts(amounts, "amount")
+        caps = check_amounts(defaults, "defaults")
         seconds = check_lease(lease)
         ends: dict[str, float] = {}
         for key, end in (expire_at or {}).items():
@@ -782,7 +787,7 @@ class PostgresStore(Store):
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One transaction (shared, see ``_call_batch``); the spend
         counts even after the lease expired (within ``history``)."""
-        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+        checked = check_amounts(actual, "actual")
 
         def decide(view: _View) -> bool | _Relock:
             hold = view.holds.get(rid)

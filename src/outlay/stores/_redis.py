@@ -83,6 +83,7 @@ from .._core import (
     check_count,
     check_lease,
     log,
+    named,
 )
 from ._base import (
     DEFAULT_RETAIN,
@@ -454,7 +455,7 @@ class RedisStore(Store):
         scaled = int(shifted)
         if scaled == shifted and 0 <= scaled <= MAX_UNITS:
             return scaled
-        name = _named(what, key)
+        name = named(what, key)
         if scaled != shifted:
             raise ValueError(f"{name} {value} has more than {self._places} decimal places; "
                              f"this RedisStore keeps {self._places} (decimal_places)")
@@ -469,7 +470,7 @@ class RedisStore(Store):
         if isinstance(amount, Decimal):
             return "d", "", str(self._scaled(amount, what, key))
         if amount > MAX_UNITS:
-            raise ValueError(f"{_named(what, key)} {amount} is too large for a Redis limit "
+            raise ValueError(f"{named(what, key)} {amount} is too large for a Redis limit "
                              f"(at most {MAX_UNITS})")
         scaled = amount * self._scale
         return "i", str(amount), str(scaled) if scaled <= MAX_UNITS else ""
@@ -734,11 +735,11 @@ class RedisStore(Store):
         keys = [self._key("r", rid)]
         args = [rid, _lease_ms(lease), str(len(amounts))]
         for key, amount in amounts.items():
-            checked[key] = amount = check_amount(amount)
+            checked[key] = amount = check_amount(amount, "amount", key)
             kind, ival, dval = self._encode(amount, "amount", key)
             dkind = dcap = ""
             if defaults and key in defaults:
-                cap = check_amount(defaults[key], "cap")
+                cap = check_amount(defaults[key], "defaults", key)
                 ckind, cival, cdval = self._encode(cap, "defaults", key)
                 dkind, dcap = ckind, cival if ckind == "i" else cdval
             end = ""
@@ -775,7 +776,7 @@ class RedisStore(Store):
         checked: dict[str, Amount] = {}
         args = [rid, str(len(actual)) if actual else "0"]
         for key, amount in (actual or {}).items():
-            checked[key] = amount = check_amount(amount, f"actual[{key!r}]")
+            checked[key] = amount = check_amount(amount, "actual", key)
             args += (key, *self._encode(amount, "actual", key))
         reply = await self._grouped("commit", self._ending_keys(rid), args)
         self._touched.pop(rid, None)
@@ -1294,10 +1295,6 @@ def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], No
             task.exception()
 
     return done
-
-
-def _named(what: str, key: str | None) -> str:
-    return what if key is None else f"{what}[{key!r}]"
 
 
 def _lease_ms(lease: float) -> str:

@@ -96,6 +96,7 @@ from .._core import (
     UnknownLimit,
     _log,
     check_amount,
+    check_amounts,
     check_count,
     check_lease,
     minus,
@@ -565,8 +566,8 @@ class SQLiteStore(Store):
         defaults: Mapping[str, Amount] | None = None,
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
-        checked = {key: check_amount(amount) for key, amount in amounts.items()}
-        caps = {key: check_amount(cap, "cap") for key, cap in (defaults or {}).items()}
+        checked = check_amounts(amounts, "amount")
+        caps = check_amounts(defaults, "defaults")
         ends = dict(expire_at or {})
         check_lease(lease)
         text = _dump(checked)
@@ -600,7 +601,7 @@ class SQLiteStore(Store):
         return await self._run(op)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        checked = {k: check_amount(v, f"actual[{k!r}]") for k, v in (actual or {}).items()}
+        checked = check_amounts(actual, "actual")
 
         def op(tx: _Tx) -> bool:
             conn = tx.conn
