@@ -81,10 +81,10 @@ def check_amount(value: object, name: str = "amount", key: str | None = None) ->
     return check_count(value, name, key)
 
 
-def check_amounts(amounts: Mapping[str, object] | None, name: str) -> dict[str, Amount]:
-    """Every value of ``amounts`` (``None``: none) checked by ``check_amount``, as a new dict;
-    a bad one raises naming it ``name[key]``."""
-    return {key: check_amount(value, name, key) for key, value in (amounts or {}).items()}
+def check_amounts(amounts: Mapping[str, object], name: str) -> dict[str, Amount]:
+    """Every value of ``amounts`` checked by ``check_amount``, as a new dict; a bad one raises
+    naming it ``name[key]``."""
+    return {key: check_amount(value, name, key) for key, value in amounts.items()}
 
 
 def _fewer_places(value: Decimal, sign: int, digits: tuple[int, ...], exponent: int,

@@ -12,8 +12,9 @@ run it against each one):
 - **Validation first.** Amounts, caps and leases are checked (``check_amount``,
   ``check_amounts``, ``check_lease``; a bad amount is named by where it was given,
   ``amount['usd']``, ``defaults['new']``, ``actual['usd']``) and every decision is made before
-  the first write; a refused or invalid call changes nothing. Arithmetic is exact in outlay's own decimal context, whatever the
-  caller's. Stores that decide in Python share ``stores/_decide.py``.
+  the first write; a refused or invalid call changes nothing. Arithmetic is exact in outlay's
+  own decimal context, whatever the caller's. Stores that decide in Python share
+  ``stores/_decide.py``.
 - **Unknown ids.** ``commit`` of an id the store never saw (or has forgotten) raises
   ``ReservationError``. ``release`` and ``extend`` of one return False, and a released unknown
   id is remembered as released, so a ``reserve`` of it that arrives later (a cancelled

@@ -75,7 +75,7 @@ class FailOpenStore(DelegatingStore):
             return Admission(True)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        checked = check_amounts(actual, "actual")
+        checked = check_amounts(actual or {}, "actual")
         opened = self._opened.get(rid)
         if opened is not None:
             unknown = sorted(checked.keys() - opened.amounts.keys())

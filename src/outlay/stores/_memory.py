@@ -127,7 +127,7 @@ class MemoryStore(Store):
 
     def commit_nowait(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """Synchronous ``commit``; see ``Store.commit``."""
-        checked = check_amounts(actual, "actual")
+        checked = check_amounts(actual or {}, "actual")
         with self._lock:
             now = self._clock()
             self._expire(now)

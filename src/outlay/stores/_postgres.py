@@ -756,7 +756,7 @@ class PostgresStore(Store):
         """See ``Store.reserve``. One transaction (shared with concurrent operations of this
         store, see ``_call_batch``); all or nothing; a refusal writes nothing."""
         checked = check_amounts(amounts, "amount")
-        caps = check_amounts(defaults, "defaults")
+        caps = check_amounts(defaults or {}, "defaults")
         seconds = check_lease(lease)
         ends: dict[str, float] = {}
         for key, end in (expire_at or {}).items():
@@ -787,7 +787,7 @@ class PostgresStore(Store):
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         """See ``Store.commit``. One transaction (shared, see ``_call_batch``); the spend
         counts even after the lease expired (within ``history``)."""
-        checked = check_amounts(actual, "actual")
+        checked = check_amounts(actual or {}, "actual")
 
         def decide(view: _View) -> bool | _Relock:
             hold = view.holds.get(rid)

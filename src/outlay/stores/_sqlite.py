@@ -567,7 +567,7 @@ class SQLiteStore(Store):
         expire_at: Mapping[str, float] | None = None,
     ) -> Admission:
         checked = check_amounts(amounts, "amount")
-        caps = check_amounts(defaults, "defaults")
+        caps = check_amounts(defaults or {}, "defaults")
         ends = dict(expire_at or {})
         check_lease(lease)
         text = _dump(checked)
@@ -601,7 +601,7 @@ class SQLiteStore(Store):
         return await self._run(op)
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
-        checked = check_amounts(actual, "actual")
+        checked = check_amounts(actual or {}, "actual")
 
         def op(tx: _Tx) -> bool:
             conn = tx.conn
