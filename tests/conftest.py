@@ -8,10 +8,11 @@ import pytest
 import structlog
 
 from . import pgserver, rediscluster, redissentinel
+from .loops import ASYNCIO, TRIO
 from .redisserver import DEFAULT_PORT, HOST, RedisServer, answers, redis_binary, start_server
 
 
-@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
+@pytest.fixture(params=[ASYNCIO, TRIO])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend

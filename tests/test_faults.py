@@ -29,6 +29,7 @@ from outlay import (
 from outlay.stores import MemoryStore, SQLiteStore
 from outlay.stores._redis import _SCRIPTS, MAX_UNITS, RedisStore
 
+from .loops import every_loop  # noqa: F401 - anyio_backend: asyncio, trio and uvloop
 from .netproxy import Proxy
 from .redisserver import RedisServer
 from .storekit import REDIS_TEST_DB, STORE_FACTORIES, redis_store_at

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from outlay import KeyedBudget, StoreError, StoreUnavailable
 from outlay.stores import Admission
 
+from .loops import ASYNCIO, UVLOOP
 from .netproxy import Proxy
 from .rediscluster import RedisCluster
 from .redisserver import RedisServer, redis_binary, start_server
@@ -48,10 +49,11 @@ BATCH_SHA = _SCRIPTS["batch"].sha.encode()
 Call = Callable[[], Awaitable[Any]]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """asyncio here; ``test_trio_callers_share_round_trips_through_the_bridge`` runs trio."""
-    return "asyncio"
+@pytest.fixture(params=[ASYNCIO, UVLOOP])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """asyncio and uvloop here; ``test_trio_callers_share_round_trips_through_the_bridge``
+    runs trio."""
+    return request.param
 
 
 @pytest.fixture(scope="module")

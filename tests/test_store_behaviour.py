@@ -12,6 +12,7 @@ import pytest
 
 from outlay import BudgetExceeded, KeyedBudget, ReservationError, Store, UnknownLimit
 
+from .loops import every_loop  # noqa: F401 - anyio_backend: asyncio, trio and uvloop
 from .storekit import STORE_FACTORIES
 
 #: A real lease on the store's own clock (Redis and PostgreSQL: the server's), long enough that
