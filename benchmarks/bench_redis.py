@@ -22,8 +22,13 @@ rates.
 The ceiling: the server's own ``redis-benchmark`` (C, 50 connections, unpipelined) against the
 same server in the same run, for ``EVALSHA`` of a minimal one-key script and of outlay's own
 reserve script (a fresh random reservation id per call). The ``of ceiling`` column compares
-reserve + commit pairs per second with those scripts per second. Prints a table and writes
-``benchmarks/results/redis.json``.
+reserve + commit pairs per second with those scripts per second.
+
+The server alone (``floor``): the server's CPU per pair for outlay's ``batch`` script and for
+``BARE_CALLS``, the same Redis calls with no logic, each driven in batches over one connection;
+``1e6 / us`` is the most pairs per second one namespace could run if the server did nothing
+else (an optimistic bound: it leaves out reading and answering each script), against the same
+ceiling. Prints a table and writes ``benchmarks/results/redis.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from redis.utils import HIREDIS_AVAILABLE
 
 from outlay._core._reservation import new_id  # the ids outlay's Budget makes
-from outlay.stores._redis import _SCRIPTS, RedisStore
+from outlay.stores._redis import _SCRIPTS, RedisStore, _frame
 
 #: redis-py's reply parser in this run: hiredis (C, what ``outlay[redis]`` installs) or its own.
 PARSER: Final = "hiredis" if HIREDIS_AVAILABLE else "python"
@@ -223,6 +228,102 @@ CEILINGS = {
 }
 
 
+#: The Redis calls the store's layout makes for a batch of reserves and commits (common.lua), and
+#: nothing else: no checks, no arithmetic, no migration or pruning of expired holds. Per batch,
+#: each limit's hash read (HMGET) and its expired holds looked up (ZRANGEBYSCORE), then written
+#: (HSET); per reserve its record read (GET), one hold per limit added (ZADD) and the record
+#: written (SET PX); per commit its record read and unpacked, its holds taken out (ZREM) and the
+#: ended record written. The same payload as the store's ``batch`` script (ARGV[1..4] the
+#: store's settings, ARGV[5] the operations as JSON).
+BARE_CALLS: Final = """
+local P, RETAIN_MS = ARGV[1], ARGV[2]
+local ops = cjson.decode(ARGV[5])
+local seen = {}
+local function limit(name)
+  if not seen[name] then
+    seen[name] = true
+    redis.call('HMGET', P .. 'l:' .. name, 'cap', 'spent', 'held', 'u', 'p', 't', 'v', 'x')
+    redis.call('ZRANGEBYSCORE', P .. 'z:' .. name, '-inf', 0)
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000
+local replies = {}
+for i, op in ipairs(ops) do
+  local a = op[2]
+  local rid = a[1]
+  local rk = P .. 'r:' .. rid
+  local s = redis.call('GET', rk)
+  if op[1] == 'reserve' then
+    local exp = now + tonumber(a[2])
+    local record = {exp, now}
+    for j = 1, tonumber(a[3]) do
+      local b = 3 + (j - 1) * 7
+      local name, amount = a[b + 1], (a[b + 2] == 'i' and a[b + 3] or a[b + 4])
+      limit(name)
+      redis.call('ZADD', P .. 'z:' .. name, exp, amount .. ':' .. rid)
+      record[#record + 1], record[#record + 2], record[#record + 3] = name, amount, a[b + 2]
+    end
+    redis.call('SET', rk, cmsgpack.pack(unpack(record)), 'PX', tonumber(a[2]) + RETAIN_MS)
+  else
+    local r = {cmsgpack.unpack(s)}
+    for k = 3, #r - 2, 3 do
+      limit(r[k])
+      redis.call('ZREM', P .. 'z:' .. r[k], r[k + 1] .. ':' .. rid)
+    end
+    redis.call('SET', rk, 'committed', 'PX', RETAIN_MS)
+  end
+  replies[i] = {'ok'}
+end
+for name in pairs(seen) do
+  redis.call('HSET', P .. 'l:' .. name, 'spent', '0', 'held', '0', 't', tostring(now))
+end
+return replies
+"""
+FLOOR_BATCH: Final = 12
+"""Reserves per batch in ``floor`` (and as many commits, of the batch before's): about the
+share of one round trip with 50 tasks and two round trips in flight."""
+
+
+async def floor(url: str, batches: int) -> dict[str, float]:
+    """The server's CPU time per reserve + commit pair for outlay's ``batch`` script and for
+    ``BARE_CALLS``, driven alike by one connection (alternating rounds, best of each): what the
+    layout costs the server, as against what the store's logic adds. ``1e6 / us`` is the most
+    pairs per second a server could run if it did nothing else."""
+    found: dict[str, list[float]] = {"batch": [], "bare": []}
+    store = RedisStore.from_url(url, namespace=f"floor-{uuid.uuid4().hex[:8]}")
+    try:
+        await store.set_limit("usd", Decimal("9000000"))
+        await store.set_limit("calls", 10**15)
+        client, prefix = store.client, "{" + store.namespace + "}:"
+        shas = {"batch": _SCRIPTS["batch"].sha,
+                "bare": await client.script_load(BARE_CALLS)}
+        await client.script_load(_SCRIPTS["batch"].source)
+        settings = [prefix, "86400000", "9", "86400000"]
+        reserve = ["60000", "2", "usd", "d", "", "1000000", "", "", "",
+                   "calls", "i", "1", "1000000000", "", "", ""]
+        for _ in range(3):
+            for kind, sha in shas.items():
+                live: list[str] = []
+                calls, usec = await script_stats(url)
+                for _ in range(batches):
+                    new = [new_id() for _ in range(FLOOR_BATCH)]
+                    ops = ([_frame("reserve", [rid, *reserve]) for rid in new]
+                           + [_frame("commit", [rid, "1", "usd", "d", "", "700000"])
+                              for rid in live])
+                    replies = await client.evalsha(sha, 1, prefix + "r:" + new[0], *settings,
+                                                   "[" + ",".join(ops) + "]")
+                    assert all(reply[0] == b"ok" for reply in replies), replies
+                    live = new
+                after = await script_stats(url)
+                # script_stats's own calls are not scripts; only the batches count
+                assert after[0] - calls == batches, (after, calls)
+                found[kind].append((after[1] - usec) / (batches * FLOOR_BATCH))
+    finally:
+        await store.aclose()
+    return {kind: min(runs) for kind, runs in found.items()}
+
+
 async def ceiling(url: str, namespace: str, name: str, requests: int) -> float:
     """Scripts per second from ``redis-benchmark -c 50`` (unpipelined) on the same server."""
     binary = shutil.which("redis-benchmark")
@@ -265,6 +366,14 @@ async def bench(url: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
                      "best_ops_per_s": found[-1], "runs_ops_per_s": found,
                      "round_trips_per_op": 1.0, "server_us_per_op": None,
                      "client_us_per_pair": None})
+    server = await floor(url, 150 if rounds == 1 else 400)
+    for kind, name in (("batch", "outlay batch script"), ("bare", "bare Redis calls")):
+        us = server[kind]
+        print(f"  server alone, {name:<24} {us:>6.1f} us/pair: {1e6 / us:>9,.0f} pairs/s at most",
+              flush=True)
+        rows.append({"kind": "server alone", "shape": name, "ops_per_s": 1e6 / us,
+                     "best_ops_per_s": 1e6 / us, "round_trips_per_op": 1 / (2 * FLOOR_BATCH),
+                     "server_us_per_op": us / 2, "client_us_per_pair": None})
     for shape in ("1 task", "50 tasks", PROCESSES):
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "store": []}
         for _ in range(rounds):  # alternate, so drifting load hits both alike
@@ -307,10 +416,18 @@ def main() -> None:
     print()
     for name, value in ceilings.items():
         print(f"ceiling: redis-benchmark -c 50 {name}: {value:,.0f} scripts/s")
+    minimal = next(iter(ceilings.values()))
+    for row in rows:
+        if row["kind"] == "server alone":  # the server's CPU per pair, as if it did nothing else
+            row["share_of_ceilings"] = {name: row["ops_per_s"] / value
+                                        for name, value in ceilings.items()}
+            print(f"server alone: {row['shape']}: {2 * row['server_us_per_op']:.1f} us/pair, "
+                  f"at most {row['ops_per_s']:,.0f} pairs/s = {row['ops_per_s'] / minimal:.0%} "
+                  "of the minimal ceiling")
     print(f"\n{'shape':<24} {'kind':<6} {'median/s':>9} {'of raw':>7} {'best/s':>9} {'of raw':>7} "
           f"{'RT/op':>6} {'us/op':>6} {'us/pair':>8} {'of minimal':>10} {'of reserve':>10}")
     for row in rows:
-        if row["kind"] == "redis-benchmark":
+        if row["kind"] in ("redis-benchmark", "server alone"):
             continue
         base = raw[row["shape"]]
         share = row["ops_per_s"] / base["ops_per_s"] if base["ops_per_s"] else 0.0

@@ -74,6 +74,10 @@ async def test_commit_with_unknown_outcome_is_never_released(
         try:
             budget = KeyedBudget(slow)
             await budget.set_limit("usd", Decimal("10"))
+            # The held EVALSHAs must find the script cached: on a server that has not run it
+            # yet they would answer NOSCRIPT when flushed and run nothing (their client gone,
+            # none falls back to EVAL), whatever ran before this test.
+            await raw(redis_store, "SCRIPT", "LOAD", _SCRIPTS["commit"].source)
             commit_sha = _SCRIPTS["commit"].sha.encode()
             with pytest.raises(StoreUnavailable):
                 async with budget.reserve({"usd": Decimal("1")}) as reservation:
@@ -599,6 +603,24 @@ async def test_an_unbounded_lease_is_a_clear_error(store: Store, lease: float) -
     with pytest.raises(ValueError, match="lease"):
         KeyedBudget(store, lease=lease)
     assert (await store.usage("calls")).held == 0
+
+
+async def test_a_lease_seen_before_is_checked_again_by_its_type(store: Store) -> None:
+    """A store may remember the leases it has encoded (the Redis store does: leases are a
+    handful of settings); ``True`` equals ``1`` and hashes alike, and is still refused after a
+    lease of ``1`` (and ``1.0``) passed, taking nothing; so is ``False`` after ``0``'s error."""
+    await store.set_limit("calls", 5)
+    for rid, lease in (("r1", 1), ("r2", 1.0)):
+        assert (await store.reserve(rid, {"calls": 1}, lease=lease)).admitted
+    with pytest.raises(TypeError, match="lease"):
+        await store.reserve("r3", {"calls": 1}, lease=True)
+    with pytest.raises(ValueError, match="lease"):
+        await store.reserve("r4", {"calls": 1}, lease=0)
+    with pytest.raises(TypeError, match="lease"):
+        await store.reserve("r5", {"calls": 1}, lease=False)
+    assert (await store.usage("calls")).held == 2
+    with pytest.raises(TypeError, match="lease"):
+        await store.extend("r1", True)
 
 
 async def test_a_nul_in_a_key_is_listed_by_prefix(store: Store) -> None:

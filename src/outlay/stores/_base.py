@@ -48,7 +48,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .._core import Amount, minus
 
@@ -113,6 +113,11 @@ class Admission:
     admitted: bool
     refused: LimitUsage | None = None
     requested: Amount | None = None
+
+
+ADMITTED: Final = Admission(True)
+"""The one admitted ``Admission`` (immutable, so every store returns this one rather than
+building its own per reservation)."""
 
 
 class Store(ABC):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .._core import MAX_AMOUNT, Amount, UnknownLimit, check_unit, minus, plus
-from ._base import Admission, LimitUsage
+from ._base import ADMITTED, Admission, LimitUsage
 
 
 def zero_of(cap: Amount) -> Amount:
@@ -80,7 +80,7 @@ def decide_reserve(
         if plus(limit.spent, held) > limit.cap:
             return ReserveDecision(Admission(False, limit, amount), {}, frozenset())
         after[key] = LimitUsage(key, limit.cap, limit.spent, held)
-    return ReserveDecision(Admission(True), after, frozenset(created))
+    return ReserveDecision(ADMITTED, after, frozenset(created))
 
 
 def decide_commit(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import Amount, ReservationError, StoreError, check_amounts, log
-from ._base import Admission, Store
+from ._base import ADMITTED, Admission, Store
 from ._decide import zero_of
 from ._wrapper import DelegatingStore
 
@@ -72,7 +72,7 @@ class FailOpenStore(DelegatingStore):
                                         dict(expire_at) if expire_at else None)
             if len(self._opened) > OPENED_MEMORY:
                 self._opened.popitem(last=False)
-            return Admission(True)
+            return ADMITTED
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         checked = check_amounts(actual or {}, "actual")

@@ -26,6 +26,7 @@ from .._core import (
     check_lease,
 )
 from ._base import (
+    ADMITTED,
     DEFAULT_RETAIN,
     ENDED_MEMORY,
     Admission,
@@ -111,7 +112,7 @@ class MemoryStore(Store):
             now = self._clock()
             self._expire(now)
             if rid in self._holds:
-                return Admission(True)
+                return ADMITTED
             if rid in self._ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
             limits = self._limits

@@ -81,7 +81,7 @@ from .._core import (
     check_lease,
     plus,
 )
-from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
+from ._base import ADMITTED, Admission, HoldUsage, LimitUsage, Store, check_seconds, oldest_first
 from ._decide import ReserveDecision, decide_commit, decide_release, decide_reserve
 from ._events import SpendEvent, decode_event, encode_event
 from ._fork import track
@@ -769,7 +769,7 @@ class PostgresStore(Store):
         def decide(view: _View) -> Admission:
             hold = view.holds.get(rid)
             if hold is not None and hold[0] > view.now:
-                return Admission(True)  # a retried reserve
+                return ADMITTED  # a retried reserve
             if hold is not None or rid in view.ended:
                 raise ReservationError(f"reservation {rid!r} has already ended")
             decision = decide_reserve(view.current(checked), checked, caps)

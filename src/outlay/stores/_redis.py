@@ -86,6 +86,7 @@ from .._core import (
     named,
 )
 from ._base import (
+    ADMITTED,
     DEFAULT_RETAIN,
     Admission,
     HoldUsage,
@@ -759,7 +760,7 @@ class RedisStore(Store):
             self._touched[rid] = keys[1:]
             if len(self._touched) > TOUCHED_MEMORY:
                 self._touched.popitem(last=False)
-            return Admission(True)
+            return ADMITTED
         if code == "refused":
             name = _text(reply[1])
             unit = _text(reply[6])
@@ -1297,8 +1298,24 @@ def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Future[Any]], No
     return done
 
 
+_LEASES: dict[float, str] = {}
+"""Leases already encoded by ``_lease_ms`` (at most 64, forgotten all at once when full): a
+lease is a setting, the same few values on every reservation."""
+
+
 def _lease_ms(lease: float) -> str:
-    return str(max(1, math.ceil(check_lease(lease) * 1000)))
+    """``lease`` (checked) as whole milliseconds, at least 1."""
+    kind = type(lease)
+    if kind is float or kind is int:  # not bool: True == 1 and must still be refused
+        text = _LEASES.get(lease)
+        if text is not None:
+            return text
+    text = str(max(1, math.ceil(check_lease(lease) * 1000)))
+    if kind is float or kind is int:
+        if len(_LEASES) >= 64:
+            _LEASES.clear()
+        _LEASES[lease] = text
+    return text
 
 
 def _glob_escape(text: str) -> str:

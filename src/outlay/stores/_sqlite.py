@@ -101,7 +101,7 @@ from .._core import (
     check_lease,
     minus,
 )
-from ._base import Admission, HoldUsage, LimitUsage, Store, check_seconds
+from ._base import ADMITTED, Admission, HoldUsage, LimitUsage, Store, check_seconds
 from ._decide import decide_commit, decide_release, decide_reserve, decide_set_limit
 from ._events import SpendEvent, decode_event, encode_event
 from ._fork import track
@@ -579,16 +579,16 @@ class SQLiteStore(Store):
                 decision = decide_reserve(tx.load(checked), checked, caps)
             except (StoreError, UnknownLimit, TypeError, ValueError):
                 if _held(conn, rid):
-                    return Admission(True)
+                    return ADMITTED
                 raise
             if not decision.admission.admitted:
                 # A refusal keeps the sweep; nothing else was written.
-                return Admission(True) if _held(conn, rid) else decision.admission
+                return ADMITTED if _held(conn, rid) else decision.admission
             # One statement checks the id and holds; it inserts nothing (writes nothing) if
             # the id is held or has ended.
             if conn.execute(_HOLD, (rid, text, now + lease, now, rid)).rowcount == 0:
                 _held(conn, rid)  # not inserted: held (admitted again) or ended (raises)
-                return Admission(True)
+                return ADMITTED
             for key in decision.created:
                 limit = decision.after[key]
                 conn.execute("INSERT INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
