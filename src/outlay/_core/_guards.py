@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..stores import Admission, LimitUsage, Store
+from ..stores._base import ADMITTED
 from ._amounts import Amount, check_count
 from ._exceptions import ReservationError
 
@@ -83,11 +84,11 @@ class GuardStore(_AdaptedStore):
                       expire_at: Mapping[str, float] | None = None) -> Admission:
         key, amount = _one(amounts)
         if rid in self._held:
-            return Admission(True)
+            return ADMITTED
         if not await self._guard.try_reserve(amount):
             return self._refused(key, amount, self._guard)
         self._held[rid] = (key, amount)
-        return Admission(True)
+        return ADMITTED
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         ending = self._ending(rid, actual)
@@ -129,13 +130,13 @@ class TokenBudgetStore(_AdaptedStore):
                       expire_at: Mapping[str, float] | None = None) -> Admission:
         key, amount = _one(amounts)
         if rid in self._held:
-            return Admission(True)
+            return ADMITTED
         reservation = await self._tokens.try_reserve_tokens(amount)
         if reservation is None:
             return self._refused(key, amount, self._tokens)
         self._held[rid] = (key, amount)
         self._reservations[rid] = reservation
-        return Admission(True)
+        return ADMITTED
 
     async def commit(self, rid: str, actual: Mapping[str, Amount] | None = None) -> bool:
         ending = self._ending(rid, actual)

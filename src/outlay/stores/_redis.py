@@ -1305,16 +1305,14 @@ lease is a setting, the same few values on every reservation."""
 
 def _lease_ms(lease: float) -> str:
     """``lease`` (checked) as whole milliseconds, at least 1."""
-    kind = type(lease)
-    if kind is float or kind is int:  # not bool: True == 1 and must still be refused
-        text = _LEASES.get(lease)
-        if text is not None:
-            return text
-    text = str(max(1, math.ceil(check_lease(lease) * 1000)))
-    if kind is float or kind is int:
-        if len(_LEASES) >= 64:
-            _LEASES.clear()
-        _LEASES[lease] = text
+    kept = type(lease) is float or type(lease) is int  # not bool: True == 1, still refused
+    text = _LEASES.get(lease) if kept else None
+    if text is None:
+        text = str(max(1, math.ceil(check_lease(lease) * 1000)))
+        if kept:
+            if len(_LEASES) >= 64:
+                _LEASES.clear()
+            _LEASES[lease] = text
     return text
 
 
