@@ -70,6 +70,18 @@ ACTUAL: dict[str, Any] = {"usd": Decimal("0.0007")}
 
 PROCESSES = "4 processes x 50 tasks"
 
+#: AMOUNTS and ACTUAL as the store encodes them for its scripts (after the reservation id): a
+#: reserve's lease (ms) and limit count, then per limit name, kind, units, scaled money, default
+#: kind and cap, period end; a commit's count of actual amounts, then name, kind, units, money.
+RESERVE_ARGS: Final = ["60000", "2", "usd", "d", "", "1000000", "", "", "",
+                       "calls", "i", "1", "1000000000", "", "", ""]
+COMMIT_ARGS: Final = ["1", "usd", "d", "", "700000"]
+
+
+def settings(prefix: str) -> list[str]:
+    """A store's ARGV[1..4] with default options: prefix, retain_ms, places, grace_ms."""
+    return [prefix, "86400000", "9", "86400000"]
+
 Op = Callable[[str], Awaitable[None]]
 
 
@@ -119,22 +131,19 @@ def make_ops(store: RedisStore, kind: str) -> Op:
     prefix = "{" + store.namespace + "}:"
     reserve, commit = _SCRIPTS["reserve"].sha, _SCRIPTS["commit"].sha
     limit_keys = [prefix + "l:usd", prefix + "z:usd", prefix + "l:calls", prefix + "z:calls"]
-    limit_args = ["usd", "d", "", "1000000", "", "", "",
-                  "calls", "i", "1", "1000000000", "", "", ""]
-    commit_args = ["1", "usd", "d", "", "700000"]
-    settings = [prefix, "86400000", "9", "86400000"]  # prefix, retain_ms, places, grace_ms
+    store_args = settings(prefix)
 
     async def raw(rid: str) -> None:
-        reply = await client.evalsha(reserve, 5, prefix + "r:" + rid, *limit_keys, *settings,
-                                     rid, "60000", "2", *limit_args)
+        reply = await client.evalsha(reserve, 5, prefix + "r:" + rid, *limit_keys, *store_args,
+                                     rid, *RESERVE_ARGS)
         assert reply[0] == b"ok", reply
-        await client.evalsha(commit, 1, prefix + "r:" + rid, *settings, rid, *commit_args)
+        await client.evalsha(commit, 1, prefix + "r:" + rid, *store_args, rid, *COMMIT_ARGS)
 
     async def queued(rid: str) -> None:
         keys = [prefix + "r:" + rid, *limit_keys]
-        reply = await store._grouped("reserve", keys, [rid, "60000", "2", *limit_args])
+        reply = await store._grouped("reserve", keys, [rid, *RESERVE_ARGS])
         assert reply[0] == b"ok", reply
-        await store._grouped("commit", keys[:1], [rid, *commit_args])
+        await store._grouped("commit", keys[:1], [rid, *COMMIT_ARGS])
 
     return raw if kind == "raw" else queued
 
@@ -232,9 +241,8 @@ CEILINGS = {
     "EVALSHA minimal script": lambda prefix, sha: [sha, "1", prefix + "k"],
     "EVALSHA outlay reserve": lambda prefix, sha: [
         sha, "5", prefix + "r:__rand_int__", prefix + "l:usd", prefix + "z:usd",
-        prefix + "l:calls", prefix + "z:calls", prefix, "86400000", "9", "86400000",
-        "__rand_int__", "60000", "2", "usd", "d", "", "1000000", "", "", "", "calls", "i", "1",
-        "1000000000", "", "", ""],
+        prefix + "l:calls", prefix + "z:calls", *settings(prefix), "__rand_int__",
+        *RESERVE_ARGS],
 }
 
 
@@ -309,20 +317,17 @@ async def floor(url: str, batches: int) -> dict[str, float]:
         shas = {"batch": _SCRIPTS["batch"].sha,
                 "bare": await client.script_load(BARE_CALLS)}
         await client.script_load(_SCRIPTS["batch"].source)
-        settings = [prefix, "86400000", "9", "86400000"]
-        reserve = ["60000", "2", "usd", "d", "", "1000000", "", "", "",
-                   "calls", "i", "1", "1000000000", "", "", ""]
+        store_args = settings(prefix)
         for _ in range(5):
             for kind, sha in shas.items():
                 live: list[str] = []
                 usec = (await script_stats(url))[1]
                 for last in [False] * batches + [True]:  # the last commits the reserves left
                     new = [] if last else [new_id() for _ in range(FLOOR_BATCH)]
-                    ops = ([_frame("reserve", [rid, *reserve]) for rid in new]
-                           + [_frame("commit", [rid, "1", "usd", "d", "", "700000"])
-                              for rid in live])
+                    ops = ([_frame("reserve", [rid, *RESERVE_ARGS]) for rid in new]
+                           + [_frame("commit", [rid, *COMMIT_ARGS]) for rid in live])
                     replies = await client.evalsha(sha, 1, prefix + "r:" + (new or live)[0],
-                                                   *settings, "[" + ",".join(ops) + "]")
+                                                   *store_args, "[" + ",".join(ops) + "]")
                     assert all(reply[0] == b"ok" for reply in replies), replies
                     live = new
                 usec = (await script_stats(url))[1] - usec
